@@ -1,0 +1,5 @@
+//! peat-gateway: an edge gateway for Peat meshes.
+//!
+//! See `docs/ARCHITECTURE.md` for the bird's-eye view and the code map.
+
+pub mod mesh;

@@ -1,0 +1,141 @@
+//! MembershipPolicy and MeshTier bytes (`reference/peat-wire.md` §3.4).
+
+use super::MeshError;
+
+/// How a formation admits devices. Wire byte: Open 0, Controlled 1, Strict 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MembershipPolicy {
+    Open,
+    #[default]
+    Controlled,
+    Strict,
+}
+
+impl MembershipPolicy {
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Self::Open => 0,
+            Self::Controlled => 1,
+            Self::Strict => 2,
+        }
+    }
+
+    pub fn from_byte(what: &'static str, b: u8) -> Result<Self, MeshError> {
+        match b {
+            0 => Ok(Self::Open),
+            1 => Ok(Self::Controlled),
+            2 => Ok(Self::Strict),
+            value => Err(MeshError::UnknownEnum {
+                what,
+                field: "policy",
+                value,
+            }),
+        }
+    }
+
+    /// Parses a name as peat-mesh does: surrounding whitespace trimmed, case ignored.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "open" => Some(Self::Open),
+            "controlled" => Some(Self::Controlled),
+            "strict" => Some(Self::Strict),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Open => "Open",
+            Self::Controlled => "Controlled",
+            Self::Strict => "Strict",
+        }
+    }
+}
+
+/// Trust tier of a certificate; lower is more trusted. Wire byte 0..=3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MeshTier {
+    Enterprise,
+    Regional,
+    Tactical,
+    Edge,
+}
+
+impl MeshTier {
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Self::Enterprise => 0,
+            Self::Regional => 1,
+            Self::Tactical => 2,
+            Self::Edge => 3,
+        }
+    }
+
+    pub fn from_byte(what: &'static str, b: u8) -> Result<Self, MeshError> {
+        match b {
+            0 => Ok(Self::Enterprise),
+            1 => Ok(Self::Regional),
+            2 => Ok(Self::Tactical),
+            3 => Ok(Self::Edge),
+            value => Err(MeshError::UnknownEnum {
+                what,
+                field: "tier",
+                value,
+            }),
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "enterprise" => Some(Self::Enterprise),
+            "regional" => Some(Self::Regional),
+            "tactical" => Some(Self::Tactical),
+            "edge" => Some(Self::Edge),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn enums() -> Value {
+        let v: Value =
+            serde_json::from_str(include_str!("../../tests/vectors/peat-mesh-0.6.0.json")).unwrap();
+        v["enums"].clone()
+    }
+
+    #[test]
+    fn policy_bytes_and_names_match_reference() {
+        let e = enums();
+        for case in e["membership_policy"].as_array().unwrap() {
+            let b = u8::try_from(case["byte"].as_u64().unwrap()).unwrap();
+            let p = MembershipPolicy::from_byte("t", b).unwrap();
+            assert_eq!(p.name(), case["name"]);
+            assert_eq!(p.to_byte(), b);
+        }
+        for (input, want) in e["membership_policy_from_str_name"].as_object().unwrap() {
+            let got = MembershipPolicy::from_name(input).map(|p| p.name());
+            assert_eq!(got, want.as_str(), "input {input:?}");
+        }
+        assert!(MembershipPolicy::from_byte("t", 3).is_err());
+    }
+
+    #[test]
+    fn tier_bytes_and_names_match_reference() {
+        let e = enums();
+        for case in e["mesh_tier"].as_array().unwrap() {
+            let b = u8::try_from(case["byte"].as_u64().unwrap()).unwrap();
+            let t = MeshTier::from_byte("t", b).unwrap();
+            assert_eq!(MeshTier::from_name(case["name"].as_str().unwrap()), Some(t));
+        }
+        for (input, want) in e["mesh_tier_from_str_name"].as_object().unwrap() {
+            let got = MeshTier::from_name(input);
+            let want = want.as_str().and_then(MeshTier::from_name);
+            assert_eq!(got, want, "input {input:?}");
+        }
+        assert!(MeshTier::from_byte("t", 4).is_err());
+    }
+}
