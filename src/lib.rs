@@ -2,4 +2,5 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the bird's-eye view and the code map.
 
+pub mod keys;
 pub mod mesh;

@@ -1,0 +1,30 @@
+//! Envelope encryption of stored secrets and the key providers that hold the KEK.
+//!
+//! Every sealed record is an envelope: a fresh 256-bit DEK encrypts the payload with
+//! AES-256-GCM; the provider wraps the DEK under its KEK. The AAD binds the envelope header
+//! (provider, KEK id, wrapped DEK) and the record's identity (org, app, kind, codec version),
+//! so a record moved to another row, or re-labelled, fails to open.
+//!
+//! Security considerations: someone holding the data directory but not the KEK learns which
+//! orgs and formations exist and the public facts stored beside them (mesh id, authority
+//! public key), never a seed, formation secret or token. With the `plaintext` provider (dev
+//! mode only) the data directory alone reveals everything.
+//!
+//! Invariants:
+//! - Once a real provider is configured, an envelope marked plaintext is refused, never used.
+//! - Key material lives only in `Zeroizing` types; no type here derives `Debug` over a secret.
+//! - The AAD is built by [`envelope::aad`] alone, tested against a fixed vector.
+//!
+//! Does not: store anything, or pick a provider from configuration (see `config.rs`).
+
+mod envelope;
+mod error;
+mod provider;
+mod random;
+
+pub use envelope::{Keyring, RecordIdentity};
+pub use error::KeyError;
+pub use provider::{KeyProvider, LocalKek, ProviderKind};
+#[cfg(feature = "dev")]
+pub use provider::Plaintext;
+pub use random::random_secret32;
