@@ -1,0 +1,368 @@
+//! Opening the state database, schema migrations, and the [`Store`] handle.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redb::{Builder, Database, DatabaseError, ReadableDatabase, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::RedbResultExt;
+use super::writer::{self, Msg, TypedJob, QUEUE_DEPTH};
+use super::{keys, ReadView, StoreError, Table, Txn};
+
+/// The schema this build writes. Each step up has a `migrate_vN` below.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// redb page cache. redb's default (1 GiB) exceeds a kit's RAM; keep this small.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// What one group commit did; reported to metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitStats {
+    pub ops: usize,
+    pub elapsed: Duration,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Msg>,
+    poisoned: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Handle to the state database. Cheap to clone; every clone shares one writer thread.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, migrates it, and starts the writer.
+    ///
+    /// Blocks on disk I/O: call it before the runtime serves requests, or via `spawn_blocking`.
+    pub fn open(
+        path: &Path,
+        opts: &StoreOptions,
+        on_commit: Option<Arc<dyn Fn(CommitStats) + Send + Sync>>,
+    ) -> Result<Self, StoreError> {
+        let db = open_db(path, opts)?;
+        migrate(&db, path)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let db = db.clone();
+            let poisoned = poisoned.clone();
+            std::thread::Builder::new()
+                .name("state-writer".into())
+                .spawn(move || writer::run(db, rx, poisoned, on_commit))
+                .map_err(|_| StoreError::Closed)?
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                tx,
+                poisoned,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Runs `op` in a write transaction on the writer thread and resolves after the commit.
+    ///
+    /// `op` must not block on anything but the store itself. If it returns `Err`, none of its
+    /// writes are applied; other operations in the same batch are unaffected.
+    pub async fn write<R, E, F>(&self, op: F) -> Result<R, E>
+    where
+        F: FnOnce(&mut Txn<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        if self.is_poisoned() {
+            return Err(StoreError::Poisoned.into());
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(TypedJob::new(op, reply));
+        self.inner
+            .tx
+            .send(Msg::Job(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `op` against a consistent snapshot on the blocking pool.
+    pub async fn read<R, E, F>(&self, op: F) -> Result<R, E>
+    where
+        F: FnOnce(&ReadView) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let view = ReadView::new(db.begin_read().op("begin read")?);
+            op(&view)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Synchronous read for command-line tools that run without serving.
+    pub fn read_blocking<R, E, F>(&self, op: F) -> Result<R, E>
+    where
+        F: FnOnce(&ReadView) -> Result<R, E>,
+        E: From<StoreError>,
+    {
+        let view = ReadView::new(self.inner.db.begin_read().op("begin read")?);
+        op(&view)
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Lets queued writes commit, then stops the writer thread. Later writes get `Closed`.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.tx.send(Msg::Stop).await;
+        let handle = self.inner.thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+fn open_db(path: &Path, opts: &StoreOptions) -> Result<Database, StoreError> {
+    let mut b = Builder::new();
+    b.set_cache_size(opts.cache_bytes);
+    b.set_repair_callback(|session| {
+        tracing::warn!(
+            progress_pct = format_args!("{:.0}", session.progress() * 100.0),
+            "repairing state database after an unclean shutdown"
+        );
+    });
+    match b.create(path) {
+        Ok(db) => Ok(db),
+        Err(DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked {
+            path: PathBuf::from(path),
+        }),
+        Err(e) => Err(StoreError::redb("open")(e.into())),
+    }
+}
+
+type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
+
+/// `MIGRATIONS[i]` moves schema `i` to `i + 1`; schema 0 is a new, empty file.
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [migrate_v1];
+
+fn migrate(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let found = read_schema_version(db)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for from in found..SCHEMA_VERSION {
+        let to = from + 1;
+        if from > 0 {
+            tracing::info!(from, to, "migrating state database");
+        }
+        let wtx = db.begin_write().op("begin migration")?;
+        MIGRATIONS[from as usize](&wtx)?;
+        {
+            let mut meta = wtx.open_table(Table::Meta.def()).op("open meta")?;
+            meta.insert(keys::SCHEMA_VERSION, to.to_le_bytes().as_slice())
+                .op("write schema version")?;
+        }
+        wtx.commit().op("commit migration")?;
+    }
+    Ok(())
+}
+
+fn read_schema_version(db: &Database) -> Result<u32, StoreError> {
+    let rtx = db.begin_read().op("begin read")?;
+    let meta = match rtx.open_table(Table::Meta.def()) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(StoreError::redb("open meta")(e.into())),
+    };
+    let Some(raw) = meta.get(keys::SCHEMA_VERSION).op("read schema version")? else {
+        return Ok(0);
+    };
+    let bytes: [u8; 4] = raw.value().try_into().map_err(|_| StoreError::Decode {
+        kind: "schema version",
+        reason: "not 4 bytes",
+    })?;
+    Ok(u32::from_le_bytes(bytes))
+}
+
+/// Schema 1: creates every table.
+fn migrate_v1(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    for t in Table::ALL {
+        wtx.open_table(t.def()).op("create table")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AdminTokenRecord, Reader};
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn new_file_gets_current_schema_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.redb");
+        {
+            let s = Store::open(&p, &StoreOptions::default(), None).unwrap();
+            rt().block_on(s.shutdown());
+        }
+        let db = open_db(&p, &StoreOptions::default()).unwrap();
+        assert_eq!(read_schema_version(&db).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn schema_newer_than_this_build_is_refused_with_both_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.redb");
+        {
+            let db = open_db(&p, &StoreOptions::default()).unwrap();
+            let wtx = db.begin_write().unwrap();
+            {
+                let mut meta = wtx.open_table(Table::Meta.def()).unwrap();
+                meta.insert(keys::SCHEMA_VERSION, 99u32.to_le_bytes().as_slice())
+                    .unwrap();
+            }
+            wtx.commit().unwrap();
+        }
+        match Store::open(&p, &StoreOptions::default(), None) {
+            Err(StoreError::TooNew {
+                found: 99,
+                supported: SCHEMA_VERSION,
+                ..
+            }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("newer schema was accepted"),
+        }
+    }
+
+    #[test]
+    fn second_open_of_the_same_file_reports_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.redb");
+        let s = Store::open(&p, &StoreOptions::default(), None).unwrap();
+        assert!(matches!(
+            Store::open(&p, &StoreOptions::default(), None),
+            Err(StoreError::Locked { .. })
+        ));
+        rt().block_on(s.shutdown());
+    }
+
+    #[derive(Debug)]
+    struct Refused;
+    impl From<StoreError> for Refused {
+        fn from(_: StoreError) -> Self {
+            Refused
+        }
+    }
+
+    #[test]
+    fn failed_operation_leaves_no_write_while_its_batch_mates_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb"), &StoreOptions::default(), None).unwrap();
+        rt().block_on(async {
+            let rec = AdminTokenRecord {
+                secret_hash: [1; 32],
+                created_at_ms: 1,
+            };
+            let (a, b) = tokio::join!(
+                s.write(move |t| -> Result<(), Refused> {
+                    t.put(Table::Orgs, b"good".to_vec(), &rec)?;
+                    Ok(())
+                }),
+                s.write(|t| -> Result<(), Refused> {
+                    t.put_raw(Table::Orgs, b"bad".to_vec(), vec![1]);
+                    Err(Refused)
+                })
+            );
+            assert!(a.is_ok());
+            assert!(b.is_err());
+            let (good, bad) = s
+                .read(|r| -> Result<_, StoreError> {
+                    Ok((r.exists(Table::Orgs, b"good")?, r.exists(Table::Orgs, b"bad")?))
+                })
+                .await
+                .unwrap();
+            assert!(good);
+            assert!(!bad);
+            s.shutdown().await;
+        });
+    }
+
+    #[test]
+    fn scans_respect_prefix_cursor_and_limit_in_both_directions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb"), &StoreOptions::default(), None).unwrap();
+        rt().block_on(async {
+            s.write(|t| -> Result<(), StoreError> {
+                for k in ["a\0x", "a\0y", "a\0z", "ab\0q", "b\0x"] {
+                    t.put_raw(Table::Formations, k.as_bytes().to_vec(), vec![]);
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+            let keys_of = |v: Vec<(Vec<u8>, Vec<u8>)>| {
+                v.into_iter()
+                    .map(|(k, _)| String::from_utf8(k).unwrap())
+                    .collect::<Vec<_>>()
+            };
+            let got = s
+                .read(|r| -> Result<_, StoreError> {
+                    Ok((
+                        r.scan(Table::Formations, b"a\0", None, 10)?,
+                        r.scan(Table::Formations, b"a\0", Some(b"a\0x"), 1)?,
+                        r.scan_rev(Table::Formations, b"a\0", None, 2)?,
+                        r.scan_rev(Table::Formations, b"a\0", Some(b"a\0y"), 5)?,
+                    ))
+                })
+                .await
+                .unwrap();
+            assert_eq!(keys_of(got.0), ["a\0x", "a\0y", "a\0z"]);
+            assert_eq!(keys_of(got.1), ["a\0y"]);
+            assert_eq!(keys_of(got.2), ["a\0z", "a\0y"]);
+            assert_eq!(keys_of(got.3), ["a\0x"]);
+            let n = s
+                .write(|t| t.delete_prefix(Table::Formations, b"a\0"))
+                .await
+                .unwrap();
+            assert_eq!(n, 3);
+            let left = s
+                .read(|r| r.scan(Table::Formations, b"", None, 10))
+                .await
+                .unwrap();
+            assert_eq!(keys_of(left), ["ab\0q", "b\0x"]);
+            s.shutdown().await;
+        });
+    }
+}

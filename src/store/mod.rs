@@ -1,0 +1,31 @@
+//! Durable state in redb: tables, versioned record codecs, schema migrations, and the one
+//! writer thread through which every write goes.
+//!
+//! Invariants:
+//! - Only this module imports redb.
+//! - Every write runs on the writer thread; a write future resolves only after its commit
+//!   (`Durability::Immediate`) returned, so an answer sent after it describes durable state.
+//! - An operation that returns `Err` leaves no write behind, even when batched with others.
+//! - After a failed commit the writer latches: every later write gets [`StoreError::Poisoned`].
+//! - Stored values start with a record version byte; keys use fixed-width integers only.
+//!
+//! Does not: know business rules (see `tenant/`), encrypt (see `keys/`), or run on the async
+//! runtime: reads go through `spawn_blocking`, writes through the writer thread.
+
+mod codec;
+mod db;
+mod error;
+mod records;
+mod tables;
+mod txn;
+mod writer;
+
+pub use codec::Record;
+pub use db::{CommitStats, Store, StoreOptions, SCHEMA_VERSION};
+pub use error::StoreError;
+pub use records::{
+    AdminTokenRecord, ApiTokenRecord, AuditHeadRecord, AuditRecord, FormationRecord, OrgRecord,
+    QuotasRecord,
+};
+pub use tables::{keys, Table};
+pub use txn::{ReadView, Reader, Txn};

@@ -1,0 +1,141 @@
+//! The versioned records kept in the state tables. Field order is part of the format.
+
+use serde::{Deserialize, Serialize};
+
+use super::Record;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotasRecord {
+    pub max_formations: u32,
+    pub max_peers_per_formation: u32,
+    pub max_documents_per_formation: u32,
+    pub max_cdc_sinks: u32,
+    pub max_enrollments_per_hour: u32,
+    pub max_api_tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgRecord {
+    pub org_id: String,
+    /// Random per creation: a re-created org with the same id shares nothing with the old one.
+    pub org_uid: [u8; 16],
+    pub display_name: String,
+    pub quotas: QuotasRecord,
+    pub created_at_ms: u64,
+}
+
+impl Record for OrgRecord {
+    const KIND: &'static str = "org";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormationRecord {
+    pub org_id: String,
+    pub app_id: String,
+    pub formation_uid: [u8; 16],
+    pub mesh_id: String,
+    pub authority_public_key: [u8; 32],
+    pub policy: u8,
+    pub created_at_ms: u64,
+    /// True when the genesis was imported rather than generated here.
+    pub adopted: bool,
+}
+
+impl Record for FormationRecord {
+    const KIND: &'static str = "formation";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenRecord {
+    pub token_id: String,
+    pub org_id: String,
+    pub org_uid: [u8; 16],
+    pub name: String,
+    pub role: u8,
+    /// SHA-256 of the secret; the secret itself is shown once and never stored.
+    pub secret_hash: [u8; 32],
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub revoked_at_ms: Option<u64>,
+    pub created_by: String,
+}
+
+impl Record for ApiTokenRecord {
+    const KIND: &'static str = "api-token";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminTokenRecord {
+    pub secret_hash: [u8; 32],
+    pub created_at_ms: u64,
+}
+
+impl Record for AdminTokenRecord {
+    const KIND: &'static str = "admin-token";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub org_id: Option<String>,
+    pub org_uid: Option<[u8; 16]>,
+    pub actor_id: String,
+    pub actor_role: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+impl Record for AuditRecord {
+    const KIND: &'static str = "audit";
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHeadRecord {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+impl Record for AuditHeadRecord {
+    const KIND: &'static str = "audit-head";
+    const VERSION: u8 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_with_its_version_byte_first() {
+        let r = AdminTokenRecord {
+            secret_hash: [7; 32],
+            created_at_ms: 42,
+        };
+        let bytes = r.encode().unwrap();
+        assert_eq!(bytes[0], AdminTokenRecord::VERSION);
+        assert_eq!(AdminTokenRecord::decode(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn unknown_version_and_trailing_bytes_are_refused() {
+        let r = AuditHeadRecord {
+            seq: 1,
+            hash: [0; 32],
+        };
+        let mut bytes = r.encode().unwrap();
+        let mut newer = bytes.clone();
+        newer[0] = 99;
+        assert!(AuditHeadRecord::decode(&newer).is_err());
+        bytes.push(0);
+        assert!(AuditHeadRecord::decode(&bytes).is_err());
+        assert!(AuditHeadRecord::decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! Table definitions and key layouts. All tables map bytes to bytes.
+//!
+//! ```text
+//! meta               utf-8 name                  -> raw or record (schema_version u32 LE, admin_token, audit_head)
+//! orgs               org_id                      -> OrgRecord
+//! formations         org_id 0x00 app_id          -> FormationRecord
+//! sealed             org_id 0x00 app_id 0x00 kind -> envelope bytes (keys/)
+//! api_tokens         token_id                    -> ApiTokenRecord
+//! api_tokens_by_org  org_id 0x00 token_id        -> empty
+//! audit              seq u64 BE                  -> AuditRecord
+//! audit_by_org       org_uid (16) seq u64 BE     -> empty
+//! ```
+//! Identifiers never contain 0x00 (validated in `tenant/`), so `org 0x00` is an exact prefix.
+
+use redb::TableDefinition;
+
+pub(crate) type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Meta,
+    Orgs,
+    Formations,
+    Sealed,
+    ApiTokens,
+    ApiTokensByOrg,
+    Audit,
+    AuditByOrg,
+}
+
+impl Table {
+    pub(crate) const ALL: [Table; 8] = [
+        Table::Meta,
+        Table::Orgs,
+        Table::Formations,
+        Table::Sealed,
+        Table::ApiTokens,
+        Table::ApiTokensByOrg,
+        Table::Audit,
+        Table::AuditByOrg,
+    ];
+
+    pub(crate) fn def(self) -> Def {
+        TableDefinition::new(self.name())
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Orgs => "orgs",
+            Table::Formations => "formations",
+            Table::Sealed => "sealed",
+            Table::ApiTokens => "api_tokens",
+            Table::ApiTokensByOrg => "api_tokens_by_org",
+            Table::Audit => "audit",
+            Table::AuditByOrg => "audit_by_org",
+        }
+    }
+}
+
+/// Key builders; the only place key layouts are spelled out.
+pub mod keys {
+    pub const SCHEMA_VERSION: &[u8] = b"schema_version";
+    pub const ADMIN_TOKEN: &[u8] = b"admin_token";
+    pub const AUDIT_HEAD: &[u8] = b"audit_head";
+
+    pub fn org(org: &str) -> Vec<u8> {
+        org.as_bytes().to_vec()
+    }
+
+    /// Prefix of everything an org owns in a `org 0x00 …` keyed table.
+    pub fn org_prefix(org: &str) -> Vec<u8> {
+        let mut k = org.as_bytes().to_vec();
+        k.push(0);
+        k
+    }
+
+    pub fn formation(org: &str, app: &str) -> Vec<u8> {
+        let mut k = org_prefix(org);
+        k.extend_from_slice(app.as_bytes());
+        k
+    }
+
+    pub fn sealed(org: &str, app: &str, kind: &str) -> Vec<u8> {
+        let mut k = formation(org, app);
+        k.push(0);
+        k.extend_from_slice(kind.as_bytes());
+        k
+    }
+
+    /// Prefix of every sealed record of one formation.
+    pub fn sealed_prefix(org: &str, app: &str) -> Vec<u8> {
+        let mut k = formation(org, app);
+        k.push(0);
+        k
+    }
+
+    pub fn token_by_org(org: &str, token_id: &str) -> Vec<u8> {
+        let mut k = org_prefix(org);
+        k.extend_from_slice(token_id.as_bytes());
+        k
+    }
+
+    pub fn audit(seq: u64) -> Vec<u8> {
+        seq.to_be_bytes().to_vec()
+    }
+
+    pub fn audit_by_org(org_uid: &[u8; 16], seq: u64) -> Vec<u8> {
+        let mut k = org_uid.to_vec();
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    /// The sequence number at the end of an `audit_by_org` key.
+    pub fn audit_seq_of(key: &[u8]) -> Option<u64> {
+        let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+        Some(u64::from_be_bytes(tail))
+    }
+
+    /// The tail of a key after `prefix`, as UTF-8.
+    pub fn suffix_str<'a>(key: &'a [u8], prefix: &[u8]) -> Option<&'a str> {
+        std::str::from_utf8(key.strip_prefix(prefix)?).ok()
+    }
+}

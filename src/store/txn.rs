@@ -1,0 +1,282 @@
+//! Transaction views handed to operations: [`Txn`] for writes, [`ReadView`] for reads.
+
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
+
+use super::error::RedbResultExt;
+use super::{Record, StoreError, Table};
+
+/// Read access shared by both views, so domain rules can be written once.
+pub trait Reader {
+    fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Entries whose key starts with `prefix`, in key order, strictly after `after` when given,
+    /// at most `limit` of them.
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// The same as [`Reader::scan`], newest (highest key) first, strictly before `before`.
+    fn scan_rev(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    fn count(&self, table: Table) -> Result<u64, StoreError>;
+
+    fn get<R: Record>(&self, table: Table, key: &[u8]) -> Result<Option<R>, StoreError> {
+        self.get_raw(table, key)?
+            .map(|raw| R::decode(&raw))
+            .transpose()
+    }
+
+    fn exists(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.get_raw(table, key)?.is_some())
+    }
+}
+
+fn scan_table<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    prefix: &[u8],
+    bound: Option<&[u8]>,
+    limit: usize,
+    reverse: bool,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let push = |out: &mut Vec<(Vec<u8>, Vec<u8>)>, k: &[u8], v: &[u8]| {
+        out.push((k.to_vec(), v.to_vec()));
+        out.len() >= limit
+    };
+    if reverse {
+        let upper = match bound {
+            Some(b) => b.to_vec(),
+            None => prefix_end(prefix).unwrap_or_default(),
+        };
+        let iter = if upper.is_empty() {
+            t.range::<&[u8]>(prefix..).op("scan")?
+        } else {
+            t.range::<&[u8]>(prefix..upper.as_slice()).op("scan")?
+        };
+        for item in iter.rev() {
+            let (k, v) = item.op("scan")?;
+            if !k.value().starts_with(prefix) {
+                continue;
+            }
+            if push(&mut out, k.value(), v.value()) {
+                break;
+            }
+        }
+    } else {
+        let start: Vec<u8> = match bound {
+            Some(b) => {
+                let mut s = b.to_vec();
+                s.push(0);
+                s
+            }
+            None => prefix.to_vec(),
+        };
+        for item in t.range::<&[u8]>(start.as_slice()..).op("scan")? {
+            let (k, v) = item.op("scan")?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            if push(&mut out, k.value(), v.value()) {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Smallest key greater than every key with this prefix; `None` when no such key exists.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// A consistent snapshot for reads.
+pub struct ReadView {
+    rtx: ReadTransaction,
+}
+
+impl ReadView {
+    pub(crate) fn new(rtx: ReadTransaction) -> Self {
+        Self { rtx }
+    }
+}
+
+impl Reader for ReadView {
+    fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.rtx.open_table(table.def()).op("open table")?;
+        Ok(t.get(key).op("get")?.map(|v| v.value().to_vec()))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let t = self.rtx.open_table(table.def()).op("open table")?;
+        scan_table(&t, prefix, after, limit, false)
+    }
+
+    fn scan_rev(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let t = self.rtx.open_table(table.def()).op("open table")?;
+        scan_table(&t, prefix, before, limit, true)
+    }
+
+    fn count(&self, table: Table) -> Result<u64, StoreError> {
+        let t = self.rtx.open_table(table.def()).op("open table")?;
+        t.len().op("count")
+    }
+}
+
+enum Pending {
+    Put(Table, Vec<u8>, Vec<u8>),
+    Delete(Table, Vec<u8>),
+}
+
+/// One operation's view of a write transaction.
+///
+/// Writes are buffered and reach the transaction only if the operation returns `Ok`.
+/// `get` sees the operation's own buffered writes; `scan` and `count` see only what earlier
+/// operations committed to the transaction, not this operation's buffer.
+pub struct Txn<'a> {
+    wtx: &'a WriteTransaction,
+    pending: Vec<Pending>,
+}
+
+impl<'a> Txn<'a> {
+    pub(crate) fn new(wtx: &'a WriteTransaction) -> Self {
+        Self {
+            wtx,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn put_raw(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.pending.push(Pending::Put(table, key, value));
+    }
+
+    pub fn put<R: Record>(&mut self, table: Table, key: Vec<u8>, value: &R) -> Result<(), StoreError> {
+        let bytes = value.encode()?;
+        self.put_raw(table, key, bytes);
+        Ok(())
+    }
+
+    pub fn delete(&mut self, table: Table, key: Vec<u8>) {
+        self.pending.push(Pending::Delete(table, key));
+    }
+
+    /// Deletes every key with `prefix` in `table`; returns how many there were.
+    pub fn delete_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.scan(table, prefix, after.as_deref(), 512)?;
+            let done = page.len() < 512;
+            for (k, _) in page {
+                after = Some(k.clone());
+                self.delete(table, k);
+                n += 1;
+            }
+            if done {
+                return Ok(n);
+            }
+        }
+    }
+
+    pub(crate) fn apply(self) -> Result<(), StoreError> {
+        for p in self.pending {
+            match p {
+                Pending::Put(table, k, v) => {
+                    let mut t = self.wtx.open_table(table.def()).op("open table")?;
+                    t.insert(k.as_slice(), v.as_slice()).op("insert")?;
+                }
+                Pending::Delete(table, k) => {
+                    let mut t = self.wtx.open_table(table.def()).op("open table")?;
+                    t.remove(k.as_slice()).op("remove")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Reader for Txn<'_> {
+    fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        for p in self.pending.iter().rev() {
+            match p {
+                Pending::Put(t, k, v) if *t == table && k == key => return Ok(Some(v.clone())),
+                Pending::Delete(t, k) if *t == table && k == key => return Ok(None),
+                _ => {}
+            }
+        }
+        let t = self.wtx.open_table(table.def()).op("open table")?;
+        let v = t.get(key).op("get")?.map(|v| v.value().to_vec());
+        Ok(v)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let t = self.wtx.open_table(table.def()).op("open table")?;
+        scan_table(&t, prefix, after, limit, false)
+    }
+
+    fn scan_rev(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let t = self.wtx.open_table(table.def()).op("open table")?;
+        scan_table(&t, prefix, before, limit, true)
+    }
+
+    fn count(&self, table: Table) -> Result<u64, StoreError> {
+        let t = self.wtx.open_table(table.def()).op("open table")?;
+        t.len().op("count")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_skips_saturated_bytes() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}
