@@ -5,3 +5,4 @@
 pub mod keys;
 pub mod mesh;
 pub mod store;
+pub mod tenant;

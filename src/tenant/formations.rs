@@ -1,0 +1,271 @@
+//! Formations: one Peat mesh each, with its genesis sealed under the key provider.
+
+use zeroize::Zeroizing;
+
+use super::orgs::load_org;
+use super::service::Tenancy;
+use super::{now_ms, validate_id, OrgScope, TenantError};
+use crate::keys::{random_secret32, RecordIdentity};
+use crate::mesh::{MembershipPolicy, MeshGenesis};
+use crate::store::{keys, FormationRecord, Reader, Record, Table};
+
+/// Largest page of `GET /orgs/{org}/formations`.
+pub const MAX_FORMATION_PAGE: usize = 1000;
+const GENESIS_KIND: &str = "genesis";
+const GENESIS_CODEC: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Formation {
+    pub org_id: String,
+    pub app_id: String,
+    pub mesh_id: String,
+    pub policy: MembershipPolicy,
+    pub authority_public_key: [u8; 32],
+    pub created_at_ms: u64,
+    pub adopted: bool,
+}
+
+impl TryFrom<FormationRecord> for Formation {
+    type Error = TenantError;
+    fn try_from(r: FormationRecord) -> Result<Self, TenantError> {
+        Ok(Self {
+            policy: MembershipPolicy::from_byte("formation record", r.policy)?,
+            org_id: r.org_id,
+            app_id: r.app_id,
+            mesh_id: r.mesh_id,
+            authority_public_key: r.authority_public_key,
+            created_at_ms: r.created_at_ms,
+            adopted: r.adopted,
+        })
+    }
+}
+
+pub struct NewFormation {
+    pub app_id: String,
+    pub policy: Option<MembershipPolicy>,
+    /// A peat-mesh genesis encoding to adopt instead of generating a new one.
+    pub genesis: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// What `GET …/credentials` hands out. Holds the formation secret: never log it.
+pub struct CredentialsExport {
+    pub mesh_id: String,
+    pub formation_secret: Zeroizing<[u8; 32]>,
+    pub authority_public_key: [u8; 32],
+    pub credentials: Zeroizing<Vec<u8>>,
+}
+
+fn genesis_identity<'a>(org: &'a str, app: &'a str) -> RecordIdentity<'a> {
+    RecordIdentity {
+        org,
+        app,
+        kind: GENESIS_KIND,
+        codec_version: GENESIS_CODEC,
+    }
+}
+
+impl Tenancy {
+    pub async fn create_formation(
+        &self,
+        scope: &OrgScope,
+        new: NewFormation,
+    ) -> Result<Formation, TenantError> {
+        validate_id("app_id", &new.app_id)?;
+        let org_id = scope.org_id().to_owned();
+        let (genesis, adopted) = match &new.genesis {
+            Some(bytes) => {
+                let g = MeshGenesis::decode(bytes)
+                    .map_err(|e| TenantError::invalid("genesis", e.to_string()))?;
+                if g.mesh_name() != new.app_id {
+                    return Err(TenantError::invalid(
+                        "genesis",
+                        "its mesh name must equal app_id",
+                    ));
+                }
+                if new.policy.is_some_and(|p| p != g.policy()) {
+                    return Err(TenantError::invalid(
+                        "enrollment_policy",
+                        "differs from the adopted genesis's policy",
+                    ));
+                }
+                (g, true)
+            }
+            None => (
+                MeshGenesis::with_seed(
+                    &new.app_id,
+                    random_secret32()?,
+                    now_ms(),
+                    new.policy.unwrap_or_default(),
+                )?,
+                false,
+            ),
+        };
+        let encoded = genesis.encode()?;
+        let sealed = self
+            .keyring
+            .seal(genesis_identity(&org_id, &new.app_id), &encoded)
+            .await?;
+        let rec = FormationRecord {
+            org_id: org_id.clone(),
+            app_id: new.app_id.clone(),
+            formation_uid: super::ids::random_uid()?,
+            mesh_id: genesis.mesh_id(),
+            authority_public_key: genesis.authority_public_key(),
+            policy: genesis.policy().to_byte(),
+            created_at_ms: now_ms(),
+            adopted,
+        };
+        let action = if adopted { "formation.adopt" } else { "formation.create" };
+        let target = format!("org/{org_id}/formation/{}", new.app_id);
+        self.mutate(scope.actor(), action, target, Some(org_id.clone()), move |t| {
+            let org = load_org(t, &org_id)?;
+            let key = keys::formation(&org_id, &rec.app_id);
+            if t.exists(Table::Formations, &key)? {
+                return Err(TenantError::Conflict { what: "formation" });
+            }
+            let limit = org.quotas.max_formations;
+            let existing = t
+                .scan(Table::Formations, &keys::org_prefix(&org_id), None, limit as usize + 1)?
+                .len();
+            if existing >= limit as usize {
+                return Err(TenantError::QuotaExceeded {
+                    quota: "max_formations",
+                    limit,
+                });
+            }
+            t.put(Table::Formations, key, &rec)?;
+            t.put_raw(
+                Table::Sealed,
+                keys::sealed(&org_id, &rec.app_id, GENESIS_KIND),
+                sealed,
+            );
+            Ok((Formation::try_from(rec)?, Some((org.org_id, org.org_uid))))
+        })
+        .await
+    }
+
+    pub async fn list_formations(
+        &self,
+        scope: &OrgScope,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Formation>, TenantError> {
+        let org_id = scope.org_id().to_owned();
+        let limit = limit.clamp(1, MAX_FORMATION_PAGE);
+        self.store
+            .read(move |r| {
+                load_org(r, &org_id)?;
+                let prefix = keys::org_prefix(&org_id);
+                let after_key = after.map(|a| keys::formation(&org_id, &a));
+                r.scan(Table::Formations, &prefix, after_key.as_deref(), limit)?
+                    .into_iter()
+                    .map(|(_, v)| Formation::try_from(FormationRecord::decode(&v)?))
+                    .collect()
+            })
+            .await
+    }
+
+    pub async fn get_formation(&self, scope: &OrgScope, app_id: &str) -> Result<Formation, TenantError> {
+        let key = keys::formation(scope.org_id(), app_id);
+        let rec: Option<FormationRecord> = self
+            .store
+            .read(move |r| r.get(Table::Formations, &key))
+            .await
+            .map_err(TenantError::Store)?;
+        Formation::try_from(rec.ok_or(TenantError::NotFound { what: "formation" })?)
+    }
+
+    /// Deletes the formation and every record it owns, in one transaction.
+    pub async fn delete_formation(&self, scope: &OrgScope, app_id: &str) -> Result<(), TenantError> {
+        let org_id = scope.org_id().to_owned();
+        let app_id = app_id.to_owned();
+        let target = format!("org/{org_id}/formation/{app_id}");
+        self.mutate(scope.actor(), "formation.delete", target, Some(org_id.clone()), move |t| {
+            let org = load_org(t, &org_id)?;
+            let key = keys::formation(&org_id, &app_id);
+            if !t.exists(Table::Formations, &key)? {
+                return Err(TenantError::NotFound { what: "formation" });
+            }
+            t.delete(Table::Formations, key);
+            t.delete_prefix(Table::Sealed, &keys::sealed_prefix(&org_id, &app_id))?;
+            Ok(((), Some((org.org_id, org.org_uid))))
+        })
+        .await
+    }
+
+    /// Opens the sealed genesis; the export is audited before it is returned.
+    pub async fn export_credentials(
+        &self,
+        scope: &OrgScope,
+        app_id: &str,
+    ) -> Result<CredentialsExport, TenantError> {
+        let org_id = scope.org_id().to_owned();
+        let app = app_id.to_owned();
+        let sealed = {
+            let (org_id, app) = (org_id.clone(), app.clone());
+            self.store
+                .read(move |r| {
+                    if !r.exists(Table::Formations, &keys::formation(&org_id, &app))? {
+                        return Err(TenantError::NotFound { what: "formation" });
+                    }
+                    r.get_raw(Table::Sealed, &keys::sealed(&org_id, &app, GENESIS_KIND))?
+                        .ok_or(TenantError::NotFound { what: "formation genesis" })
+                })
+                .await?
+        };
+        let plain = self
+            .keyring
+            .open(genesis_identity(&org_id, &app), &sealed)
+            .await?;
+        let genesis = MeshGenesis::decode(&plain)?;
+        let creds = genesis.credentials();
+        let export = CredentialsExport {
+            mesh_id: genesis.mesh_id(),
+            formation_secret: genesis.formation_secret(),
+            authority_public_key: genesis.authority_public_key(),
+            credentials: creds.encode()?,
+        };
+        let target = format!("org/{org_id}/formation/{app}");
+        self.mutate(
+            scope.actor(),
+            "formation.credentials.export",
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let org = load_org(t, &org_id)?;
+                Ok(((), Some((org.org_id, org.org_uid))))
+            },
+        )
+        .await?;
+        Ok(export)
+    }
+
+    /// Opens up to `sample` sealed records to prove the configured key fits the data.
+    pub async fn verify_keys(&self, sample: usize) -> Result<usize, TenantError> {
+        let rows = self
+            .store
+            .read(move |r| r.scan(Table::Sealed, b"", None, sample))
+            .await
+            .map_err(TenantError::Store)?;
+        let mut opened = 0;
+        for (k, v) in rows {
+            let mut parts = k.split(|b| *b == 0);
+            let (Some(org), Some(app), Some(kind)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let (Ok(org), Ok(app), Ok(kind)) = (
+                std::str::from_utf8(org),
+                std::str::from_utf8(app),
+                std::str::from_utf8(kind),
+            ) else {
+                continue;
+            };
+            if kind != GENESIS_KIND {
+                continue;
+            }
+            self.keyring.open(genesis_identity(org, app), &v).await?;
+            opened += 1;
+        }
+        Ok(opened)
+    }
+}

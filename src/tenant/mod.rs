@@ -1,0 +1,33 @@
+//! Tenancy: orgs, formations, API tokens, roles and the audit log — the rules over `store/`.
+//!
+//! Invariants:
+//! - Each mutation is one store transaction that also appends its audit record; a failed
+//!   audit write fails the mutation.
+//! - An [`OrgScope`] can only be obtained from an authenticated [`Principal`], so no service
+//!   method can act on an org the caller was not cleared for. Another org's resources answer
+//!   "not found", never "forbidden".
+//! - Formation genesis is stored only sealed (`keys::Keyring`), in the formation's transaction.
+//! - Deleting a formation or an org removes everything it owns in that same transaction.
+//! - Token secrets are shown once and stored only as SHA-256 hashes, compared in constant time.
+//!
+//! Does not: speak HTTP (see `api/`), or choose key providers (see `config.rs`).
+
+mod audit;
+mod clock;
+mod error;
+mod formations;
+mod ids;
+mod orgs;
+mod principal;
+mod service;
+mod tokens;
+
+pub use audit::{AuditEntry, AuditPage, ChainReport};
+pub use clock::now_ms;
+pub use error::TenantError;
+pub use formations::{CredentialsExport, Formation, NewFormation};
+pub use ids::validate_id;
+pub use orgs::{NewOrg, Org, OrgPatch, Quotas, QuotasPatch};
+pub use principal::{Actor, Need, OrgScope, Principal, Role};
+pub use service::{AdminAuth, AdminBootstrap, Tenancy};
+pub use tokens::{IssuedToken, NewApiToken, TokenInfo};
