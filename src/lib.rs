@@ -2,6 +2,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the bird's-eye view and the code map.
 
+pub mod config;
 pub mod keys;
 pub mod mesh;
 pub mod store;

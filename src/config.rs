@@ -1,0 +1,606 @@
+//! One configuration from an optional TOML file and the environment, validated once.
+//!
+//! Stage 1, [`RawConfig`]: what was given (file, then environment overrides), no checks.
+//! Stage 2, [`Config::from_raw`]: every check runs and every failure is reported together;
+//! `serve` refuses to start on any of them, `check-config` prints them all.
+//!
+//! Invariants:
+//! - An incoherent setting is an error, never a fallback: an empty secret, a malformed KEK, a
+//!   key provider this build lacks, dev-only behaviour outside dev mode.
+//! - Secrets are held in [`Secret`]; `Debug` and `check-config` print them redacted.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::tenant::Quotas;
+
+/// Default config file, read when `--config` is not given and the file exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/peat-gateway/config.toml";
+const MIN_ADMIN_TOKEN: usize = 16;
+
+/// A secret string: zeroized on drop, redacted in `Debug`.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Self(Zeroizing::new(s))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Quotas given for new orgs; absent fields keep the built-in defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuotas {
+    pub max_formations: Option<u32>,
+    pub max_peers_per_formation: Option<u32>,
+    pub max_documents_per_formation: Option<u32>,
+    pub max_cdc_sinks: Option<u32>,
+    pub max_enrollments_per_hour: Option<u32>,
+    pub max_api_tokens: Option<u32>,
+}
+
+/// Settings as given. Field names are the config file's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listen address of the API and UI (`PEAT_GATEWAY_BIND`).
+    pub bind: Option<String>,
+    /// Directory of `state.redb` (`PEAT_GATEWAY_DATA_DIR`).
+    pub data_dir: Option<PathBuf>,
+    /// Bootstrap admin bearer token (`PEAT_ADMIN_TOKEN`).
+    pub admin_token: Option<Secret>,
+    /// Local key-encryption key, 64 hex characters (`PEAT_KEK`).
+    pub kek: Option<Secret>,
+    /// `local` or `plaintext` (`PEAT_KEY_PROVIDER`); implied by the other key settings.
+    pub key_provider: Option<String>,
+    /// Explicit development mode (`PEAT_DEV_MODE`).
+    pub dev_mode: Option<bool>,
+    /// Directory of an operator UI build served at `/_/` (`PEAT_UI_DIR`).
+    pub ui_dir: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `peat_gateway=debug` (`PEAT_LOG`, else `RUST_LOG`).
+    pub log: Option<String>,
+    /// Longest a request may take, seconds (`PEAT_GATEWAY_REQUEST_TIMEOUT_SECS`).
+    pub request_timeout_secs: Option<u64>,
+    /// Largest request body on admin routes, bytes (`PEAT_GATEWAY_MAX_BODY_BYTES`).
+    pub max_body_bytes: Option<u64>,
+    /// State database page cache, MiB (`PEAT_STORE_CACHE_MB`).
+    pub store_cache_mb: Option<u64>,
+    /// NATS server for the CDC sink (`PEAT_CDC_NATS_URL`).
+    pub cdc_nats_url: Option<String>,
+    /// Kafka brokers for the CDC sink (`PEAT_CDC_KAFKA_BROKERS`).
+    pub cdc_kafka_brokers: Option<String>,
+    /// AWS KMS key (`PEAT_KMS_KEY_ARN`).
+    pub kms_key_arn: Option<String>,
+    /// Vault address (`PEAT_VAULT_ADDR`).
+    pub vault_addr: Option<String>,
+    /// Vault token (`PEAT_VAULT_TOKEN`).
+    pub vault_token: Option<Secret>,
+    /// Vault Transit key name (`PEAT_VAULT_TRANSIT_KEY`).
+    pub vault_transit_key: Option<String>,
+    /// Quotas of new orgs.
+    pub quotas: Option<RawQuotas>,
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+/// Environment variable → config key. The one table of names operators use.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("PEAT_GATEWAY_BIND", "bind"),
+    ("PEAT_GATEWAY_DATA_DIR", "data_dir"),
+    ("PEAT_ADMIN_TOKEN", "admin_token"),
+    ("PEAT_KEK", "kek"),
+    ("PEAT_KEY_PROVIDER", "key_provider"),
+    ("PEAT_DEV_MODE", "dev_mode"),
+    ("PEAT_UI_DIR", "ui_dir"),
+    ("PEAT_LOG", "log"),
+    ("PEAT_GATEWAY_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
+    ("PEAT_GATEWAY_MAX_BODY_BYTES", "max_body_bytes"),
+    ("PEAT_STORE_CACHE_MB", "store_cache_mb"),
+    ("PEAT_CDC_NATS_URL", "cdc_nats_url"),
+    ("PEAT_CDC_KAFKA_BROKERS", "cdc_kafka_brokers"),
+    ("PEAT_KMS_KEY_ARN", "kms_key_arn"),
+    ("PEAT_VAULT_ADDR", "vault_addr"),
+    ("PEAT_VAULT_TOKEN", "vault_token"),
+    ("PEAT_VAULT_TRANSIT_KEY", "vault_transit_key"),
+];
+
+/// One problem with the configuration, phrased as what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub message: String,
+}
+
+fn err(setting: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.into(),
+        message: message.into(),
+    }
+}
+
+/// Loaded settings plus where each came from.
+pub struct Loaded {
+    pub raw: RawConfig,
+    pub origin: BTreeMap<&'static str, String>,
+}
+
+/// Reads the file (if any) and overlays the environment. Fails only on unreadable or
+/// unparsable input; values are checked by [`Config::from_raw`].
+pub fn load(
+    file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Loaded, Vec<ConfigError>> {
+    let mut origin = BTreeMap::new();
+    let mut raw = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                vec![err(
+                    format!("config file {}", path.display()),
+                    format!("cannot be read ({e})"),
+                )]
+            })?;
+            let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+                vec![err(
+                    format!("config file {}", path.display()),
+                    format!("is not valid: {}", e.message()),
+                )]
+            })?;
+            let table: toml::Table = toml::from_str(&text).unwrap_or_default();
+            for (_, key) in ENV_VARS {
+                if table.contains_key(*key) {
+                    origin.insert(*key, format!("file {}", path.display()));
+                }
+            }
+            raw
+        }
+        None => RawConfig::default(),
+    };
+    let mut errors = Vec::new();
+    for (var, key) in ENV_VARS {
+        let Some(value) = env(var) else { continue };
+        origin.insert(*key, format!("env {var}"));
+        if value.is_empty() {
+            errors.push(err(*var, "is set but empty; unset it or give a value"));
+            continue;
+        }
+        if let Err(message) = set_from_env(&mut raw, key, value) {
+            errors.push(err(*var, message));
+        }
+    }
+    if let Some(v) = env("RUST_LOG").filter(|_| raw.log.is_none()) {
+        origin.insert("log", "env RUST_LOG".into());
+        raw.log = Some(v);
+    }
+    if errors.is_empty() {
+        Ok(Loaded { raw, origin })
+    } else {
+        Err(errors)
+    }
+}
+
+fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String> {
+    let num = |v: &str| v.parse::<u64>().map_err(|_| format!("'{v}' is not a whole number"));
+    match key {
+        "bind" => raw.bind = Some(v),
+        "data_dir" => raw.data_dir = Some(v.into()),
+        "admin_token" => raw.admin_token = Some(Secret::new(v)),
+        "kek" => raw.kek = Some(Secret::new(v)),
+        "key_provider" => raw.key_provider = Some(v),
+        "dev_mode" => {
+            raw.dev_mode = Some(match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(format!("'{v}' is not a boolean (use 1 or 0)")),
+            })
+        }
+        "ui_dir" => raw.ui_dir = Some(v.into()),
+        "log" => raw.log = Some(v),
+        "request_timeout_secs" => raw.request_timeout_secs = Some(num(&v)?),
+        "max_body_bytes" => raw.max_body_bytes = Some(num(&v)?),
+        "store_cache_mb" => raw.store_cache_mb = Some(num(&v)?),
+        "cdc_nats_url" => raw.cdc_nats_url = Some(v),
+        "cdc_kafka_brokers" => raw.cdc_kafka_brokers = Some(v),
+        "kms_key_arn" => raw.kms_key_arn = Some(v),
+        "vault_addr" => raw.vault_addr = Some(v),
+        "vault_token" => raw.vault_token = Some(Secret::new(v)),
+        "vault_transit_key" => raw.vault_transit_key = Some(v),
+        _ => return Err("unknown setting".into()),
+    }
+    Ok(())
+}
+
+/// The key provider chosen, with its key material.
+pub enum KeyConfig {
+    Local(Zeroizing<[u8; 32]>),
+    /// Development only: stored secrets are readable by anyone with the disk.
+    Plaintext,
+}
+
+impl fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyConfig::Local(_) => f.write_str("Local([redacted])"),
+            KeyConfig::Plaintext => f.write_str("Plaintext"),
+        }
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_token: Option<Secret>,
+    pub key: KeyConfig,
+    pub dev_mode: bool,
+    pub ui_dir: Option<PathBuf>,
+    pub log_filter: String,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub store_cache_bytes: usize,
+    pub cdc_nats_url: Option<String>,
+    pub default_quotas: Quotas,
+    pub origin: BTreeMap<&'static str, String>,
+}
+
+impl Config {
+    /// Runs every check; returns all failures at once.
+    pub fn from_raw(loaded: Loaded) -> Result<Config, Vec<ConfigError>> {
+        let Loaded { raw, origin } = loaded;
+        let mut errors = Vec::new();
+        let name = |key: &'static str| -> String {
+            origin
+                .get(key)
+                .and_then(|o| o.strip_prefix("env ").map(str::to_owned))
+                .unwrap_or_else(|| key.to_owned())
+        };
+
+        let bind_s = raw.bind.as_deref().unwrap_or("0.0.0.0:8080");
+        let bind = bind_s.parse::<SocketAddr>().map_err(|_| {
+            errors.push(err(
+                name("bind"),
+                format!("'{bind_s}' is not an address:port (for example 0.0.0.0:8080 or 127.0.0.1:9000)"),
+            ))
+        });
+
+        let data_dir = raw.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data"));
+        if let Err(m) = check_data_dir(&data_dir) {
+            errors.push(err(name("data_dir"), m));
+        }
+
+        let dev_mode = raw.dev_mode.unwrap_or(false);
+
+        if let Some(t) = &raw.admin_token {
+            if t.expose().trim().len() < MIN_ADMIN_TOKEN {
+                errors.push(err(
+                    name("admin_token"),
+                    format!("must be at least {MIN_ADMIN_TOKEN} characters; unset it to have one generated at first start"),
+                ));
+            }
+        }
+
+        let key = select_key(&raw, dev_mode, &name).map_err(|mut e| errors.append(&mut e));
+
+        if let Some(dir) = &raw.ui_dir {
+            if !dir.is_dir() {
+                errors.push(err(
+                    name("ui_dir"),
+                    format!("{} is not a directory; point it at the UI build or unset it", dir.display()),
+                ));
+            }
+        }
+
+        if let Some(url) = &raw.cdc_nats_url {
+            if !["nats://", "tls://", "ws://", "wss://"].iter().any(|p| url.starts_with(p)) {
+                errors.push(err(
+                    name("cdc_nats_url"),
+                    format!("'{url}' must start with nats:// or tls:// (for example nats://127.0.0.1:4222)"),
+                ));
+            }
+        }
+        if raw.cdc_kafka_brokers.is_some() {
+            errors.push(err(
+                name("cdc_kafka_brokers"),
+                "the Kafka sink is not built into this binary; unset it",
+            ));
+        }
+
+        let timeout_s = raw.request_timeout_secs.unwrap_or(30);
+        if !(1..=3600).contains(&timeout_s) {
+            errors.push(err(name("request_timeout_secs"), "must be between 1 and 3600"));
+        }
+        let max_body = raw.max_body_bytes.unwrap_or(64 * 1024);
+        if !(1024..=64 * 1024 * 1024).contains(&max_body) {
+            errors.push(err(name("max_body_bytes"), "must be between 1024 and 67108864"));
+        }
+        let cache_mb = raw.store_cache_mb.unwrap_or(4);
+        if !(1..=1024).contains(&cache_mb) {
+            errors.push(err(name("store_cache_mb"), "must be between 1 and 1024"));
+        }
+
+        let mut quotas = Quotas::default();
+        if let Some(q) = &raw.quotas {
+            let set = |dst: &mut u32, v: Option<u32>| {
+                if let Some(v) = v {
+                    *dst = v;
+                }
+            };
+            set(&mut quotas.max_formations, q.max_formations);
+            set(&mut quotas.max_peers_per_formation, q.max_peers_per_formation);
+            set(&mut quotas.max_documents_per_formation, q.max_documents_per_formation);
+            set(&mut quotas.max_cdc_sinks, q.max_cdc_sinks);
+            set(&mut quotas.max_enrollments_per_hour, q.max_enrollments_per_hour);
+            set(&mut quotas.max_api_tokens, q.max_api_tokens);
+        }
+
+        match (bind, key) {
+            (Ok(bind), Ok(key)) if errors.is_empty() => Ok(Config {
+                bind,
+                data_dir,
+                admin_token: raw.admin_token,
+                key,
+                dev_mode,
+                ui_dir: raw.ui_dir,
+                log_filter: raw.log.unwrap_or_else(|| "info".into()),
+                request_timeout: Duration::from_secs(timeout_s),
+                max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+                store_cache_bytes: usize::try_from(cache_mb * 1024 * 1024).unwrap_or(usize::MAX),
+                cdc_nats_url: raw.cdc_nats_url,
+                default_quotas: quotas,
+                origin,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// Effective settings as `(key, value, origin)` rows, secrets redacted.
+    pub fn describe(&self) -> Vec<(&'static str, String, String)> {
+        let o = |k: &'static str| self.origin.get(k).cloned().unwrap_or_else(|| "default".into());
+        let opt = |p: &Option<PathBuf>| p.as_ref().map_or("(unset)".into(), |p| p.display().to_string());
+        vec![
+            ("bind", self.bind.to_string(), o("bind")),
+            ("data_dir", self.data_dir.display().to_string(), o("data_dir")),
+            (
+                "admin_token",
+                match (&self.admin_token, self.dev_mode) {
+                    (Some(_), _) => "[redacted]".into(),
+                    (None, true) => "(unset: dev mode, admin API open)".into(),
+                    (None, false) => "(unset: generated at first start, hash stored)".into(),
+                },
+                o("admin_token"),
+            ),
+            (
+                "key_provider",
+                match &self.key {
+                    KeyConfig::Local(_) => "local (KEK [redacted])".into(),
+                    KeyConfig::Plaintext => "plaintext (DEV ONLY: secrets unencrypted)".into(),
+                },
+                o("key_provider").replace("default", "implied"),
+            ),
+            ("dev_mode", self.dev_mode.to_string(), o("dev_mode")),
+            ("ui_dir", opt(&self.ui_dir), o("ui_dir")),
+            ("log", self.log_filter.clone(), o("log")),
+            ("request_timeout_secs", self.request_timeout.as_secs().to_string(), o("request_timeout_secs")),
+            ("max_body_bytes", self.max_body_bytes.to_string(), o("max_body_bytes")),
+            ("store_cache_mb", (self.store_cache_bytes / (1024 * 1024)).to_string(), o("store_cache_mb")),
+            ("cdc_nats_url", self.cdc_nats_url.clone().unwrap_or_else(|| "(unset)".into()), o("cdc_nats_url")),
+            ("quotas", format!("{:?}", self.default_quotas), o("quotas")),
+        ]
+    }
+}
+
+fn select_key(
+    raw: &RawConfig,
+    dev_mode: bool,
+    name: &dyn Fn(&'static str) -> String,
+) -> Result<KeyConfig, Vec<ConfigError>> {
+    let not_built = |setting: String, what: &str| {
+        err(
+            setting,
+            format!("the {what} key provider is not built into this binary; use the local provider (PEAT_KEK)"),
+        )
+    };
+    let provider = match raw.key_provider.as_deref() {
+        Some(p) => p.to_owned(),
+        None if raw.kms_key_arn.is_some() => return Err(vec![not_built(name("kms_key_arn"), "aws-kms")]),
+        None if raw.vault_addr.is_some() => return Err(vec![not_built(name("vault_addr"), "vault")]),
+        None if raw.kek.is_some() => "local".into(),
+        None if dev_mode => "plaintext".into(),
+        None => {
+            return Err(vec![err(
+                "PEAT_KEK",
+                "no key provider is configured, so formation keys could not be stored encrypted; \
+                 set PEAT_KEK to 64 hex characters (generate one with `peat-gateway keys generate-kek`), \
+                 or set PEAT_DEV_MODE=1 on a development machine",
+            )])
+        }
+    };
+    match provider.as_str() {
+        "local" => {
+            let Some(kek) = &raw.kek else {
+                return Err(vec![err(
+                    name("kek"),
+                    "the local key provider needs PEAT_KEK (64 hex characters; generate with `peat-gateway keys generate-kek`)",
+                )]);
+            };
+            parse_kek(kek.expose()).map(KeyConfig::Local).map_err(|m| vec![err(name("kek"), m)])
+        }
+        "plaintext" => {
+            if !dev_mode {
+                return Err(vec![err(
+                    name("key_provider"),
+                    "plaintext stores formation keys unencrypted and is allowed only with PEAT_DEV_MODE=1",
+                )]);
+            }
+            if cfg!(feature = "dev") {
+                Ok(KeyConfig::Plaintext)
+            } else {
+                Err(vec![err(
+                    name("key_provider"),
+                    "the plaintext key provider is only in development builds (cargo feature `dev`); set PEAT_KEK instead",
+                )])
+            }
+        }
+        "tpm" | "vault" | "aws-kms" => Err(vec![not_built(name("key_provider"), &provider)]),
+        other => Err(vec![err(
+            name("key_provider"),
+            format!("'{other}' is not a key provider; use local or plaintext"),
+        )]),
+    }
+}
+
+/// Parses 64 hex characters into a 256-bit key.
+pub fn parse_kek(s: &str) -> Result<Zeroizing<[u8; 32]>, String> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return Err(format!(
+            "must be exactly 64 hex characters (a 256-bit key), got {} characters",
+            s.len()
+        ));
+    }
+    let mut out = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(s, out.as_mut())
+        .map_err(|_| "must contain only hex characters 0-9 and a-f".to_owned())?;
+    Ok(out)
+}
+
+/// Creates the data directory if needed and proves it is writable.
+fn check_data_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!("{} cannot be created ({e}); create it or choose a writable directory", dir.display())
+    })?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| format!("{} is not writable ({e}); fix its permissions or choose another directory", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const KEK: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn from_env(vars: &[(&str, &str)], dir: &Path) -> Result<Config, Vec<ConfigError>> {
+        let mut map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        map.entry("PEAT_GATEWAY_DATA_DIR".into())
+            .or_insert_with(|| dir.display().to_string());
+        Config::from_raw(load(None, |k| map.get(k).cloned())?)
+    }
+
+    fn messages(r: Result<Config, Vec<ConfigError>>) -> Vec<String> {
+        match r {
+            Ok(_) => panic!("config was accepted"),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_with_a_kek_are_accepted() {
+        let d = tempfile::tempdir().unwrap();
+        let c = from_env(&[("PEAT_KEK", KEK)], d.path()).unwrap();
+        assert_eq!(c.bind.to_string(), "0.0.0.0:8080");
+        assert!(matches!(c.key, KeyConfig::Local(_)));
+        assert!(!c.dev_mode);
+        assert!(!format!("{c:?}").contains("00112233"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_what_to_fix() {
+        let d = tempfile::tempdir().unwrap();
+        let m = messages(from_env(
+            &[
+                ("PEAT_KEK", "abc"),
+                ("PEAT_GATEWAY_BIND", "nowhere"),
+                ("PEAT_ADMIN_TOKEN", "short"),
+                ("PEAT_CDC_NATS_URL", "http://x"),
+            ],
+            d.path(),
+        ));
+        assert_eq!(m.len(), 4, "{m:#?}");
+        assert!(m.iter().any(|s| s.starts_with("PEAT_KEK: must be exactly 64 hex")));
+        assert!(m.iter().any(|s| s.starts_with("PEAT_GATEWAY_BIND: 'nowhere' is not an address:port")));
+        assert!(m.iter().any(|s| s.starts_with("PEAT_ADMIN_TOKEN: must be at least 16")));
+        assert!(m.iter().any(|s| s.starts_with("PEAT_CDC_NATS_URL:")));
+    }
+
+    #[test]
+    fn no_key_provider_outside_dev_mode_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let m = messages(from_env(&[], d.path()));
+        assert!(m[0].contains("generate-kek"), "{m:?}");
+    }
+
+    #[test]
+    fn empty_secret_is_refused_not_ignored() {
+        let d = tempfile::tempdir().unwrap();
+        let m = messages(from_env(&[("PEAT_KEK", KEK), ("PEAT_ADMIN_TOKEN", "")], d.path()));
+        assert_eq!(m, ["PEAT_ADMIN_TOKEN: is set but empty; unset it or give a value"]);
+    }
+
+    #[test]
+    fn plaintext_outside_dev_mode_and_unbuilt_providers_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let m = messages(from_env(&[("PEAT_KEY_PROVIDER", "plaintext")], d.path()));
+        assert!(m[0].contains("PEAT_DEV_MODE=1"), "{m:?}");
+        let m = messages(from_env(&[("PEAT_KMS_KEY_ARN", "arn:aws:kms:x")], d.path()));
+        assert!(m[0].starts_with("PEAT_KMS_KEY_ARN: the aws-kms key provider is not built"), "{m:?}");
+        let m = messages(from_env(&[("PEAT_KEY_PROVIDER", "hsm")], d.path()));
+        assert!(m[0].contains("'hsm' is not a key provider"));
+    }
+
+    #[test]
+    fn unwritable_data_dir_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let m = messages(from_env(
+            &[("PEAT_KEK", KEK), ("PEAT_GATEWAY_DATA_DIR", file.to_str().unwrap())],
+            d.path(),
+        ));
+        assert!(m[0].starts_with("PEAT_GATEWAY_DATA_DIR:"), "{m:?}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_unknown_file_keys_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        std::fs::write(&f, format!("bind = \"127.0.0.1:1\"\nkek = \"{KEK}\"\n[quotas]\nmax_formations = 3\n")).unwrap();
+        let env = |k: &str| match k {
+            "PEAT_GATEWAY_BIND" => Some("127.0.0.1:2".to_string()),
+            "PEAT_GATEWAY_DATA_DIR" => Some(d.path().display().to_string()),
+            _ => None,
+        };
+        let c = Config::from_raw(load(Some(&f), env).unwrap()).unwrap();
+        assert_eq!(c.bind.port(), 2);
+        assert_eq!(c.default_quotas.max_formations, 3);
+        assert!(c.origin["kek"].starts_with("file "));
+        std::fs::write(&f, "bnid = \"x\"\n").unwrap();
+        let e = load(Some(&f), |_| None).err().unwrap();
+        assert!(e[0].message.contains("unknown field"), "{e:?}");
+    }
+}
