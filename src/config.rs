@@ -18,31 +18,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+pub use crate::secret::Secret;
 use crate::tenant::Quotas;
 
 /// Default config file, read when `--config` is not given and the file exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/peat-gateway/config.toml";
 const MIN_ADMIN_TOKEN: usize = 16;
-
-/// A secret string: zeroized on drop, redacted in `Debug`.
-#[derive(Clone)]
-pub struct Secret(Zeroizing<String>);
-
-impl Secret {
-    pub fn new(s: String) -> Self {
-        Self(Zeroizing::new(s))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// Quotas given for new orgs; absent fields keep the built-in defaults.
 #[derive(Debug, Default, Deserialize)]
@@ -98,11 +79,6 @@ pub struct RawConfig {
     pub quotas: Option<RawQuotas>,
 }
 
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret::new)
-    }
-}
 
 /// Environment variable → config key. The one table of names operators use.
 pub const ENV_VARS: &[(&str, &str)] = &[

@@ -2,8 +2,11 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the bird's-eye view and the code map.
 
+pub mod api;
 pub mod config;
 pub mod keys;
 pub mod mesh;
+pub mod metrics;
+pub mod secret;
 pub mod store;
 pub mod tenant;

@@ -1,1 +1,9 @@
-fn main(){}
+//! The `peat-gateway` binary: command-line parsing and dispatch.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

@@ -1,0 +1,124 @@
+//! [`RouteBook`]: registers each route together with its OpenAPI description.
+
+use axum::handler::Handler;
+use axum::routing::{delete, get, patch, post, MethodRouter};
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+use super::AppState;
+use crate::tenant::Need;
+
+/// Who may call a route.
+#[derive(Clone, Copy)]
+pub(crate) enum Access {
+    Public,
+    GatewayAdmin,
+    Org(Need),
+}
+
+impl Access {
+    fn describe(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::GatewayAdmin => "admin token",
+            Access::Org(Need::Read) => "admin token, or an org token with role viewer, operator or org-admin",
+            Access::Org(Need::Operate) => "admin token, or an org token with role operator or org-admin",
+            Access::Org(Need::Manage) => "admin token, or an org token with role org-admin",
+            Access::Org(Need::Ingest) => "admin token, or an org token with role ingest, operator or org-admin",
+            Access::Org(Need::GatewayAdmin) => "admin token",
+        }
+    }
+}
+
+/// One route's description.
+pub(crate) struct Doc {
+    pub summary: &'static str,
+    pub access: Access,
+    /// JSON Schema of the request body, when there is one.
+    pub body: Option<Value>,
+    /// Status of a successful answer.
+    pub ok: u16,
+}
+
+pub(crate) struct RouteBook {
+    router: Router<AppState>,
+    paths: Map<String, Value>,
+}
+
+impl RouteBook {
+    pub(crate) fn new() -> Self {
+        Self {
+            router: Router::new(),
+            paths: Map::new(),
+        }
+    }
+
+    fn add(mut self, method: &'static str, path: &'static str, mr: MethodRouter<AppState>, doc: Doc) -> Self {
+        self.router = self.router.route(path, mr);
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op = json!({
+            "summary": doc.summary,
+            "description": format!("Access: {}.", doc.access.describe()),
+            "responses": {
+                doc.ok.to_string(): {"description": "success"},
+                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if !matches!(doc.access, Access::Public) {
+            op["security"] = json!([{"bearer": []}]);
+        }
+        if let Some(schema) = doc.body {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        }
+        let entry = self
+            .paths
+            .entry(path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = entry {
+            m.insert(method.to_owned(), op);
+        }
+        self
+    }
+
+    pub(crate) fn get<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H, doc: Doc) -> Self {
+        self.add("get", path, get(h), doc)
+    }
+
+    pub(crate) fn post<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H, doc: Doc) -> Self {
+        self.add("post", path, post(h), doc)
+    }
+
+    pub(crate) fn patch<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H, doc: Doc) -> Self {
+        self.add("patch", path, patch(h), doc)
+    }
+
+    pub(crate) fn delete<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H, doc: Doc) -> Self {
+        self.add("delete", path, delete(h), doc)
+    }
+
+    /// The router and its OpenAPI 3.1 document.
+    pub(crate) fn finish(self, version: &str) -> (Router<AppState>, Value) {
+        let doc = json!({
+            "openapi": "3.1.0",
+            "info": {"title": "peat-gateway admin API", "version": version},
+            "components": {
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                "schemas": {"Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "object", "required": ["code", "message"],
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}
+                }}
+            },
+            "paths": Value::Object(self.paths),
+        });
+        (self.router, doc)
+    }
+}

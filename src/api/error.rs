@@ -1,0 +1,116 @@
+//! [`ApiError`]: the one error type that becomes an HTTP response.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::tenant::TenantError;
+
+/// The cause of a 5xx, carried to the logging middleware; never sent to the client.
+#[derive(Clone, Debug)]
+pub(crate) struct InternalCause(pub String);
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    cause: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    pub(crate) fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    fn internal(message: &str, cause: String) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: message.into(),
+            cause: Some(cause),
+        }
+    }
+
+    pub(crate) fn from_json(r: JsonRejection) -> Self {
+        let status = r.status();
+        let code = match status {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+            _ => "bad_request",
+        };
+        let message = match status {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "expected Content-Type: application/json".to_owned(),
+            StatusCode::PAYLOAD_TOO_LARGE => "request body is larger than the configured limit".to_owned(),
+            _ => r.body_text(),
+        };
+        Self::new(status, code, message)
+    }
+
+    pub(crate) fn from_query(r: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+    }
+
+    pub(crate) fn from_path(r: PathRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+    }
+}
+
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> Self {
+        match &e {
+            TenantError::Unauthenticated => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "a valid bearer token is required (Authorization: Bearer <token>)",
+            ),
+            TenantError::Forbidden { .. } => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            TenantError::NotFound { what } => Self::not_found(what),
+            TenantError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            TenantError::QuotaExceeded { .. } => {
+                Self::new(StatusCode::CONFLICT, "quota_exceeded", e.to_string())
+            }
+            TenantError::Invalid { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.to_string())
+            }
+            TenantError::Key(k) => Self::internal(
+                "sealed key material could not be opened; see the gateway log",
+                k.to_string(),
+            ),
+            TenantError::Mesh(m) => Self::internal("stored genesis is unreadable", m.to_string()),
+            TenantError::Store(crate::store::StoreError::Poisoned) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the state store refuses writes after a failed commit; restart the gateway",
+            ),
+            TenantError::Store(s) => Self::internal("state store failure", format!("{s}: {:?}", std::error::Error::source(s))),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut resp = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(cause) = self.cause {
+            resp.extensions_mut().insert(InternalCause(cause));
+        }
+        resp
+    }
+}

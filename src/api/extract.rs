@@ -1,0 +1,97 @@
+//! Extractors that reject with [`ApiError`], and the authenticated [`Caller`].
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::Json;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, AppState};
+use crate::tenant::{validate_id, Principal, TenantError};
+
+/// `Json<T>` whose rejections use the house error shape.
+pub(crate) struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| ApiJson(v))
+            .map_err(ApiError::from_json)
+    }
+}
+
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(ApiError::from_query)
+    }
+}
+
+/// Path identifiers; any that cannot be a valid id answers 404, as an absent one would.
+pub(crate) struct Ids(pub Vec<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ids {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(ApiError::from_path)?;
+        let mut out = Vec::with_capacity(params.len());
+        for (name, value) in params {
+            if validate_id("id", &value).is_err() {
+                let what = match name.as_str() {
+                    "org_id" => "org",
+                    "app_id" => "formation",
+                    "token_id" => "api token",
+                    _ => "resource",
+                };
+                return Err(ApiError::not_found(what));
+            }
+            out.push(value);
+        }
+        Ok(Ids(out))
+    }
+}
+
+impl Ids {
+    pub(crate) fn org(&self) -> &str {
+        self.0.first().map_or("", String::as_str)
+    }
+
+    pub(crate) fn second(&self) -> &str {
+        self.0.get(1).map_or("", String::as_str)
+    }
+}
+
+/// The authenticated caller; extracted before anything else in a handler.
+pub(crate) struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = match parts.headers.get(AUTHORIZATION) {
+            None => None,
+            Some(v) => {
+                let s = v.to_str().map_err(|_| TenantError::Unauthenticated)?;
+                let token = s
+                    .strip_prefix("Bearer ")
+                    .or_else(|| s.strip_prefix("bearer "))
+                    .ok_or(TenantError::Unauthenticated)?;
+                Some(token.trim().to_owned())
+            }
+        };
+        let p = state.tenancy.authenticate(bearer.as_deref()).await?;
+        Ok(Caller(p))
+    }
+}

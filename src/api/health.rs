@@ -1,0 +1,71 @@
+//! Liveness, readiness, metrics and the API document (all public).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::book::{Access, Doc, RouteBook};
+use super::AppState;
+
+pub(crate) fn routes(book: RouteBook) -> RouteBook {
+    let public = |summary| Doc {
+        summary,
+        access: Access::Public,
+        body: None,
+        ok: 200,
+    };
+    book.get("/health", health, public("Liveness: the process answers"))
+        .get("/ready", ready, public("Readiness with reasons: state store and key provider"))
+        .get("/metrics", metrics, public("Prometheus metrics in text format"))
+        .get("/openapi.json", openapi, public("This API's OpenAPI 3.1 document"))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// 200 when every check passes, else 503; the body names each check and why it failed.
+async fn ready(State(s): State<AppState>) -> impl IntoResponse {
+    let store_ok = !s.tenancy.store().is_poisoned();
+    let keys_ok = s.keys.problem.is_none();
+    let ok = store_ok && keys_ok;
+    s.metrics.ready.set(i64::from(ok));
+    let body = json!({
+        "ready": ok,
+        "checks": {
+            "store": {
+                "ok": store_ok,
+                "reason": if store_ok { Value::Null } else { json!("a commit failed; writes are refused until restart") },
+            },
+            "keys": {
+                "ok": keys_ok,
+                "provider": s.keys.provider,
+                "kek_id": s.keys.kek_id,
+                "records_checked": s.keys.records_checked,
+                "reason": s.keys.problem,
+            },
+        }
+    });
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    if let Ok((orgs, formations)) = s.tenancy.counts().await {
+        s.metrics.orgs.set(i64::try_from(orgs).unwrap_or(i64::MAX));
+        s.metrics.formations.set(i64::try_from(formations).unwrap_or(i64::MAX));
+    }
+    s.metrics.ready.set(i64::from(
+        !s.tenancy.store().is_poisoned() && s.keys.problem.is_none(),
+    ));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        s.metrics.render(),
+    )
+}
+
+async fn openapi(State(s): State<AppState>) -> Json<Value> {
+    Json((*s.openapi).clone())
+}

@@ -1,0 +1,221 @@
+//! `/orgs` and `/orgs/{org_id}`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::book::{Access, Doc, RouteBook};
+use super::extract::{ApiJson, ApiQuery, Caller, Ids};
+use super::{ApiError, AppState};
+use crate::tenant::{NewOrg, Need, Org, OrgPatch, Quotas, QuotasPatch};
+
+pub(crate) fn routes(book: RouteBook) -> RouteBook {
+    book.post("/orgs", create, Doc {
+        summary: "Create an organization",
+        access: Access::GatewayAdmin,
+        body: Some(create_schema()),
+        ok: 201,
+    })
+    .get("/orgs", list, Doc {
+        summary: "List organizations (an org token sees only its own); ?after=<org_id>&limit=<n>",
+        access: Access::Org(Need::Read),
+        body: None,
+        ok: 200,
+    })
+    .get("/orgs/{org_id}", get_one, Doc {
+        summary: "Organization details",
+        access: Access::Org(Need::Read),
+        body: None,
+        ok: 200,
+    })
+    .patch("/orgs/{org_id}", update, Doc {
+        summary: "Change display name (org-admin) or quotas (admin token)",
+        access: Access::Org(Need::Manage),
+        body: Some(patch_schema()),
+        ok: 200,
+    })
+    .delete("/orgs/{org_id}", remove, Doc {
+        summary: "Delete an organization and everything it owns",
+        access: Access::GatewayAdmin,
+        body: None,
+        ok: 204,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuotasDto {
+    max_formations: Option<u32>,
+    max_peers_per_formation: Option<u32>,
+    max_documents_per_formation: Option<u32>,
+    max_cdc_sinks: Option<u32>,
+    max_enrollments_per_hour: Option<u32>,
+    max_api_tokens: Option<u32>,
+}
+
+impl From<QuotasDto> for QuotasPatch {
+    fn from(q: QuotasDto) -> Self {
+        Self {
+            max_formations: q.max_formations,
+            max_peers_per_formation: q.max_peers_per_formation,
+            max_documents_per_formation: q.max_documents_per_formation,
+            max_cdc_sinks: q.max_cdc_sinks,
+            max_enrollments_per_hour: q.max_enrollments_per_hour,
+            max_api_tokens: q.max_api_tokens,
+        }
+    }
+}
+
+fn quotas_schema() -> Value {
+    let n = json!({"type": "integer", "minimum": 0, "maximum": 1_000_000});
+    json!({"type": "object", "additionalProperties": false, "properties": {
+        "max_formations": n, "max_peers_per_formation": n, "max_documents_per_formation": n,
+        "max_cdc_sinks": n, "max_enrollments_per_hour": n, "max_api_tokens": n}})
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrg {
+    org_id: String,
+    display_name: String,
+    #[serde(default)]
+    quotas: Option<QuotasDto>,
+}
+
+fn create_schema() -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": ["org_id", "display_name"],
+        "properties": {
+            "org_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"},
+            "display_name": {"type": "string", "minLength": 1, "maxLength": 256},
+            "quotas": quotas_schema()}})
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchOrg {
+    display_name: Option<String>,
+    quotas: Option<QuotasDto>,
+}
+
+fn patch_schema() -> Value {
+    json!({"type": "object", "additionalProperties": false, "properties": {
+        "display_name": {"type": "string", "minLength": 1, "maxLength": 256},
+        "quotas": quotas_schema()}})
+}
+
+#[derive(Serialize)]
+pub(crate) struct QuotasOut {
+    max_formations: u32,
+    max_peers_per_formation: u32,
+    max_documents_per_formation: u32,
+    max_cdc_sinks: u32,
+    max_enrollments_per_hour: u32,
+    max_api_tokens: u32,
+}
+
+impl From<Quotas> for QuotasOut {
+    fn from(q: Quotas) -> Self {
+        Self {
+            max_formations: q.max_formations,
+            max_peers_per_formation: q.max_peers_per_formation,
+            max_documents_per_formation: q.max_documents_per_formation,
+            max_cdc_sinks: q.max_cdc_sinks,
+            max_enrollments_per_hour: q.max_enrollments_per_hour,
+            max_api_tokens: q.max_api_tokens,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OrgOut {
+    org_id: String,
+    display_name: String,
+    quotas: QuotasOut,
+    /// Unix milliseconds.
+    created_at: u64,
+}
+
+impl From<Org> for OrgOut {
+    fn from(o: Org) -> Self {
+        Self {
+            org_id: o.org_id,
+            display_name: o.display_name,
+            quotas: o.quotas.into(),
+            created_at: o.created_at_ms,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Page {
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ApiJson(body): ApiJson<CreateOrg>,
+) -> Result<(StatusCode, Json<OrgOut>), ApiError> {
+    let actor = s.tenancy.authorize_admin(&p, "create orgs").await?;
+    let org = s
+        .tenancy
+        .create_org(
+            &actor,
+            NewOrg {
+                org_id: body.org_id,
+                display_name: body.display_name,
+                quotas: body.quotas.map(Into::into).unwrap_or_default(),
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(org.into())))
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Json<Vec<OrgOut>>, ApiError> {
+    if let Some(own) = p.own_org() {
+        s.tenancy.authorize(&p, &own.to_owned(), Need::Read, "list orgs").await?;
+    }
+    let orgs = s
+        .tenancy
+        .list_orgs(&p, page.after, page.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(orgs.into_iter().map(Into::into).collect()))
+}
+
+async fn get_one(State(s): State<AppState>, Caller(p): Caller, ids: Ids) -> Result<Json<OrgOut>, ApiError> {
+    let scope = s.tenancy.authorize(&p, ids.org(), Need::Read, "read the org").await?;
+    Ok(Json(s.tenancy.get_org(&scope).await?.into()))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+    ApiJson(body): ApiJson<PatchOrg>,
+) -> Result<Json<OrgOut>, ApiError> {
+    let scope = s.tenancy.authorize(&p, ids.org(), Need::Manage, "change the org").await?;
+    if body.quotas.is_some() {
+        s.tenancy.authorize_admin(&p, "change quotas").await?;
+    }
+    let patch = OrgPatch {
+        display_name: body.display_name,
+        quotas: body.quotas.map(Into::into),
+    };
+    Ok(Json(s.tenancy.patch_org(&scope, patch).await?.into()))
+}
+
+async fn remove(State(s): State<AppState>, Caller(p): Caller, ids: Ids) -> Result<StatusCode, ApiError> {
+    // An org token of another org must learn nothing: scope first (404), then require admin (403).
+    s.tenancy.authorize(&p, ids.org(), Need::Manage, "delete the org").await?;
+    let actor = s.tenancy.authorize_admin(&p, "delete orgs").await?;
+    s.tenancy.delete_org(&actor, ids.org()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

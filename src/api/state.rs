@@ -1,0 +1,52 @@
+//! Shared state of the HTTP layer.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::metrics::Metrics;
+use crate::tenant::Tenancy;
+
+/// What start-up learned about the key provider, for `/ready`.
+#[derive(Debug, Clone)]
+pub struct KeyStatus {
+    pub provider: &'static str,
+    pub kek_id: String,
+    /// `None` when the key opened every sampled record; else why not.
+    pub problem: Option<String>,
+    pub records_checked: usize,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub tenancy: Tenancy,
+    pub metrics: Arc<Metrics>,
+    pub keys: Arc<KeyStatus>,
+    pub request_timeout: std::time::Duration,
+    pub max_body_bytes: usize,
+    pub(crate) openapi: Arc<Value>,
+}
+
+impl AppState {
+    pub fn new(
+        tenancy: Tenancy,
+        metrics: Arc<Metrics>,
+        keys: KeyStatus,
+        request_timeout: std::time::Duration,
+        max_body_bytes: usize,
+    ) -> Self {
+        Self {
+            tenancy,
+            metrics,
+            keys: Arc::new(keys),
+            request_timeout,
+            max_body_bytes,
+            openapi: Arc::new(Value::Null),
+        }
+    }
+
+    pub(crate) fn with_openapi(mut self, doc: Value) -> Self {
+        self.openapi = Arc::new(doc);
+        self
+    }
+}

@@ -1,0 +1,275 @@
+//! `serve` and `demo`: start-up in order, serve until a signal, shut down in order.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use peat_gateway::api::{self, AppState, KeyStatus};
+use peat_gateway::config::{self, Config, KeyConfig};
+use peat_gateway::keys::{KeyProvider, Keyring, LocalKek};
+use peat_gateway::metrics::Metrics;
+use peat_gateway::mesh::MembershipPolicy;
+use peat_gateway::store::{CommitStats, Store, StoreOptions};
+use peat_gateway::tenant::{Actor, AdminBootstrap, NewFormation, NewOrg, Principal, Need, Tenancy, TenantError};
+use tokio::net::TcpListener;
+
+use super::admin::load_config;
+use super::{config_file, init_logging, runtime, Failure};
+
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    /// Directory for the demo's state and generated KEK.
+    #[arg(long, default_value = "./demo-data")]
+    data_dir: PathBuf,
+    /// Listen address of the demo.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: String,
+}
+
+pub(crate) fn serve(flag: Option<&Path>) -> Result<ExitCode, Failure> {
+    let cfg = load_config(flag)?;
+    init_logging(&cfg.log_filter);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let running = start(cfg, None).await?;
+        running.serve().await.map_err(Failure::Runtime)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn demo(flag: Option<&Path>, args: DemoArgs) -> Result<ExitCode, Failure> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let kek = demo_kek(&args.data_dir)?;
+    let data_dir = args.data_dir.display().to_string();
+    let file = config_file(flag);
+    let loaded = config::load(file.as_deref(), |k| match k {
+        "PEAT_GATEWAY_DATA_DIR" => Some(data_dir.clone()),
+        "PEAT_GATEWAY_BIND" => Some(args.bind.clone()),
+        "PEAT_KEK" => Some(kek.clone()),
+        "PEAT_KEY_PROVIDER" | "PEAT_ADMIN_TOKEN" | "PEAT_DEV_MODE" => None,
+        other => std::env::var(other).ok(),
+    })
+    .map_err(Failure::Config)?;
+    let cfg = Config::from_raw(loaded).map_err(Failure::Config)?;
+    init_logging(&cfg.log_filter);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let running = start(cfg, Some(Seed)).await?;
+        running.serve().await.map_err(Failure::Runtime)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's KEK lives beside its data: fine for a demo, never for a kit.
+fn demo_kek(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("demo.kek");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().to_owned());
+    }
+    let k = peat_gateway::keys::random_secret32()?;
+    let hexed = hex::encode(k.as_ref());
+    write_private(&path, &hexed).with_context(|| format!("writing {}", path.display()))?;
+    Ok(hexed)
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()
+}
+
+/// Demo seeding: a fresh admin token, org `demo` and formation `demo-mesh`.
+struct Seed;
+
+struct Running {
+    listener: TcpListener,
+    state: AppState,
+    store: Store,
+}
+
+fn keyring(key: &KeyConfig) -> anyhow::Result<Keyring> {
+    let provider: Arc<dyn KeyProvider> = match key {
+        KeyConfig::Local(k) => Arc::new(LocalKek::new(k.clone())),
+        #[cfg(feature = "dev")]
+        KeyConfig::Plaintext => Arc::new(peat_gateway::keys::Plaintext),
+        #[cfg(not(feature = "dev"))]
+        KeyConfig::Plaintext => anyhow::bail!("the plaintext key provider is not in this build"),
+    };
+    Ok(Keyring::new(provider))
+}
+
+async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
+    let started = std::time::Instant::now();
+    if cfg.dev_mode {
+        tracing::warn!("DEV MODE is on: do not run a kit like this");
+    }
+    if matches!(cfg.key, KeyConfig::Plaintext) {
+        tracing::warn!("key provider is PLAINTEXT: formation keys are stored unencrypted; development only");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let m = metrics.clone();
+    let on_commit: Arc<dyn Fn(CommitStats) + Send + Sync> = Arc::new(move |s: CommitStats| {
+        m.store_commit_seconds.observe(s.elapsed.as_secs_f64());
+        m.store_commit_ops.observe(s.ops as f64);
+    });
+    let path = cfg.data_dir.join("state.redb");
+    let opts = StoreOptions {
+        cache_bytes: cfg.store_cache_bytes,
+    };
+    let store = {
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || Store::open(&p, &opts, Some(on_commit)))
+            .await
+            .context("state database open task")?
+            .with_context(|| format!("opening {}", path.display()))?
+    };
+    let keyring = keyring(&cfg.key)?;
+    tracing::info!(provider = %keyring.provider_kind(), kek_id = keyring.kek_id(), "key provider selected");
+
+    if seed.is_some() {
+        let token = Tenancy::rotate_admin_token(&store).await.context("creating the demo admin token")?;
+        print_banner("demo admin token (new on every demo start)", &token);
+    }
+    let (admin, boot) = Tenancy::bootstrap_admin(
+        &store,
+        cfg.admin_token.as_ref().map(|s| s.expose()),
+        cfg.dev_mode,
+    )
+    .await
+    .context("setting up the admin token")?;
+    match &boot {
+        AdminBootstrap::Generated(token) => print_banner("generated bootstrap admin token (shown once)", token),
+        AdminBootstrap::Configured => tracing::info!("admin token from configuration"),
+        AdminBootstrap::Stored => tracing::info!("admin token: the stored hash (rotate with `peat-gateway admin-token rotate`)"),
+        AdminBootstrap::DevOpen => tracing::warn!("no admin token and dev mode on: the admin API is OPEN to anyone who can reach it"),
+    }
+    let tenancy = Tenancy::new(store.clone(), keyring.clone(), cfg.default_quotas, admin);
+    let records_checked = tenancy.verify_keys(16).await.map_err(|e| {
+        anyhow::anyhow!(
+            "the configured key cannot open the stored formation keys ({}). \
+             Start with the KEK these records were sealed under (check PEAT_KEK); nothing was changed",
+            match &e {
+                TenantError::Key(k) => k.to_string(),
+                other => other.to_string(),
+            }
+        )
+    })?;
+    if seed.is_some() {
+        seed_demo(&tenancy).await.context("creating the demo org and formation")?;
+    }
+    let keys = KeyStatus {
+        provider: keyring.provider_kind().name(),
+        kek_id: keyring.kek_id().to_owned(),
+        problem: None,
+        records_checked,
+    };
+    let state = AppState::new(tenancy, metrics, keys, cfg.request_timeout, cfg.max_body_bytes);
+    let listener = TcpListener::bind(cfg.bind).await.with_context(|| {
+        format!("cannot listen on {} (PEAT_GATEWAY_BIND); is another process using that port?", cfg.bind)
+    })?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "peat-gateway ready");
+    if seed.is_some() {
+        print_demo_guide(&addr.to_string());
+    }
+    Ok(Running {
+        listener,
+        state,
+        store,
+    })
+}
+
+impl Running {
+    async fn serve(self) -> anyhow::Result<()> {
+        let app = api::router(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")?;
+        tracing::info!("listener closed; flushing the state store");
+        self.store.shutdown().await;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, shutting down"),
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+async fn seed_demo(t: &Tenancy) -> Result<(), TenantError> {
+    let actor = Actor::cli("demo");
+    match t
+        .create_org(
+            &actor,
+            NewOrg {
+                org_id: "demo".into(),
+                display_name: "Demo organization".into(),
+                quotas: Default::default(),
+            },
+        )
+        .await
+    {
+        Ok(_) | Err(TenantError::Conflict { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let scope = Principal::Admin { dev_open: false }.scope("demo", Need::Manage, "seed")?;
+    match t
+        .create_formation(
+            &scope,
+            NewFormation {
+                app_id: "demo-mesh".into(),
+                policy: Some(MembershipPolicy::Controlled),
+                genesis: None,
+            },
+        )
+        .await
+    {
+        Ok(_) | Err(TenantError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn print_banner(title: &str, token: &str) {
+    println!();
+    println!("================================================================================");
+    println!(" peat-gateway: {title}");
+    println!();
+    println!("   {token}");
+    println!();
+    println!(" Send it as:  Authorization: Bearer <token>");
+    println!(" Only its hash is stored. Rotate it with:  peat-gateway admin-token rotate");
+    println!("================================================================================");
+    println!();
+}
+
+fn print_demo_guide(addr: &str) {
+    println!("peat-gateway demo is running at http://{addr}  (Ctrl-C stops it)");
+    println!("  readiness:    curl -s http://{addr}/ready");
+    println!("  metrics:      curl -s http://{addr}/metrics");
+    println!("  API document: curl -s http://{addr}/openapi.json");
+    println!("  formations:   curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/orgs/demo/formations");
+    println!("  audit log:    curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/orgs/demo/audit");
+    println!();
+}

@@ -1,0 +1,145 @@
+//! Command-line interface. `anyhow` lives here and nowhere in the library.
+
+mod admin;
+mod gateway;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const ABOUT: &str = "Edge gateway for Peat meshes: formation authority and admin API on a kit";
+
+const LONG_ABOUT: &str = "\
+peat-gateway runs beside a Peat mesh node on an ARM gateway. It keeps each organization's
+formations (Peat genesis keys, sealed under a key-encryption key), issues org-scoped API
+tokens, records every administrative action in a hash-chained audit log, and serves an admin
+REST API with Prometheus metrics.
+
+With no subcommand it runs `serve`. Try `peat-gateway demo` for a self-contained run.";
+
+const AFTER_HELP: &str = "\
+Configuration comes from an optional TOML file (--config, else /etc/peat-gateway/config.toml
+when present) and the environment, which overrides the file:
+
+  PEAT_GATEWAY_BIND        listen address                 (default 0.0.0.0:8080)
+  PEAT_GATEWAY_DATA_DIR    state directory                (default ./data)
+  PEAT_ADMIN_TOKEN         bootstrap admin bearer token   (unset: generated at first start)
+  PEAT_KEK                 local key-encryption key, 64 hex characters
+  PEAT_KEY_PROVIDER        local | plaintext              (implied by PEAT_KEK)
+  PEAT_DEV_MODE            1 allows an open admin API and the plaintext provider (dev builds)
+  PEAT_LOG                 log filter, e.g. info or peat_gateway=debug (else RUST_LOG)
+  See README.md for every setting.
+
+Examples:
+  peat-gateway keys generate-kek                 # make a KEK for PEAT_KEK
+  PEAT_KEK=<64 hex> peat-gateway                 # serve; prints the admin token once
+  PEAT_KEK=<64 hex> peat-gateway check-config    # show the effective settings
+  peat-gateway demo                              # everything on embedded defaults
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.";
+
+#[derive(Parser)]
+#[command(name = "peat-gateway", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = AFTER_HELP)]
+struct Cli {
+    /// TOML configuration file (environment variables override it).
+    #[arg(long, global = true, env = "PEAT_GATEWAY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the admin API (the default). Stops cleanly on SIGTERM or Ctrl-C.
+    Serve,
+    /// Run on embedded defaults: a demo data dir, a generated local KEK, a demo org and
+    /// formation. Prints where to look and a fresh admin token.
+    Demo(gateway::DemoArgs),
+    /// Validate the configuration and print the effective settings, secrets redacted.
+    CheckConfig,
+    /// Manage the bootstrap admin token.
+    AdminToken {
+        #[command(subcommand)]
+        cmd: admin::AdminTokenCmd,
+    },
+    /// Inspect the audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: admin::AuditCmd,
+    },
+    /// Key-encryption key tools.
+    Keys {
+        #[command(subcommand)]
+        cmd: admin::KeysCmd,
+    },
+}
+
+/// How a command ended; mapped to the documented exit codes.
+pub(crate) enum Failure {
+    Config(Vec<peat_gateway::config::ConfigError>),
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd.unwrap_or(Cmd::Serve) {
+        Cmd::Serve => gateway::serve(cli.config.as_deref()),
+        Cmd::Demo(args) => gateway::demo(cli.config.as_deref(), args),
+        Cmd::CheckConfig => admin::check_config(cli.config.as_deref()),
+        Cmd::AdminToken { cmd } => admin::admin_token(cli.config.as_deref(), cmd),
+        Cmd::Audit { cmd } => admin::audit(cli.config.as_deref(), cmd),
+        Cmd::Keys { cmd } => admin::keys(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::Config(errors)) => {
+            eprintln!("peat-gateway: the configuration is invalid ({} problem{}):", errors.len(), if errors.len() == 1 { "" } else { "s" });
+            for e in errors {
+                eprintln!("  - {e}");
+            }
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("peat-gateway: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Log lines go to stderr, with colour only on a terminal (the journal gets plain text).
+pub(crate) fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// The config file to read: `--config`, else the default path when it exists.
+pub(crate) fn config_file(flag: Option<&std::path::Path>) -> Option<PathBuf> {
+    match flag {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let p = PathBuf::from(peat_gateway::config::DEFAULT_CONFIG_FILE);
+            p.exists().then_some(p)
+        }
+    }
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot start the async runtime: {e}")))
+}
