@@ -79,7 +79,6 @@ pub struct RawConfig {
     pub quotas: Option<RawQuotas>,
 }
 
-
 /// Environment variable → config key. The one table of names operators use.
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_GATEWAY_BIND", "bind"),
@@ -120,6 +119,8 @@ fn err(setting: impl Into<String>, message: impl Into<String>) -> ConfigError {
 pub struct Loaded {
     pub raw: RawConfig,
     pub origin: BTreeMap<&'static str, String>,
+    /// Environment values that could not be applied; reported with the rest.
+    pub problems: Vec<ConfigError>,
 }
 
 /// Reads the file (if any) and overlays the environment. Fails only on unreadable or
@@ -169,15 +170,18 @@ pub fn load(
         origin.insert("log", "env RUST_LOG".into());
         raw.log = Some(v);
     }
-    if errors.is_empty() {
-        Ok(Loaded { raw, origin })
-    } else {
-        Err(errors)
-    }
+    Ok(Loaded {
+        raw,
+        origin,
+        problems: errors,
+    })
 }
 
 fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String> {
-    let num = |v: &str| v.parse::<u64>().map_err(|_| format!("'{v}' is not a whole number"));
+    let num = |v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("'{v}' is not a whole number"))
+    };
     match key {
         "bind" => raw.bind = Some(v),
         "data_dir" => raw.data_dir = Some(v.into()),
@@ -244,8 +248,11 @@ pub struct Config {
 impl Config {
     /// Runs every check; returns all failures at once.
     pub fn from_raw(loaded: Loaded) -> Result<Config, Vec<ConfigError>> {
-        let Loaded { raw, origin } = loaded;
-        let mut errors = Vec::new();
+        let Loaded {
+            raw,
+            origin,
+            problems: mut errors,
+        } = loaded;
         let name = |key: &'static str| -> String {
             origin
                 .get(key)
@@ -261,7 +268,10 @@ impl Config {
             ))
         });
 
-        let data_dir = raw.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data"));
+        let data_dir = raw
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./data"));
         if let Err(m) = check_data_dir(&data_dir) {
             errors.push(err(name("data_dir"), m));
         }
@@ -283,13 +293,19 @@ impl Config {
             if !dir.is_dir() {
                 errors.push(err(
                     name("ui_dir"),
-                    format!("{} is not a directory; point it at the UI build or unset it", dir.display()),
+                    format!(
+                        "{} is not a directory; point it at the UI build or unset it",
+                        dir.display()
+                    ),
                 ));
             }
         }
 
         if let Some(url) = &raw.cdc_nats_url {
-            if !["nats://", "tls://", "ws://", "wss://"].iter().any(|p| url.starts_with(p)) {
+            if !["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|p| url.starts_with(p))
+            {
                 errors.push(err(
                     name("cdc_nats_url"),
                     format!("'{url}' must start with nats:// or tls:// (for example nats://127.0.0.1:4222)"),
@@ -305,11 +321,17 @@ impl Config {
 
         let timeout_s = raw.request_timeout_secs.unwrap_or(30);
         if !(1..=3600).contains(&timeout_s) {
-            errors.push(err(name("request_timeout_secs"), "must be between 1 and 3600"));
+            errors.push(err(
+                name("request_timeout_secs"),
+                "must be between 1 and 3600",
+            ));
         }
         let max_body = raw.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=64 * 1024 * 1024).contains(&max_body) {
-            errors.push(err(name("max_body_bytes"), "must be between 1024 and 67108864"));
+            errors.push(err(
+                name("max_body_bytes"),
+                "must be between 1024 and 67108864",
+            ));
         }
         let cache_mb = raw.store_cache_mb.unwrap_or(4);
         if !(1..=1024).contains(&cache_mb) {
@@ -324,10 +346,19 @@ impl Config {
                 }
             };
             set(&mut quotas.max_formations, q.max_formations);
-            set(&mut quotas.max_peers_per_formation, q.max_peers_per_formation);
-            set(&mut quotas.max_documents_per_formation, q.max_documents_per_formation);
+            set(
+                &mut quotas.max_peers_per_formation,
+                q.max_peers_per_formation,
+            );
+            set(
+                &mut quotas.max_documents_per_formation,
+                q.max_documents_per_formation,
+            );
             set(&mut quotas.max_cdc_sinks, q.max_cdc_sinks);
-            set(&mut quotas.max_enrollments_per_hour, q.max_enrollments_per_hour);
+            set(
+                &mut quotas.max_enrollments_per_hour,
+                q.max_enrollments_per_hour,
+            );
             set(&mut quotas.max_api_tokens, q.max_api_tokens);
         }
 
@@ -353,11 +384,23 @@ impl Config {
 
     /// Effective settings as `(key, value, origin)` rows, secrets redacted.
     pub fn describe(&self) -> Vec<(&'static str, String, String)> {
-        let o = |k: &'static str| self.origin.get(k).cloned().unwrap_or_else(|| "default".into());
-        let opt = |p: &Option<PathBuf>| p.as_ref().map_or("(unset)".into(), |p| p.display().to_string());
+        let o = |k: &'static str| {
+            self.origin
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| "default".into())
+        };
+        let opt = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or("(unset)".into(), |p| p.display().to_string())
+        };
         vec![
             ("bind", self.bind.to_string(), o("bind")),
-            ("data_dir", self.data_dir.display().to_string(), o("data_dir")),
+            (
+                "data_dir",
+                self.data_dir.display().to_string(),
+                o("data_dir"),
+            ),
             (
                 "admin_token",
                 match (&self.admin_token, self.dev_mode) {
@@ -378,10 +421,28 @@ impl Config {
             ("dev_mode", self.dev_mode.to_string(), o("dev_mode")),
             ("ui_dir", opt(&self.ui_dir), o("ui_dir")),
             ("log", self.log_filter.clone(), o("log")),
-            ("request_timeout_secs", self.request_timeout.as_secs().to_string(), o("request_timeout_secs")),
-            ("max_body_bytes", self.max_body_bytes.to_string(), o("max_body_bytes")),
-            ("store_cache_mb", (self.store_cache_bytes / (1024 * 1024)).to_string(), o("store_cache_mb")),
-            ("cdc_nats_url", self.cdc_nats_url.clone().unwrap_or_else(|| "(unset)".into()), o("cdc_nats_url")),
+            (
+                "request_timeout_secs",
+                self.request_timeout.as_secs().to_string(),
+                o("request_timeout_secs"),
+            ),
+            (
+                "max_body_bytes",
+                self.max_body_bytes.to_string(),
+                o("max_body_bytes"),
+            ),
+            (
+                "store_cache_mb",
+                (self.store_cache_bytes / (1024 * 1024)).to_string(),
+                o("store_cache_mb"),
+            ),
+            (
+                "cdc_nats_url",
+                self.cdc_nats_url
+                    .clone()
+                    .unwrap_or_else(|| "(unset)".into()),
+                o("cdc_nats_url"),
+            ),
             ("quotas", format!("{:?}", self.default_quotas), o("quotas")),
         ]
     }
@@ -421,7 +482,9 @@ fn select_key(
                     "the local key provider needs PEAT_KEK (64 hex characters; generate with `peat-gateway keys generate-kek`)",
                 )]);
             };
-            parse_kek(kek.expose()).map(KeyConfig::Local).map_err(|m| vec![err(name("kek"), m)])
+            parse_kek(kek.expose())
+                .map(KeyConfig::Local)
+                .map_err(|m| vec![err(name("kek"), m)])
         }
         "plaintext" => {
             if !dev_mode {
@@ -465,12 +528,20 @@ pub fn parse_kek(s: &str) -> Result<Zeroizing<[u8; 32]>, String> {
 /// Creates the data directory if needed and proves it is writable.
 fn check_data_dir(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| {
-        format!("{} cannot be created ({e}); create it or choose a writable directory", dir.display())
+        format!(
+            "{} cannot be created ({e}); create it or choose a writable directory",
+            dir.display()
+        )
     })?;
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"ok")
         .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| format!("{} is not writable ({e}); fix its permissions or choose another directory", dir.display()))
+        .map_err(|e| {
+            format!(
+                "{} is not writable ({e}); fix its permissions or choose another directory",
+                dir.display()
+            )
+        })
 }
 
 #[cfg(test)]
@@ -481,8 +552,10 @@ mod tests {
     const KEK: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
     fn from_env(vars: &[(&str, &str)], dir: &Path) -> Result<Config, Vec<ConfigError>> {
-        let mut map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         map.entry("PEAT_GATEWAY_DATA_DIR".into())
             .or_insert_with(|| dir.display().to_string());
         Config::from_raw(load(None, |k| map.get(k).cloned())?)
@@ -518,9 +591,15 @@ mod tests {
             d.path(),
         ));
         assert_eq!(m.len(), 4, "{m:#?}");
-        assert!(m.iter().any(|s| s.starts_with("PEAT_KEK: must be exactly 64 hex")));
-        assert!(m.iter().any(|s| s.starts_with("PEAT_GATEWAY_BIND: 'nowhere' is not an address:port")));
-        assert!(m.iter().any(|s| s.starts_with("PEAT_ADMIN_TOKEN: must be at least 16")));
+        assert!(m
+            .iter()
+            .any(|s| s.starts_with("PEAT_KEK: must be exactly 64 hex")));
+        assert!(m
+            .iter()
+            .any(|s| s.starts_with("PEAT_GATEWAY_BIND: 'nowhere' is not an address:port")));
+        assert!(m
+            .iter()
+            .any(|s| s.starts_with("PEAT_ADMIN_TOKEN: must be at least 16")));
         assert!(m.iter().any(|s| s.starts_with("PEAT_CDC_NATS_URL:")));
     }
 
@@ -534,8 +613,14 @@ mod tests {
     #[test]
     fn empty_secret_is_refused_not_ignored() {
         let d = tempfile::tempdir().unwrap();
-        let m = messages(from_env(&[("PEAT_KEK", KEK), ("PEAT_ADMIN_TOKEN", "")], d.path()));
-        assert_eq!(m, ["PEAT_ADMIN_TOKEN: is set but empty; unset it or give a value"]);
+        let m = messages(from_env(
+            &[("PEAT_KEK", KEK), ("PEAT_ADMIN_TOKEN", "")],
+            d.path(),
+        ));
+        assert_eq!(
+            m,
+            ["PEAT_ADMIN_TOKEN: is set but empty; unset it or give a value"]
+        );
     }
 
     #[test]
@@ -544,7 +629,10 @@ mod tests {
         let m = messages(from_env(&[("PEAT_KEY_PROVIDER", "plaintext")], d.path()));
         assert!(m[0].contains("PEAT_DEV_MODE=1"), "{m:?}");
         let m = messages(from_env(&[("PEAT_KMS_KEY_ARN", "arn:aws:kms:x")], d.path()));
-        assert!(m[0].starts_with("PEAT_KMS_KEY_ARN: the aws-kms key provider is not built"), "{m:?}");
+        assert!(
+            m[0].starts_with("PEAT_KMS_KEY_ARN: the aws-kms key provider is not built"),
+            "{m:?}"
+        );
         let m = messages(from_env(&[("PEAT_KEY_PROVIDER", "hsm")], d.path()));
         assert!(m[0].contains("'hsm' is not a key provider"));
     }
@@ -555,7 +643,10 @@ mod tests {
         let file = d.path().join("not-a-dir");
         std::fs::write(&file, b"x").unwrap();
         let m = messages(from_env(
-            &[("PEAT_KEK", KEK), ("PEAT_GATEWAY_DATA_DIR", file.to_str().unwrap())],
+            &[
+                ("PEAT_KEK", KEK),
+                ("PEAT_GATEWAY_DATA_DIR", file.to_str().unwrap()),
+            ],
             d.path(),
         ));
         assert!(m[0].starts_with("PEAT_GATEWAY_DATA_DIR:"), "{m:?}");
@@ -565,7 +656,11 @@ mod tests {
     fn environment_overrides_the_file_and_unknown_file_keys_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("c.toml");
-        std::fs::write(&f, format!("bind = \"127.0.0.1:1\"\nkek = \"{KEK}\"\n[quotas]\nmax_formations = 3\n")).unwrap();
+        std::fs::write(
+            &f,
+            format!("bind = \"127.0.0.1:1\"\nkek = \"{KEK}\"\n[quotas]\nmax_formations = 3\n"),
+        )
+        .unwrap();
         let env = |k: &str| match k {
             "PEAT_GATEWAY_BIND" => Some("127.0.0.1:2".to_string()),
             "PEAT_GATEWAY_DATA_DIR" => Some(d.path().display().to_string()),

@@ -10,12 +10,16 @@ use super::{ApiError, AppState};
 use crate::tenant::{AuditEntry, Need};
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
-    book.get("/orgs/{org_id}/audit", list, Doc {
-        summary: "Audit log, newest first; ?before=<seq>&limit=<n> (at most 1000)",
-        access: Access::Org(Need::Manage),
-        body: None,
-        ok: 200,
-    })
+    book.get(
+        "/orgs/{org_id}/audit",
+        list,
+        Doc {
+            summary: "Audit log, newest first; ?before=<seq>&limit=<n> (at most 1000)",
+            access: Access::Org(Need::Manage),
+            body: None,
+            ok: 200,
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -64,7 +68,10 @@ async fn list(
     ids: Ids,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<PageOut>, ApiError> {
-    let scope = s.tenancy.authorize(&p, ids.org(), Need::Manage, "read the audit log").await?;
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Manage, "read the audit log")
+        .await?;
     let page = s
         .tenancy
         .audit_page(&scope, q.before, q.limit.unwrap_or(100))

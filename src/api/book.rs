@@ -21,10 +21,16 @@ impl Access {
         match self {
             Access::Public => "public",
             Access::GatewayAdmin => "admin token",
-            Access::Org(Need::Read) => "admin token, or an org token with role viewer, operator or org-admin",
-            Access::Org(Need::Operate) => "admin token, or an org token with role operator or org-admin",
+            Access::Org(Need::Read) => {
+                "admin token, or an org token with role viewer, operator or org-admin"
+            }
+            Access::Org(Need::Operate) => {
+                "admin token, or an org token with role operator or org-admin"
+            }
             Access::Org(Need::Manage) => "admin token, or an org token with role org-admin",
-            Access::Org(Need::Ingest) => "admin token, or an org token with role ingest, operator or org-admin",
+            Access::Org(Need::Ingest) => {
+                "admin token, or an org token with role ingest, operator or org-admin"
+            }
             Access::Org(Need::GatewayAdmin) => "admin token",
         }
     }
@@ -53,7 +59,13 @@ impl RouteBook {
         }
     }
 
-    fn add(mut self, method: &'static str, path: &'static str, mr: MethodRouter<AppState>, doc: Doc) -> Self {
+    fn add(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        mr: MethodRouter<AppState>,
+        doc: Doc,
+    ) -> Self {
         self.router = self.router.route(path, mr);
         let params: Vec<Value> = path
             .split('/')
@@ -75,7 +87,8 @@ impl RouteBook {
             op["security"] = json!([{"bearer": []}]);
         }
         if let Some(schema) = doc.body {
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
+            op["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": schema}}});
         }
         let entry = self
             .paths
@@ -87,19 +100,39 @@ impl RouteBook {
         self
     }
 
-    pub(crate) fn get<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H, doc: Doc) -> Self {
+    pub(crate) fn get<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        h: H,
+        doc: Doc,
+    ) -> Self {
         self.add("get", path, get(h), doc)
     }
 
-    pub(crate) fn post<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H, doc: Doc) -> Self {
+    pub(crate) fn post<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        h: H,
+        doc: Doc,
+    ) -> Self {
         self.add("post", path, post(h), doc)
     }
 
-    pub(crate) fn patch<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H, doc: Doc) -> Self {
+    pub(crate) fn patch<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        h: H,
+        doc: Doc,
+    ) -> Self {
         self.add("patch", path, patch(h), doc)
     }
 
-    pub(crate) fn delete<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H, doc: Doc) -> Self {
+    pub(crate) fn delete<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        h: H,
+        doc: Doc,
+    ) -> Self {
         self.add("delete", path, delete(h), doc)
     }
 

@@ -31,7 +31,11 @@ impl ApiError {
     }
 
     pub(crate) fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     fn internal(message: &str, cause: String) -> Self {
@@ -52,8 +56,12 @@ impl ApiError {
             _ => "bad_request",
         };
         let message = match status {
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "expected Content-Type: application/json".to_owned(),
-            StatusCode::PAYLOAD_TOO_LARGE => "request body is larger than the configured limit".to_owned(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                "expected Content-Type: application/json".to_owned()
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                "request body is larger than the configured limit".to_owned()
+            }
             _ => r.body_text(),
         };
         Self::new(status, code, message)
@@ -76,15 +84,21 @@ impl From<TenantError> for ApiError {
                 "unauthenticated",
                 "a valid bearer token is required (Authorization: Bearer <token>)",
             ),
-            TenantError::Forbidden { .. } => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            TenantError::Forbidden { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+            }
             TenantError::NotFound { what } => Self::not_found(what),
-            TenantError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            TenantError::Conflict { .. } => {
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
             TenantError::QuotaExceeded { .. } => {
                 Self::new(StatusCode::CONFLICT, "quota_exceeded", e.to_string())
             }
-            TenantError::Invalid { .. } => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.to_string())
-            }
+            TenantError::Invalid { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                e.to_string(),
+            ),
             TenantError::Key(k) => Self::internal(
                 "sealed key material could not be opened; see the gateway log",
                 k.to_string(),
@@ -95,7 +109,10 @@ impl From<TenantError> for ApiError {
                 "unavailable",
                 "the state store refuses writes after a failed commit; restart the gateway",
             ),
-            TenantError::Store(s) => Self::internal("state store failure", format!("{s}: {:?}", std::error::Error::source(s))),
+            TenantError::Store(s) => Self::internal(
+                "state store failure",
+                format!("{s}: {:?}", std::error::Error::source(s)),
+            ),
         }
     }
 }

@@ -16,39 +16,59 @@ use super::orgs::Page;
 use super::{ApiError, AppState};
 use crate::mesh::MembershipPolicy;
 use crate::secret::Secret;
-use crate::tenant::{Formation, NewFormation, Need, TenantError};
+use crate::tenant::{Formation, Need, NewFormation, TenantError};
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
-    book.post("/orgs/{org_id}/formations", create, Doc {
-        summary: "Create a formation (new genesis), or adopt one with `genesis`",
-        access: Access::Org(Need::Manage),
-        body: Some(create_schema()),
-        ok: 201,
-    })
-    .get("/orgs/{org_id}/formations", list, Doc {
-        summary: "List the org's formations; ?after=<app_id>&limit=<n>",
-        access: Access::Org(Need::Read),
-        body: None,
-        ok: 200,
-    })
-    .get("/orgs/{org_id}/formations/{app_id}", get_one, Doc {
-        summary: "Formation details: mesh id, policy, authority public key",
-        access: Access::Org(Need::Read),
-        body: None,
-        ok: 200,
-    })
-    .delete("/orgs/{org_id}/formations/{app_id}", remove, Doc {
-        summary: "Delete a formation and its key material",
-        access: Access::Org(Need::Manage),
-        body: None,
-        ok: 204,
-    })
-    .get("/orgs/{org_id}/formations/{app_id}/credentials", credentials, Doc {
-        summary: "Export MeshCredentials (holds the formation secret; audited)",
-        access: Access::Org(Need::Manage),
-        body: None,
-        ok: 200,
-    })
+    book.post(
+        "/orgs/{org_id}/formations",
+        create,
+        Doc {
+            summary: "Create a formation (new genesis), or adopt one with `genesis`",
+            access: Access::Org(Need::Manage),
+            body: Some(create_schema()),
+            ok: 201,
+        },
+    )
+    .get(
+        "/orgs/{org_id}/formations",
+        list,
+        Doc {
+            summary: "List the org's formations; ?after=<app_id>&limit=<n>",
+            access: Access::Org(Need::Read),
+            body: None,
+            ok: 200,
+        },
+    )
+    .get(
+        "/orgs/{org_id}/formations/{app_id}",
+        get_one,
+        Doc {
+            summary: "Formation details: mesh id, policy, authority public key",
+            access: Access::Org(Need::Read),
+            body: None,
+            ok: 200,
+        },
+    )
+    .delete(
+        "/orgs/{org_id}/formations/{app_id}",
+        remove,
+        Doc {
+            summary: "Delete a formation and its key material",
+            access: Access::Org(Need::Manage),
+            body: None,
+            ok: 204,
+        },
+    )
+    .get(
+        "/orgs/{org_id}/formations/{app_id}/credentials",
+        credentials,
+        Doc {
+            summary: "Export MeshCredentials (holds the formation secret; audited)",
+            access: Access::Org(Need::Manage),
+            body: None,
+            ok: 200,
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -99,26 +119,29 @@ async fn create(
     ids: Ids,
     ApiJson(body): ApiJson<CreateFormation>,
 ) -> Result<(StatusCode, Json<FormationOut>), ApiError> {
-    let scope = s.tenancy.authorize(&p, ids.org(), Need::Manage, "create formations").await?;
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Manage, "create formations")
+        .await?;
     let policy = body
         .enrollment_policy
         .as_deref()
         .map(|name| {
-            MembershipPolicy::from_name(name).ok_or_else(|| {
-                TenantError::Invalid {
-                    field: "enrollment_policy",
-                    reason: "must be Open, Controlled or Strict".into(),
-                }
+            MembershipPolicy::from_name(name).ok_or_else(|| TenantError::Invalid {
+                field: "enrollment_policy",
+                reason: "must be Open, Controlled or Strict".into(),
             })
         })
         .transpose()?;
     let genesis = body
         .genesis
         .map(|b64| {
-            B64.decode(b64.expose().trim().as_bytes()).map(Zeroizing::new).map_err(|_| TenantError::Invalid {
-                field: "genesis",
-                reason: "is not valid base64".into(),
-            })
+            B64.decode(b64.expose().trim().as_bytes())
+                .map(Zeroizing::new)
+                .map_err(|_| TenantError::Invalid {
+                    field: "genesis",
+                    reason: "is not valid base64".into(),
+                })
         })
         .transpose()?;
     let f = s
@@ -141,7 +164,10 @@ async fn list(
     ids: Ids,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Vec<FormationOut>>, ApiError> {
-    let scope = s.tenancy.authorize(&p, ids.org(), Need::Read, "list formations").await?;
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Read, "list formations")
+        .await?;
     let list = s
         .tenancy
         .list_formations(&scope, page.after, page.limit.unwrap_or(100))
@@ -149,13 +175,29 @@ async fn list(
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
-async fn get_one(State(s): State<AppState>, Caller(p): Caller, ids: Ids) -> Result<Json<FormationOut>, ApiError> {
-    let scope = s.tenancy.authorize(&p, ids.org(), Need::Read, "read formations").await?;
-    Ok(Json(s.tenancy.get_formation(&scope, ids.second()).await?.into()))
+async fn get_one(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<Json<FormationOut>, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Read, "read formations")
+        .await?;
+    Ok(Json(
+        s.tenancy.get_formation(&scope, ids.second()).await?.into(),
+    ))
 }
 
-async fn remove(State(s): State<AppState>, Caller(p): Caller, ids: Ids) -> Result<StatusCode, ApiError> {
-    let scope = s.tenancy.authorize(&p, ids.org(), Need::Manage, "delete formations").await?;
+async fn remove(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<StatusCode, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Manage, "delete formations")
+        .await?;
     s.tenancy.delete_formation(&scope, ids.second()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -165,7 +207,10 @@ async fn credentials(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s.tenancy.authorize(&p, ids.org(), Need::Manage, "export credentials").await?;
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Manage, "export credentials")
+        .await?;
     let c = s.tenancy.export_credentials(&scope, ids.second()).await?;
     let body = json!({
         "mesh_id": c.mesh_id,

@@ -17,9 +17,21 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         ok: 200,
     };
     book.get("/health", health, public("Liveness: the process answers"))
-        .get("/ready", ready, public("Readiness with reasons: state store and key provider"))
-        .get("/metrics", metrics, public("Prometheus metrics in text format"))
-        .get("/openapi.json", openapi, public("This API's OpenAPI 3.1 document"))
+        .get(
+            "/ready",
+            ready,
+            public("Readiness with reasons: state store and key provider"),
+        )
+        .get(
+            "/metrics",
+            metrics,
+            public("Prometheus metrics in text format"),
+        )
+        .get(
+            "/openapi.json",
+            openapi,
+            public("This API's OpenAPI 3.1 document"),
+        )
 }
 
 async fn health() -> Json<Value> {
@@ -48,20 +60,29 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
             },
         }
     });
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     if let Ok((orgs, formations)) = s.tenancy.counts().await {
         s.metrics.orgs.set(i64::try_from(orgs).unwrap_or(i64::MAX));
-        s.metrics.formations.set(i64::try_from(formations).unwrap_or(i64::MAX));
+        s.metrics
+            .formations
+            .set(i64::try_from(formations).unwrap_or(i64::MAX));
     }
     s.metrics.ready.set(i64::from(
         !s.tenancy.store().is_poisoned() && s.keys.problem.is_none(),
     ));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
 }

@@ -20,6 +20,7 @@ mod orgs;
 mod stack;
 mod state;
 mod tokens;
+mod ui;
 
 pub use error::ApiError;
 pub use state::{AppState, KeyStatus};
@@ -36,5 +37,6 @@ pub fn router(state: AppState) -> Router {
     let book = audit::routes(book);
     let (routes, openapi) = book.finish(env!("CARGO_PKG_VERSION"));
     let state = state.with_openapi(openapi);
+    let routes = routes.merge(ui::routes(&state));
     stack::wrap(routes, &state).with_state(state)
 }

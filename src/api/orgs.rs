@@ -9,39 +9,60 @@ use serde_json::{json, Value};
 use super::book::{Access, Doc, RouteBook};
 use super::extract::{ApiJson, ApiQuery, Caller, Ids};
 use super::{ApiError, AppState};
-use crate::tenant::{NewOrg, Need, Org, OrgPatch, Quotas, QuotasPatch};
+use crate::tenant::{Need, NewOrg, Org, OrgPatch, Quotas, QuotasPatch};
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
-    book.post("/orgs", create, Doc {
-        summary: "Create an organization",
-        access: Access::GatewayAdmin,
-        body: Some(create_schema()),
-        ok: 201,
-    })
-    .get("/orgs", list, Doc {
-        summary: "List organizations (an org token sees only its own); ?after=<org_id>&limit=<n>",
-        access: Access::Org(Need::Read),
-        body: None,
-        ok: 200,
-    })
-    .get("/orgs/{org_id}", get_one, Doc {
-        summary: "Organization details",
-        access: Access::Org(Need::Read),
-        body: None,
-        ok: 200,
-    })
-    .patch("/orgs/{org_id}", update, Doc {
-        summary: "Change display name (org-admin) or quotas (admin token)",
-        access: Access::Org(Need::Manage),
-        body: Some(patch_schema()),
-        ok: 200,
-    })
-    .delete("/orgs/{org_id}", remove, Doc {
-        summary: "Delete an organization and everything it owns",
-        access: Access::GatewayAdmin,
-        body: None,
-        ok: 204,
-    })
+    book.post(
+        "/orgs",
+        create,
+        Doc {
+            summary: "Create an organization",
+            access: Access::GatewayAdmin,
+            body: Some(create_schema()),
+            ok: 201,
+        },
+    )
+    .get(
+        "/orgs",
+        list,
+        Doc {
+            summary:
+                "List organizations (an org token sees only its own); ?after=<org_id>&limit=<n>",
+            access: Access::Org(Need::Read),
+            body: None,
+            ok: 200,
+        },
+    )
+    .get(
+        "/orgs/{org_id}",
+        get_one,
+        Doc {
+            summary: "Organization details",
+            access: Access::Org(Need::Read),
+            body: None,
+            ok: 200,
+        },
+    )
+    .patch(
+        "/orgs/{org_id}",
+        update,
+        Doc {
+            summary: "Change display name (org-admin) or quotas (admin token)",
+            access: Access::Org(Need::Manage),
+            body: Some(patch_schema()),
+            ok: 200,
+        },
+    )
+    .delete(
+        "/orgs/{org_id}",
+        remove,
+        Doc {
+            summary: "Delete an organization and everything it owns",
+            access: Access::GatewayAdmin,
+            body: None,
+            ok: 204,
+        },
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -181,7 +202,9 @@ async fn list(
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Vec<OrgOut>>, ApiError> {
     if let Some(own) = p.own_org() {
-        s.tenancy.authorize(&p, &own.to_owned(), Need::Read, "list orgs").await?;
+        s.tenancy
+            .authorize(&p, own, Need::Read, "list orgs")
+            .await?;
     }
     let orgs = s
         .tenancy
@@ -190,8 +213,15 @@ async fn list(
     Ok(Json(orgs.into_iter().map(Into::into).collect()))
 }
 
-async fn get_one(State(s): State<AppState>, Caller(p): Caller, ids: Ids) -> Result<Json<OrgOut>, ApiError> {
-    let scope = s.tenancy.authorize(&p, ids.org(), Need::Read, "read the org").await?;
+async fn get_one(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<Json<OrgOut>, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Read, "read the org")
+        .await?;
     Ok(Json(s.tenancy.get_org(&scope).await?.into()))
 }
 
@@ -201,7 +231,10 @@ async fn update(
     ids: Ids,
     ApiJson(body): ApiJson<PatchOrg>,
 ) -> Result<Json<OrgOut>, ApiError> {
-    let scope = s.tenancy.authorize(&p, ids.org(), Need::Manage, "change the org").await?;
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Manage, "change the org")
+        .await?;
     if body.quotas.is_some() {
         s.tenancy.authorize_admin(&p, "change quotas").await?;
     }
@@ -212,9 +245,15 @@ async fn update(
     Ok(Json(s.tenancy.patch_org(&scope, patch).await?.into()))
 }
 
-async fn remove(State(s): State<AppState>, Caller(p): Caller, ids: Ids) -> Result<StatusCode, ApiError> {
+async fn remove(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<StatusCode, ApiError> {
     // An org token of another org must learn nothing: scope first (404), then require admin (403).
-    s.tenancy.authorize(&p, ids.org(), Need::Manage, "delete the org").await?;
+    s.tenancy
+        .authorize(&p, ids.org(), Need::Manage, "delete the org")
+        .await?;
     let actor = s.tenancy.authorize_admin(&p, "delete orgs").await?;
     s.tenancy.delete_org(&actor, ids.org()).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -25,6 +25,7 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     pub max_body_bytes: usize,
     pub(crate) openapi: Arc<Value>,
+    pub(crate) ui_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 impl AppState {
@@ -42,7 +43,14 @@ impl AppState {
             request_timeout,
             max_body_bytes,
             openapi: Arc::new(Value::Null),
+            ui_dir: None,
         }
+    }
+
+    /// Serves the operator UI from this directory at `/_/`.
+    pub fn with_ui_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.ui_dir = dir.map(Arc::new);
+        self
     }
 
     pub(crate) fn with_openapi(mut self, doc: Value) -> Self {

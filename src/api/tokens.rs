@@ -10,27 +10,39 @@ use serde_json::{json, Value};
 use super::book::{Access, Doc, RouteBook};
 use super::extract::{ApiJson, Caller, Ids};
 use super::{ApiError, AppState};
-use crate::tenant::{NewApiToken, Need, Role, TenantError, TokenInfo};
+use crate::tenant::{Need, NewApiToken, Role, TenantError, TokenInfo};
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
-    book.post("/orgs/{org_id}/api-tokens", create, Doc {
-        summary: "Issue an org-scoped API token; the secret is in this answer only",
-        access: Access::Org(Need::Manage),
-        body: Some(create_schema()),
-        ok: 201,
-    })
-    .get("/orgs/{org_id}/api-tokens", list, Doc {
-        summary: "List the org's API tokens (never their secrets)",
-        access: Access::Org(Need::Manage),
-        body: None,
-        ok: 200,
-    })
-    .delete("/orgs/{org_id}/api-tokens/{token_id}", revoke, Doc {
-        summary: "Revoke an API token",
-        access: Access::Org(Need::Manage),
-        body: None,
-        ok: 204,
-    })
+    book.post(
+        "/orgs/{org_id}/api-tokens",
+        create,
+        Doc {
+            summary: "Issue an org-scoped API token; the secret is in this answer only",
+            access: Access::Org(Need::Manage),
+            body: Some(create_schema()),
+            ok: 201,
+        },
+    )
+    .get(
+        "/orgs/{org_id}/api-tokens",
+        list,
+        Doc {
+            summary: "List the org's API tokens (never their secrets)",
+            access: Access::Org(Need::Manage),
+            body: None,
+            ok: 200,
+        },
+    )
+    .delete(
+        "/orgs/{org_id}/api-tokens/{token_id}",
+        revoke,
+        Doc {
+            summary: "Revoke an API token",
+            access: Access::Org(Need::Manage),
+            body: None,
+            ok: 204,
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -78,7 +90,10 @@ async fn create(
     ids: Ids,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s.tenancy.authorize(&p, ids.org(), Need::Manage, "issue API tokens").await?;
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Manage, "issue API tokens")
+        .await?;
     let role = Role::from_name(&body.role).ok_or_else(|| TenantError::Invalid {
         field: "role",
         reason: "must be org-admin, operator, viewer or ingest".into(),
@@ -96,17 +111,35 @@ async fn create(
         .await?;
     let mut out = serde_json::to_value(TokenOut::from(issued.info)).unwrap_or_default();
     out["token"] = Value::String(issued.secret.to_string());
-    Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], Json(out)))
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(out),
+    ))
 }
 
-async fn list(State(s): State<AppState>, Caller(p): Caller, ids: Ids) -> Result<Json<Vec<TokenOut>>, ApiError> {
-    let scope = s.tenancy.authorize(&p, ids.org(), Need::Manage, "list API tokens").await?;
+async fn list(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<Json<Vec<TokenOut>>, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Manage, "list API tokens")
+        .await?;
     let list = s.tenancy.list_api_tokens(&scope).await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
-async fn revoke(State(s): State<AppState>, Caller(p): Caller, ids: Ids) -> Result<StatusCode, ApiError> {
-    let scope = s.tenancy.authorize(&p, ids.org(), Need::Manage, "revoke API tokens").await?;
+async fn revoke(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<StatusCode, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Manage, "revoke API tokens")
+        .await?;
     s.tenancy.revoke_api_token(&scope, ids.second()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

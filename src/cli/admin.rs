@@ -33,15 +33,20 @@ pub(crate) enum KeysCmd {
 
 pub(crate) fn load_config(flag: Option<&Path>) -> Result<Config, Failure> {
     let file = config_file(flag);
-    let loaded = config::load(file.as_deref(), |k| std::env::var(k).ok()).map_err(Failure::Config)?;
+    let loaded =
+        config::load(file.as_deref(), |k| std::env::var(k).ok()).map_err(Failure::Config)?;
     Config::from_raw(loaded).map_err(Failure::Config)
 }
 
 /// The data directory alone, for commands that need no key.
 fn data_dir(flag: Option<&Path>) -> Result<PathBuf, Failure> {
     let file = config_file(flag);
-    let loaded = config::load(file.as_deref(), |k| std::env::var(k).ok()).map_err(Failure::Config)?;
-    Ok(loaded.raw.data_dir.unwrap_or_else(|| PathBuf::from("./data")))
+    let loaded =
+        config::load(file.as_deref(), |k| std::env::var(k).ok()).map_err(Failure::Config)?;
+    Ok(loaded
+        .raw
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("./data")))
 }
 
 fn open_store(dir: &Path) -> Result<Store, Failure> {
@@ -92,15 +97,21 @@ pub(crate) fn audit(flag: Option<&Path>, cmd: AuditCmd) -> Result<ExitCode, Fail
             let dir = data_dir(flag)?;
             let rt = runtime()?;
             let store = open_store(&dir)?;
-            let report = Tenancy::verify_audit_chain_blocking(&store, |n| eprintln!("  verified {n} records…"))
-                .context("reading the audit log")?;
+            let report = Tenancy::verify_audit_chain_blocking(&store, |n| {
+                eprintln!("  verified {n} records…")
+            })
+            .context("reading the audit log")?;
             rt.block_on(store.shutdown());
             match report {
                 ChainReport::Intact { records } => {
                     println!("audit chain intact: {records} records verified");
                     Ok(ExitCode::SUCCESS)
                 }
-                ChainReport::Broken { seq, reason, checked } => {
+                ChainReport::Broken {
+                    seq,
+                    reason,
+                    checked,
+                } => {
                     println!("audit chain BROKEN at record {seq}: {reason} ({checked} records before it verified)");
                     Ok(ExitCode::from(1))
                 }
@@ -112,7 +123,8 @@ pub(crate) fn audit(flag: Option<&Path>, cmd: AuditCmd) -> Result<ExitCode, Fail
 pub(crate) fn keys(cmd: KeysCmd) -> Result<ExitCode, Failure> {
     match cmd {
         KeysCmd::GenerateKek => {
-            let k = peat_gateway::keys::random_secret32().context("reading the OS random generator")?;
+            let k =
+                peat_gateway::keys::random_secret32().context("reading the OS random generator")?;
             println!("{}", hex::encode(k.as_ref()));
             Ok(ExitCode::SUCCESS)
         }

@@ -9,10 +9,12 @@ use clap::Args;
 use peat_gateway::api::{self, AppState, KeyStatus};
 use peat_gateway::config::{self, Config, KeyConfig};
 use peat_gateway::keys::{KeyProvider, Keyring, LocalKek};
-use peat_gateway::metrics::Metrics;
 use peat_gateway::mesh::MembershipPolicy;
+use peat_gateway::metrics::Metrics;
 use peat_gateway::store::{CommitStats, Store, StoreOptions};
-use peat_gateway::tenant::{Actor, AdminBootstrap, NewFormation, NewOrg, Principal, Need, Tenancy, TenantError};
+use peat_gateway::tenant::{
+    Actor, AdminBootstrap, Need, NewFormation, NewOrg, Principal, Tenancy, TenantError,
+};
 use tokio::net::TcpListener;
 
 use super::admin::load_config;
@@ -88,6 +90,7 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 }
 
 /// Demo seeding: a fresh admin token, org `demo` and formation `demo-mesh`.
+#[derive(Clone, Copy)]
 struct Seed;
 
 struct Running {
@@ -113,8 +116,12 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
         tracing::warn!("DEV MODE is on: do not run a kit like this");
     }
     if matches!(cfg.key, KeyConfig::Plaintext) {
-        tracing::warn!("key provider is PLAINTEXT: formation keys are stored unencrypted; development only");
+        tracing::warn!(
+            "key provider is PLAINTEXT: formation keys are stored unencrypted; development only"
+        );
     }
+    let keyring = keyring(&cfg.key)?;
+    tracing::info!(provider = %keyring.provider_kind(), kek_id = keyring.kek_id(), "key provider selected");
     let metrics = Arc::new(Metrics::new());
     let m = metrics.clone();
     let on_commit: Arc<dyn Fn(CommitStats) + Send + Sync> = Arc::new(move |s: CommitStats| {
@@ -132,11 +139,27 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
             .context("state database open task")?
             .with_context(|| format!("opening {}", path.display()))?
     };
-    let keyring = keyring(&cfg.key)?;
-    tracing::info!(provider = %keyring.provider_kind(), kek_id = keyring.kek_id(), "key provider selected");
+    match prepare(&cfg, seed, store.clone(), keyring, metrics).await {
+        Ok(state) => bind(&cfg, state, store, seed.is_some(), started).await,
+        Err(e) => {
+            // Close the file cleanly so a refused start leaves no repair work behind.
+            store.shutdown().await;
+            Err(e)
+        }
+    }
+}
 
+async fn prepare(
+    cfg: &Config,
+    seed: Option<Seed>,
+    store: Store,
+    keyring: Keyring,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<AppState> {
     if seed.is_some() {
-        let token = Tenancy::rotate_admin_token(&store).await.context("creating the demo admin token")?;
+        let token = Tenancy::rotate_admin_token(&store)
+            .await
+            .context("creating the demo admin token")?;
         print_banner("demo admin token (new on every demo start)", &token);
     }
     let (admin, boot) = Tenancy::bootstrap_admin(
@@ -147,10 +170,16 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
     .await
     .context("setting up the admin token")?;
     match &boot {
-        AdminBootstrap::Generated(token) => print_banner("generated bootstrap admin token (shown once)", token),
+        AdminBootstrap::Generated(token) => {
+            print_banner("generated bootstrap admin token (shown once)", token)
+        }
         AdminBootstrap::Configured => tracing::info!("admin token from configuration"),
-        AdminBootstrap::Stored => tracing::info!("admin token: the stored hash (rotate with `peat-gateway admin-token rotate`)"),
-        AdminBootstrap::DevOpen => tracing::warn!("no admin token and dev mode on: the admin API is OPEN to anyone who can reach it"),
+        AdminBootstrap::Stored => tracing::info!(
+            "admin token: the stored hash (rotate with `peat-gateway admin-token rotate`)"
+        ),
+        AdminBootstrap::DevOpen => tracing::warn!(
+            "no admin token and dev mode on: the admin API is OPEN to anyone who can reach it"
+        ),
     }
     let tenancy = Tenancy::new(store.clone(), keyring.clone(), cfg.default_quotas, admin);
     let records_checked = tenancy.verify_keys(16).await.map_err(|e| {
@@ -164,7 +193,9 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
         )
     })?;
     if seed.is_some() {
-        seed_demo(&tenancy).await.context("creating the demo org and formation")?;
+        seed_demo(&tenancy)
+            .await
+            .context("creating the demo org and formation")?;
     }
     let keys = KeyStatus {
         provider: keyring.provider_kind().name(),
@@ -172,13 +203,38 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
         problem: None,
         records_checked,
     };
-    let state = AppState::new(tenancy, metrics, keys, cfg.request_timeout, cfg.max_body_bytes);
-    let listener = TcpListener::bind(cfg.bind).await.with_context(|| {
-        format!("cannot listen on {} (PEAT_GATEWAY_BIND); is another process using that port?", cfg.bind)
-    })?;
+    Ok(AppState::new(
+        tenancy,
+        metrics,
+        keys,
+        cfg.request_timeout,
+        cfg.max_body_bytes,
+    )
+    .with_ui_dir(cfg.ui_dir.clone()))
+}
+
+async fn bind(
+    cfg: &Config,
+    state: AppState,
+    store: Store,
+    demo: bool,
+    started: std::time::Instant,
+) -> anyhow::Result<Running> {
+    let listener = match TcpListener::bind(cfg.bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            store.shutdown().await;
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot listen on {} (PEAT_GATEWAY_BIND); is another process using that port?",
+                    cfg.bind
+                )
+            });
+        }
+    };
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "peat-gateway ready");
-    if seed.is_some() {
+    if demo {
         print_demo_guide(&addr.to_string());
     }
     Ok(Running {
@@ -270,6 +326,8 @@ fn print_demo_guide(addr: &str) {
     println!("  metrics:      curl -s http://{addr}/metrics");
     println!("  API document: curl -s http://{addr}/openapi.json");
     println!("  formations:   curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/orgs/demo/formations");
-    println!("  audit log:    curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/orgs/demo/audit");
+    println!(
+        "  audit log:    curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/orgs/demo/audit"
+    );
     println!();
 }

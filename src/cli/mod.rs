@@ -102,7 +102,11 @@ pub(crate) fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(Failure::Config(errors)) => {
-            eprintln!("peat-gateway: the configuration is invalid ({} problem{}):", errors.len(), if errors.len() == 1 { "" } else { "s" });
+            eprintln!(
+                "peat-gateway: the configuration is invalid ({} problem{}):",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
             for e in errors {
                 eprintln!("  - {e}");
             }

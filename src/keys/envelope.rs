@@ -335,7 +335,10 @@ mod tests {
         block_on(async {
             let dev = Keyring::new(Arc::new(crate::keys::Plaintext));
             let sealed = dev.seal(id("a", "b"), b"x").await.unwrap();
-            assert_eq!(dev.open(id("a", "b"), &sealed).await.unwrap().as_slice(), b"x");
+            assert_eq!(
+                dev.open(id("a", "b"), &sealed).await.unwrap().as_slice(),
+                b"x"
+            );
             assert!(matches!(
                 local(1).open(id("a", "b"), &sealed).await,
                 Err(KeyError::PlaintextRefused {

@@ -24,7 +24,7 @@ mod random;
 
 pub use envelope::{Keyring, RecordIdentity};
 pub use error::KeyError;
-pub use provider::{KeyProvider, LocalKek, ProviderKind};
 #[cfg(feature = "dev")]
 pub use provider::Plaintext;
+pub use provider::{KeyProvider, LocalKek, ProviderKind};
 pub use random::random_secret32;

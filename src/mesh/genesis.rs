@@ -85,9 +85,7 @@ impl MeshGenesis {
     }
 
     pub fn authority_public_key(&self) -> [u8; 32] {
-        signing_key(&self.authority_seed)
-            .verifying_key()
-            .to_bytes()
+        signing_key(&self.authority_seed).verifying_key().to_bytes()
     }
 
     /// First 16 bytes of SHA-256(authority public key), lowercase hex.
@@ -204,7 +202,10 @@ mod tests {
         let case = genesis_a();
         let g = build(&case);
         assert_eq!(g.mesh_id(), case["mesh_id"]);
-        assert_eq!(hex::encode(*g.formation_secret()), case["formation_secret_hex"]);
+        assert_eq!(
+            hex::encode(*g.formation_secret()),
+            case["formation_secret_hex"]
+        );
         assert_eq!(
             hex::encode(g.authority_public_key()),
             case["authority_public_key_hex"]
@@ -222,7 +223,10 @@ mod tests {
         let g = build(&case);
         let enc = g.encode().unwrap();
         assert_eq!(hex::encode(enc.as_slice()), case["genesis_encoded_hex"]);
-        assert_eq!(enc.len() as u64, case["genesis_encoded_len"].as_u64().unwrap());
+        assert_eq!(
+            enc.len() as u64,
+            case["genesis_encoded_len"].as_u64().unwrap()
+        );
         let back = MeshGenesis::decode(&enc).unwrap();
         assert_eq!(back.encode().unwrap().as_slice(), enc.as_slice());
         assert_eq!(back.mesh_id(), case["mesh_id"]);
@@ -276,7 +280,9 @@ mod tests {
             MeshGenesis::with_seed(&long, seed(), 0, MembershipPolicy::Open),
             Err(MeshError::TooLong { len: 256, .. })
         ));
-        assert!(MeshGenesis::with_seed(&"n".repeat(255), seed(), 0, MembershipPolicy::Open).is_ok());
+        assert!(
+            MeshGenesis::with_seed(&"n".repeat(255), seed(), 0, MembershipPolicy::Open).is_ok()
+        );
     }
 
     #[test]
@@ -285,7 +291,11 @@ mod tests {
         let g = build(&case);
         let dbg = format!("{g:?}");
         assert!(dbg.contains("0B6CA76F"));
-        for secret in ["mesh_seed_hex", "authority_secret_seed_hex", "formation_secret_hex"] {
+        for secret in [
+            "mesh_seed_hex",
+            "authority_secret_seed_hex",
+            "formation_secret_hex",
+        ] {
             let hexed = case.get(secret).or(case["inputs"].get(secret)).unwrap();
             assert!(!dbg.contains(hexed.as_str().unwrap()));
         }

@@ -115,7 +115,10 @@ mod tests {
         r.u8().unwrap();
         assert_eq!(
             r.finish(),
-            Err(MeshError::TrailingBytes { what: "t", extra: 1 })
+            Err(MeshError::TrailingBytes {
+                what: "t",
+                extra: 1
+            })
         );
     }
 

@@ -309,7 +309,10 @@ mod tests {
             assert!(b.is_err());
             let (good, bad) = s
                 .read(|r| -> Result<_, StoreError> {
-                    Ok((r.exists(Table::Orgs, b"good")?, r.exists(Table::Orgs, b"bad")?))
+                    Ok((
+                        r.exists(Table::Orgs, b"good")?,
+                        r.exists(Table::Orgs, b"bad")?,
+                    ))
                 })
                 .await
                 .unwrap();

@@ -5,6 +5,9 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransacti
 use super::error::RedbResultExt;
 use super::{Record, StoreError, Table};
 
+/// A raw key and value, as scanned.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Read access shared by both views, so domain rules can be written once.
 pub trait Reader {
     fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -17,7 +20,7 @@ pub trait Reader {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<Entry>, StoreError>;
 
     /// The same as [`Reader::scan`], newest (highest key) first, strictly before `before`.
     fn scan_rev(
@@ -26,7 +29,7 @@ pub trait Reader {
         prefix: &[u8],
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<Entry>, StoreError>;
 
     fn count(&self, table: Table) -> Result<u64, StoreError>;
 
@@ -47,12 +50,12 @@ fn scan_table<T: ReadableTable<&'static [u8], &'static [u8]>>(
     bound: Option<&[u8]>,
     limit: usize,
     reverse: bool,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Vec<Entry>, StoreError> {
     let mut out = Vec::new();
     if limit == 0 {
         return Ok(out);
     }
-    let push = |out: &mut Vec<(Vec<u8>, Vec<u8>)>, k: &[u8], v: &[u8]| {
+    let push = |out: &mut Vec<Entry>, k: &[u8], v: &[u8]| {
         out.push((k.to_vec(), v.to_vec()));
         out.len() >= limit
     };
@@ -132,7 +135,7 @@ impl Reader for ReadView {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let t = self.rtx.open_table(table.def()).op("open table")?;
         scan_table(&t, prefix, after, limit, false)
     }
@@ -143,7 +146,7 @@ impl Reader for ReadView {
         prefix: &[u8],
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let t = self.rtx.open_table(table.def()).op("open table")?;
         scan_table(&t, prefix, before, limit, true)
     }
@@ -181,7 +184,12 @@ impl<'a> Txn<'a> {
         self.pending.push(Pending::Put(table, key, value));
     }
 
-    pub fn put<R: Record>(&mut self, table: Table, key: Vec<u8>, value: &R) -> Result<(), StoreError> {
+    pub fn put<R: Record>(
+        &mut self,
+        table: Table,
+        key: Vec<u8>,
+        value: &R,
+    ) -> Result<(), StoreError> {
         let bytes = value.encode()?;
         self.put_raw(table, key, bytes);
         Ok(())
@@ -246,7 +254,7 @@ impl Reader for Txn<'_> {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let t = self.wtx.open_table(table.def()).op("open table")?;
         scan_table(&t, prefix, after, limit, false)
     }
@@ -257,7 +265,7 @@ impl Reader for Txn<'_> {
         prefix: &[u8],
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         let t = self.wtx.open_table(table.def()).op("open table")?;
         scan_table(&t, prefix, before, limit, true)
     }

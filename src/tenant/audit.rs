@@ -151,8 +151,14 @@ pub(crate) fn list_for_org(
 /// Result of walking the whole chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainReport {
-    Intact { records: u64 },
-    Broken { seq: u64, reason: &'static str, checked: u64 },
+    Intact {
+        records: u64,
+    },
+    Broken {
+        seq: u64,
+        reason: &'static str,
+        checked: u64,
+    },
 }
 
 /// Walks every record from the first; reports the first broken link. `progress` is called
@@ -235,7 +241,9 @@ mod tests {
         }
     }
 
-    fn with_store(f: impl FnOnce(Store) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) {
+    fn with_store(
+        f: impl FnOnce(Store) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.redb"), &StoreOptions::default(), None).unwrap();
         tokio::runtime::Builder::new_current_thread()
@@ -274,14 +282,23 @@ mod tests {
                 append_n(&s, 2, [2; 16]).await;
                 let report = s.read(|r| verify_chain(r, |_| {})).await.unwrap();
                 assert_eq!(report, ChainReport::Intact { records: 7 });
-                let p1 = s.read(|r| list_for_org(r, &[1; 16], None, 2)).await.unwrap();
+                let p1 = s
+                    .read(|r| list_for_org(r, &[1; 16], None, 2))
+                    .await
+                    .unwrap();
                 let seqs: Vec<u64> = p1.entries.iter().map(|e| e.seq).collect();
                 assert_eq!(seqs, [5, 4]);
                 assert_eq!(p1.next_before, Some(4));
-                let p3 = s.read(|r| list_for_org(r, &[1; 16], Some(2), 10)).await.unwrap();
+                let p3 = s
+                    .read(|r| list_for_org(r, &[1; 16], Some(2), 10))
+                    .await
+                    .unwrap();
                 assert_eq!(p3.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
                 assert_eq!(p3.next_before, None);
-                let other = s.read(|r| list_for_org(r, &[2; 16], None, 10)).await.unwrap();
+                let other = s
+                    .read(|r| list_for_org(r, &[2; 16], None, 10))
+                    .await
+                    .unwrap();
                 assert_eq!(other.entries.len(), 2);
                 s.shutdown().await;
             })
@@ -326,7 +343,14 @@ mod tests {
                 .await
                 .unwrap();
                 let report = s.read(|r| verify_chain(r, |_| {})).await.unwrap();
-                assert!(matches!(report, ChainReport::Broken { seq: 4, checked: 3, .. }));
+                assert!(matches!(
+                    report,
+                    ChainReport::Broken {
+                        seq: 4,
+                        checked: 3,
+                        ..
+                    }
+                ));
                 s.write(|t| -> Result<(), StoreError> {
                     t.delete(Table::Audit, keys::audit(2));
                     Ok(())
@@ -334,7 +358,14 @@ mod tests {
                 .await
                 .unwrap();
                 let report = s.read(|r| verify_chain(r, |_| {})).await.unwrap();
-                assert!(matches!(report, ChainReport::Broken { seq: 2, checked: 1, .. }));
+                assert!(matches!(
+                    report,
+                    ChainReport::Broken {
+                        seq: 2,
+                        checked: 1,
+                        ..
+                    }
+                ));
                 s.shutdown().await;
             })
         });

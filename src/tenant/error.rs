@@ -18,10 +18,7 @@ pub enum TenantError {
     #[error("quota {quota} reached (limit {limit})")]
     QuotaExceeded { quota: &'static str, limit: u32 },
     #[error("invalid {field}: {reason}")]
-    Invalid {
-        field: &'static str,
-        reason: String,
-    },
+    Invalid { field: &'static str, reason: String },
     #[error("sealed key material could not be opened")]
     Key(#[from] KeyError),
     #[error("stored genesis is malformed")]

@@ -115,32 +115,47 @@ impl Tenancy {
             created_at_ms: now_ms(),
             adopted,
         };
-        let action = if adopted { "formation.adopt" } else { "formation.create" };
+        let action = if adopted {
+            "formation.adopt"
+        } else {
+            "formation.create"
+        };
         let target = format!("org/{org_id}/formation/{}", new.app_id);
-        self.mutate(scope.actor(), action, target, Some(org_id.clone()), move |t| {
-            let org = load_org(t, &org_id)?;
-            let key = keys::formation(&org_id, &rec.app_id);
-            if t.exists(Table::Formations, &key)? {
-                return Err(TenantError::Conflict { what: "formation" });
-            }
-            let limit = org.quotas.max_formations;
-            let existing = t
-                .scan(Table::Formations, &keys::org_prefix(&org_id), None, limit as usize + 1)?
-                .len();
-            if existing >= limit as usize {
-                return Err(TenantError::QuotaExceeded {
-                    quota: "max_formations",
-                    limit,
-                });
-            }
-            t.put(Table::Formations, key, &rec)?;
-            t.put_raw(
-                Table::Sealed,
-                keys::sealed(&org_id, &rec.app_id, GENESIS_KIND),
-                sealed,
-            );
-            Ok((Formation::try_from(rec)?, Some((org.org_id, org.org_uid))))
-        })
+        self.mutate(
+            scope.actor(),
+            action,
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let org = load_org(t, &org_id)?;
+                let key = keys::formation(&org_id, &rec.app_id);
+                if t.exists(Table::Formations, &key)? {
+                    return Err(TenantError::Conflict { what: "formation" });
+                }
+                let limit = org.quotas.max_formations;
+                let existing = t
+                    .scan(
+                        Table::Formations,
+                        &keys::org_prefix(&org_id),
+                        None,
+                        limit as usize + 1,
+                    )?
+                    .len();
+                if existing >= limit as usize {
+                    return Err(TenantError::QuotaExceeded {
+                        quota: "max_formations",
+                        limit,
+                    });
+                }
+                t.put(Table::Formations, key, &rec)?;
+                t.put_raw(
+                    Table::Sealed,
+                    keys::sealed(&org_id, &rec.app_id, GENESIS_KIND),
+                    sealed,
+                );
+                Ok((Formation::try_from(rec)?, Some((org.org_id, org.org_uid))))
+            },
+        )
         .await
     }
 
@@ -165,7 +180,11 @@ impl Tenancy {
             .await
     }
 
-    pub async fn get_formation(&self, scope: &OrgScope, app_id: &str) -> Result<Formation, TenantError> {
+    pub async fn get_formation(
+        &self,
+        scope: &OrgScope,
+        app_id: &str,
+    ) -> Result<Formation, TenantError> {
         let key = keys::formation(scope.org_id(), app_id);
         let rec: Option<FormationRecord> = self
             .store
@@ -176,20 +195,30 @@ impl Tenancy {
     }
 
     /// Deletes the formation and every record it owns, in one transaction.
-    pub async fn delete_formation(&self, scope: &OrgScope, app_id: &str) -> Result<(), TenantError> {
+    pub async fn delete_formation(
+        &self,
+        scope: &OrgScope,
+        app_id: &str,
+    ) -> Result<(), TenantError> {
         let org_id = scope.org_id().to_owned();
         let app_id = app_id.to_owned();
         let target = format!("org/{org_id}/formation/{app_id}");
-        self.mutate(scope.actor(), "formation.delete", target, Some(org_id.clone()), move |t| {
-            let org = load_org(t, &org_id)?;
-            let key = keys::formation(&org_id, &app_id);
-            if !t.exists(Table::Formations, &key)? {
-                return Err(TenantError::NotFound { what: "formation" });
-            }
-            t.delete(Table::Formations, key);
-            t.delete_prefix(Table::Sealed, &keys::sealed_prefix(&org_id, &app_id))?;
-            Ok(((), Some((org.org_id, org.org_uid))))
-        })
+        self.mutate(
+            scope.actor(),
+            "formation.delete",
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let org = load_org(t, &org_id)?;
+                let key = keys::formation(&org_id, &app_id);
+                if !t.exists(Table::Formations, &key)? {
+                    return Err(TenantError::NotFound { what: "formation" });
+                }
+                t.delete(Table::Formations, key);
+                t.delete_prefix(Table::Sealed, &keys::sealed_prefix(&org_id, &app_id))?;
+                Ok(((), Some((org.org_id, org.org_uid))))
+            },
+        )
         .await
     }
 
@@ -209,7 +238,9 @@ impl Tenancy {
                         return Err(TenantError::NotFound { what: "formation" });
                     }
                     r.get_raw(Table::Sealed, &keys::sealed(&org_id, &app, GENESIS_KIND))?
-                        .ok_or(TenantError::NotFound { what: "formation genesis" })
+                        .ok_or(TenantError::NotFound {
+                            what: "formation genesis",
+                        })
                 })
                 .await?
         };
@@ -250,7 +281,8 @@ impl Tenancy {
         let mut opened = 0;
         for (k, v) in rows {
             let mut parts = k.split(|b| *b == 0);
-            let (Some(org), Some(app), Some(kind)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(org), Some(app), Some(kind)) = (parts.next(), parts.next(), parts.next())
+            else {
                 continue;
             };
             let (Ok(org), Ok(app), Ok(kind)) = (

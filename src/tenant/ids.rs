@@ -17,7 +17,10 @@ pub fn validate_id(field: &'static str, id: &str) -> Result<(), TenantError> {
         ));
     }
     if !first.is_ascii_alphanumeric() {
-        return Err(TenantError::invalid(field, "must start with a letter or digit"));
+        return Err(TenantError::invalid(
+            field,
+            "must start with a letter or digit",
+        ));
     }
     if !bytes
         .iter()
@@ -54,7 +57,17 @@ mod tests {
         for ok in ["a", "acme-corp", "A_1", &"x".repeat(128)] {
             assert!(validate_id("id", ok).is_ok(), "{ok:?}");
         }
-        for bad in ["", "_org", "-a", "a.b", "a b", "a/b", "é", "a\0b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "_org",
+            "-a",
+            "a.b",
+            "a b",
+            "a/b",
+            "é",
+            "a\0b",
+            &"x".repeat(129),
+        ] {
             assert!(validate_id("id", bad).is_err(), "{bad:?}");
         }
     }

@@ -48,15 +48,27 @@ impl QuotasPatch {
     fn validate(&self) -> Result<(), TenantError> {
         let fields = [
             ("quotas.max_formations", self.max_formations),
-            ("quotas.max_peers_per_formation", self.max_peers_per_formation),
-            ("quotas.max_documents_per_formation", self.max_documents_per_formation),
+            (
+                "quotas.max_peers_per_formation",
+                self.max_peers_per_formation,
+            ),
+            (
+                "quotas.max_documents_per_formation",
+                self.max_documents_per_formation,
+            ),
             ("quotas.max_cdc_sinks", self.max_cdc_sinks),
-            ("quotas.max_enrollments_per_hour", self.max_enrollments_per_hour),
+            (
+                "quotas.max_enrollments_per_hour",
+                self.max_enrollments_per_hour,
+            ),
             ("quotas.max_api_tokens", self.max_api_tokens),
         ];
         for (name, v) in fields {
             if matches!(v, Some(n) if n > MAX_QUOTA) {
-                return Err(TenantError::invalid(name, format!("must be at most {MAX_QUOTA}")));
+                return Err(TenantError::invalid(
+                    name,
+                    format!("must be at most {MAX_QUOTA}"),
+                ));
             }
         }
         Ok(())
@@ -70,9 +82,15 @@ impl QuotasPatch {
         };
         set(&mut q.max_formations, self.max_formations);
         set(&mut q.max_peers_per_formation, self.max_peers_per_formation);
-        set(&mut q.max_documents_per_formation, self.max_documents_per_formation);
+        set(
+            &mut q.max_documents_per_formation,
+            self.max_documents_per_formation,
+        );
         set(&mut q.max_cdc_sinks, self.max_cdc_sinks);
-        set(&mut q.max_enrollments_per_hour, self.max_enrollments_per_hour);
+        set(
+            &mut q.max_enrollments_per_hour,
+            self.max_enrollments_per_hour,
+        );
         set(&mut q.max_api_tokens, self.max_api_tokens);
     }
 }
@@ -146,7 +164,10 @@ fn validate_display_name(s: &str) -> Result<(), TenantError> {
         ));
     }
     if s.chars().any(char::is_control) {
-        return Err(TenantError::invalid("display_name", "must not contain control characters"));
+        return Err(TenantError::invalid(
+            "display_name",
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -228,20 +249,26 @@ impl Tenancy {
         }
         let org_id = scope.org_id().to_owned();
         let target = format!("org/{org_id}");
-        self.mutate(scope.actor(), "org.update", target, Some(org_id.clone()), move |t| {
-            let mut rec = load_org(t, &org_id)?;
-            if let Some(name) = patch.display_name {
-                rec.display_name = name;
-            }
-            if let Some(q) = patch.quotas {
-                let mut quotas = Quotas::from(rec.quotas);
-                q.apply(&mut quotas);
-                rec.quotas = quotas.into();
-            }
-            t.put(Table::Orgs, keys::org(&org_id), &rec)?;
-            let org = (rec.org_id.clone(), rec.org_uid);
-            Ok((Org::from(rec), Some(org)))
-        })
+        self.mutate(
+            scope.actor(),
+            "org.update",
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let mut rec = load_org(t, &org_id)?;
+                if let Some(name) = patch.display_name {
+                    rec.display_name = name;
+                }
+                if let Some(q) = patch.quotas {
+                    let mut quotas = Quotas::from(rec.quotas);
+                    q.apply(&mut quotas);
+                    rec.quotas = quotas.into();
+                }
+                t.put(Table::Orgs, keys::org(&org_id), &rec)?;
+                let org = (rec.org_id.clone(), rec.org_uid);
+                Ok((Org::from(rec), Some(org)))
+            },
+        )
         .await
     }
 
@@ -249,21 +276,27 @@ impl Tenancy {
     pub async fn delete_org(&self, actor: &Actor, org_id: &str) -> Result<(), TenantError> {
         let org_id = org_id.to_owned();
         let target = format!("org/{org_id}");
-        self.mutate(actor, "org.delete", target, Some(org_id.clone()), move |t| {
-            let rec = load_org(t, &org_id)?;
-            let prefix = keys::org_prefix(&org_id);
-            t.delete_prefix(Table::Formations, &prefix)?;
-            t.delete_prefix(Table::Sealed, &prefix)?;
-            let tokens = t.scan(Table::ApiTokensByOrg, &prefix, None, usize::MAX)?;
-            for (k, _) in tokens {
-                if let Some(token_id) = keys::suffix_str(&k, &prefix) {
-                    t.delete(Table::ApiTokens, token_id.as_bytes().to_vec());
+        self.mutate(
+            actor,
+            "org.delete",
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let rec = load_org(t, &org_id)?;
+                let prefix = keys::org_prefix(&org_id);
+                t.delete_prefix(Table::Formations, &prefix)?;
+                t.delete_prefix(Table::Sealed, &prefix)?;
+                let tokens = t.scan(Table::ApiTokensByOrg, &prefix, None, usize::MAX)?;
+                for (k, _) in tokens {
+                    if let Some(token_id) = keys::suffix_str(&k, &prefix) {
+                        t.delete(Table::ApiTokens, token_id.as_bytes().to_vec());
+                    }
+                    t.delete(Table::ApiTokensByOrg, k);
                 }
-                t.delete(Table::ApiTokensByOrg, k);
-            }
-            t.delete(Table::Orgs, keys::org(&org_id));
-            Ok(((), Some((rec.org_id, rec.org_uid))))
-        })
+                t.delete(Table::Orgs, keys::org(&org_id));
+                Ok(((), Some((rec.org_id, rec.org_uid))))
+            },
+        )
         .await
     }
 

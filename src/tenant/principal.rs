@@ -129,13 +129,20 @@ impl Principal {
     }
 
     /// Clears the caller for `need` on `org_id`. Another org answers `NotFound`.
-    pub fn scope(&self, org_id: &str, need: Need, action: &'static str) -> Result<OrgScope, TenantError> {
+    pub fn scope(
+        &self,
+        org_id: &str,
+        need: Need,
+        action: &'static str,
+    ) -> Result<OrgScope, TenantError> {
         match self {
             Principal::Admin { .. } => Ok(OrgScope {
                 org_id: org_id.to_owned(),
                 actor: self.actor(),
             }),
-            Principal::Org { org_id: own, role, .. } => {
+            Principal::Org {
+                org_id: own, role, ..
+            } => {
                 if own != org_id {
                     Err(TenantError::NotFound { what: "org" })
                 } else if need.allows(*role) {

@@ -85,7 +85,10 @@ impl Tenancy {
         dev_mode: bool,
     ) -> Result<(AdminAuth, AdminBootstrap), TenantError> {
         if let Some(token) = configured {
-            return Ok((AdminAuth::Hash(token_hash(token)), AdminBootstrap::Configured));
+            return Ok((
+                AdminAuth::Hash(token_hash(token)),
+                AdminBootstrap::Configured,
+            ));
         }
         if dev_mode {
             return Ok((AdminAuth::Open, AdminBootstrap::DevOpen));
@@ -97,14 +100,21 @@ impl Tenancy {
         if let Some(rec) = stored {
             return Ok((AdminAuth::Hash(rec.secret_hash), AdminBootstrap::Stored));
         }
-        let token = Self::store_new_admin_token(store, &Actor::cli("serve"), "admin-token.generate").await?;
+        let token =
+            Self::store_new_admin_token(store, &Actor::cli("serve"), "admin-token.generate")
+                .await?;
         let hash = token_hash(&token);
         Ok((AdminAuth::Hash(hash), AdminBootstrap::Generated(token)))
     }
 
     /// Replaces the stored bootstrap admin token and returns the new one (shown once).
     pub async fn rotate_admin_token(store: &Store) -> Result<Zeroizing<String>, TenantError> {
-        Self::store_new_admin_token(store, &Actor::cli("admin-token rotate"), "admin-token.rotate").await
+        Self::store_new_admin_token(
+            store,
+            &Actor::cli("admin-token rotate"),
+            "admin-token.rotate",
+        )
+        .await
     }
 
     async fn store_new_admin_token(
@@ -168,15 +178,25 @@ impl Tenancy {
             Ok(scope) => Ok(scope),
             Err(e) => {
                 let own = p.own_org().map(str::to_owned);
-                self.record_refusal(&p.actor(), own, action, format!("org/{org_id}"), e.outcome())
-                    .await?;
+                self.record_refusal(
+                    &p.actor(),
+                    own,
+                    action,
+                    format!("org/{org_id}"),
+                    e.outcome(),
+                )
+                .await?;
                 Err(e)
             }
         }
     }
 
     /// Clears `p` for gateway-wide administration, auditing a refusal.
-    pub async fn authorize_admin(&self, p: &Principal, action: &'static str) -> Result<Actor, TenantError> {
+    pub async fn authorize_admin(
+        &self,
+        p: &Principal,
+        action: &'static str,
+    ) -> Result<Actor, TenantError> {
         match p.require_admin(action) {
             Ok(a) => Ok(a),
             Err(e) => {

@@ -61,7 +61,8 @@ impl Tenancy {
         new: NewApiToken,
     ) -> Result<IssuedToken, TenantError> {
         let name = new.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control)
+        {
             return Err(TenantError::invalid(
                 "name",
                 format!("must be 1 to {MAX_NAME} printable characters"),
@@ -69,7 +70,10 @@ impl Tenancy {
         }
         let now = now_ms();
         if new.expires_at_ms.is_some_and(|e| e <= now) {
-            return Err(TenantError::invalid("expires_at_ms", "must be in the future"));
+            return Err(TenantError::invalid(
+                "expires_at_ms",
+                "must be in the future",
+            ));
         }
         let token_id = super::ids::random_token_id()?;
         let mut secret = Zeroizing::new(format!("{ORG_TOKEN_PREFIX}{token_id}_"));
@@ -79,34 +83,49 @@ impl Tenancy {
         let hash = token_hash(&secret);
         let target = format!("org/{org_id}/api-token/{token_id}");
         let info = self
-            .mutate(scope.actor(), "api-token.create", target, Some(org_id.clone()), move |t| {
-                let org = load_org(t, &org_id)?;
-                let limit = org.quotas.max_api_tokens;
-                let existing = t
-                    .scan(Table::ApiTokensByOrg, &keys::org_prefix(&org_id), None, limit as usize + 1)?
-                    .len();
-                if existing >= limit as usize {
-                    return Err(TenantError::QuotaExceeded {
-                        quota: "max_api_tokens",
-                        limit,
-                    });
-                }
-                let rec = ApiTokenRecord {
-                    token_id: token_id.clone(),
-                    org_id: org_id.clone(),
-                    org_uid: org.org_uid,
-                    name,
-                    role: new.role.to_byte(),
-                    secret_hash: hash,
-                    created_at_ms: now,
-                    expires_at_ms: new.expires_at_ms,
-                    revoked_at_ms: None,
-                    created_by,
-                };
-                t.put(Table::ApiTokens, token_id.as_bytes().to_vec(), &rec)?;
-                t.put_raw(Table::ApiTokensByOrg, keys::token_by_org(&org_id, &token_id), Vec::new());
-                Ok((info(&rec)?, Some((org.org_id, org.org_uid))))
-            })
+            .mutate(
+                scope.actor(),
+                "api-token.create",
+                target,
+                Some(org_id.clone()),
+                move |t| {
+                    let org = load_org(t, &org_id)?;
+                    let limit = org.quotas.max_api_tokens;
+                    let existing = t
+                        .scan(
+                            Table::ApiTokensByOrg,
+                            &keys::org_prefix(&org_id),
+                            None,
+                            limit as usize + 1,
+                        )?
+                        .len();
+                    if existing >= limit as usize {
+                        return Err(TenantError::QuotaExceeded {
+                            quota: "max_api_tokens",
+                            limit,
+                        });
+                    }
+                    let rec = ApiTokenRecord {
+                        token_id: token_id.clone(),
+                        org_id: org_id.clone(),
+                        org_uid: org.org_uid,
+                        name,
+                        role: new.role.to_byte(),
+                        secret_hash: hash,
+                        created_at_ms: now,
+                        expires_at_ms: new.expires_at_ms,
+                        revoked_at_ms: None,
+                        created_by,
+                    };
+                    t.put(Table::ApiTokens, token_id.as_bytes().to_vec(), &rec)?;
+                    t.put_raw(
+                        Table::ApiTokensByOrg,
+                        keys::token_by_org(&org_id, &token_id),
+                        Vec::new(),
+                    );
+                    Ok((info(&rec)?, Some((org.org_id, org.org_uid))))
+                },
+            )
             .await?;
         Ok(IssuedToken { info, secret })
     }
@@ -120,7 +139,9 @@ impl Tenancy {
                 let prefix = keys::org_prefix(&org_id);
                 let mut out = Vec::new();
                 for (k, _) in r.scan(Table::ApiTokensByOrg, &prefix, None, limit)? {
-                    let Some(id) = keys::suffix_str(&k, &prefix) else { continue };
+                    let Some(id) = keys::suffix_str(&k, &prefix) else {
+                        continue;
+                    };
                     if let Some(rec) = r.get::<ApiTokenRecord>(Table::ApiTokens, id.as_bytes())? {
                         out.push(info(&rec)?);
                     }
@@ -131,26 +152,44 @@ impl Tenancy {
     }
 
     /// Revokes a token by deleting it; it stops working for every later request.
-    pub async fn revoke_api_token(&self, scope: &OrgScope, token_id: &str) -> Result<(), TenantError> {
+    pub async fn revoke_api_token(
+        &self,
+        scope: &OrgScope,
+        token_id: &str,
+    ) -> Result<(), TenantError> {
         let org_id = scope.org_id().to_owned();
         let token_id = token_id.to_owned();
         let target = format!("org/{org_id}/api-token/{token_id}");
-        self.mutate(scope.actor(), "api-token.revoke", target, Some(org_id.clone()), move |t| {
-            let org = load_org(t, &org_id)?;
-            let rec: Option<ApiTokenRecord> = t.get(Table::ApiTokens, token_id.as_bytes())?;
-            match rec {
-                Some(rec) if rec.org_id == org_id => {}
-                _ => return Err(TenantError::NotFound { what: "api token" }),
-            }
-            t.delete(Table::ApiTokens, token_id.as_bytes().to_vec());
-            t.delete(Table::ApiTokensByOrg, keys::token_by_org(&org_id, &token_id));
-            Ok(((), Some((org.org_id, org.org_uid))))
-        })
+        self.mutate(
+            scope.actor(),
+            "api-token.revoke",
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let org = load_org(t, &org_id)?;
+                let rec: Option<ApiTokenRecord> = t.get(Table::ApiTokens, token_id.as_bytes())?;
+                match rec {
+                    Some(rec) if rec.org_id == org_id => {}
+                    _ => return Err(TenantError::NotFound { what: "api token" }),
+                }
+                t.delete(Table::ApiTokens, token_id.as_bytes().to_vec());
+                t.delete(
+                    Table::ApiTokensByOrg,
+                    keys::token_by_org(&org_id, &token_id),
+                );
+                Ok(((), Some((org.org_id, org.org_uid))))
+            },
+        )
         .await
     }
 
-    pub(crate) async fn authenticate_org_token(&self, token: &str) -> Result<Principal, TenantError> {
-        let id = token_id_of(token).ok_or(TenantError::Unauthenticated)?.to_owned();
+    pub(crate) async fn authenticate_org_token(
+        &self,
+        token: &str,
+    ) -> Result<Principal, TenantError> {
+        let id = token_id_of(token)
+            .ok_or(TenantError::Unauthenticated)?
+            .to_owned();
         let presented = token_hash(token);
         let rec: Option<ApiTokenRecord> = self
             .store
@@ -180,8 +219,16 @@ mod tests {
 
     #[test]
     fn token_id_is_parsed_only_from_the_exact_shape() {
-        assert_eq!(token_id_of("pgt_0123456789abcdef_secret"), Some("0123456789abcdef"));
-        for bad in ["pgt_0123", "pgt_0123456789abcdefXsecret", "pga_0123456789abcdef_s", "pgt_0123456789abcdeg_s"] {
+        assert_eq!(
+            token_id_of("pgt_0123456789abcdef_secret"),
+            Some("0123456789abcdef")
+        );
+        for bad in [
+            "pgt_0123",
+            "pgt_0123456789abcdefXsecret",
+            "pga_0123456789abcdef_s",
+            "pgt_0123456789abcdeg_s",
+        ] {
             assert_eq!(token_id_of(bad), None, "{bad}");
         }
     }

@@ -46,7 +46,11 @@ impl ProviderKind {
             2 => Self::Tpm,
             3 => Self::Vault,
             4 => Self::AwsKms,
-            _ => return Err(KeyError::Malformed { what: "provider byte" }),
+            _ => {
+                return Err(KeyError::Malformed {
+                    what: "provider byte",
+                })
+            }
         })
     }
 

@@ -1,0 +1,85 @@
+//! Architecture invariants from docs/ARCHITECTURE.md, checked by reading the source.
+
+use std::path::Path;
+
+use crate::harness::gateway::files_under;
+
+fn sources(dir: &str) -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    files_under(&root)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p.display().to_string(), text)
+        })
+        .collect()
+}
+
+/// Source without the `#[cfg(test)] mod tests` tail.
+fn non_test(text: &str) -> &str {
+    text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text)
+}
+
+#[test]
+fn every_module_starts_with_a_doc_comment() {
+    for (path, text) in sources("src") {
+        assert!(
+            text.starts_with("//!"),
+            "{path} does not start with a //! module doc"
+        );
+    }
+}
+
+#[test]
+fn mesh_is_pure_no_io_no_clock_no_runtime_no_storage() {
+    let banned = [
+        "tokio",
+        "std::fs",
+        "std::net",
+        "redb",
+        "SystemTime",
+        "Instant",
+        "std::env",
+        "reqwest",
+        "axum",
+    ];
+    for (path, text) in sources("src/mesh") {
+        for b in banned {
+            assert!(!non_test(&text).contains(b), "{path} uses {b}");
+        }
+    }
+}
+
+#[test]
+fn only_the_store_touches_redb_and_the_api_touches_no_tables() {
+    for (path, text) in sources("src") {
+        if !path.contains("/src/store/") {
+            assert!(
+                !text.contains("redb::") && !text.contains("use redb"),
+                "{path} imports redb"
+            );
+        }
+        if path.contains("/src/api/") {
+            for b in ["Table::", "Txn", "ReadView", "keys::"] {
+                assert!(!text.contains(b), "{path} reaches into the store ({b})");
+            }
+        }
+    }
+}
+
+#[test]
+fn no_panicking_shortcuts_on_runtime_paths() {
+    for (path, text) in sources("src") {
+        let code = non_test(&text);
+        for b in [
+            ".unwrap()",
+            ".expect(",
+            "todo!(",
+            "unimplemented!(",
+            "dbg!(",
+        ] {
+            assert!(!code.contains(b), "{path} uses {b} outside tests");
+        }
+    }
+}

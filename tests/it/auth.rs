@@ -1,0 +1,248 @@
+//! The auth matrix: every route × {no token, bad token, other org's token, each role, admin}.
+//!
+//! Routes come from `/openapi.json`, and every one must have a row in `expectation`, so a new
+//! route cannot skip this test.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::error_code;
+use crate::harness::{Gateway, GatewayOpts};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Who {
+    Nobody,
+    BadToken,
+    OtherOrg,
+    Role(&'static str),
+    Admin,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Rule {
+    Public,
+    /// Admin only, not scoped to an org in the path.
+    Gateway,
+    /// Org-scoped; the listed roles may call it.
+    Org(&'static [&'static str]),
+    /// Org-scoped in the path, admin only (org deletion).
+    OrgPathAdminOnly,
+}
+
+const READ: &[&str] = &["org-admin", "operator", "viewer"];
+const MANAGE: &[&str] = &["org-admin"];
+
+fn expectation(method: &str, path: &str) -> Rule {
+    match (method, path) {
+        (_, "/health" | "/ready" | "/metrics" | "/openapi.json") => Rule::Public,
+        ("post", "/orgs") => Rule::Gateway,
+        ("get", "/orgs") => Rule::Org(READ),
+        ("get", "/orgs/{org_id}") => Rule::Org(READ),
+        ("patch", "/orgs/{org_id}") => Rule::Org(MANAGE),
+        ("delete", "/orgs/{org_id}") => Rule::OrgPathAdminOnly,
+        ("post", "/orgs/{org_id}/formations") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/formations") => Rule::Org(READ),
+        ("get", "/orgs/{org_id}/formations/{app_id}") => Rule::Org(READ),
+        ("delete", "/orgs/{org_id}/formations/{app_id}") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/formations/{app_id}/credentials") => Rule::Org(MANAGE),
+        ("post", "/orgs/{org_id}/api-tokens") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/api-tokens") => Rule::Org(MANAGE),
+        ("delete", "/orgs/{org_id}/api-tokens/{token_id}") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/audit") => Rule::Org(MANAGE),
+        other => panic!("route {other:?} has no row in the auth matrix; add one"),
+    }
+}
+
+/// A body that passes auth but fails validation, so allowed callers change nothing.
+fn harmless_body(method: &str, path: &str) -> Option<Value> {
+    match (method, path) {
+        ("post", "/orgs") => Some(json!({"org_id": "", "display_name": "x"})),
+        ("patch", _) => Some(json!({"display_name": ""})),
+        ("post", "/orgs/{org_id}/formations") => Some(json!({"app_id": "bad id"})),
+        ("post", "/orgs/{org_id}/api-tokens") => Some(json!({"name": "", "role": "viewer"})),
+        _ => None,
+    }
+}
+
+async fn token(g: &Gateway, org: &str, role: &str) -> String {
+    let (s, t) = g
+        .admin(
+            Method::POST,
+            &format!("/orgs/{org}/api-tokens"),
+            Some(json!({"name": role, "role": role})),
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    t["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    for org in ["org-a", "org-b"] {
+        g.admin(
+            Method::POST,
+            "/orgs",
+            Some(json!({"org_id": org, "display_name": org})),
+        )
+        .await;
+    }
+    g.admin(
+        Method::POST,
+        "/orgs/org-a/formations",
+        Some(json!({"app_id": "mesh-a"})),
+    )
+    .await;
+    let (_, fa) = g
+        .admin(Method::GET, "/orgs/org-a/formations/mesh-a", None)
+        .await;
+    let secret_mesh_id = fa["mesh_id"].as_str().unwrap().to_owned();
+
+    let mut callers: Vec<(Who, Option<String>)> = vec![
+        (Who::Nobody, None),
+        (Who::BadToken, Some("pgt_0123456789abcdef_forged".into())),
+        (Who::BadToken, Some("not-a-token-at-all".into())),
+        (Who::OtherOrg, Some(token(&g, "org-b", "org-admin").await)),
+        (Who::Admin, Some(crate::harness::ADMIN.into())),
+    ];
+    for role in ["org-admin", "operator", "viewer", "ingest"] {
+        callers.push((Who::Role(role), Some(token(&g, "org-a", role).await)));
+    }
+
+    let (_, doc) = g.call(Method::GET, "/openapi.json", None, None).await;
+    let paths = doc["paths"].as_object().expect("openapi paths");
+    let mut checked = 0;
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let rule = expectation(method, path);
+            for (who, tok) in &callers {
+                // The admin acts on a ghost org for destructive calls, so the matrix stays intact.
+                let org = if *who == Who::Admin && method == "delete" {
+                    "ghost"
+                } else {
+                    "org-a"
+                };
+                let concrete = path
+                    .replace("{org_id}", org)
+                    .replace(
+                        "{app_id}",
+                        if method == "delete" {
+                            "ghost"
+                        } else {
+                            "mesh-a"
+                        },
+                    )
+                    .replace("{token_id}", "0000000000000000");
+                let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let (status, body) = g
+                    .call(m, &concrete, tok.as_deref(), harmless_body(method, path))
+                    .await;
+                let ctx = format!("{method} {concrete} as {who:?}: {status} {body}");
+                match (rule, who) {
+                    (Rule::Public, _) => assert_eq!(status, 200, "{ctx}"),
+                    (_, Who::Nobody | Who::BadToken) => {
+                        assert_eq!(status, 401, "{ctx}");
+                        assert_eq!(error_code(&body), "unauthenticated", "{ctx}");
+                    }
+                    (_, Who::Admin) => assert!(![401, 403].contains(&status), "{ctx}"),
+                    (Rule::Gateway, _) => assert_eq!(status, 403, "{ctx}"),
+                    (Rule::Org(_) | Rule::OrgPathAdminOnly, Who::OtherOrg) if path != "/orgs" => {
+                        assert_eq!(status, 404, "{ctx}");
+                        assert_eq!(error_code(&body), "not_found", "{ctx}");
+                    }
+                    (Rule::Org(_), Who::OtherOrg) => {
+                        assert_eq!(status, 200, "{ctx}");
+                        assert_eq!(body.as_array().unwrap().len(), 1, "{ctx}");
+                        assert_eq!(body[0]["org_id"], "org-b", "{ctx}");
+                    }
+                    (Rule::OrgPathAdminOnly, Who::Role(_)) => assert_eq!(status, 403, "{ctx}"),
+                    (Rule::Org(allowed), Who::Role(r)) if allowed.contains(r) => {
+                        assert!(status != 401 && status != 403, "{ctx}");
+                        if status == 404 {
+                            assert!(
+                                concrete.contains("ghost") || concrete.contains("0000"),
+                                "{ctx}"
+                            );
+                        }
+                    }
+                    (Rule::Org(_), Who::Role(_)) => {
+                        assert_eq!(status, 403, "{ctx}");
+                        assert_eq!(error_code(&body), "forbidden", "{ctx}");
+                    }
+                    (rule, who) => panic!("no expectation for {rule:?} × {who:?}"),
+                }
+                if matches!(who, Who::OtherOrg | Who::Nobody | Who::BadToken) {
+                    let text = body.to_string().replace("org-admin", "");
+                    assert!(
+                        !text.contains("org-a") && !text.contains(&secret_mesh_id),
+                        "leak: {ctx}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15 * 9, "only {checked} cases ran");
+
+    let (s, _) = g
+        .admin(Method::GET, "/orgs/org-a/formations/mesh-a", None)
+        .await;
+    assert_eq!(s, 200, "the matrix changed nothing");
+    let org_admin = &callers
+        .iter()
+        .find(|(w, _)| *w == Who::Role("org-admin"))
+        .unwrap()
+        .1;
+    let (s, body) = g
+        .call(
+            Method::PATCH,
+            "/orgs/org-a",
+            org_admin.as_deref(),
+            Some(json!({"quotas": {"max_formations": 99}})),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&body)),
+        (403, "forbidden"),
+        "quotas are the gateway admin's"
+    );
+    let (_, audit) = g
+        .admin(Method::GET, "/orgs/org-a/audit?limit=1000", None)
+        .await;
+    let refusals = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "forbidden")
+        .count();
+    assert!(refusals > 10, "refusals are audited ({refusals})");
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 1500;
+    let (_, t) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/api-tokens",
+            Some(json!({"name": "short", "role": "viewer", "expires_at": soon})),
+        )
+        .await;
+    let tok = t["token"].as_str().unwrap();
+    let (s, _) = g.call(Method::GET, "/orgs/acme", Some(tok), None).await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    let (s, _) = g.call(Method::GET, "/orgs/acme", Some(tok), None).await;
+    assert_eq!(s, 401);
+}

@@ -1,0 +1,264 @@
+//! The gateway binary under test: started with a given environment, stopped by signal.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Method, RequestBuilder, Response};
+use serde_json::Value;
+
+use super::{free_port, ADMIN, KEK_A};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_peat-gateway");
+
+#[derive(Clone)]
+pub struct GatewayOpts {
+    pub env: Vec<(String, String)>,
+}
+
+impl GatewayOpts {
+    /// Local KEK A and a configured admin token.
+    pub fn standard() -> Self {
+        Self {
+            env: vec![
+                ("PEAT_KEK".into(), KEK_A.into()),
+                ("PEAT_ADMIN_TOKEN".into(), ADMIN.into()),
+            ],
+        }
+    }
+
+    pub fn with(mut self, k: &str, v: &str) -> Self {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn without(mut self, k: &str) -> Self {
+        self.env.retain(|(key, _)| key != k);
+        self
+    }
+}
+
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub opts: GatewayOpts,
+    child: Option<Child>,
+    runs: u32,
+    client: Client,
+}
+
+impl Gateway {
+    /// Starts a gateway and waits for `/health`; panics with its stderr if it does not come up.
+    pub async fn start(opts: GatewayOpts) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut g = Gateway {
+            dir,
+            port: free_port(),
+            opts,
+            child: None,
+            runs: 0,
+            client: Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+        };
+        g.spawn_and_wait().await;
+        g
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log_path(&self, run: u32, stream: &str) -> PathBuf {
+        self.dir.path().join(format!("run{run}.{stream}"))
+    }
+
+    /// Everything the gateway printed on stdout in the given run (1-based).
+    pub fn stdout(&self, run: u32) -> String {
+        std::fs::read_to_string(self.log_path(run, "stdout")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self, run: u32) -> String {
+        std::fs::read_to_string(self.log_path(run, "stderr")).unwrap_or_default()
+    }
+
+    /// All output of every run so far.
+    pub fn all_output(&self) -> String {
+        (1..=self.runs)
+            .map(|r| self.stdout(r) + &self.stderr(r))
+            .collect()
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PEAT_GATEWAY_DATA_DIR", self.data_dir())
+            .env("PEAT_GATEWAY_BIND", format!("127.0.0.1:{}", self.port))
+            .env("PEAT_LOG", "info")
+            .current_dir(self.dir.path());
+        for (k, v) in &self.opts.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    async fn spawn_and_wait(&mut self) {
+        self.runs += 1;
+        let out = std::fs::File::create(self.log_path(self.runs, "stdout")).expect("stdout file");
+        let err = std::fs::File::create(self.log_path(self.runs, "stderr")).expect("stderr file");
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "gateway exited during start-up ({status}):\n{}",
+                        self.stderr(self.runs)
+                    );
+                }
+            }
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/health", self.base()))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not healthy in time:\n{}",
+                self.stderr(self.runs)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status's success.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                return s.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops (SIGTERM) and starts again on the same port and data dir.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.stop(),
+            "gateway did not stop cleanly:\n{}",
+            self.stderr(self.runs)
+        );
+        self.spawn_and_wait().await;
+    }
+
+    pub async fn restart_with(&mut self, opts: GatewayOpts) {
+        assert!(self.stop(), "gateway did not stop cleanly");
+        self.opts = opts;
+        self.spawn_and_wait().await;
+    }
+
+    /// A request with an optional bearer token.
+    pub fn req(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let mut r = self
+            .client
+            .request(method, format!("{}{}", self.base(), path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    /// Sends a JSON request and returns (status, body as JSON or Null).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self.req(method, path, token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request sent");
+        split(resp).await
+    }
+
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, Some(ADMIN), body).await
+    }
+}
+
+pub async fn split(resp: Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

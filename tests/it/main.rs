@@ -1,0 +1,29 @@
+//! Integration tests: the real binary on loopback, driven over HTTP and its CLI.
+
+mod harness;
+
+mod architecture;
+mod auth;
+mod bad_input;
+mod cli;
+mod crash;
+mod crud;
+mod docs;
+mod secrets;
+mod ui;
+
+use serde_json::Value;
+
+/// Asserts the house error shape and returns the code.
+pub fn error_code(body: &Value) -> &str {
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a JSON error body: {body}"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error without message: {body}"
+    );
+    code
+}

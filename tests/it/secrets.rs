@@ -1,0 +1,251 @@
+//! Secrets at rest and in output: sealed genesis, the reference vectors over HTTP, wrong KEK.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::error_code;
+use crate::harness::gateway::files_under;
+use crate::harness::{Gateway, GatewayOpts, ADMIN, KEK_A, KEK_B};
+
+fn genesis_a() -> Value {
+    let v: Value = serde_json::from_str(include_str!("../vectors/peat-mesh-0.6.0.json")).unwrap();
+    v["genesis"][0].clone()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every representation of a secret that must never be found on disk or in output.
+fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    vec![
+        secret.to_vec(),
+        hex::encode(secret).into_bytes(),
+        B64.encode(secret).into_bytes(),
+    ]
+}
+
+fn assert_nowhere_in_data_dir(g: &Gateway, label: &str, secret: &[u8]) {
+    let files = files_under(&g.data_dir());
+    assert!(!files.is_empty());
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        for form in forms(secret) {
+            assert!(!contains(&bytes, &form), "{label} found in {}", f.display());
+        }
+    }
+}
+
+#[tokio::test]
+async fn adopted_genesis_a_yields_the_reference_credentials_byte_for_byte() {
+    let v = genesis_a();
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    let genesis = hex::decode(v["genesis_encoded_hex"].as_str().unwrap()).unwrap();
+    let (s, f) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/formations",
+            Some(json!({"app_id": "TEST", "genesis": B64.encode(&genesis)})),
+        )
+        .await;
+    assert_eq!(s, 201, "{f}");
+    assert_eq!(f["mesh_id"], v["mesh_id"]);
+    assert_eq!(f["authority_public_key"], v["authority_public_key_hex"]);
+    assert_eq!(f["enrollment_policy"], "Controlled");
+    assert_eq!(f["adopted"], true);
+
+    let (s, c) = g
+        .admin(Method::GET, "/orgs/acme/formations/TEST/credentials", None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(c["mesh_id"], "0B6CA76F");
+    assert_eq!(c["formation_secret"], v["formation_secret_base64"]);
+    assert_eq!(c["authority_public_key"], v["authority_public_key_hex"]);
+    let creds = B64.decode(c["credentials"].as_str().unwrap()).unwrap();
+    assert_eq!(hex::encode(creds), v["credentials_encoded_hex"]);
+    assert!(
+        !c.to_string()
+            .contains(v["inputs"]["mesh_seed_hex"].as_str().unwrap()),
+        "the genesis itself is never exported"
+    );
+}
+
+#[tokio::test]
+async fn with_a_kek_no_seed_or_formation_secret_is_readable_in_the_data_dir() {
+    let v = genesis_a();
+    let mut g = Gateway::start(GatewayOpts::standard()).await;
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    let genesis = hex::decode(v["genesis_encoded_hex"].as_str().unwrap()).unwrap();
+    g.admin(
+        Method::POST,
+        "/orgs/acme/formations",
+        Some(json!({"app_id": "TEST", "genesis": B64.encode(&genesis)})),
+    )
+    .await;
+    g.admin(
+        Method::POST,
+        "/orgs/acme/formations",
+        Some(json!({"app_id": "fresh"})),
+    )
+    .await;
+    let (_, fresh) = g
+        .admin(Method::GET, "/orgs/acme/formations/fresh/credentials", None)
+        .await;
+    let fresh_secret = B64
+        .decode(fresh["formation_secret"].as_str().unwrap())
+        .unwrap();
+    let (_, tok) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/api-tokens",
+            Some(json!({"name": "t", "role": "viewer"})),
+        )
+        .await;
+    assert!(g.stop(), "clean stop");
+
+    let hexd = |k: &str| hex::decode(v[k].as_str().unwrap()).unwrap();
+    assert_nowhere_in_data_dir(&g, "genesis encoding", &genesis);
+    assert_nowhere_in_data_dir(
+        &g,
+        "mesh seed",
+        &hex::decode(v["inputs"]["mesh_seed_hex"].as_str().unwrap()).unwrap(),
+    );
+    assert_nowhere_in_data_dir(&g, "authority seed", &hexd("authority_secret_seed_hex"));
+    assert_nowhere_in_data_dir(&g, "formation secret A", &hexd("formation_secret_hex"));
+    assert_nowhere_in_data_dir(&g, "generated formation secret", &fresh_secret);
+    assert_nowhere_in_data_dir(&g, "API token", tok["token"].as_str().unwrap().as_bytes());
+    assert_nowhere_in_data_dir(&g, "admin token", ADMIN.as_bytes());
+    assert_nowhere_in_data_dir(&g, "KEK", &hex::decode(KEK_A).unwrap());
+
+    let out = g.all_output();
+    for (label, s) in [
+        ("admin token", ADMIN.to_owned()),
+        ("KEK", KEK_A.to_owned()),
+        ("API token", tok["token"].as_str().unwrap().to_owned()),
+        (
+            "formation secret",
+            fresh["formation_secret"].as_str().unwrap().to_owned(),
+        ),
+    ] {
+        assert!(!out.contains(&s), "{label} appears in the gateway's output");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_kek_stops_start_up_with_both_key_ids_and_changes_nothing() {
+    let mut g = Gateway::start(GatewayOpts::standard()).await;
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    g.admin(
+        Method::POST,
+        "/orgs/acme/formations",
+        Some(json!({"app_id": "mesh-1"})),
+    )
+    .await;
+    let (_, audit_before) = g
+        .admin(Method::GET, "/orgs/acme/audit?limit=1000", None)
+        .await;
+    let (_, formation_before) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh-1", None)
+        .await;
+    assert!(g.stop());
+    // redb rewrites its own header on every clean close, so files other than the database
+    // are compared byte for byte and the database by its contents.
+    let others: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&g.data_dir())
+        .into_iter()
+        .filter(|p| !p.ends_with("state.redb"))
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+
+    let out = g
+        .command()
+        .env("PEAT_KEK", KEK_B)
+        .output()
+        .expect("run gateway");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the stored formation keys"),
+        "{err}"
+    );
+    assert!(err.contains("sealed under KEK local:"), "{err}");
+    assert!(err.contains("check PEAT_KEK"), "{err}");
+    assert!(!err.contains(KEK_B));
+    assert!(
+        !err.contains("repairing"),
+        "the refused start left the database open: {err}"
+    );
+
+    for (p, b) in others {
+        assert!(std::fs::read(&p).unwrap() == b, "{} changed", p.display());
+    }
+    g.restart_with(GatewayOpts::standard()).await;
+    assert!(
+        !g.all_output().contains("repairing"),
+        "clean close after the refused start"
+    );
+    let (_, audit_after) = g
+        .admin(Method::GET, "/orgs/acme/audit?limit=1000", None)
+        .await;
+    assert_eq!(audit_after, audit_before, "the refused start wrote nothing");
+    let (_, formation_after) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh-1", None)
+        .await;
+    assert_eq!(formation_after, formation_before);
+    let (s, _) = g
+        .admin(
+            Method::GET,
+            "/orgs/acme/formations/mesh-1/credentials",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "the right KEK still opens everything");
+}
+
+#[tokio::test]
+async fn adoption_refuses_malformed_or_mismatched_genesis_and_stores_nothing() {
+    let v = genesis_a();
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    let genesis = hex::decode(v["genesis_encoded_hex"].as_str().unwrap()).unwrap();
+    let cases = [
+        json!({"app_id": "OTHER", "genesis": B64.encode(&genesis)}),
+        json!({"app_id": "TEST", "genesis": B64.encode(&genesis), "enrollment_policy": "Open"}),
+        json!({"app_id": "TEST", "genesis": B64.encode(&genesis[..40])}),
+        json!({"app_id": "TEST", "genesis": B64.encode([genesis.as_slice(), &[0]].concat())}),
+        json!({"app_id": "TEST", "genesis": "not base64!"}),
+    ];
+    for body in cases {
+        let (s, b) = g
+            .admin(Method::POST, "/orgs/acme/formations", Some(body.clone()))
+            .await;
+        assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{body}");
+    }
+    let (_, list) = g.admin(Method::GET, "/orgs/acme/formations", None).await;
+    assert_eq!(list, json!([]));
+}
