@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use crate::cdc::{FullPolicy, OutboxConfig};
 pub use crate::secret::Secret;
 use crate::tenant::Quotas;
 
@@ -65,6 +66,10 @@ pub struct RawConfig {
     pub store_cache_mb: Option<u64>,
     /// NATS server for the CDC sink (`PEAT_CDC_NATS_URL`).
     pub cdc_nats_url: Option<String>,
+    /// Outbox byte quota, MiB (`PEAT_CDC_OUTBOX_MAX_MB`).
+    pub cdc_outbox_max_mb: Option<u64>,
+    /// What a full outbox does: `block` or `drop-oldest` (`PEAT_CDC_FULL_POLICY`).
+    pub cdc_full_policy: Option<String>,
     /// Kafka brokers for the CDC sink (`PEAT_CDC_KAFKA_BROKERS`).
     pub cdc_kafka_brokers: Option<String>,
     /// AWS KMS key (`PEAT_KMS_KEY_ARN`).
@@ -93,6 +98,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_GATEWAY_MAX_BODY_BYTES", "max_body_bytes"),
     ("PEAT_STORE_CACHE_MB", "store_cache_mb"),
     ("PEAT_CDC_NATS_URL", "cdc_nats_url"),
+    ("PEAT_CDC_OUTBOX_MAX_MB", "cdc_outbox_max_mb"),
+    ("PEAT_CDC_FULL_POLICY", "cdc_full_policy"),
     ("PEAT_CDC_KAFKA_BROKERS", "cdc_kafka_brokers"),
     ("PEAT_KMS_KEY_ARN", "kms_key_arn"),
     ("PEAT_VAULT_ADDR", "vault_addr"),
@@ -201,6 +208,8 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "max_body_bytes" => raw.max_body_bytes = Some(num(&v)?),
         "store_cache_mb" => raw.store_cache_mb = Some(num(&v)?),
         "cdc_nats_url" => raw.cdc_nats_url = Some(v),
+        "cdc_outbox_max_mb" => raw.cdc_outbox_max_mb = Some(num(&v)?),
+        "cdc_full_policy" => raw.cdc_full_policy = Some(v),
         "cdc_kafka_brokers" => raw.cdc_kafka_brokers = Some(v),
         "kms_key_arn" => raw.kms_key_arn = Some(v),
         "vault_addr" => raw.vault_addr = Some(v),
@@ -241,6 +250,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub store_cache_bytes: usize,
     pub cdc_nats_url: Option<String>,
+    pub outbox: OutboxConfig,
     pub default_quotas: Quotas,
     pub origin: BTreeMap<&'static str, String>,
 }
@@ -338,6 +348,25 @@ impl Config {
             errors.push(err(name("store_cache_mb"), "must be between 1 and 1024"));
         }
 
+        let outbox_mb = raw.cdc_outbox_max_mb.unwrap_or(512);
+        if !(1..=1024 * 1024).contains(&outbox_mb) {
+            errors.push(err(
+                name("cdc_outbox_max_mb"),
+                "must be between 1 and 1048576 (MiB)",
+            ));
+        }
+        let policy = match raw.cdc_full_policy.as_deref() {
+            None | Some("block") => FullPolicy::Block,
+            Some("drop-oldest") => FullPolicy::DropOldest,
+            Some(other) => {
+                errors.push(err(
+                    name("cdc_full_policy"),
+                    format!("'{other}' is not a policy; use block (refuse new changes, lose nothing) or drop-oldest"),
+                ));
+                FullPolicy::Block
+            }
+        };
+
         let mut quotas = Quotas::default();
         if let Some(q) = &raw.quotas {
             let set = |dst: &mut u32, v: Option<u32>| {
@@ -375,6 +404,10 @@ impl Config {
                 max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
                 store_cache_bytes: usize::try_from(cache_mb * 1024 * 1024).unwrap_or(usize::MAX),
                 cdc_nats_url: raw.cdc_nats_url,
+                outbox: OutboxConfig {
+                    quota_bytes: outbox_mb * 1024 * 1024,
+                    policy,
+                },
                 default_quotas: quotas,
                 origin,
             }),
@@ -435,6 +468,16 @@ impl Config {
                 "store_cache_mb",
                 (self.store_cache_bytes / (1024 * 1024)).to_string(),
                 o("store_cache_mb"),
+            ),
+            (
+                "cdc_outbox_max_mb",
+                (self.outbox.quota_bytes / (1024 * 1024)).to_string(),
+                o("cdc_outbox_max_mb"),
+            ),
+            (
+                "cdc_full_policy",
+                self.outbox.policy.name().to_owned(),
+                o("cdc_full_policy"),
             ),
             (
                 "cdc_nats_url",

@@ -24,6 +24,13 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// A sink by its random id and type; never the org's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink_id: String,
+    pub sink_type: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -33,6 +40,17 @@ pub struct Metrics {
     pub orgs: Gauge,
     pub formations: Gauge,
     pub ready: Gauge,
+    pub cdc_appended: Counter,
+    pub cdc_unchanged: Counter,
+    pub outbox_bytes: Gauge,
+    pub outbox_quota_bytes: Gauge,
+    pub outbox_head_lsn: Gauge,
+    pub outbox_dropped: Gauge,
+    pub sink_backlog: Family<SinkLabels, Gauge>,
+    pub sink_delivered: Family<SinkLabels, Gauge>,
+    pub sink_retries: Family<SinkLabels, Gauge>,
+    pub sink_dead_letters: Family<SinkLabels, Gauge>,
+    pub sink_up: Family<SinkLabels, Gauge>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -84,6 +102,69 @@ impl Metrics {
             "1 when the gateway is ready to serve, else 0",
             ready.clone(),
         );
+        let cdc_appended = Counter::default();
+        let cdc_unchanged = Counter::default();
+        registry.register(
+            "cdc_appended_events",
+            "Changes appended to the outbox as events",
+            cdc_appended.clone(),
+        );
+        registry.register(
+            "cdc_unchanged_changes",
+            "Changes that matched the last captured state (duplicates, no-ops)",
+            cdc_unchanged.clone(),
+        );
+        let g = |r: &mut Registry, name: &str, help: &str| {
+            let x = Gauge::default();
+            r.register(name, help, x.clone());
+            x
+        };
+        let outbox_bytes = g(
+            &mut registry,
+            "outbox_bytes",
+            "Bytes of events held in the outbox",
+        );
+        let outbox_quota_bytes = g(&mut registry, "outbox_quota_bytes", "Outbox byte quota");
+        let outbox_head_lsn = g(
+            &mut registry,
+            "outbox_head_lsn",
+            "Highest committed log sequence number",
+        );
+        let outbox_dropped = g(
+            &mut registry,
+            "outbox_dropped_events",
+            "Events removed unsent by the drop-oldest policy since the outbox was created",
+        );
+        let fam = |r: &mut Registry, name: &str, help: &str| {
+            let x = Family::<SinkLabels, Gauge>::default();
+            r.register(name, help, x.clone());
+            x
+        };
+        let sink_backlog = fam(
+            &mut registry,
+            "sink_backlog_events",
+            "Events after the sink's cursor",
+        );
+        let sink_delivered = fam(
+            &mut registry,
+            "sink_delivered_events",
+            "Events acknowledged by the sink since start",
+        );
+        let sink_retries = fam(
+            &mut registry,
+            "sink_retries",
+            "Delivery attempts that failed transiently since start",
+        );
+        let sink_dead_letters = fam(
+            &mut registry,
+            "sink_dead_letters",
+            "Events parked for the sink since start",
+        );
+        let sink_up = fam(
+            &mut registry,
+            "sink_up",
+            "1 when the sink delivers or is caught up, else 0",
+        );
         Self {
             registry,
             http_requests,
@@ -93,6 +174,60 @@ impl Metrics {
             orgs,
             formations,
             ready,
+            cdc_appended,
+            cdc_unchanged,
+            outbox_bytes,
+            outbox_quota_bytes,
+            outbox_head_lsn,
+            outbox_dropped,
+            sink_backlog,
+            sink_delivered,
+            sink_retries,
+            sink_dead_letters,
+            sink_up,
+        }
+    }
+
+    pub fn ingested(&self, r: &crate::cdc::AppendReport) {
+        let n = r
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o, crate::cdc::Appended::Event(_)))
+            .count() as u64;
+        self.cdc_appended.inc_by(n);
+        self.cdc_unchanged.inc_by(r.outcomes.len() as u64 - n);
+    }
+
+    /// Copies the CDC pipeline's current figures into the gauges.
+    pub fn observe_cdc(&self, d: &crate::cdc::Dispatcher) {
+        let st = d.outbox().stats();
+        let set = |g: &Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set(&self.outbox_bytes, st.bytes);
+        set(&self.outbox_quota_bytes, st.quota_bytes);
+        set(&self.outbox_head_lsn, st.head_lsn);
+        set(&self.outbox_dropped, st.dropped);
+        for (def, status) in d.all_status() {
+            let l = SinkLabels {
+                sink_id: def.sink_id.clone(),
+                sink_type: def.spec.kind().to_owned(),
+            };
+            set(
+                &self.sink_backlog.get_or_create(&l),
+                st.head_lsn.saturating_sub(status.cursor),
+            );
+            set(&self.sink_delivered.get_or_create(&l), status.delivered);
+            set(&self.sink_retries.get_or_create(&l), status.retried);
+            set(
+                &self.sink_dead_letters.get_or_create(&l),
+                status.dead_lettered,
+            );
+            let up = matches!(
+                status.state,
+                crate::cdc::SinkState::Idle | crate::cdc::SinkState::Delivering
+            );
+            self.sink_up.get_or_create(&l).set(i64::from(up));
         }
     }
 

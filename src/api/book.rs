@@ -118,6 +118,18 @@ impl RouteBook {
         self.add("post", path, post(h), doc)
     }
 
+    /// A POST route whose body may exceed the global limit, up to `limit` bytes.
+    pub(crate) fn post_large<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        h: H,
+        doc: Doc,
+        limit: usize,
+    ) -> Self {
+        let mr = post(h).layer(axum::extract::DefaultBodyLimit::max(limit));
+        self.add("post", path, mr, doc)
+    }
+
     pub(crate) fn patch<H: Handler<T, AppState>, T: 'static>(
         self,
         path: &'static str,

@@ -18,6 +18,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     cause: Option<String>,
+    retry_after_secs: Option<u32>,
 }
 
 impl ApiError {
@@ -27,7 +28,14 @@ impl ApiError {
             code,
             message: message.into(),
             cause: None,
+            retry_after_secs: None,
         }
+    }
+
+    /// Adds `Retry-After` (seconds) to the answer.
+    pub(crate) fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub(crate) fn not_found(what: &str) -> Self {
@@ -44,6 +52,7 @@ impl ApiError {
             code: "internal",
             message: message.into(),
             cause: Some(cause),
+            retry_after_secs: None,
         }
     }
 
@@ -117,6 +126,36 @@ impl From<TenantError> for ApiError {
     }
 }
 
+impl From<crate::cdc::CdcError> for ApiError {
+    fn from(e: crate::cdc::CdcError) -> Self {
+        use crate::cdc::CdcError;
+        match e {
+            CdcError::Invalid { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                e.to_string(),
+            ),
+            CdcError::Full { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outbox_full",
+                e.to_string(),
+            )
+            .retry_after(5),
+            CdcError::NotFound { what } => Self::not_found(what),
+            CdcError::Tenant(t) => t.into(),
+            CdcError::Store(crate::store::StoreError::Poisoned) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the outbox refuses writes after a failed commit; restart the gateway",
+            ),
+            CdcError::Store(s) => Self::internal(
+                "outbox failure",
+                format!("{s}: {:?}", std::error::Error::source(&s)),
+            ),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
@@ -124,6 +163,10 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Some(cause) = self.cause {
             resp.extensions_mut().insert(InternalCause(cause));

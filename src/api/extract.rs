@@ -23,6 +23,42 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// The raw body up to `LIMIT` bytes, with rejections in the house error shape. A declared
+/// `Content-Length` over the limit is refused before any body byte is read.
+pub(crate) struct ApiBytes<const LIMIT: usize>(pub axum::body::Bytes);
+
+impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for ApiBytes<LIMIT> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let too_large = || {
+            ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than this route's limit of {LIMIT} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > LIMIT as u64) {
+            return Err(too_large());
+        }
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(ApiBytes)
+            .map_err(|r| {
+                if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large()
+                } else {
+                    ApiError::new(r.status(), "bad_request", r.body_text())
+                }
+            })
+    }
+}
+
 pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
@@ -53,6 +89,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ids {
                     "org_id" => "org",
                     "app_id" => "formation",
                     "token_id" => "api token",
+                    "sink_id" => "sink",
                     _ => "resource",
                 };
                 return Err(ApiError::not_found(what));

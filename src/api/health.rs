@@ -69,6 +69,7 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    s.metrics.observe_cdc(&s.cdc);
     if let Ok((orgs, formations)) = s.tenancy.counts().await {
         s.metrics.orgs.set(i64::try_from(orgs).unwrap_or(i64::MAX));
         s.metrics

@@ -12,11 +12,13 @@
 
 mod audit;
 mod book;
+mod changes;
 mod error;
 mod extract;
 mod formations;
 mod health;
 mod orgs;
+mod sinks;
 mod stack;
 mod state;
 mod tokens;
@@ -35,6 +37,8 @@ pub fn router(state: AppState) -> Router {
     let book = formations::routes(book);
     let book = tokens::routes(book);
     let book = audit::routes(book);
+    let book = changes::routes(book);
+    let book = sinks::routes(book);
     let (routes, openapi) = book.finish(env!("CARGO_PKG_VERSION"));
     let state = state.with_openapi(openapi);
     let routes = routes.merge(ui::routes(&state));

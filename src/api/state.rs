@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::cdc::Dispatcher;
 use crate::metrics::Metrics;
 use crate::tenant::Tenancy;
 
@@ -20,6 +21,7 @@ pub struct KeyStatus {
 #[derive(Clone)]
 pub struct AppState {
     pub tenancy: Tenancy,
+    pub cdc: Dispatcher,
     pub metrics: Arc<Metrics>,
     pub keys: Arc<KeyStatus>,
     pub request_timeout: std::time::Duration,
@@ -31,6 +33,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         tenancy: Tenancy,
+        cdc: Dispatcher,
         metrics: Arc<Metrics>,
         keys: KeyStatus,
         request_timeout: std::time::Duration,
@@ -38,6 +41,7 @@ impl AppState {
     ) -> Self {
         Self {
             tenancy,
+            cdc,
             metrics,
             keys: Arc::new(keys),
             request_timeout,

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use peat_gateway::api::{self, AppState, KeyStatus};
+use peat_gateway::cdc::sink::SinkContext;
+use peat_gateway::cdc::{Dispatcher, Outbox};
 use peat_gateway::config::{self, Config, KeyConfig};
 use peat_gateway::keys::{KeyProvider, Keyring, LocalKek};
 use peat_gateway::mesh::MembershipPolicy;
 use peat_gateway::metrics::Metrics;
 use peat_gateway::store::{CommitStats, Store, StoreOptions};
 use peat_gateway::tenant::{
-    Actor, AdminBootstrap, Need, NewFormation, NewOrg, Principal, Tenancy, TenantError,
+    Actor, AdminBootstrap, Need, NewFormation, NewOrg, NewSink, Principal, SinkSpec, SinkStart,
+    Tenancy, TenantError,
 };
 use tokio::net::TcpListener;
 
@@ -131,6 +134,7 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
     let path = cfg.data_dir.join("state.redb");
     let opts = StoreOptions {
         cache_bytes: cfg.store_cache_bytes,
+        ..StoreOptions::default()
     };
     let store = {
         let p = path.clone();
@@ -139,10 +143,25 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
             .context("state database open task")?
             .with_context(|| format!("opening {}", path.display()))?
     };
-    match prepare(&cfg, seed, store.clone(), keyring, metrics).await {
+    let outbox = {
+        let (dir, cache, ocfg) = (cfg.data_dir.clone(), cfg.store_cache_bytes, cfg.outbox);
+        tokio::task::spawn_blocking(move || Outbox::open(&dir, cache, ocfg))
+            .await
+            .context("outbox open task")?
+    };
+    let outbox = match outbox {
+        Ok(o) => o,
+        Err(e) => {
+            store.shutdown().await;
+            return Err(e)
+                .with_context(|| format!("opening {}", cfg.data_dir.join("cdc.redb").display()));
+        }
+    };
+    match prepare(&cfg, seed, store.clone(), outbox.clone(), keyring, metrics).await {
         Ok(state) => bind(&cfg, state, store, seed.is_some(), started).await,
         Err(e) => {
-            // Close the file cleanly so a refused start leaves no repair work behind.
+            // Close the files cleanly so a refused start leaves no repair work behind.
+            outbox.shutdown().await;
             store.shutdown().await;
             Err(e)
         }
@@ -153,6 +172,7 @@ async fn prepare(
     cfg: &Config,
     seed: Option<Seed>,
     store: Store,
+    outbox: Outbox,
     keyring: Keyring,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<AppState> {
@@ -203,8 +223,22 @@ async fn prepare(
         problem: None,
         records_checked,
     };
+    let ctx = SinkContext {
+        data_dir: cfg.data_dir.clone(),
+        default_nats_url: cfg.cdc_nats_url.clone(),
+    };
+    let cdc = Dispatcher::new(outbox, tenancy.clone(), ctx);
+    cdc.sync().await.context("starting the CDC sinks")?;
+    tracing::info!(
+        gateway_id = cdc.outbox().gateway_id(),
+        head_lsn = cdc.outbox().head(),
+        outbox_bytes = cdc.outbox().stats().bytes,
+        policy = cdc.outbox().policy().name(),
+        "outbox open"
+    );
     Ok(AppState::new(
         tenancy,
+        cdc,
         metrics,
         keys,
         cfg.request_timeout,
@@ -223,6 +257,8 @@ async fn bind(
     let listener = match TcpListener::bind(cfg.bind).await {
         Ok(l) => l,
         Err(e) => {
+            state.cdc.shutdown().await;
+            state.cdc.outbox().shutdown().await;
             store.shutdown().await;
             return Err(e).with_context(|| {
                 format!(
@@ -235,7 +271,7 @@ async fn bind(
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "peat-gateway ready");
     if demo {
-        print_demo_guide(&addr.to_string());
+        print_demo_guide(&addr.to_string(), &cfg.data_dir);
     }
     Ok(Running {
         listener,
@@ -246,13 +282,21 @@ async fn bind(
 
 impl Running {
     async fn serve(self) -> anyhow::Result<()> {
+        let cdc = self.state.cdc.clone();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let housekeeping = tokio::spawn(cdc.clone().housekeeping(stop_rx));
         let app = api::router(self.state);
-        axum::serve(self.listener, app)
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .context("serving HTTP")?;
-        tracing::info!("listener closed; flushing the state store");
+            .context("serving HTTP");
+        tracing::info!("listener closed; stopping sinks and flushing the stores");
+        let _ = stop.send(true);
+        let _ = housekeeping.await;
+        cdc.shutdown().await;
+        cdc.outbox().shutdown().await;
         self.store.shutdown().await;
+        served?;
         tracing::info!("stopped cleanly");
         Ok(())
     }
@@ -302,9 +346,26 @@ async fn seed_demo(t: &Tenancy) -> Result<(), TenantError> {
         )
         .await
     {
-        Ok(_) | Err(TenantError::Conflict { .. }) => Ok(()),
-        Err(e) => Err(e),
+        Ok(_) | Err(TenantError::Conflict { .. }) => {}
+        Err(e) => return Err(e),
     }
+    if t.list_sinks(&scope).await?.is_empty() {
+        t.create_sink(
+            &scope,
+            NewSink {
+                spec: SinkSpec::File {
+                    name: "events".into(),
+                },
+                enabled: true,
+                formations: vec![],
+                collections: vec![],
+                rate_limit_bytes_per_sec: 0,
+                start: SinkStart::Earliest,
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 fn print_banner(title: &str, token: &str) {
@@ -320,7 +381,7 @@ fn print_banner(title: &str, token: &str) {
     println!();
 }
 
-fn print_demo_guide(addr: &str) {
+fn print_demo_guide(addr: &str, data_dir: &Path) {
     println!("peat-gateway demo is running at http://{addr}  (Ctrl-C stops it)");
     println!("  readiness:    curl -s http://{addr}/ready");
     println!("  metrics:      curl -s http://{addr}/metrics");
@@ -328,6 +389,20 @@ fn print_demo_guide(addr: &str) {
     println!("  formations:   curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/orgs/demo/formations");
     println!(
         "  audit log:    curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/orgs/demo/audit"
+    );
+    println!("  send changes: curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\");
+    println!("                  -d '[{{\"collection\":\"tracks\",\"doc_id\":\"t-1\",\"op\":\"upsert\",\"data\":{{\"lat\":1.5}}}}]' \\");
+    println!("                  http://{addr}/orgs/demo/formations/demo-mesh/changes");
+    println!(
+        "  sink status:  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/orgs/demo/sinks"
+    );
+    println!(
+        "  events land in {} (one CloudEvent per line)",
+        data_dir
+            .join("sinks")
+            .join("demo")
+            .join("events.jsonl")
+            .display()
     );
     println!();
 }

@@ -12,19 +12,49 @@ use super::error::RedbResultExt;
 use super::writer::{self, Msg, TypedJob, QUEUE_DEPTH};
 use super::{keys, ReadView, StoreError, Table, Txn};
 
-/// The schema this build writes. Each step up has a `migrate_vN` below.
-pub const SCHEMA_VERSION: u32 = 1;
+type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
+
+/// One database's tables and migrations. `migrations[i]` moves schema `i` to `i + 1`;
+/// schema 0 is a new, empty file, so the current version is `migrations.len()`.
+#[derive(Debug)]
+pub struct Schema {
+    pub name: &'static str,
+    migrations: &'static [Migration],
+}
+
+impl Schema {
+    pub fn version(&self) -> u32 {
+        self.migrations.len() as u32
+    }
+}
+
+/// `state.redb`: tenancy, keys, sinks, audit.
+pub static STATE: Schema = Schema {
+    name: "state",
+    migrations: &[state_v1, state_v2],
+};
+
+/// `cdc.redb`: the outbox and everything that churns with it.
+pub static OUTBOX: Schema = Schema {
+    name: "outbox",
+    migrations: &[outbox_v1],
+};
+
+/// The state schema this build writes.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// redb page cache. redb's default (1 GiB) exceeds a kit's RAM; keep this small.
     pub cache_bytes: usize,
+    pub schema: &'static Schema,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             cache_bytes: 4 * 1024 * 1024,
+            schema: &STATE,
         }
     }
 }
@@ -59,7 +89,7 @@ impl Store {
         on_commit: Option<Arc<dyn Fn(CommitStats) + Send + Sync>>,
     ) -> Result<Self, StoreError> {
         let db = open_db(path, opts)?;
-        migrate(&db, path)?;
+        migrate(&db, path, opts.schema)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let poisoned = Arc::new(AtomicBool::new(false));
@@ -67,7 +97,7 @@ impl Store {
             let db = db.clone();
             let poisoned = poisoned.clone();
             std::thread::Builder::new()
-                .name("state-writer".into())
+                .name(format!("{}-writer", opts.schema.name))
                 .spawn(move || writer::run(db, rx, poisoned, on_commit))
                 .map_err(|_| StoreError::Closed)?
         };
@@ -102,6 +132,22 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::write`] for start-up code that runs before (or outside) the async runtime.
+    pub fn write_blocking<R, E, F>(&self, op: F) -> Result<R, E>
+    where
+        F: FnOnce(&mut Txn<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(TypedJob::new(op, reply));
+        self.inner
+            .tx
+            .blocking_send(Msg::Job(job))
+            .map_err(|_| StoreError::Closed)?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `op` against a consistent snapshot on the blocking pool.
@@ -162,27 +208,28 @@ fn open_db(path: &Path, opts: &StoreOptions) -> Result<Database, StoreError> {
     }
 }
 
-type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
-
-/// `MIGRATIONS[i]` moves schema `i` to `i + 1`; schema 0 is a new, empty file.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [migrate_v1];
-
-fn migrate(db: &Database, path: &Path) -> Result<(), StoreError> {
+fn migrate(db: &Database, path: &Path, schema: &Schema) -> Result<(), StoreError> {
     let found = read_schema_version(db)?;
-    if found > SCHEMA_VERSION {
+    let current = schema.version();
+    if found > current {
         return Err(StoreError::TooNew {
             path: path.to_path_buf(),
             found,
-            supported: SCHEMA_VERSION,
+            supported: current,
         });
     }
-    for from in found..SCHEMA_VERSION {
+    for from in found..current {
         let to = from + 1;
         if from > 0 {
-            tracing::info!(from, to, "migrating state database");
+            tracing::info!(
+                database = schema.name,
+                from,
+                to,
+                "migrating database schema"
+            );
         }
         let wtx = db.begin_write().op("begin migration")?;
-        MIGRATIONS[from as usize](&wtx)?;
+        schema.migrations[from as usize](&wtx)?;
         {
             let mut meta = wtx.open_table(Table::Meta.def()).op("open meta")?;
             meta.insert(keys::SCHEMA_VERSION, to.to_le_bytes().as_slice())
@@ -210,12 +257,47 @@ fn read_schema_version(db: &Database) -> Result<u32, StoreError> {
     Ok(u32::from_le_bytes(bytes))
 }
 
-/// Schema 1: creates every table.
-fn migrate_v1(wtx: &WriteTransaction) -> Result<(), StoreError> {
-    for t in Table::ALL {
+fn create(wtx: &WriteTransaction, tables: &[Table]) -> Result<(), StoreError> {
+    for t in tables {
         wtx.open_table(t.def()).op("create table")?;
     }
     Ok(())
+}
+
+/// State schema 1: tenancy and audit.
+fn state_v1(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    create(
+        wtx,
+        &[
+            Table::Meta,
+            Table::Orgs,
+            Table::Formations,
+            Table::Sealed,
+            Table::ApiTokens,
+            Table::ApiTokensByOrg,
+            Table::Audit,
+            Table::AuditByOrg,
+        ],
+    )
+}
+
+/// State schema 2: CDC sink definitions.
+fn state_v2(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    create(wtx, &[Table::Sinks])
+}
+
+/// Outbox schema 1.
+fn outbox_v1(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    create(
+        wtx,
+        &[
+            Table::Meta,
+            Table::Events,
+            Table::Docs,
+            Table::Cursors,
+            Table::DeadLetters,
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -239,6 +321,7 @@ mod tests {
         }
         let db = open_db(&p, &StoreOptions::default()).unwrap();
         assert_eq!(read_schema_version(&db).unwrap(), SCHEMA_VERSION);
+        assert_eq!(STATE.version(), SCHEMA_VERSION);
     }
 
     #[test]

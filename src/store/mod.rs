@@ -21,11 +21,11 @@ mod txn;
 mod writer;
 
 pub use codec::Record;
-pub use db::{CommitStats, Store, StoreOptions, SCHEMA_VERSION};
+pub use db::{CommitStats, Schema, Store, StoreOptions, OUTBOX, SCHEMA_VERSION, STATE};
 pub use error::StoreError;
 pub use records::{
-    AdminTokenRecord, ApiTokenRecord, AuditHeadRecord, AuditRecord, FormationRecord, OrgRecord,
-    QuotasRecord,
+    AdminTokenRecord, ApiTokenRecord, AuditHeadRecord, AuditRecord, DeadLetterRecord, DocRecord,
+    EventRecord, FormationRecord, OrgRecord, QuotasRecord, SinkRecord,
 };
 pub use tables::{keys, Table};
 pub use txn::{ReadView, Reader, Txn};

@@ -109,6 +109,76 @@ impl Record for AuditHeadRecord {
     const VERSION: u8 = 1;
 }
 
+/// A CDC sink's definition; its delivery cursor lives in the outbox database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkRecord {
+    pub org_id: String,
+    pub sink_id: String,
+    /// Random per creation: keys the cursor and dead letters, so a re-created sink starts fresh.
+    pub sink_uid: [u8; 16],
+    /// Postcard of `tenant::SinkSpec`, versioned with this record.
+    pub spec: Vec<u8>,
+    pub enabled: bool,
+    pub formations: Vec<String>,
+    pub collections: Vec<String>,
+    pub rate_limit_bytes_per_sec: u64,
+    /// 0 = from the oldest retained event, 1 = from events after creation.
+    pub start: u8,
+    pub created_at_ms: u64,
+}
+
+impl Record for SinkRecord {
+    const KIND: &'static str = "sink";
+    const VERSION: u8 = 1;
+}
+
+/// One captured change in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub org_id: String,
+    pub app_id: String,
+    pub collection: String,
+    pub doc_id: String,
+    /// 1 upsert, 2 delete.
+    pub op: u8,
+    /// Canonical JSON of the document, or the node's opaque `ENC:v1:` text when `encrypted`.
+    pub data: Option<Vec<u8>>,
+    pub encrypted: bool,
+    pub content_hash: [u8; 32],
+    pub observed_ms: u64,
+}
+
+impl Record for EventRecord {
+    const KIND: &'static str = "event";
+    const VERSION: u8 = 1;
+}
+
+/// Last captured state of one document: what suppresses duplicate notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocRecord {
+    /// `None` when the last captured state is "deleted".
+    pub content_hash: Option<[u8; 32]>,
+    pub lsn: u64,
+}
+
+impl Record for DocRecord {
+    const KIND: &'static str = "doc";
+    const VERSION: u8 = 1;
+}
+
+/// An event a sink refused permanently, parked for an operator to retry or skip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterRecord {
+    pub reason: String,
+    pub parked_at_ms: u64,
+    pub event: EventRecord,
+}
+
+impl Record for DeadLetterRecord {
+    const KIND: &'static str = "dead-letter";
+    const VERSION: u8 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

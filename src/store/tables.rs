@@ -9,6 +9,14 @@
 //! api_tokens_by_org  org_id 0x00 token_id        -> empty
 //! audit              seq u64 BE                  -> AuditRecord
 //! audit_by_org       org_uid (16) seq u64 BE     -> empty
+//! sinks              org_id 0x00 sink_id         -> SinkRecord
+//!
+//! cdc.redb (outbox schema):
+//! meta               utf-8 name                  -> raw (schema_version, next_lsn, gateway_id, …)
+//! events             lsn u64 BE                  -> EventRecord
+//! docs               formation_uid (16) collection 0x00 doc_id -> DocRecord
+//! cursors            sink_uid (16)               -> lsn u64 BE (last acknowledged)
+//! dead_letters       sink_uid (16) lsn u64 BE    -> DeadLetterRecord
 //! ```
 //! Identifiers never contain 0x00 (validated in `tenant/`), so `org 0x00` is an exact prefix.
 
@@ -26,20 +34,14 @@ pub enum Table {
     ApiTokensByOrg,
     Audit,
     AuditByOrg,
+    Sinks,
+    Events,
+    Docs,
+    Cursors,
+    DeadLetters,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 8] = [
-        Table::Meta,
-        Table::Orgs,
-        Table::Formations,
-        Table::Sealed,
-        Table::ApiTokens,
-        Table::ApiTokensByOrg,
-        Table::Audit,
-        Table::AuditByOrg,
-    ];
-
     pub(crate) fn def(self) -> Def {
         TableDefinition::new(self.name())
     }
@@ -54,6 +56,11 @@ impl Table {
             Table::ApiTokensByOrg => "api_tokens_by_org",
             Table::Audit => "audit",
             Table::AuditByOrg => "audit_by_org",
+            Table::Sinks => "sinks",
+            Table::Events => "events",
+            Table::Docs => "docs",
+            Table::Cursors => "cursors",
+            Table::DeadLetters => "dead_letters",
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Formation {
     pub authority_public_key: [u8; 32],
     pub created_at_ms: u64,
     pub adopted: bool,
+    /// Random per creation; keys the formation's CDC document cursors.
+    pub formation_uid: [u8; 16],
 }
 
 impl TryFrom<FormationRecord> for Formation {
@@ -36,6 +38,7 @@ impl TryFrom<FormationRecord> for Formation {
             authority_public_key: r.authority_public_key,
             created_at_ms: r.created_at_ms,
             adopted: r.adopted,
+            formation_uid: r.formation_uid,
         })
     }
 }

@@ -20,6 +20,7 @@ mod ids;
 mod orgs;
 mod principal;
 mod service;
+mod sinks;
 mod tokens;
 
 pub use audit::{AuditEntry, AuditPage, ChainReport};
@@ -30,4 +31,5 @@ pub use ids::validate_id;
 pub use orgs::{NewOrg, Org, OrgPatch, Quotas, QuotasPatch};
 pub use principal::{Actor, Need, OrgScope, Principal, Role};
 pub use service::{AdminAuth, AdminBootstrap, Tenancy};
+pub use sinks::{NewSink, SinkDef, SinkPatch, SinkSpec, SinkStart};
 pub use tokens::{IssuedToken, NewApiToken, TokenInfo};

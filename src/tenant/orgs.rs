@@ -286,6 +286,7 @@ impl Tenancy {
                 let prefix = keys::org_prefix(&org_id);
                 t.delete_prefix(Table::Formations, &prefix)?;
                 t.delete_prefix(Table::Sealed, &prefix)?;
+                t.delete_prefix(Table::Sinks, &prefix)?;
                 let tokens = t.scan(Table::ApiTokensByOrg, &prefix, None, usize::MAX)?;
                 for (k, _) in tokens {
                     if let Some(token_id) = keys::suffix_str(&k, &prefix) {

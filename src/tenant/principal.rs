@@ -96,6 +96,14 @@ impl Actor {
             role: "admin",
         }
     }
+
+    /// The gateway itself, for what its pipelines do unasked.
+    pub fn system() -> Self {
+        Self {
+            id: "system".into(),
+            role: "system",
+        }
+    }
 }
 
 impl Principal {

@@ -31,6 +31,8 @@ enum Rule {
 
 const READ: &[&str] = &["org-admin", "operator", "viewer"];
 const MANAGE: &[&str] = &["org-admin"];
+const OPERATE: &[&str] = &["org-admin", "operator"];
+const INGEST: &[&str] = &["org-admin", "operator", "ingest"];
 
 fn expectation(method: &str, path: &str) -> Rule {
     match (method, path) {
@@ -49,6 +51,18 @@ fn expectation(method: &str, path: &str) -> Rule {
         ("get", "/orgs/{org_id}/api-tokens") => Rule::Org(MANAGE),
         ("delete", "/orgs/{org_id}/api-tokens/{token_id}") => Rule::Org(MANAGE),
         ("get", "/orgs/{org_id}/audit") => Rule::Org(MANAGE),
+        ("post", "/orgs/{org_id}/formations/{app_id}/changes") => Rule::Org(INGEST),
+        ("post", "/orgs/{org_id}/sinks") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/sinks") => Rule::Org(READ),
+        ("get", "/orgs/{org_id}/sinks/{sink_id}") => Rule::Org(READ),
+        ("patch", "/orgs/{org_id}/sinks/{sink_id}") => Rule::Org(OPERATE),
+        ("delete", "/orgs/{org_id}/sinks/{sink_id}") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/sinks/{sink_id}/status") => Rule::Org(READ),
+        ("get", "/orgs/{org_id}/sinks/{sink_id}/dead-letters") => Rule::Org(READ),
+        (
+            "post",
+            "/orgs/{org_id}/sinks/{sink_id}/retry" | "/orgs/{org_id}/sinks/{sink_id}/skip",
+        ) => Rule::Org(OPERATE),
         other => panic!("route {other:?} has no row in the auth matrix; add one"),
     }
 }
@@ -57,7 +71,12 @@ fn expectation(method: &str, path: &str) -> Rule {
 fn harmless_body(method: &str, path: &str) -> Option<Value> {
     match (method, path) {
         ("post", "/orgs") => Some(json!({"org_id": "", "display_name": "x"})),
+        ("patch", "/orgs/{org_id}/sinks/{sink_id}") => Some(json!({"enabled": true})),
         ("patch", _) => Some(json!({"display_name": ""})),
+        ("post", "/orgs/{org_id}/sinks") => {
+            Some(json!({"sink_type": {"File": {"name": "bad name"}}}))
+        }
+        ("post", "/orgs/{org_id}/formations/{app_id}/changes") => Some(json!([])),
         ("post", "/orgs/{org_id}/formations") => Some(json!({"app_id": "bad id"})),
         ("post", "/orgs/{org_id}/api-tokens") => Some(json!({"name": "", "role": "viewer"})),
         _ => None,
@@ -132,7 +151,8 @@ async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking(
                             "mesh-a"
                         },
                     )
-                    .replace("{token_id}", "0000000000000000");
+                    .replace("{token_id}", "0000000000000000")
+                    .replace("{sink_id}", "0000000000000000");
                 let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 let (status, body) = g
                     .call(m, &concrete, tok.as_deref(), harmless_body(method, path))

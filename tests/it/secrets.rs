@@ -166,11 +166,11 @@ async fn a_wrong_kek_stops_start_up_with_both_key_ids_and_changes_nothing() {
         .admin(Method::GET, "/orgs/acme/formations/mesh-1", None)
         .await;
     assert!(g.stop());
-    // redb rewrites its own header on every clean close, so files other than the database
-    // are compared byte for byte and the database by its contents.
+    // redb rewrites its own header on every clean close, so files other than the databases
+    // are compared byte for byte and the databases by their contents.
     let others: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&g.data_dir())
         .into_iter()
-        .filter(|p| !p.ends_with("state.redb"))
+        .filter(|p| p.extension().is_none_or(|e| e != "redb"))
         .map(|p| {
             let b = std::fs::read(&p).unwrap();
             (p, b)

@@ -1,0 +1,189 @@
+//! `POST /orgs/{org_id}/formations/{app_id}/changes`: HTTP ingest into the outbox.
+//!
+//! Answers 202 only after the append is durable; any invalid item refuses the whole request
+//! and appends nothing.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::book::{Access, Doc, RouteBook};
+use super::extract::{ApiBytes, Caller, Ids};
+use super::{ApiError, AppState};
+use crate::cdc::{Appended, Change, DocState, FormationRef};
+use crate::tenant::{Actor, Need};
+
+/// Largest ingest body; larger batches are split by the client.
+pub(crate) const MAX_INGEST_BYTES: usize = 4 * 1024 * 1024;
+const MAX_ITEMS: usize = 10_000;
+
+pub(crate) fn routes(book: RouteBook) -> RouteBook {
+    book.post_large(
+        "/orgs/{org_id}/formations/{app_id}/changes",
+        ingest,
+        Doc {
+            summary: "Append document changes (JSON array or NDJSON); 202 after the durable commit",
+            access: Access::Org(Need::Ingest),
+            body: Some(schema()),
+            ok: 202,
+        },
+        MAX_INGEST_BYTES,
+    )
+}
+
+fn schema() -> Value {
+    json!({"type": "array", "maxItems": MAX_ITEMS, "items": {"type": "object", "additionalProperties": false,
+        "required": ["collection", "doc_id", "op"], "properties": {
+            "collection": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,1023}$"},
+            "doc_id": {"type": "string", "minLength": 1, "maxLength": 1024},
+            "op": {"type": "string", "enum": ["upsert", "delete"]},
+            "data": {"type": "object", "description": "the whole document (upsert only)"}}}})
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Item {
+    collection: String,
+    doc_id: String,
+    op: ItemOp,
+    data: Option<Value>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ItemOp {
+    Upsert,
+    Delete,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Change>, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let items: Vec<Item> = match mime.as_str() {
+        "application/json" => serde_json::from_slice(body)
+            .map_err(|e| bad(format!("body is not a JSON array of changes: {e}")))?,
+        "application/x-ndjson" | "application/jsonl" => body
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+            .map(|(i, l)| {
+                serde_json::from_slice(l).map_err(|e| bad(format!("line {}: {e}", i + 1)))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json (an array) or application/x-ndjson",
+            ))
+        }
+    };
+    if items.is_empty() || items.len() > MAX_ITEMS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("send 1 to {MAX_ITEMS} changes per request"),
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, it)| {
+            let state = match (it.op, it.data) {
+                (ItemOp::Upsert, Some(v)) => DocState::Json(v),
+                (ItemOp::Upsert, None) => {
+                    return Err(invalid_item(
+                        i,
+                        "an upsert needs `data`, the whole document",
+                    ))
+                }
+                (ItemOp::Delete, None) => DocState::Deleted,
+                (ItemOp::Delete, Some(_)) => {
+                    return Err(invalid_item(i, "a delete carries no `data`"))
+                }
+            };
+            let c = Change {
+                collection: it.collection,
+                doc_id: it.doc_id,
+                state,
+            };
+            c.validate().map_err(|e| invalid_item(i, &e.to_string()))?;
+            Ok(c)
+        })
+        .collect()
+}
+
+fn invalid_item(i: usize, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        format!("change {i}: {why}"),
+    )
+}
+
+async fn ingest(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+    headers: HeaderMap,
+    ApiBytes(body): ApiBytes<MAX_INGEST_BYTES>,
+) -> Result<impl IntoResponse, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Ingest, "append changes")
+        .await?;
+    let f = s.tenancy.get_formation(&scope, ids.second()).await?;
+    let changes = parse(&headers, &body)?;
+    let src = FormationRef {
+        org_id: f.org_id.clone(),
+        app_id: f.app_id.clone(),
+        formation_uid: f.formation_uid,
+    };
+    let report = s.cdc.outbox().append(src, changes).await?;
+    s.metrics.ingested(&report);
+    if report.dropped > 0 {
+        let target = format!("org/{}/formation/{}/outbox", f.org_id, f.app_id);
+        s.tenancy
+            .audit_event(
+                &Actor::system(),
+                &f.org_id,
+                "cdc.outbox.drop-oldest",
+                target,
+                "dropped",
+            )
+            .await?;
+    }
+    let results: Vec<Value> = report
+        .outcomes
+        .iter()
+        .map(|o| match o {
+            Appended::Event(lsn) => json!({"lsn": lsn}),
+            Appended::Unchanged => json!({"lsn": null, "unchanged": true}),
+        })
+        .collect();
+    let appended = results.iter().filter(|r| !r["lsn"].is_null()).count();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "appended": appended,
+            "unchanged": results.len() - appended,
+            "dropped_oldest": report.dropped,
+            "results": results,
+        })),
+    ))
+}

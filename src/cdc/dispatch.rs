@@ -1,0 +1,520 @@
+//! The dispatcher: one delivery loop per sink, each from its own cursor.
+//!
+//! A loop reads a batch after its cursor, keeps what the sink's filter wants, delivers, and
+//! only then moves its cursor. Transient errors retry the same batch (same event ids) with
+//! jittered backoff capped at 5 s; a permanent refusal stalls the sink with the reason until
+//! an operator retries or skips (a skipped event is parked as a dead letter).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::event::cloud_event;
+use super::sink::{self, Delivery, Sink, SinkContext, SinkError};
+use super::{event_id, CdcError, Outbox};
+use crate::tenant::{now_ms, SinkDef, SinkStart, Tenancy};
+
+const BATCH_EVENTS: usize = 256;
+const BATCH_BYTES: usize = 1024 * 1024;
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkState {
+    Starting,
+    /// Caught up, waiting for events.
+    Idle,
+    Delivering,
+    /// Retrying after link or broker errors.
+    Disconnected,
+    /// A permanent refusal waits for an operator: retry or skip.
+    Stalled,
+    /// Disabled by an operator; the cursor holds, events are retained.
+    Paused,
+    /// The sink could not be built (for example a type this binary lacks).
+    Failed,
+}
+
+impl SinkState {
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkState::Starting => "starting",
+            SinkState::Idle => "idle",
+            SinkState::Delivering => "delivering",
+            SinkState::Disconnected => "disconnected",
+            SinkState::Stalled => "stalled",
+            SinkState::Paused => "paused",
+            SinkState::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkStatus {
+    pub state: SinkState,
+    pub target: String,
+    pub cursor: u64,
+    pub last_error: Option<String>,
+    /// LSN of the event a stalled sink is stuck on.
+    pub stalled_lsn: Option<u64>,
+    pub delivered: u64,
+    pub delivered_bytes: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub last_delivery_ms: Option<u64>,
+    /// Delivered events per second, smoothed.
+    pub rate: f64,
+}
+
+impl SinkStatus {
+    fn new(target: String) -> Self {
+        Self {
+            state: SinkState::Starting,
+            target,
+            cursor: 0,
+            last_error: None,
+            stalled_lsn: None,
+            delivered: 0,
+            delivered_bytes: 0,
+            retried: 0,
+            dead_lettered: 0,
+            last_delivery_ms: None,
+            rate: 0.0,
+        }
+    }
+}
+
+/// What an operator asks of a stalled sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Retry,
+    Skip,
+}
+
+struct Running {
+    def: SinkDef,
+    status: Arc<Mutex<SinkStatus>>,
+    stop: watch::Sender<bool>,
+    commands: mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Inner {
+    outbox: Outbox,
+    tenancy: Tenancy,
+    ctx: SinkContext,
+    running: Mutex<HashMap<[u8; 16], Running>>,
+}
+
+/// Owns the sink loops. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking loop must not take the status page with it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Dispatcher {
+    pub fn new(outbox: Outbox, tenancy: Tenancy, ctx: SinkContext) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                outbox,
+                tenancy,
+                ctx,
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    /// Starts loops for new sinks, restarts changed ones, stops removed ones.
+    pub async fn sync(&self) -> Result<(), CdcError> {
+        let defs = self.inner.tenancy.all_sinks().await?;
+        let mut gone = Vec::new();
+        {
+            let mut running = lock(&self.inner.running);
+            let wanted: HashMap<[u8; 16], &SinkDef> =
+                defs.iter().map(|d| (d.sink_uid, d)).collect();
+            running.retain(|uid, r| {
+                let keep = wanted.get(uid).is_some_and(|d| **d == r.def);
+                if !keep {
+                    let _ = r.stop.send(true);
+                    if !wanted.contains_key(uid) {
+                        gone.push(*uid);
+                    }
+                }
+                keep
+            });
+            for d in &defs {
+                running
+                    .entry(d.sink_uid)
+                    .or_insert_with(|| self.start(d.clone()));
+            }
+        }
+        for uid in gone {
+            self.inner.outbox.forget_sink(uid).await?;
+        }
+        Ok(())
+    }
+
+    fn start(&self, def: SinkDef) -> Running {
+        let built = sink::build(&def, &self.inner.ctx);
+        let target = built
+            .as_ref()
+            .map_or_else(|_| "-".to_owned(), |s| s.target());
+        let status = Arc::new(Mutex::new(SinkStatus::new(target)));
+        let (stop, stop_rx) = watch::channel(false);
+        let (commands, cmd_rx) = mpsc::channel(4);
+        let l = Loop {
+            outbox: self.inner.outbox.clone(),
+            def: def.clone(),
+            status: status.clone(),
+            stop: stop_rx,
+            commands: cmd_rx,
+        };
+        let task = tokio::spawn(async move {
+            match built {
+                Ok(sink) => l.run(sink).await,
+                Err(reason) => {
+                    tracing::error!(sink = %l.def.sink_id, org = %l.def.org_id, %reason, "sink cannot start");
+                    let mut s = lock(&l.status);
+                    s.state = SinkState::Failed;
+                    s.last_error = Some(reason);
+                }
+            }
+        });
+        Running {
+            def,
+            status,
+            stop,
+            commands,
+            task,
+        }
+    }
+
+    pub fn status(&self, sink_uid: &[u8; 16]) -> Option<SinkStatus> {
+        lock(&self.inner.running)
+            .get(sink_uid)
+            .map(|r| lock(&r.status).clone())
+    }
+
+    /// Every running sink's definition and status, for metrics.
+    pub fn all_status(&self) -> Vec<(SinkDef, SinkStatus)> {
+        lock(&self.inner.running)
+            .values()
+            .map(|r| (r.def.clone(), lock(&r.status).clone()))
+            .collect()
+    }
+
+    /// Asks a stalled sink to retry or skip; `false` when the sink is not stalled.
+    pub fn command(&self, sink_uid: &[u8; 16], cmd: Command) -> bool {
+        let running = lock(&self.inner.running);
+        let Some(r) = running.get(sink_uid) else {
+            return false;
+        };
+        if lock(&r.status).state != SinkState::Stalled {
+            return false;
+        }
+        r.commands.try_send(cmd).is_ok()
+    }
+
+    /// Periodic work: pick up sink changes and trim what every sink has acknowledged.
+    pub async fn housekeeping(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.sync().await {
+                tracing::warn!(error = %e, "sink sync failed");
+            }
+            let uids: Vec<[u8; 16]> = lock(&self.inner.running).keys().copied().collect();
+            match self.inner.outbox.trim(uids).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(events = n, "outbox trimmed"),
+                Err(e) => tracing::warn!(error = %e, "outbox trim failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(HOUSEKEEPING) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Stops every loop; cursors already committed stay.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<_> = lock(&self.inner.running)
+            .drain()
+            .map(|(_, r)| {
+                let _ = r.stop.send(true);
+                r.task
+            })
+            .collect();
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+struct Loop {
+    outbox: Outbox,
+    def: SinkDef,
+    status: Arc<Mutex<SinkStatus>>,
+    stop: watch::Receiver<bool>,
+    commands: mpsc::Receiver<Command>,
+}
+
+/// Full jitter over an exponential step, capped.
+fn backoff(attempt: u32) -> Duration {
+    let exp = BACKOFF_FIRST.saturating_mul(1u32 << attempt.min(6));
+    let cap = exp.min(BACKOFF_CAP);
+    let mut r = [0u8; 2];
+    let frac = if getrandom::fill(&mut r).is_ok() {
+        f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX)
+    } else {
+        1.0
+    };
+    cap.mul_f64(0.5 + frac / 2.0)
+}
+
+impl Loop {
+    fn set(&self, f: impl FnOnce(&mut SinkStatus)) {
+        f(&mut lock(&self.status));
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps unless stopped first; `false` when stopped.
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !self.stopped(),
+            _ = self.stop.changed() => false,
+        }
+    }
+
+    async fn start_cursor(&mut self) -> Option<u64> {
+        let uid = self.def.sink_uid;
+        let mut attempt = 0;
+        loop {
+            let r = match self.outbox.cursor(uid).await {
+                Ok(Some(c)) => Ok(c),
+                Ok(None) => {
+                    let c = match self.def.start {
+                        SinkStart::Latest => self.outbox.head(),
+                        SinkStart::Earliest => 0,
+                    };
+                    self.outbox.set_cursor(uid, c).await.map(|()| c)
+                }
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    self.set(|s| s.last_error = Some(e.to_string()));
+                    attempt += 1;
+                    if !self.pause(backoff(attempt)).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(mut self, mut sink: Box<dyn Sink>) {
+        let Some(mut cursor) = self.start_cursor().await else {
+            return;
+        };
+        self.set(|s| s.cursor = cursor);
+        let mut head = self.outbox.watch();
+        while !self.stopped() {
+            if !self.def.enabled {
+                self.set(|s| s.state = SinkState::Paused);
+                let _ = self.stop.changed().await;
+                return;
+            }
+            let batch = match self.outbox.read_after(cursor, BATCH_EVENTS).await {
+                Ok(b) => b,
+                Err(e) => {
+                    self.set(|s| s.last_error = Some(e.to_string()));
+                    if !self.pause(BACKOFF_CAP).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(last) = batch.last().map(|b| b.0) else {
+                self.set(|s| s.state = SinkState::Idle);
+                tokio::select! {
+                    r = head.changed() => if r.is_err() { return; },
+                    _ = self.stop.changed() => return,
+                }
+                continue;
+            };
+            let mut deliveries = Vec::new();
+            let mut bytes = 0usize;
+            let mut upto = last;
+            for (lsn, ev, _) in batch {
+                if !self.def.wants(&ev.app_id, &ev.collection) {
+                    continue;
+                }
+                let body = serde_json::to_vec(&cloud_event(self.outbox.gateway_id(), lsn, &ev))
+                    .unwrap_or_default();
+                if !deliveries.is_empty() && bytes + body.len() > BATCH_BYTES {
+                    upto = lsn - 1;
+                    break;
+                }
+                bytes += body.len();
+                deliveries.push(Delivery {
+                    lsn,
+                    id: event_id(self.outbox.gateway_id(), lsn),
+                    event: ev,
+                    body,
+                });
+            }
+            if !deliveries.is_empty() {
+                self.set(|s| s.state = SinkState::Delivering);
+                match self.deliver_all(sink.as_mut(), &deliveries).await {
+                    Some(()) => {}
+                    None => return,
+                }
+                self.throttle(bytes).await;
+            }
+            cursor = upto;
+            if let Err(e) = self.commit(cursor).await {
+                self.set(|s| s.last_error = Some(e.to_string()));
+                return;
+            }
+        }
+    }
+
+    async fn commit(&mut self, cursor: u64) -> Result<(), CdcError> {
+        self.outbox.set_cursor(self.def.sink_uid, cursor).await?;
+        self.set(|s| s.cursor = cursor);
+        Ok(())
+    }
+
+    /// Delivers until every event is acknowledged or parked; `None` when stopped.
+    async fn deliver_all(&mut self, sink: &mut dyn Sink, all: &[Delivery]) -> Option<()> {
+        let mut rest = all;
+        let mut attempt = 0u32;
+        while !rest.is_empty() {
+            let started = std::time::Instant::now();
+            match sink.deliver(rest).await {
+                Ok(()) => {
+                    self.delivered(rest, started.elapsed());
+                    return Some(());
+                }
+                Err(SinkError::Transient(reason)) => {
+                    attempt += 1;
+                    tracing::debug!(sink = %self.def.sink_id, %reason, attempt, "delivery failed, retrying");
+                    self.set(|s| {
+                        s.state = SinkState::Disconnected;
+                        s.last_error = Some(reason);
+                        s.retried += 1;
+                    });
+                    if !self.pause(backoff(attempt)).await {
+                        return None;
+                    }
+                }
+                Err(SinkError::Rejected { index, reason }) => {
+                    let index = index.min(rest.len() - 1);
+                    let (done, tail) = rest.split_at(index);
+                    if let Some(d) = done.last() {
+                        self.delivered(done, started.elapsed());
+                        if self.commit(d.lsn).await.is_err() {
+                            return None;
+                        }
+                    }
+                    let bad = &tail[0];
+                    match self.stall(bad, &reason).await? {
+                        Command::Retry => rest = tail,
+                        Command::Skip => {
+                            if self
+                                .outbox
+                                .park(self.def.sink_uid, bad.lsn, bad.event.clone(), reason)
+                                .await
+                                .is_err()
+                            {
+                                return None;
+                            }
+                            self.set(|s| {
+                                s.dead_lettered += 1;
+                                s.cursor = bad.lsn;
+                            });
+                            rest = &tail[1..];
+                        }
+                    }
+                    attempt = 0;
+                }
+            }
+        }
+        Some(())
+    }
+
+    async fn stall(&mut self, bad: &Delivery, reason: &str) -> Option<Command> {
+        tracing::warn!(sink = %self.def.sink_id, org = %self.def.org_id, lsn = bad.lsn, %reason,
+            "sink refused an event; stalled until an operator retries or skips it");
+        self.set(|s| {
+            s.state = SinkState::Stalled;
+            s.stalled_lsn = Some(bad.lsn);
+            s.last_error = Some(reason.to_owned());
+        });
+        let cmd = tokio::select! {
+            c = self.commands.recv() => c?,
+            _ = self.stop.changed() => return None,
+        };
+        self.set(|s| {
+            s.state = SinkState::Delivering;
+            s.stalled_lsn = None;
+        });
+        Some(cmd)
+    }
+
+    fn delivered(&self, batch: &[Delivery], took: Duration) {
+        let n = batch.len() as u64;
+        let bytes: usize = batch.iter().map(|d| d.body.len()).sum();
+        let inst = n as f64 / took.as_secs_f64().max(1e-6);
+        self.set(|s| {
+            s.delivered += n;
+            s.delivered_bytes += bytes as u64;
+            s.last_delivery_ms = Some(now_ms());
+            s.last_error = None;
+            s.rate = if s.rate == 0.0 {
+                inst
+            } else {
+                s.rate * 0.8 + inst * 0.2
+            };
+        });
+    }
+
+    /// Holds delivery to the sink's byte-rate cap.
+    async fn throttle(&mut self, bytes: usize) {
+        let cap = self.def.rate_limit_bytes_per_sec;
+        if cap > 0 {
+            let d = Duration::from_secs_f64(bytes as f64 / cap as f64);
+            self.pause(d).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jittered_and_caps_at_five_seconds() {
+        for attempt in 0..20 {
+            let d = backoff(attempt);
+            assert!(d <= BACKOFF_CAP, "{d:?}");
+            assert!(d >= BACKOFF_FIRST / 2, "{d:?}");
+        }
+        assert!(backoff(10) >= BACKOFF_CAP / 2);
+    }
+}

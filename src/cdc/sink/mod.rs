@@ -1,0 +1,57 @@
+//! Sinks: where events go. A sink delivers a batch and says what the broker acknowledged;
+//! cursors, retries, dead letters and rate limits are the dispatcher's.
+
+mod file;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use crate::store::EventRecord;
+use crate::tenant::{SinkDef, SinkSpec};
+
+/// One event ready to send.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub lsn: u64,
+    /// `<gateway-id>:<lsn>`; every sink carries it in its native dedupe field.
+    pub id: String,
+    pub event: EventRecord,
+    /// The CloudEvent, structured JSON.
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkError {
+    /// Link or broker trouble: retry the whole batch later with the same ids.
+    Transient(String),
+    /// The broker refused `batch[index]` for good; the events before it were acknowledged.
+    Rejected { index: usize, reason: String },
+}
+
+pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+pub trait Sink: Send {
+    /// Delivers the batch in order; `Ok` means every event was acknowledged.
+    fn deliver<'a>(&'a mut self, batch: &'a [Delivery]) -> DeliverFuture<'a>;
+    /// Human-readable target for status pages, without credentials.
+    fn target(&self) -> String;
+}
+
+/// What sinks may need from the gateway's configuration.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    pub data_dir: PathBuf,
+    pub default_nats_url: Option<String>,
+}
+
+/// Builds the live sink for a definition.
+pub fn build(def: &SinkDef, ctx: &SinkContext) -> Result<Box<dyn Sink>, String> {
+    match &def.spec {
+        SinkSpec::File { name } => Ok(Box::new(file::FileSink::new(
+            ctx.data_dir.join("sinks").join(&def.org_id),
+            name,
+        ))),
+        SinkSpec::Nats { .. } => Err("the NATS sink is not built into this binary yet".into()),
+    }
+}

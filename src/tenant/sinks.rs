@@ -1,0 +1,375 @@
+//! CDC sink definitions: where an org's captured changes go. Delivery itself is `cdc/`'s.
+
+use serde::{Deserialize, Serialize};
+
+use super::orgs::load_org;
+use super::service::Tenancy;
+use super::{now_ms, validate_id, Actor, OrgScope, TenantError};
+use crate::store::{keys, Reader, SinkRecord, Table};
+
+/// Longest list in a sink filter.
+const MAX_FILTER: usize = 64;
+const MAX_PREFIX: usize = 128;
+
+/// Where a sink delivers. Serialized into [`SinkRecord::spec`]; variant order is part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SinkSpec {
+    /// JSON lines under `<data dir>/sinks/<org>/<name>.jsonl`, rotated by size.
+    File { name: String },
+    /// NATS JetStream; `url` falls back to `PEAT_CDC_NATS_URL`.
+    Nats {
+        subject_prefix: String,
+        url: Option<String>,
+        stream: Option<String>,
+    },
+}
+
+impl SinkSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkSpec::File { .. } => "file",
+            SinkSpec::Nats { .. } => "nats",
+        }
+    }
+
+    fn validate(&self) -> Result<(), TenantError> {
+        match self {
+            SinkSpec::File { name } => validate_id("sink_type.File.name", name),
+            SinkSpec::Nats {
+                subject_prefix,
+                url,
+                stream,
+            } => {
+                let tokens_ok = !subject_prefix.is_empty()
+                    && subject_prefix.len() <= MAX_PREFIX
+                    && subject_prefix.split('.').all(|t| {
+                        !t.is_empty()
+                            && t.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    });
+                if !tokens_ok {
+                    return Err(TenantError::invalid(
+                        "sink_type.Nats.subject_prefix",
+                        "dot-separated tokens of letters, digits, '-' and '_' (for example peat.cdc)",
+                    ));
+                }
+                if let Some(u) = url {
+                    if !["nats://", "tls://"].iter().any(|p| u.starts_with(p)) || u.len() > 512 {
+                        return Err(TenantError::invalid(
+                            "sink_type.Nats.url",
+                            "must start with nats:// or tls://",
+                        ));
+                    }
+                }
+                if let Some(s) = stream {
+                    validate_id("sink_type.Nats.stream", s)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Where a new sink starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SinkStart {
+    /// Every event still in the outbox.
+    #[default]
+    Earliest,
+    /// Only events captured after the sink was created.
+    Latest,
+}
+
+/// A sink definition as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkDef {
+    pub org_id: String,
+    pub sink_id: String,
+    pub sink_uid: [u8; 16],
+    pub spec: SinkSpec,
+    pub enabled: bool,
+    pub formations: Vec<String>,
+    pub collections: Vec<String>,
+    pub rate_limit_bytes_per_sec: u64,
+    pub start: SinkStart,
+    pub created_at_ms: u64,
+}
+
+impl SinkDef {
+    /// Whether this sink wants events of `app`'s `collection`.
+    pub fn wants(&self, app: &str, collection: &str) -> bool {
+        (self.formations.is_empty() || self.formations.iter().any(|f| f == app))
+            && (self.collections.is_empty() || self.collections.iter().any(|c| c == collection))
+    }
+
+    fn from_record(r: SinkRecord) -> Result<Self, TenantError> {
+        let spec = postcard::from_bytes(&r.spec).map_err(|_| crate::store::StoreError::Decode {
+            kind: "sink",
+            reason: "unknown sink type",
+        })?;
+        Ok(Self {
+            org_id: r.org_id,
+            sink_id: r.sink_id,
+            sink_uid: r.sink_uid,
+            spec,
+            enabled: r.enabled,
+            formations: r.formations,
+            collections: r.collections,
+            rate_limit_bytes_per_sec: r.rate_limit_bytes_per_sec,
+            start: if r.start == 1 {
+                SinkStart::Latest
+            } else {
+                SinkStart::Earliest
+            },
+            created_at_ms: r.created_at_ms,
+        })
+    }
+}
+
+pub struct NewSink {
+    pub spec: SinkSpec,
+    pub enabled: bool,
+    pub formations: Vec<String>,
+    pub collections: Vec<String>,
+    pub rate_limit_bytes_per_sec: u64,
+    pub start: SinkStart,
+}
+
+/// Partial change; absent fields keep their value.
+#[derive(Default)]
+pub struct SinkPatch {
+    pub enabled: Option<bool>,
+    pub formations: Option<Vec<String>>,
+    pub collections: Option<Vec<String>>,
+    pub rate_limit_bytes_per_sec: Option<u64>,
+}
+
+fn validate_filter(field: &'static str, list: &[String]) -> Result<(), TenantError> {
+    if list.len() > MAX_FILTER {
+        return Err(TenantError::invalid(
+            field,
+            format!("at most {MAX_FILTER} entries"),
+        ));
+    }
+    list.iter().try_for_each(|v| validate_id(field, v))
+}
+
+fn sink_key(org: &str, sink_id: &str) -> Vec<u8> {
+    let mut k = keys::org_prefix(org);
+    k.extend_from_slice(sink_id.as_bytes());
+    k
+}
+
+impl Tenancy {
+    pub async fn create_sink(
+        &self,
+        scope: &OrgScope,
+        new: NewSink,
+    ) -> Result<SinkDef, TenantError> {
+        new.spec.validate()?;
+        validate_filter("formations", &new.formations)?;
+        validate_filter("collections", &new.collections)?;
+        let sink_id = super::ids::random_token_id()?;
+        let mut sink_uid = [0u8; 16];
+        getrandom::fill(&mut sink_uid).map_err(|_| TenantError::Key(crate::keys::KeyError::Rng))?;
+        let spec = postcard::to_allocvec(&new.spec)
+            .map_err(|_| crate::store::StoreError::Encode { kind: "sink" })?;
+        let org_id = scope.org_id().to_owned();
+        let target = format!("org/{org_id}/sink/{sink_id}");
+        self.mutate(
+            scope.actor(),
+            "sink.create",
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let org = load_org(t, &org_id)?;
+                let limit = org.quotas.max_cdc_sinks;
+                let existing = t
+                    .scan(
+                        Table::Sinks,
+                        &keys::org_prefix(&org_id),
+                        None,
+                        limit as usize + 1,
+                    )?
+                    .len();
+                if existing >= limit as usize {
+                    return Err(TenantError::QuotaExceeded {
+                        quota: "max_cdc_sinks",
+                        limit,
+                    });
+                }
+                let rec = SinkRecord {
+                    org_id: org_id.clone(),
+                    sink_id: sink_id.clone(),
+                    sink_uid,
+                    spec,
+                    enabled: new.enabled,
+                    formations: new.formations,
+                    collections: new.collections,
+                    rate_limit_bytes_per_sec: new.rate_limit_bytes_per_sec,
+                    start: u8::from(new.start == SinkStart::Latest),
+                    created_at_ms: now_ms(),
+                };
+                t.put(Table::Sinks, sink_key(&org_id, &sink_id), &rec)?;
+                Ok((SinkDef::from_record(rec)?, Some((org.org_id, org.org_uid))))
+            },
+        )
+        .await
+    }
+
+    pub async fn list_sinks(&self, scope: &OrgScope) -> Result<Vec<SinkDef>, TenantError> {
+        let org_id = scope.org_id().to_owned();
+        self.store
+            .read(move |r| {
+                load_org(r, &org_id)?;
+                r.scan(Table::Sinks, &keys::org_prefix(&org_id), None, usize::MAX)?
+                    .into_iter()
+                    .map(|(_, v)| SinkDef::from_record(crate::store::Record::decode(&v)?))
+                    .collect()
+            })
+            .await
+    }
+
+    pub async fn get_sink(&self, scope: &OrgScope, sink_id: &str) -> Result<SinkDef, TenantError> {
+        let key = sink_key(scope.org_id(), sink_id);
+        let rec: Option<SinkRecord> = self.store.read(move |r| r.get(Table::Sinks, &key)).await?;
+        SinkDef::from_record(rec.ok_or(TenantError::NotFound { what: "sink" })?)
+    }
+
+    /// Every sink of every org, for the dispatcher.
+    pub async fn all_sinks(&self) -> Result<Vec<SinkDef>, TenantError> {
+        self.store
+            .read(|r| {
+                r.scan(Table::Sinks, b"", None, usize::MAX)?
+                    .into_iter()
+                    .map(|(_, v)| SinkDef::from_record(crate::store::Record::decode(&v)?))
+                    .collect()
+            })
+            .await
+    }
+
+    pub async fn patch_sink(
+        &self,
+        scope: &OrgScope,
+        sink_id: &str,
+        patch: SinkPatch,
+        action: &'static str,
+    ) -> Result<SinkDef, TenantError> {
+        if let Some(f) = &patch.formations {
+            validate_filter("formations", f)?;
+        }
+        if let Some(c) = &patch.collections {
+            validate_filter("collections", c)?;
+        }
+        let org_id = scope.org_id().to_owned();
+        let key = sink_key(&org_id, sink_id);
+        let target = format!("org/{org_id}/sink/{sink_id}");
+        self.mutate(
+            scope.actor(),
+            action,
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let org = load_org(t, &org_id)?;
+                let mut rec: SinkRecord = t
+                    .get(Table::Sinks, &key)?
+                    .ok_or(TenantError::NotFound { what: "sink" })?;
+                if let Some(e) = patch.enabled {
+                    rec.enabled = e;
+                }
+                if let Some(f) = patch.formations {
+                    rec.formations = f;
+                }
+                if let Some(c) = patch.collections {
+                    rec.collections = c;
+                }
+                if let Some(r) = patch.rate_limit_bytes_per_sec {
+                    rec.rate_limit_bytes_per_sec = r;
+                }
+                t.put(Table::Sinks, key, &rec)?;
+                Ok((SinkDef::from_record(rec)?, Some((org.org_id, org.org_uid))))
+            },
+        )
+        .await
+    }
+
+    pub async fn delete_sink(
+        &self,
+        scope: &OrgScope,
+        sink_id: &str,
+    ) -> Result<SinkDef, TenantError> {
+        let org_id = scope.org_id().to_owned();
+        let key = sink_key(&org_id, sink_id);
+        let target = format!("org/{org_id}/sink/{sink_id}");
+        self.mutate(
+            scope.actor(),
+            "sink.delete",
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let org = load_org(t, &org_id)?;
+                let rec: SinkRecord = t
+                    .get(Table::Sinks, &key)?
+                    .ok_or(TenantError::NotFound { what: "sink" })?;
+                t.delete(Table::Sinks, key);
+                Ok((SinkDef::from_record(rec)?, Some((org.org_id, org.org_uid))))
+            },
+        )
+        .await
+    }
+
+    /// Audits an action that changes no tenancy record: an operator's command to a sink, or
+    /// something the CDC pipeline did on its own (`Actor::system()`).
+    pub async fn audit_event(
+        &self,
+        actor: &Actor,
+        org_id: &str,
+        action: &'static str,
+        target: String,
+        outcome: &'static str,
+    ) -> Result<(), TenantError> {
+        self.record_refusal(actor, Some(org_id.to_owned()), action, target, outcome)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(formations: &[&str], collections: &[&str]) -> SinkDef {
+        SinkDef {
+            org_id: "o".into(),
+            sink_id: "s".into(),
+            sink_uid: [0; 16],
+            spec: SinkSpec::File { name: "x".into() },
+            enabled: true,
+            formations: formations.iter().map(|s| s.to_string()).collect(),
+            collections: collections.iter().map(|s| s.to_string()).collect(),
+            rate_limit_bytes_per_sec: 0,
+            start: SinkStart::Earliest,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn empty_filters_take_everything_and_lists_restrict() {
+        assert!(def(&[], &[]).wants("a", "tracks"));
+        assert!(def(&["a"], &[]).wants("a", "nodes"));
+        assert!(!def(&["a"], &[]).wants("b", "nodes"));
+        assert!(!def(&[], &["tracks"]).wants("a", "nodes"));
+    }
+
+    #[test]
+    fn nats_prefixes_are_checked_token_by_token() {
+        let nats = |p: &str| SinkSpec::Nats {
+            subject_prefix: p.into(),
+            url: None,
+            stream: None,
+        };
+        assert!(nats("peat.cdc").validate().is_ok());
+        for bad in ["", "a..b", ".a", "a.*", "a.>", "a b"] {
+            assert!(nats(bad).validate().is_err(), "{bad}");
+        }
+    }
+}

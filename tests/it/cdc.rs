@@ -1,0 +1,514 @@
+//! CDC through the real binary: HTTP ingest → outbox → file sink, quotas, pause, filters,
+//! and SIGKILL at random instants with no acknowledged event lost.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::error_code;
+use crate::harness::{Gateway, GatewayOpts, ADMIN};
+
+async fn setup(g: &Gateway) {
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs",
+            Some(json!({"org_id": "acme", "display_name": "Acme"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/formations",
+            Some(json!({"app_id": "mesh"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+}
+
+async fn file_sink(g: &Gateway, name: &str, extra: Value) -> String {
+    let mut body = json!({"sink_type": {"File": {"name": name}}});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let (s, b) = g.admin(Method::POST, "/orgs/acme/sinks", Some(body)).await;
+    assert_eq!(s, 201, "{b}");
+    b["sink_id"].as_str().unwrap().to_owned()
+}
+
+async fn ingest(g: &Gateway, changes: Value) -> (u16, Value) {
+    g.admin(
+        Method::POST,
+        "/orgs/acme/formations/mesh/changes",
+        Some(changes),
+    )
+    .await
+}
+
+fn upsert(doc: &str, v: u64) -> Value {
+    json!({"collection": "tracks", "doc_id": doc, "op": "upsert", "data": {"v": v}})
+}
+
+/// Every CloudEvent the file sink holds, rotated files first, in file order.
+fn sink_events(g: &Gateway, name: &str) -> Vec<Value> {
+    let dir = g.data_dir().join("sinks").join("acme");
+    let base = format!("{name}.jsonl");
+    let files = ["3", "2", "1", ""].map(|n| {
+        if n.is_empty() {
+            base.clone()
+        } else {
+            format!("{base}.{n}")
+        }
+    });
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(dir.join(f))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("each line is one JSON CloudEvent"))
+                .collect::<Vec<Value>>()
+        })
+        .collect()
+}
+
+async fn wait_for(g: &Gateway, name: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ev = sink_events(g, name);
+        if ev.len() >= n || Instant::now() > deadline {
+            return ev;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The sink's status once `ok` holds, or the last one seen after a deadline.
+async fn status_when(g: &Gateway, sink: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, st) = g
+            .admin(
+                Method::GET,
+                &format!("/orgs/acme/sinks/{sink}/status"),
+                None,
+            )
+            .await;
+        if ok(&st) || Instant::now() > deadline {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn ingested_changes_reach_the_file_sink_as_cloudevents_once_per_state() {
+    let mut g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let sink = file_sink(&g, "all", json!({})).await;
+    let (s, b) = ingest(
+        &g,
+        json!([upsert("t-1", 1), upsert("t-1", 1), upsert("t-2", 1), upsert("t-1", 2),
+               {"collection": "tracks", "doc_id": "t-2", "op": "delete"},
+               {"collection": "tracks", "doc_id": "t-2", "op": "delete"}]),
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(
+        (b["appended"].as_u64(), b["unchanged"].as_u64()),
+        (Some(4), Some(2)),
+        "{b}"
+    );
+    assert_eq!(b["results"][1]["unchanged"], true);
+
+    let ev = wait_for(&g, "all", 4).await;
+    assert_eq!(ev.len(), 4, "{ev:?}");
+    let gw = ev[0]["id"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    for (i, e) in ev.iter().enumerate() {
+        assert_eq!(e["specversion"], "1.0");
+        assert_eq!(e["id"], format!("{gw}:{}", i + 1));
+        assert_eq!(e["source"], "peat://acme/mesh");
+    }
+    assert_eq!(ev[0]["subject"], "tracks/t-1");
+    assert_eq!(ev[0]["data"], json!({"v": 1}));
+    assert_eq!(ev[2]["data"], json!({"v": 2}));
+    assert_eq!(ev[3]["type"], "io.peat.document.deleted");
+    assert!(ev[3].get("data").is_none());
+
+    let st = status_when(&g, &sink, |st| st["cursor_lsn"] == 4).await;
+    assert_eq!(st["backlog_events"], 0, "{st}");
+
+    // The content-hash cursor survives a restart: a repeat is still suppressed, and the
+    // sink's cursor means nothing is delivered twice after a clean stop.
+    g.restart_with(GatewayOpts::standard()).await;
+    let (s, b) = ingest(&g, json!([upsert("t-1", 2), upsert("t-3", 1)])).await;
+    assert_eq!((s, b["appended"].as_u64()), (202, Some(1)), "{b}");
+    let ev = wait_for(&g, "all", 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ev2 = sink_events(&g, "all");
+    assert_eq!(ev2.len(), 5, "{ev:?}");
+    assert_eq!(
+        ev2[4]["id"],
+        format!("{gw}:5"),
+        "the gateway id is stable across restarts"
+    );
+}
+
+#[tokio::test]
+async fn bad_ingest_answers_4xx_json_and_appends_nothing() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let url = format!("{}/orgs/acme/formations/mesh/changes", g.base());
+    let client = reqwest::Client::new();
+    let send = |ct: &'static str, body: String| {
+        client
+            .post(&url)
+            .bearer_auth(ADMIN)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("application/json", "{not json".into(), 400),
+        (
+            "application/json",
+            json!({"collection": "tracks"}).to_string(),
+            400,
+        ),
+        ("text/plain", json!([upsert("a", 1)]).to_string(), 415),
+        ("application/json", json!([]).to_string(), 422),
+        (
+            "application/json",
+            json!([upsert("a", 1), {"collection": "bad:name", "doc_id": "x", "op": "delete"}])
+                .to_string(),
+            422,
+        ),
+        (
+            "application/json",
+            json!([upsert("a", 1), {"collection": "tracks", "doc_id": "x", "op": "upsert"}])
+                .to_string(),
+            422,
+        ),
+        (
+            "application/json",
+            json!([{"collection": "tracks", "doc_id": "x", "op": "upsert", "data": [1]}])
+                .to_string(),
+            422,
+        ),
+        (
+            "application/json",
+            json!([{"collection": "tracks", "doc_id": "x", "op": "move"}]).to_string(),
+            400,
+        ),
+        (
+            "application/json",
+            json!([{"collection": "tracks", "doc_id": "x", "op": "delete", "extra": 1}])
+                .to_string(),
+            400,
+        ),
+        (
+            "application/x-ndjson",
+            format!("{}\n{{oops\n", upsert("a", 1)),
+            400,
+        ),
+    ];
+    for (ct, body, want) in cases {
+        let r = send(ct, body.clone()).await.unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, want, "{ct} {}: {v}", &body[..body.len().min(80)]);
+        error_code(&v);
+    }
+    // Oversize: the limit is checked from Content-Length before any body byte is read.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", g.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /orgs/acme/formations/mesh/changes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            5 * 1024 * 1024
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        let _ = c.read_to_string(&mut resp).await;
+        assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+        assert!(resp.contains(r#""code":"payload_too_large""#), "{resp}");
+    }
+    let (_, missing) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/formations/nope/changes",
+            Some(json!([upsert("a", 1)])),
+        )
+        .await;
+    assert_eq!(error_code(&missing), "not_found");
+
+    let (_, m) = g.call(Method::GET, "/metrics", None, None).await;
+    let text = m.as_str().unwrap();
+    assert!(
+        text.contains("peat_gateway_outbox_head_lsn 0"),
+        "nothing was appended:\n{text}"
+    );
+
+    // NDJSON is accepted too.
+    let r = send(
+        "application/x-ndjson",
+        format!("{}\n\n{}\n", upsert("a", 1), upsert("b", 1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+#[tokio::test]
+async fn sink_types_not_built_in_are_refused_and_filters_and_pause_hold() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    for t in [
+        json!({"Kafka": {"topic": "x"}}),
+        json!({"Webhook": {"url": "http://x"}}),
+        json!({"Nope": {}}),
+        json!("File"),
+    ] {
+        let (s, b) = g
+            .admin(
+                Method::POST,
+                "/orgs/acme/sinks",
+                Some(json!({"sink_type": t})),
+            )
+            .await;
+        assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{t}: {b}");
+    }
+    let nodes = file_sink(&g, "nodes", json!({"collections": ["nodes"]})).await;
+    let paused = file_sink(&g, "paused", json!({"enabled": false})).await;
+    let (s, _) = ingest(
+        &g,
+        json!([upsert("t-1", 1), {"collection": "nodes", "doc_id": "n-1", "op": "upsert", "data": {"up": true}}]),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let ev = wait_for(&g, "nodes", 1).await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["subject"], "nodes/n-1");
+    let st = status_when(&g, &nodes, |st| st["cursor_lsn"] == 2).await;
+    assert_eq!(
+        st["cursor_lsn"], 2,
+        "filtered events still move the cursor: {st}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sink_events(&g, "paused").is_empty());
+    let (_, st) = g
+        .admin(
+            Method::GET,
+            &format!("/orgs/acme/sinks/{paused}/status"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st["state"].as_str(), st["backlog_events"].as_u64()),
+        (Some("paused"), Some(2)),
+        "{st}"
+    );
+    let (s, _) = g
+        .admin(
+            Method::PATCH,
+            &format!("/orgs/acme/sinks/{paused}"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        wait_for(&g, "paused", 2).await.len(),
+        2,
+        "resumed sink drains its backlog"
+    );
+
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            &format!("/orgs/acme/sinks/{nodes}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!((s, error_code(&b)), (409, "not_stalled"));
+    let (s, _) = g
+        .admin(Method::DELETE, &format!("/orgs/acme/sinks/{nodes}"), None)
+        .await;
+    assert_eq!(s, 204);
+    let (_, audit) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in ["sink.create", "sink.pause-resume", "sink.delete"] {
+        assert!(actions.contains(&a), "{a} audited: {actions:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_outbox_blocks_with_503_or_drops_oldest_with_an_audit_entry() {
+    // No sink: nothing drains, so 1 MiB fills.
+    let big = "x".repeat(60_000);
+    let batch = |from: u64| -> Value {
+        Value::Array((from..from + 10).map(|i| json!({"collection": "tracks", "doc_id": format!("d{i}"), "op": "upsert", "data": {"pad": big}})).collect())
+    };
+
+    let g = Gateway::start(GatewayOpts::standard().with("PEAT_CDC_OUTBOX_MAX_MB", "1")).await;
+    setup(&g).await;
+    let (s, _) = ingest(&g, batch(0)).await;
+    assert_eq!(s, 202);
+    let r = reqwest::Client::new()
+        .post(format!("{}/orgs/acme/formations/mesh/changes", g.base()))
+        .bearer_auth(ADMIN)
+        .json(&batch(100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(error_code(&v), "outbox_full");
+    let (_, m) = g.call(Method::GET, "/metrics", None, None).await;
+    assert!(
+        m.as_str()
+            .unwrap()
+            .contains("peat_gateway_outbox_head_lsn 10"),
+        "the refused batch appended nothing"
+    );
+
+    let g = Gateway::start(
+        GatewayOpts::standard()
+            .with("PEAT_CDC_OUTBOX_MAX_MB", "1")
+            .with("PEAT_CDC_FULL_POLICY", "drop-oldest"),
+    )
+    .await;
+    setup(&g).await;
+    ingest(&g, batch(0)).await;
+    let (s, b) = ingest(&g, batch(100)).await;
+    assert_eq!(s, 202, "{b}");
+    let dropped = b["dropped_oldest"].as_u64().unwrap();
+    assert!((1..10).contains(&dropped), "{b}");
+    let sink = file_sink(&g, "late", json!({})).await;
+    let ev = wait_for(&g, "late", 20 - dropped as usize).await;
+    assert_eq!(ev.len() as u64, 20 - dropped);
+    assert_eq!(
+        ev[0]["subject"],
+        format!("tracks/d{dropped}"),
+        "the oldest went first"
+    );
+    assert_eq!(
+        ev.last().unwrap()["subject"],
+        "tracks/d109",
+        "the newest survive"
+    );
+    let st = status_when(&g, &sink, |st| st["backlog_events"] == 0).await;
+    assert_eq!(st["backlog_events"], 0, "{st}");
+    let (_, m) = g.call(Method::GET, "/metrics", None, None).await;
+    assert!(!m
+        .as_str()
+        .unwrap()
+        .contains("peat_gateway_outbox_dropped_events 0"));
+    let (_, audit) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
+    assert!(audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "cdc.outbox.drop-oldest"));
+}
+
+/// Rounds of SIGKILL at a random instant while a client ingests; `PEAT_TEST_KILL_ROUNDS`
+/// raises the count for soak runs.
+#[tokio::test]
+async fn sigkill_during_ingest_and_drain_loses_no_acknowledged_event() {
+    let rounds: u32 = std::env::var("PEAT_TEST_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    file_sink(&g, "out", json!({})).await;
+    let mut acked: BTreeMap<u64, String> = BTreeMap::new();
+    let mut next_doc = 0u64;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for round in 0..rounds {
+        let url = format!("{}/orgs/acme/formations/mesh/changes", g.base());
+        let kill_after = Duration::from_millis(20 + u64::from(round * 37 % 200));
+        let started = Instant::now();
+        while started.elapsed() < kill_after {
+            let docs: Vec<String> = (0..20)
+                .map(|i| format!("r{round}-d{}", next_doc + i))
+                .collect();
+            next_doc += 20;
+            let body: Vec<Value> = docs.iter().map(|d| upsert(d, u64::from(round))).collect();
+            let Ok(r) = client
+                .post(&url)
+                .bearer_auth(ADMIN)
+                .json(&body)
+                .send()
+                .await
+            else {
+                break;
+            };
+            if r.status() != 202 {
+                break;
+            }
+            let v: Value = r.json().await.unwrap();
+            for (d, res) in docs.iter().zip(v["results"].as_array().unwrap()) {
+                acked.insert(res["lsn"].as_u64().unwrap(), d.clone());
+            }
+        }
+        g.kill();
+        g.restart_with(GatewayOpts::standard()).await;
+    }
+    let want = acked.len();
+    let ev = wait_for(&g, "out", want).await;
+    let delivered: BTreeSet<String> = ev
+        .iter()
+        .map(|e| {
+            e["subject"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("tracks/")
+                .to_owned()
+        })
+        .collect();
+    let lost: Vec<&String> = acked.values().filter(|d| !delivered.contains(*d)).collect();
+    let ids: BTreeSet<&str> = ev.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    eprintln!(
+        "kill rounds {rounds}: acknowledged {want}, lines delivered {}, distinct ids {}, duplicates {}, lost {}",
+        ev.len(),
+        ids.len(),
+        ev.len() - ids.len(),
+        lost.len()
+    );
+    assert!(want > 0, "the client got acknowledgements");
+    assert!(
+        lost.is_empty(),
+        "acknowledged but never delivered: {:?}",
+        &lost[..lost.len().min(10)]
+    );
+    // A duplicate is a redelivery of the same event: same id, same content.
+    let mut by_id: BTreeMap<&str, &Value> = BTreeMap::new();
+    for e in &ev {
+        if let Some(prev) = by_id.insert(e["id"].as_str().unwrap(), e) {
+            assert_eq!(prev["peatcontenthash"], e["peatcontenthash"]);
+        }
+    }
+}
