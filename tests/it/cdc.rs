@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::error_code;
 use crate::harness::{Gateway, GatewayOpts, ADMIN};
 
-async fn setup(g: &Gateway) {
+pub async fn setup(g: &Gateway) {
     let (s, b) = g
         .admin(
             Method::POST,
@@ -39,7 +39,7 @@ async fn file_sink(g: &Gateway, name: &str, extra: Value) -> String {
     b["sink_id"].as_str().unwrap().to_owned()
 }
 
-async fn ingest(g: &Gateway, changes: Value) -> (u16, Value) {
+pub async fn ingest(g: &Gateway, changes: Value) -> (u16, Value) {
     g.admin(
         Method::POST,
         "/orgs/acme/formations/mesh/changes",
@@ -48,7 +48,7 @@ async fn ingest(g: &Gateway, changes: Value) -> (u16, Value) {
     .await
 }
 
-fn upsert(doc: &str, v: u64) -> Value {
+pub fn upsert(doc: &str, v: u64) -> Value {
     json!({"collection": "tracks", "doc_id": doc, "op": "upsert", "data": {"v": v}})
 }
 
@@ -87,7 +87,7 @@ async fn wait_for(g: &Gateway, name: &str, n: usize) -> Vec<Value> {
 }
 
 /// The sink's status once `ok` holds, or the last one seen after a deadline.
-async fn status_when(g: &Gateway, sink: &str, ok: impl Fn(&Value) -> bool) -> Value {
+pub async fn status_when(g: &Gateway, sink: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, st) = g

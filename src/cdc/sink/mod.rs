@@ -2,6 +2,7 @@
 //! cursors, retries, dead letters and rate limits are the dispatcher's.
 
 mod file;
+pub mod nats;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -52,6 +53,23 @@ pub fn build(def: &SinkDef, ctx: &SinkContext) -> Result<Box<dyn Sink>, String> 
             ctx.data_dir.join("sinks").join(&def.org_id),
             name,
         ))),
-        SinkSpec::Nats { .. } => Err("the NATS sink is not built into this binary yet".into()),
+        SinkSpec::Nats {
+            subject_prefix,
+            url,
+            stream,
+        } => {
+            let url = url
+                .clone()
+                .or_else(|| ctx.default_nats_url.clone())
+                .ok_or_else(|| {
+                    "no NATS URL: give `url` in the sink or set PEAT_CDC_NATS_URL".to_owned()
+                })?;
+            Ok(Box::new(nats::NatsSink::new(
+                url,
+                subject_prefix.clone(),
+                def.org_id.clone(),
+                stream.clone(),
+            )))
+        }
     }
 }

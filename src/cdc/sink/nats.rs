@@ -1,0 +1,282 @@
+//! NATS JetStream: pipelined publishes with `Nats-Msg-Id` = event id, acknowledged by the
+//! stream. The stream is verified (or created) before the first publish and never overwritten.
+//!
+//! Subject: `<prefix>.<org>.<app>.<collection token>.<doc token>`, where a token keeps
+//! `[A-Za-z0-9_-]` and writes every other byte as `~HH` (hex), so `.`, `*`, `>`, `~`,
+//! whitespace and non-ASCII are reversible and never split or widen a subject.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_nats::HeaderMap;
+
+use super::{DeliverFuture, Delivery, Sink, SinkError};
+
+/// How long a publish may wait for the stream's acknowledgement.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Dedupe window of a stream the gateway creates; receivers dedupe by event id beyond it.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+pub struct NatsSink {
+    url: String,
+    prefix: String,
+    org: String,
+    stream: String,
+    js: Option<jetstream::Context>,
+    stream_checked: bool,
+}
+
+/// Encodes one subject token reversibly.
+pub fn token(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push('~');
+            out.push_str(&format!("{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`token`]; `None` for text [`token`] cannot produce.
+pub fn untoken(t: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(t.len());
+    let mut it = t.bytes();
+    while let Some(b) = it.next() {
+        if b == b'~' {
+            let hi = char::from(it.next()?).to_digit(16)?;
+            let lo = char::from(it.next()?).to_digit(16)?;
+            bytes.push((hi * 16 + lo) as u8);
+        } else {
+            bytes.push(b);
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+impl NatsSink {
+    pub fn new(url: String, prefix: String, org: String, stream: Option<String>) -> Self {
+        let stream =
+            stream.unwrap_or_else(|| format!("peat-{}-{}", token(&org), prefix.replace('.', "_")));
+        Self {
+            url,
+            prefix,
+            org,
+            stream,
+            js: None,
+            stream_checked: false,
+        }
+    }
+
+    fn filter(&self) -> String {
+        format!("{}.{}.>", self.prefix, self.org)
+    }
+
+    fn subject(&self, d: &Delivery) -> String {
+        format!(
+            "{}.{}.{}.{}.{}",
+            self.prefix,
+            self.org,
+            d.event.app_id,
+            token(&d.event.collection),
+            token(&d.event.doc_id)
+        )
+    }
+
+    async fn context(&mut self) -> Result<jetstream::Context, SinkError> {
+        if let Some(js) = &self.js {
+            return Ok(js.clone());
+        }
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(CONNECT_TIMEOUT)
+            .name("peat-gateway")
+            .connect(self.url.as_str())
+            .await
+            .map_err(|e| SinkError::Transient(format!("connecting to {}: {e}", self.url)))?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(ACK_TIMEOUT);
+        self.js = Some(js.clone());
+        Ok(js)
+    }
+
+    /// Creates the stream when absent; refuses to use one that does not take our subjects.
+    async fn ensure_stream(&mut self, js: &jetstream::Context) -> Result<(), SinkError> {
+        if self.stream_checked {
+            return Ok(());
+        }
+        let filter = self.filter();
+        match js.get_stream(&self.stream).await {
+            Ok(mut s) => {
+                let info = s.info().await.map_err(|e| {
+                    SinkError::Transient(format!("reading stream {}: {e}", self.stream))
+                })?;
+                if !info.config.subjects.iter().any(|x| covers(x, &filter)) {
+                    return Err(SinkError::Transient(format!(
+                        "stream {} exists with subjects {:?}, which do not take {filter}; \
+                         add the subject to the stream or name another stream in the sink",
+                        self.stream, info.config.subjects
+                    )));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(ref j) if j.code() == 404
+                ) =>
+            {
+                js.create_stream(stream::Config {
+                    name: self.stream.clone(),
+                    subjects: vec![filter],
+                    duplicate_window: DUPLICATE_WINDOW,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| {
+                    SinkError::Transient(format!("creating stream {}: {e}", self.stream))
+                })?;
+                tracing::info!(stream = %self.stream, "created JetStream stream for a CDC sink");
+            }
+            Err(e) => {
+                return Err(SinkError::Transient(format!(
+                    "looking up stream {}: {e}",
+                    self.stream
+                )))
+            }
+        }
+        self.stream_checked = true;
+        Ok(())
+    }
+
+    async fn publish(&mut self, batch: &[Delivery]) -> Result<(), SinkError> {
+        let js = self.context().await?;
+        self.ensure_stream(&js).await?;
+        // Pipelined: send every message, then collect acknowledgements in order.
+        let mut acks = Vec::with_capacity(batch.len());
+        for (i, d) in batch.iter().enumerate() {
+            let mut h = HeaderMap::new();
+            h.insert("Nats-Msg-Id", d.id.as_str());
+            h.insert("Content-Type", "application/cloudevents+json");
+            let ack = js
+                .publish_with_headers(self.subject(d), h, d.body.clone().into())
+                .await
+                .map_err(|e| classify(i, e.kind(), &e.to_string()))?;
+            acks.push(ack);
+        }
+        for (i, ack) in acks.into_iter().enumerate() {
+            ack.await.map_err(|e| {
+                if e.kind() == PublishErrorKind::StreamNotFound {
+                    self.stream_checked = false;
+                }
+                classify(i, e.kind(), &e.to_string())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn classify(index: usize, kind: PublishErrorKind, text: &str) -> SinkError {
+    match kind {
+        // The server refused this message itself (for example over max_payload).
+        PublishErrorKind::Other if text.contains("maximum payload") => SinkError::Rejected {
+            index,
+            reason: text.to_owned(),
+        },
+        _ => SinkError::Transient(format!("publish: {text}")),
+    }
+}
+
+/// Whether stream subject `have` takes every subject under `want` (`a.b.>`).
+fn covers(have: &str, want: &str) -> bool {
+    let h: Vec<&str> = have.split('.').collect();
+    let w: Vec<&str> = want.split('.').collect();
+    for (i, t) in h.iter().enumerate() {
+        match *t {
+            ">" => return true,
+            "*" if w.get(i).is_some_and(|x| *x != ">") => {}
+            x if w.get(i) == Some(&x) => {}
+            _ => return false,
+        }
+    }
+    h.len() == w.len()
+}
+
+impl Sink for NatsSink {
+    fn deliver<'a>(&'a mut self, batch: &'a [Delivery]) -> DeliverFuture<'a> {
+        Box::pin(async move {
+            let r = self.publish(batch).await;
+            if let Err(SinkError::Transient(_)) = &r {
+                // A fresh stream check after an outage catches a stream deleted meanwhile.
+                self.stream_checked = false;
+            }
+            r
+        })
+    }
+
+    fn target(&self) -> String {
+        format!(
+            "{} stream {} subjects {}",
+            redact(&self.url),
+            self.stream,
+            self.filter()
+        )
+    }
+}
+
+/// The URL without credentials.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}[redacted]@{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_reversible_and_subject_safe() {
+        for s in [
+            "t-1",
+            "a.b",
+            "x*y>z",
+            "with space",
+            "ü",
+            "~7E",
+            "deployments/n1:pkg",
+        ] {
+            let t = token(s);
+            assert!(
+                t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-~".contains(&b)),
+                "{t}"
+            );
+            assert_eq!(untoken(&t).as_deref(), Some(s));
+        }
+        assert_eq!(token("a.b"), "a~2Eb");
+        assert_eq!(untoken("~Z1"), None);
+    }
+
+    #[test]
+    fn stream_subject_coverage() {
+        assert!(covers("peat.acme.>", "peat.acme.>"));
+        assert!(covers(">", "peat.acme.>"));
+        assert!(covers("peat.>", "peat.acme.>"));
+        assert!(covers("peat.*.>", "peat.acme.>"));
+        assert!(!covers("peat.other.>", "peat.acme.>"));
+        assert!(!covers("peat.acme.x", "peat.acme.>"));
+    }
+
+    #[test]
+    fn credentials_never_reach_the_status_page() {
+        assert_eq!(
+            redact("nats://u:p@host:4222"),
+            "nats://[redacted]@host:4222"
+        );
+        assert_eq!(redact("nats://host:4222"), "nats://host:4222");
+    }
+}

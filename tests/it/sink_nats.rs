@@ -1,0 +1,192 @@
+//! The NATS JetStream sink against a real nats-server on a loopback port of its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::cdc::{ingest, setup, status_when, upsert};
+use crate::harness::service::{self, Service};
+use crate::harness::{Gateway, GatewayOpts};
+
+const STREAM: &str = "peat-acme-peat";
+
+async fn nats_sink(g: &Gateway, nats: &Service) -> String {
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(
+                json!({"sink_type": {"Nats": {"subject_prefix": "peat", "url": nats.url("nats")}}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    b["sink_id"].as_str().unwrap().to_owned()
+}
+
+/// Every message of the stream as (subject, Nats-Msg-Id, CloudEvent).
+async fn stream_messages(nats: &Service) -> Vec<(String, String, Value)> {
+    let Ok(client) = async_nats::connect(nats.url("nats")).await else {
+        return vec![];
+    };
+    let js = jetstream::new(client);
+    let Ok(mut stream) = js.get_stream(STREAM).await else {
+        return vec![];
+    };
+    let Ok(info) = stream.info().await else {
+        return vec![];
+    };
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let mut out = Vec::new();
+    for seq in first.max(1)..=last {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            let id = m
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            out.push((
+                m.subject.to_string(),
+                id,
+                serde_json::from_slice(&m.payload).unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+async fn wait_messages(nats: &Service, n: usize) -> Vec<(String, String, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = stream_messages(nats).await;
+        if m.len() >= n || Instant::now() > deadline {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn batch(round: u64) -> Value {
+    // Ten documents, each updated once per round: per-document order is checkable.
+    Value::Array((0..10).map(|d| upsert(&format!("k.{d}"), round)).collect())
+}
+
+#[tokio::test]
+async fn every_event_reaches_jetstream_through_a_broker_kill_in_per_document_order() {
+    let mut nats = service::nats().await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let sink = nats_sink(&g, &nats).await;
+    for round in 0..5 {
+        let (s, _) = ingest(&g, batch(round)).await;
+        assert_eq!(s, 202);
+    }
+    assert_eq!(wait_messages(&nats, 50).await.len(), 50);
+
+    nats.kill();
+    for round in 5..10 {
+        let (s, b) = ingest(&g, batch(round)).await;
+        assert_eq!(
+            s, 202,
+            "ingest keeps acknowledging while the broker is down: {b}"
+        );
+    }
+    let st = status_when(&g, &sink, |st| st["state"] == "disconnected").await;
+    assert_eq!(st["state"], "disconnected", "{st}");
+    assert!(st["last_error"].is_string(), "{st}");
+    assert_eq!(st["backlog_events"], 50, "{st}");
+
+    let down = Instant::now();
+    nats.restart().await;
+    let msgs = wait_messages(&nats, 100).await;
+    eprintln!("broker restart to full drain: {:?}", down.elapsed());
+    assert_eq!(msgs.len(), 100, "every acknowledged event arrived");
+
+    let ids: BTreeSet<&str> = msgs.iter().map(|m| m.1.as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        100,
+        "JetStream dedupe by Nats-Msg-Id leaves no duplicate"
+    );
+    let mut per_doc: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (subject, id, ev) in &msgs {
+        assert_eq!(
+            ev["id"].as_str(),
+            Some(id.as_str()),
+            "Nats-Msg-Id is the event id"
+        );
+        let doc = ev["peatdocid"].as_str().unwrap();
+        assert_eq!(
+            subject,
+            &format!("peat.acme.mesh.tracks.{}", doc.replace('.', "~2E"))
+        );
+        per_doc
+            .entry(doc.to_owned())
+            .or_default()
+            .push(ev["data"]["v"].as_u64().unwrap());
+    }
+    for (doc, vs) in per_doc {
+        assert_eq!(vs, (0..10).collect::<Vec<_>>(), "{doc} in order");
+    }
+    let st = status_when(&g, &sink, |st| st["backlog_events"] == 0).await;
+    assert_eq!(st["state"], "idle", "{st}");
+}
+
+#[tokio::test]
+async fn the_gateway_serves_with_the_broker_down_and_delivers_when_it_comes_up() {
+    let mut nats = service::nats().await;
+    nats.kill();
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let sink = nats_sink(&g, &nats).await;
+    let (s, _) = ingest(&g, batch(0)).await;
+    assert_eq!(s, 202);
+    let st = status_when(&g, &sink, |st| st["state"] == "disconnected").await;
+    assert!(
+        st["last_error"].as_str().unwrap().contains("connecting"),
+        "{st}"
+    );
+    let (s, ready) = g.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(
+        s, 200,
+        "a down sink does not make the gateway unready: {ready}"
+    );
+    nats.restart().await;
+    assert_eq!(wait_messages(&nats, 10).await.len(), 10);
+}
+
+#[tokio::test]
+async fn a_foreign_stream_is_never_overwritten_and_the_sink_says_why() {
+    let nats = service::nats().await;
+    let client = async_nats::connect(nats.url("nats")).await.unwrap();
+    let js = jetstream::new(client);
+    js.create_stream(jetstream::stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["other.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let sink = nats_sink(&g, &nats).await;
+    ingest(&g, batch(0)).await;
+    let st = status_when(&g, &sink, |st| {
+        st["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("do not take"))
+    })
+    .await;
+    assert!(
+        st["last_error"].as_str().unwrap().contains("other.>"),
+        "{st}"
+    );
+    let mut s = js.get_stream(STREAM).await.unwrap();
+    assert_eq!(
+        s.info().await.unwrap().config.subjects,
+        vec!["other.>".to_string()]
+    );
+}
