@@ -198,7 +198,8 @@ async fn remove(
         .tenancy
         .authorize(&p, ids.org(), Need::Manage, "delete formations")
         .await?;
-    s.tenancy.delete_formation(&scope, ids.second()).await?;
+    let uid = s.tenancy.delete_formation(&scope, ids.second()).await?;
+    s.cdc.forget_formations(vec![uid]).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

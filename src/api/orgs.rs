@@ -255,6 +255,7 @@ async fn remove(
         .authorize(&p, ids.org(), Need::Manage, "delete the org")
         .await?;
     let actor = s.tenancy.authorize_admin(&p, "delete orgs").await?;
-    s.tenancy.delete_org(&actor, ids.org()).await?;
+    let uids = s.tenancy.delete_org(&actor, ids.org()).await?;
+    s.cdc.forget_formations(uids).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -227,6 +227,19 @@ impl Dispatcher {
         r.commands.try_send(cmd).is_ok()
     }
 
+    /// Drops the outbox state of deleted formations and stops the sinks of deleted orgs.
+    /// The tenancy deletion already stands; a failure here only leaves unreachable records.
+    pub async fn forget_formations(&self, uids: Vec<[u8; 16]>) {
+        for uid in uids {
+            if let Err(e) = self.inner.outbox.forget_formation(uid).await {
+                tracing::warn!(error = %e, "could not drop a deleted formation's document hashes");
+            }
+        }
+        if let Err(e) = self.sync().await {
+            tracing::warn!(error = %e, "sink sync failed");
+        }
+    }
+
     /// Periodic work: pick up sink changes and trim what every sink has acknowledged.
     pub async fn housekeeping(self, mut shutdown: watch::Receiver<bool>) {
         loop {

@@ -197,12 +197,13 @@ impl Tenancy {
         Formation::try_from(rec.ok_or(TenantError::NotFound { what: "formation" })?)
     }
 
-    /// Deletes the formation and every record it owns, in one transaction.
+    /// Deletes the formation and every record it owns, in one transaction. Returns the
+    /// formation's uid, which keys its records in the outbox database.
     pub async fn delete_formation(
         &self,
         scope: &OrgScope,
         app_id: &str,
-    ) -> Result<(), TenantError> {
+    ) -> Result<[u8; 16], TenantError> {
         let org_id = scope.org_id().to_owned();
         let app_id = app_id.to_owned();
         let target = format!("org/{org_id}/formation/{app_id}");
@@ -214,12 +215,12 @@ impl Tenancy {
             move |t| {
                 let org = load_org(t, &org_id)?;
                 let key = keys::formation(&org_id, &app_id);
-                if !t.exists(Table::Formations, &key)? {
-                    return Err(TenantError::NotFound { what: "formation" });
-                }
+                let rec: FormationRecord = t
+                    .get(Table::Formations, &key)?
+                    .ok_or(TenantError::NotFound { what: "formation" })?;
                 t.delete(Table::Formations, key);
                 t.delete_prefix(Table::Sealed, &keys::sealed_prefix(&org_id, &app_id))?;
-                Ok(((), Some((org.org_id, org.org_uid))))
+                Ok((rec.formation_uid, Some((org.org_id, org.org_uid))))
             },
         )
         .await

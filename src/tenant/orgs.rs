@@ -273,7 +273,13 @@ impl Tenancy {
     }
 
     /// Deletes an org and everything it owns in one transaction (gateway admin only).
-    pub async fn delete_org(&self, actor: &Actor, org_id: &str) -> Result<(), TenantError> {
+    /// Deletes the org and everything it owns; returns the uids of its formations, which key
+    /// their records in the outbox database.
+    pub async fn delete_org(
+        &self,
+        actor: &Actor,
+        org_id: &str,
+    ) -> Result<Vec<[u8; 16]>, TenantError> {
         let org_id = org_id.to_owned();
         let target = format!("org/{org_id}");
         self.mutate(
@@ -284,6 +290,14 @@ impl Tenancy {
             move |t| {
                 let rec = load_org(t, &org_id)?;
                 let prefix = keys::org_prefix(&org_id);
+                let uids = t
+                    .scan(Table::Formations, &prefix, None, usize::MAX)?
+                    .into_iter()
+                    .map(|(_, v)| {
+                        <crate::store::FormationRecord as crate::store::Record>::decode(&v)
+                            .map(|f| f.formation_uid)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 t.delete_prefix(Table::Formations, &prefix)?;
                 t.delete_prefix(Table::Sealed, &prefix)?;
                 t.delete_prefix(Table::Sinks, &prefix)?;
@@ -295,7 +309,7 @@ impl Tenancy {
                     t.delete(Table::ApiTokensByOrg, k);
                 }
                 t.delete(Table::Orgs, keys::org(&org_id));
-                Ok(((), Some((rec.org_id, rec.org_uid))))
+                Ok((uids, Some((rec.org_id, rec.org_uid))))
             },
         )
         .await

@@ -512,3 +512,28 @@ async fn sigkill_during_ingest_and_drain_loses_no_acknowledged_event() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_recreated_formation_inherits_no_document_state() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let (_, b) = ingest(&g, json!([upsert("t-1", 1)])).await;
+    assert_eq!(b["appended"], 1);
+    let (s, _) = g
+        .admin(Method::DELETE, "/orgs/acme/formations/mesh", None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, b) = ingest(&g, json!([upsert("t-1", 1)])).await;
+    assert_eq!((s, error_code(&b)), (404, "not_found"));
+    g.admin(
+        Method::POST,
+        "/orgs/acme/formations",
+        Some(json!({"app_id": "mesh"})),
+    )
+    .await;
+    let (_, b) = ingest(&g, json!([upsert("t-1", 1)])).await;
+    assert_eq!(
+        b["appended"], 1,
+        "same content, new formation: a new event: {b}"
+    );
+}
