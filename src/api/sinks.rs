@@ -109,7 +109,7 @@ fn filter_schema() -> Value {
 
 fn create_schema() -> Value {
     json!({"type": "object", "additionalProperties": false, "required": ["sink_type"], "properties": {
-        "sink_type": {"type": "object", "description": "{\"File\":{\"name\"}} or {\"Nats\":{\"subject_prefix\",\"url\"?,\"stream\"?}}"},
+        "sink_type": {"type": "object", "description": "{\"File\":{\"name\"}}, {\"Nats\":{\"subject_prefix\",\"url\"?,\"stream\"?}} or {\"Mqtt\":{\"url\",\"topic_prefix\"}}"},
         "enabled": {"type": "boolean"},
         "formations": filter_schema(),
         "collections": filter_schema(),
@@ -161,6 +161,13 @@ struct FileBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct MqttBody {
+    url: String,
+    topic_prefix: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NatsBody {
     subject_prefix: String,
     url: Option<String>,
@@ -197,11 +204,18 @@ fn spec_of(v: Value) -> Result<SinkSpec, TenantError> {
                 stream: b.stream,
             })
         }
-        "Mqtt" | "Webhook" | "Kafka" | "RedisStreams" => Err(invalid(format!(
-            "the {kind} sink is not built into this binary; use File or Nats"
+        "Mqtt" => {
+            let b: MqttBody = serde_json::from_value(body).map_err(parse)?;
+            Ok(SinkSpec::Mqtt {
+                url: b.url,
+                topic_prefix: b.topic_prefix,
+            })
+        }
+        "Webhook" | "Kafka" | "RedisStreams" => Err(invalid(format!(
+            "the {kind} sink is not built into this binary; use File, Nats or Mqtt"
         ))),
         other => Err(invalid(format!(
-            "unknown sink type '{other}'; use File or Nats"
+            "unknown sink type '{other}'; use File, Nats or Mqtt"
         ))),
     }
 }
@@ -227,7 +241,12 @@ impl From<SinkDef> for SinkOut {
                 subject_prefix,
                 url,
                 stream,
-            } => json!({"Nats": {"subject_prefix": subject_prefix, "url": url, "stream": stream}}),
+            } => {
+                json!({"Nats": {"subject_prefix": subject_prefix, "url": url.as_deref().map(redact_url), "stream": stream}})
+            }
+            SinkSpec::Mqtt { url, topic_prefix } => {
+                json!({"Mqtt": {"url": redact_url(&url), "topic_prefix": topic_prefix}})
+            }
         };
         Self {
             sink_id: d.sink_id,
@@ -243,6 +262,14 @@ impl From<SinkDef> for SinkOut {
             },
             created_at: d.created_at_ms,
         }
+    }
+}
+
+/// A URL with any `user:password@` part hidden.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}[redacted]@{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_owned(),
     }
 }
 

@@ -31,5 +31,5 @@ pub use ids::validate_id;
 pub use orgs::{NewOrg, Org, OrgPatch, Quotas, QuotasPatch};
 pub use principal::{Actor, Need, OrgScope, Principal, Role};
 pub use service::{AdminAuth, AdminBootstrap, Tenancy};
-pub use sinks::{NewSink, SinkDef, SinkPatch, SinkSpec, SinkStart};
+pub use sinks::{parse_mqtt_url, MqttAddr, NewSink, SinkDef, SinkPatch, SinkSpec, SinkStart};
 pub use tokens::{IssuedToken, NewApiToken, TokenInfo};

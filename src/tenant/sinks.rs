@@ -22,6 +22,8 @@ pub enum SinkSpec {
         url: Option<String>,
         stream: Option<String>,
     },
+    /// MQTT 3.1.1 at QoS 1, `mqtt://[user:pass@]host[:port]`.
+    Mqtt { url: String, topic_prefix: String },
 }
 
 impl SinkSpec {
@@ -29,6 +31,7 @@ impl SinkSpec {
         match self {
             SinkSpec::File { .. } => "file",
             SinkSpec::Nats { .. } => "nats",
+            SinkSpec::Mqtt { .. } => "mqtt",
         }
     }
 
@@ -66,8 +69,70 @@ impl SinkSpec {
                 }
                 Ok(())
             }
+            SinkSpec::Mqtt { url, topic_prefix } => {
+                parse_mqtt_url(url).map_err(|e| TenantError::invalid("sink_type.Mqtt.url", e))?;
+                let ok = !topic_prefix.is_empty()
+                    && topic_prefix.len() <= MAX_PREFIX
+                    && topic_prefix.split('/').all(|t| {
+                        !t.is_empty()
+                            && t.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    });
+                if !ok {
+                    return Err(TenantError::invalid(
+                        "sink_type.Mqtt.topic_prefix",
+                        "'/'-separated levels of letters, digits, '-', '_' and '.' (for example peat/cdc)",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// Where an MQTT sink connects.
+#[derive(Debug, Clone)]
+pub struct MqttAddr {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<crate::secret::Secret>,
+}
+
+/// Parses `mqtt://[user:pass@]host[:port]`.
+pub fn parse_mqtt_url(url: &str) -> Result<MqttAddr, String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| "must start with mqtt:// (TLS is not built in yet)".to_owned())?;
+    let (auth, hostport) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let hostport = hostport.trim_end_matches('/');
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("'{p}' is not a port"))?,
+        ),
+        None => (hostport, 1883),
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    let (user, password) = match auth.map(|a| a.split_once(':').unwrap_or((a, ""))) {
+        Some((u, p)) => (
+            Some(u.to_owned()),
+            Some(crate::secret::Secret::new(p.to_owned())),
+        ),
+        None => (None, None),
+    };
+    Ok(MqttAddr {
+        host: host.to_owned(),
+        port,
+        user,
+        password,
+    })
 }
 
 /// Where a new sink starts reading.
@@ -358,6 +423,23 @@ mod tests {
         assert!(def(&["a"], &[]).wants("a", "nodes"));
         assert!(!def(&["a"], &[]).wants("b", "nodes"));
         assert!(!def(&[], &["tracks"]).wants("a", "nodes"));
+    }
+
+    #[test]
+    fn mqtt_urls_give_host_port_and_credentials() {
+        let a = parse_mqtt_url("mqtt://h:1884").unwrap();
+        assert_eq!((a.host.as_str(), a.port, a.user), ("h", 1884, None));
+        assert_eq!(parse_mqtt_url("mqtt://h").unwrap().port, 1883);
+        let a = parse_mqtt_url("mqtt://u:p@h:1").unwrap();
+        assert_eq!(a.user.as_deref(), Some("u"));
+        assert_eq!(a.password.as_ref().map(|p| p.expose()), Some("p"));
+        assert!(
+            !format!("{a:?}").contains("\"p\""),
+            "password never in Debug"
+        );
+        assert!(parse_mqtt_url("mqtts://h").is_err());
+        assert!(parse_mqtt_url("mqtt://h:x").is_err());
+        assert!(parse_mqtt_url("mqtt://:1").is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod crash;
 mod crud;
 mod docs;
 mod secrets;
+mod sink_mqtt;
 mod sink_nats;
 mod ui;
 

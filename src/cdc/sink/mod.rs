@@ -2,6 +2,7 @@
 //! cursors, retries, dead letters and rate limits are the dispatcher's.
 
 mod file;
+mod mqtt;
 pub mod nats;
 
 use std::future::Future;
@@ -71,5 +72,11 @@ pub fn build(def: &SinkDef, ctx: &SinkContext) -> Result<Box<dyn Sink>, String> 
                 stream.clone(),
             )))
         }
+        SinkSpec::Mqtt { url, topic_prefix } => Ok(Box::new(mqtt::MqttSink::new(
+            url,
+            topic_prefix.clone(),
+            def.org_id.clone(),
+            &def.sink_id,
+        )?)),
     }
 }

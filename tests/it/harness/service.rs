@@ -31,15 +31,26 @@ impl Service {
     /// Starts `program` with `args`, where `{port}` and `{dir}` are substituted, and waits
     /// until the port accepts connections.
     pub async fn start(name: &'static str, program: &str, args: &[&str]) -> Service {
+        Self::start_with_files(name, program, args, &[]).await
+    }
+
+    /// As [`Service::start`], first writing `files` (name, content, same substitutions).
+    pub async fn start_with_files(
+        name: &'static str,
+        program: &str,
+        args: &[&str],
+        files: &[(&str, &str)],
+    ) -> Service {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let args = args
-            .iter()
-            .map(|a| {
-                a.replace("{port}", &port.to_string())
-                    .replace("{dir}", &dir.path().display().to_string())
-            })
-            .collect();
+        let subst = |a: &str| {
+            a.replace("{port}", &port.to_string())
+                .replace("{dir}", &dir.path().display().to_string())
+        };
+        for (f, content) in files {
+            std::fs::write(dir.path().join(f), subst(content)).expect("write service file");
+        }
+        let args = args.iter().map(|a| subst(a)).collect();
         let mut s = Service {
             name,
             program: find(program),
@@ -90,6 +101,22 @@ impl Service {
         }
     }
 
+    /// SIGTERM and wait: the server saves what it keeps on a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again (after `kill` or `stop`) on the same port and state directory.
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+
     /// Starts again on the same port and state directory.
     pub async fn restart(&mut self) {
         self.kill();
@@ -109,6 +136,21 @@ pub async fn nats() -> Service {
         "nats",
         "nats-server",
         &["-js", "-a", "127.0.0.1", "-p", "{port}", "-sd", "{dir}/js"],
+    )
+    .await
+}
+
+/// mosquitto on loopback, sessions persisted in the service's dir on a clean stop.
+pub async fn mosquitto() -> Service {
+    Service::start_with_files(
+        "mosquitto",
+        "mosquitto",
+        &["-c", "{dir}/mosquitto.conf"],
+        &[(
+            "mosquitto.conf",
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {dir}/\nuser root\nlog_dest stderr\n",
+        )],
     )
     .await
 }
