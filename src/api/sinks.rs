@@ -109,7 +109,7 @@ fn filter_schema() -> Value {
 
 fn create_schema() -> Value {
     json!({"type": "object", "additionalProperties": false, "required": ["sink_type"], "properties": {
-        "sink_type": {"type": "object", "description": "{\"File\":{\"name\"}}, {\"Nats\":{\"subject_prefix\",\"url\"?,\"stream\"?}} or {\"Mqtt\":{\"url\",\"topic_prefix\"}}"},
+        "sink_type": {"type": "object", "description": "{\"File\":{\"name\"}}, {\"Nats\":{\"subject_prefix\",\"url\"?,\"stream\"?}} {\"Mqtt\":{\"url\",\"topic_prefix\"}} or {\"Webhook\":{\"url\",\"allow_private\"?}}"},
         "enabled": {"type": "boolean"},
         "formations": filter_schema(),
         "collections": filter_schema(),
@@ -157,6 +157,14 @@ struct PatchSink {
 #[serde(deny_unknown_fields)]
 struct FileBody {
     name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookBody {
+    url: String,
+    #[serde(default)]
+    allow_private: bool,
 }
 
 #[derive(Deserialize)]
@@ -211,11 +219,20 @@ fn spec_of(v: Value) -> Result<SinkSpec, TenantError> {
                 topic_prefix: b.topic_prefix,
             })
         }
-        "Webhook" | "Kafka" | "RedisStreams" => Err(invalid(format!(
-            "the {kind} sink is not built into this binary; use File, Nats or Mqtt"
+        "Webhook" => {
+            let b: WebhookBody = serde_json::from_value(body).map_err(parse)?;
+            crate::cdc::sink::webhook::check_url(&b.url, b.allow_private)
+                .map_err(|e| invalid(format!("Webhook url {e}")))?;
+            Ok(SinkSpec::Webhook {
+                url: b.url,
+                allow_private: b.allow_private,
+            })
+        }
+        "Kafka" | "RedisStreams" => Err(invalid(format!(
+            "the {kind} sink is not built into this binary; use File, Nats, Mqtt or Webhook"
         ))),
         other => Err(invalid(format!(
-            "unknown sink type '{other}'; use File, Nats or Mqtt"
+            "unknown sink type '{other}'; use File, Nats, Mqtt or Webhook"
         ))),
     }
 }
@@ -246,6 +263,9 @@ impl From<SinkDef> for SinkOut {
             }
             SinkSpec::Mqtt { url, topic_prefix } => {
                 json!({"Mqtt": {"url": redact_url(&url), "topic_prefix": topic_prefix}})
+            }
+            SinkSpec::Webhook { url, allow_private } => {
+                json!({"Webhook": {"url": url, "allow_private": allow_private}})
             }
         };
         Self {
@@ -316,7 +336,17 @@ async fn create(
         )
         .await?;
     resync(&s).await;
-    Ok((StatusCode::CREATED, Json(SinkOut::from(def))))
+    let (def, secret) = def;
+    let mut out = serde_json::to_value(SinkOut::from(def)).unwrap_or_default();
+    if let Some(secret) = secret {
+        // Shown once; only the sealed key is kept.
+        out["signing_secret"] = Value::String(secret.to_string());
+    }
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(out),
+    ))
 }
 
 async fn list(

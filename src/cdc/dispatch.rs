@@ -139,6 +139,19 @@ impl Dispatcher {
     /// Starts loops for new sinks, restarts changed ones, stops removed ones.
     pub async fn sync(&self) -> Result<(), CdcError> {
         let defs = self.inner.tenancy.all_sinks().await?;
+        let mut secrets = HashMap::new();
+        for d in &defs {
+            if matches!(d.spec, crate::tenant::SinkSpec::Webhook { .. }) {
+                match self.inner.tenancy.webhook_secret(d).await {
+                    Ok(k) => {
+                        secrets.insert(d.sink_uid, k);
+                    }
+                    Err(e) => {
+                        tracing::error!(sink = %d.sink_id, error = %e, "webhook secret unavailable")
+                    }
+                }
+            }
+        }
         let mut gone = Vec::new();
         {
             let mut running = lock(&self.inner.running);
@@ -157,7 +170,7 @@ impl Dispatcher {
             for d in &defs {
                 running
                     .entry(d.sink_uid)
-                    .or_insert_with(|| self.start(d.clone()));
+                    .or_insert_with(|| self.start(d.clone(), secrets.remove(&d.sink_uid)));
             }
         }
         for uid in gone {
@@ -166,8 +179,8 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn start(&self, def: SinkDef) -> Running {
-        let built = sink::build(&def, &self.inner.ctx);
+    fn start(&self, def: SinkDef, secret: Option<zeroize::Zeroizing<Vec<u8>>>) -> Running {
+        let built = sink::build(&def, &self.inner.ctx, secret);
         let target = built
             .as_ref()
             .map_or_else(|_| "-".to_owned(), |s| s.target());
@@ -433,6 +446,23 @@ impl Loop {
                         s.retried += 1;
                     });
                     if !self.pause(backoff(attempt)).await {
+                        return None;
+                    }
+                }
+                Err(SinkError::Busy {
+                    retry_after,
+                    reason,
+                }) => {
+                    tracing::debug!(sink = %self.def.sink_id, %reason, ?retry_after, "receiver busy");
+                    self.set(|s| {
+                        s.state = SinkState::Disconnected;
+                        s.last_error = Some(format!(
+                            "{reason}; retrying after {}s",
+                            retry_after.as_secs()
+                        ));
+                        s.retried += 1;
+                    });
+                    if !self.pause(retry_after).await {
                         return None;
                     }
                 }

@@ -1,10 +1,13 @@
 //! CDC sink definitions: where an org's captured changes go. Delivery itself is `cdc/`'s.
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use super::orgs::load_org;
 use super::service::Tenancy;
 use super::{now_ms, validate_id, Actor, OrgScope, TenantError};
+use crate::keys::{random_secret32, RecordIdentity};
 use crate::store::{keys, Reader, SinkRecord, Table};
 
 /// Longest list in a sink filter.
@@ -24,6 +27,9 @@ pub enum SinkSpec {
     },
     /// MQTT 3.1.1 at QoS 1, `mqtt://[user:pass@]host[:port]`.
     Mqtt { url: String, topic_prefix: String },
+    /// Batched, signed HTTP POSTs. `allow_private` lifts the guard on link-local and cloud
+    /// metadata addresses.
+    Webhook { url: String, allow_private: bool },
 }
 
 impl SinkSpec {
@@ -32,6 +38,7 @@ impl SinkSpec {
             SinkSpec::File { .. } => "file",
             SinkSpec::Nats { .. } => "nats",
             SinkSpec::Mqtt { .. } => "mqtt",
+            SinkSpec::Webhook { .. } => "webhook",
         }
     }
 
@@ -66,6 +73,18 @@ impl SinkSpec {
                 }
                 if let Some(s) = stream {
                     validate_id("sink_type.Nats.stream", s)?;
+                }
+                Ok(())
+            }
+            SinkSpec::Webhook { url, .. } => {
+                let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                    && url.len() <= 2048
+                    && !url.chars().any(char::is_whitespace);
+                if !ok {
+                    return Err(TenantError::invalid(
+                        "sink_type.Webhook.url",
+                        "must be an http:// or https:// URL",
+                    ));
                 }
                 Ok(())
             }
@@ -219,6 +238,23 @@ fn validate_filter(field: &'static str, list: &[String]) -> Result<(), TenantErr
     list.iter().try_for_each(|v| validate_id(field, v))
 }
 
+const SECRET_KIND: &str = "webhook-secret";
+
+/// The sealed-table "app" of a sink's secret: `sink.` cannot start a formation id, so the two
+/// never collide.
+fn secret_app(sink_id: &str) -> String {
+    format!("sink.{sink_id}")
+}
+
+fn secret_identity<'a>(org: &'a str, app: &'a str) -> RecordIdentity<'a> {
+    RecordIdentity {
+        org,
+        app,
+        kind: SECRET_KIND,
+        codec_version: 1,
+    }
+}
+
 fn sink_key(org: &str, sink_id: &str) -> Vec<u8> {
     let mut k = keys::org_prefix(org);
     k.extend_from_slice(sink_id.as_bytes());
@@ -226,11 +262,13 @@ fn sink_key(org: &str, sink_id: &str) -> Vec<u8> {
 }
 
 impl Tenancy {
+    /// Creates a sink. A webhook sink gets a signing secret, sealed like formation keys and
+    /// returned here only (`whsec_<base64>`).
     pub async fn create_sink(
         &self,
         scope: &OrgScope,
         new: NewSink,
-    ) -> Result<SinkDef, TenantError> {
+    ) -> Result<(SinkDef, Option<Zeroizing<String>>), TenantError> {
         new.spec.validate()?;
         validate_filter("formations", &new.formations)?;
         validate_filter("collections", &new.collections)?;
@@ -240,46 +278,90 @@ impl Tenancy {
         let spec = postcard::to_allocvec(&new.spec)
             .map_err(|_| crate::store::StoreError::Encode { kind: "sink" })?;
         let org_id = scope.org_id().to_owned();
+        let (sealed, shown) = match new.spec {
+            SinkSpec::Webhook { .. } => {
+                let key = random_secret32()?;
+                let sealed = self
+                    .keyring
+                    .seal(
+                        secret_identity(&org_id, &secret_app(&sink_id)),
+                        key.as_ref(),
+                    )
+                    .await?;
+                let mut shown = Zeroizing::new(String::from("whsec_"));
+                base64::engine::general_purpose::STANDARD.encode_string(key.as_ref(), &mut shown);
+                (Some(sealed), Some(shown))
+            }
+            _ => (None, None),
+        };
         let target = format!("org/{org_id}/sink/{sink_id}");
-        self.mutate(
-            scope.actor(),
-            "sink.create",
-            target,
-            Some(org_id.clone()),
-            move |t| {
-                let org = load_org(t, &org_id)?;
-                let limit = org.quotas.max_cdc_sinks;
-                let existing = t
-                    .scan(
-                        Table::Sinks,
-                        &keys::org_prefix(&org_id),
-                        None,
-                        limit as usize + 1,
-                    )?
-                    .len();
-                if existing >= limit as usize {
-                    return Err(TenantError::QuotaExceeded {
-                        quota: "max_cdc_sinks",
-                        limit,
-                    });
-                }
-                let rec = SinkRecord {
-                    org_id: org_id.clone(),
-                    sink_id: sink_id.clone(),
-                    sink_uid,
-                    spec,
-                    enabled: new.enabled,
-                    formations: new.formations,
-                    collections: new.collections,
-                    rate_limit_bytes_per_sec: new.rate_limit_bytes_per_sec,
-                    start: u8::from(new.start == SinkStart::Latest),
-                    created_at_ms: now_ms(),
-                };
-                t.put(Table::Sinks, sink_key(&org_id, &sink_id), &rec)?;
-                Ok((SinkDef::from_record(rec)?, Some((org.org_id, org.org_uid))))
-            },
-        )
-        .await
+        let def = self
+            .mutate(
+                scope.actor(),
+                "sink.create",
+                target,
+                Some(org_id.clone()),
+                move |t| {
+                    let org = load_org(t, &org_id)?;
+                    let limit = org.quotas.max_cdc_sinks;
+                    let existing = t
+                        .scan(
+                            Table::Sinks,
+                            &keys::org_prefix(&org_id),
+                            None,
+                            limit as usize + 1,
+                        )?
+                        .len();
+                    if existing >= limit as usize {
+                        return Err(TenantError::QuotaExceeded {
+                            quota: "max_cdc_sinks",
+                            limit,
+                        });
+                    }
+                    let rec = SinkRecord {
+                        org_id: org_id.clone(),
+                        sink_id: sink_id.clone(),
+                        sink_uid,
+                        spec,
+                        enabled: new.enabled,
+                        formations: new.formations,
+                        collections: new.collections,
+                        rate_limit_bytes_per_sec: new.rate_limit_bytes_per_sec,
+                        start: u8::from(new.start == SinkStart::Latest),
+                        created_at_ms: now_ms(),
+                    };
+                    t.put(Table::Sinks, sink_key(&org_id, &sink_id), &rec)?;
+                    if let Some(sealed) = sealed {
+                        t.put_raw(
+                            Table::Sealed,
+                            keys::sealed(&org_id, &secret_app(&sink_id), SECRET_KIND),
+                            sealed,
+                        );
+                    }
+                    Ok((SinkDef::from_record(rec)?, Some((org.org_id, org.org_uid))))
+                },
+            )
+            .await?;
+        Ok((def, shown))
+    }
+
+    /// The webhook signing key of a sink, opened under the key provider.
+    pub async fn webhook_secret(&self, def: &SinkDef) -> Result<Zeroizing<Vec<u8>>, TenantError> {
+        let key = keys::sealed(&def.org_id, &secret_app(&def.sink_id), SECRET_KIND);
+        let sealed = self
+            .store
+            .read(move |r| r.get_raw(Table::Sealed, &key))
+            .await?
+            .ok_or(TenantError::NotFound {
+                what: "webhook secret",
+            })?;
+        Ok(self
+            .keyring
+            .open(
+                secret_identity(&def.org_id, &secret_app(&def.sink_id)),
+                &sealed,
+            )
+            .await?)
     }
 
     pub async fn list_sinks(&self, scope: &OrgScope) -> Result<Vec<SinkDef>, TenantError> {
@@ -377,6 +459,10 @@ impl Tenancy {
                     .get(Table::Sinks, &key)?
                     .ok_or(TenantError::NotFound { what: "sink" })?;
                 t.delete(Table::Sinks, key);
+                t.delete_prefix(
+                    Table::Sealed,
+                    &keys::sealed_prefix(&org_id, &secret_app(&rec.sink_id)),
+                )?;
                 Ok((SinkDef::from_record(rec)?, Some((org.org_id, org.org_uid))))
             },
         )

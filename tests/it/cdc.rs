@@ -277,7 +277,7 @@ async fn sink_types_not_built_in_are_refused_and_filters_and_pause_hold() {
     setup(&g).await;
     for t in [
         json!({"Kafka": {"topic": "x"}}),
-        json!({"Webhook": {"url": "http://x"}}),
+        json!({"RedisStreams": {"stream": "x"}}),
         json!({"Nope": {}}),
         json!("File"),
     ] {

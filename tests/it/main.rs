@@ -13,6 +13,7 @@ mod docs;
 mod secrets;
 mod sink_mqtt;
 mod sink_nats;
+mod sink_webhook;
 mod ui;
 
 use serde_json::Value;

@@ -4,6 +4,7 @@
 mod file;
 mod mqtt;
 pub mod nats;
+pub mod webhook;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,6 +28,11 @@ pub struct Delivery {
 pub enum SinkError {
     /// Link or broker trouble: retry the whole batch later with the same ids.
     Transient(String),
+    /// The receiver asked to come back later (`Retry-After`).
+    Busy {
+        retry_after: std::time::Duration,
+        reason: String,
+    },
     /// The broker refused `batch[index]` for good; the events before it were acknowledged.
     Rejected { index: usize, reason: String },
 }
@@ -47,8 +53,12 @@ pub struct SinkContext {
     pub default_nats_url: Option<String>,
 }
 
-/// Builds the live sink for a definition.
-pub fn build(def: &SinkDef, ctx: &SinkContext) -> Result<Box<dyn Sink>, String> {
+/// Builds the live sink for a definition; `secret` is the opened signing key of a webhook.
+pub fn build(
+    def: &SinkDef,
+    ctx: &SinkContext,
+    secret: Option<zeroize::Zeroizing<Vec<u8>>>,
+) -> Result<Box<dyn Sink>, String> {
     match &def.spec {
         SinkSpec::File { name } => Ok(Box::new(file::FileSink::new(
             ctx.data_dir.join("sinks").join(&def.org_id),
@@ -71,6 +81,15 @@ pub fn build(def: &SinkDef, ctx: &SinkContext) -> Result<Box<dyn Sink>, String> 
                 def.org_id.clone(),
                 stream.clone(),
             )))
+        }
+        SinkSpec::Webhook { url, allow_private } => {
+            let key = secret
+                .ok_or_else(|| "the webhook's signing secret could not be opened".to_owned())?;
+            Ok(Box::new(webhook::WebhookSink::new(
+                url,
+                *allow_private,
+                key,
+            )?))
         }
         SinkSpec::Mqtt { url, topic_prefix } => Ok(Box::new(mqtt::MqttSink::new(
             url,
