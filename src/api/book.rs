@@ -1,7 +1,7 @@
 //! [`RouteBook`]: registers each route together with its OpenAPI description.
 
 use axum::handler::Handler;
-use axum::routing::{delete, get, patch, post, MethodRouter};
+use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
@@ -128,6 +128,15 @@ impl RouteBook {
     ) -> Self {
         let mr = post(h).layer(axum::extract::DefaultBodyLimit::max(limit));
         self.add("post", path, mr, doc)
+    }
+
+    pub(crate) fn put<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        h: H,
+        doc: Doc,
+    ) -> Self {
+        self.add("put", path, put(h), doc)
     }
 
     pub(crate) fn patch<H: Handler<T, AppState>, T: 'static>(

@@ -200,6 +200,9 @@ async fn remove(
         .await?;
     let uid = s.tenancy.delete_formation(&scope, ids.second()).await?;
     s.cdc.forget_formations(vec![uid]).await;
+    if let Err(e) = s.sources.sync().await {
+        tracing::warn!(error = %e, "source sync failed");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -19,6 +19,7 @@ mod formations;
 mod health;
 mod orgs;
 mod sinks;
+mod sources;
 mod stack;
 mod state;
 mod tokens;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
     let book = audit::routes(book);
     let book = changes::routes(book);
     let book = sinks::routes(book);
+    let book = sources::routes(book);
     let (routes, openapi) = book.finish(env!("CARGO_PKG_VERSION"));
     let state = state.with_openapi(openapi);
     let routes = routes.merge(ui::routes(&state));

@@ -257,5 +257,8 @@ async fn remove(
     let actor = s.tenancy.authorize_admin(&p, "delete orgs").await?;
     let uids = s.tenancy.delete_org(&actor, ids.org()).await?;
     s.cdc.forget_formations(uids).await;
+    if let Err(e) = s.sources.sync().await {
+        tracing::warn!(error = %e, "source sync failed");
+    }
     Ok(StatusCode::NO_CONTENT)
 }

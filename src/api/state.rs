@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::cdc::source::Sources;
 use crate::cdc::Dispatcher;
 use crate::metrics::Metrics;
 use crate::tenant::Tenancy;
@@ -22,6 +23,7 @@ pub struct KeyStatus {
 pub struct AppState {
     pub tenancy: Tenancy,
     pub cdc: Dispatcher,
+    pub sources: Sources,
     pub metrics: Arc<Metrics>,
     pub keys: Arc<KeyStatus>,
     pub request_timeout: std::time::Duration,
@@ -34,6 +36,7 @@ impl AppState {
     pub fn new(
         tenancy: Tenancy,
         cdc: Dispatcher,
+        sources: Sources,
         metrics: Arc<Metrics>,
         keys: KeyStatus,
         request_timeout: std::time::Duration,
@@ -42,6 +45,7 @@ impl AppState {
         Self {
             tenancy,
             cdc,
+            sources,
             metrics,
             keys: Arc::new(keys),
             request_timeout,

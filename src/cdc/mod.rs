@@ -16,6 +16,7 @@ mod error;
 mod event;
 mod outbox;
 pub mod sink;
+pub mod source;
 
 pub use dispatch::{Command, Dispatcher, SinkState, SinkStatus};
 pub use error::CdcError;

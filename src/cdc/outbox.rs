@@ -402,6 +402,30 @@ impl Outbox {
         }
     }
 
+    /// Ids of the documents of one collection whose last captured state is live.
+    pub async fn live_docs(
+        &self,
+        formation_uid: [u8; 16],
+        collection: String,
+    ) -> Result<Vec<String>, CdcError> {
+        self.store
+            .read(move |r| {
+                let mut prefix = formation_uid.to_vec();
+                prefix.extend_from_slice(collection.as_bytes());
+                prefix.push(0);
+                let mut out = Vec::new();
+                for (k, v) in r.scan(Table::Docs, &prefix, None, usize::MAX)? {
+                    if DocRecord::decode(&v)?.content_hash.is_some() {
+                        if let Ok(id) = std::str::from_utf8(&k[prefix.len()..]) {
+                            out.push(id.to_owned());
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     /// Removes the document cursors of a deleted formation.
     pub async fn forget_formation(&self, formation_uid: [u8; 16]) -> Result<u64, CdcError> {
         self.store

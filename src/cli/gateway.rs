@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use peat_gateway::api::{self, AppState, KeyStatus};
 use peat_gateway::cdc::sink::SinkContext;
+use peat_gateway::cdc::source::simulator::Simulator;
+use peat_gateway::cdc::source::Sources;
 use peat_gateway::cdc::{Dispatcher, Outbox};
 use peat_gateway::config::{self, Config, KeyConfig};
 use peat_gateway::keys::{KeyProvider, Keyring, LocalKek};
@@ -15,8 +17,8 @@ use peat_gateway::mesh::MembershipPolicy;
 use peat_gateway::metrics::Metrics;
 use peat_gateway::store::{CommitStats, Store, StoreOptions};
 use peat_gateway::tenant::{
-    Actor, AdminBootstrap, Need, NewFormation, NewOrg, NewSink, Principal, SinkSpec, SinkStart,
-    Tenancy, TenantError,
+    Actor, AdminBootstrap, Need, NewFormation, NewOrg, NewSink, NewSource, Principal, SinkSpec,
+    SinkStart, Tenancy, TenantError,
 };
 use tokio::net::TcpListener;
 
@@ -31,6 +33,10 @@ pub(crate) struct DemoArgs {
     /// Listen address of the demo.
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: String,
+    /// Document updates per second from the simulated formation (a test double of a
+    /// peat-node sidecar on a loopback port); 0 keeps it quiet.
+    #[arg(long, default_value_t = 5.0)]
+    rate: f64,
 }
 
 pub(crate) fn serve(flag: Option<&Path>) -> Result<ExitCode, Failure> {
@@ -61,9 +67,22 @@ pub(crate) fn demo(flag: Option<&Path>, args: DemoArgs) -> Result<ExitCode, Fail
     let cfg = Config::from_raw(loaded).map_err(Failure::Config)?;
     init_logging(&cfg.log_filter);
     let rt = runtime()?;
+    let rate = args.rate;
     rt.block_on(async move {
-        let running = start(cfg, Some(Seed)).await?;
-        running.serve().await.map_err(Failure::Runtime)
+        let sim = Simulator::start(([127, 0, 0, 1], 0).into())
+            .await
+            .context("starting the simulated formation")?;
+        if rate > 0.0 {
+            sim.generate(rate);
+        }
+        let seed = Seed {
+            node_url: sim.url(),
+        };
+        let running = start(cfg, Some(seed)).await?;
+        // The simulator lives as long as the demo serves.
+        let served = running.serve().await.map_err(Failure::Runtime);
+        drop(sim);
+        served
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -92,9 +111,11 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Demo seeding: a fresh admin token, org `demo` and formation `demo-mesh`.
-#[derive(Clone, Copy)]
-struct Seed;
+/// Demo seeding: a fresh admin token, org `demo`, formation `demo-mesh` bound to the
+/// simulated node at `node_url`, and a file sink.
+struct Seed {
+    node_url: String,
+}
 
 struct Running {
     listener: TcpListener,
@@ -157,8 +178,9 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
                 .with_context(|| format!("opening {}", cfg.data_dir.join("cdc.redb").display()));
         }
     };
+    let demo = seed.is_some();
     match prepare(&cfg, seed, store.clone(), outbox.clone(), keyring, metrics).await {
-        Ok(state) => bind(&cfg, state, store, seed.is_some(), started).await,
+        Ok(state) => bind(&cfg, state, store, demo, started).await,
         Err(e) => {
             // Close the files cleanly so a refused start leaves no repair work behind.
             outbox.shutdown().await;
@@ -227,8 +249,15 @@ async fn prepare(
         data_dir: cfg.data_dir.clone(),
         default_nats_url: cfg.cdc_nats_url.clone(),
     };
+    let sources = Sources::new(outbox.clone(), tenancy.clone());
     let cdc = Dispatcher::new(outbox, tenancy.clone(), ctx);
     cdc.sync().await.context("starting the CDC sinks")?;
+    if let Some(seed) = &seed {
+        bind_demo_source(&tenancy, &seed.node_url)
+            .await
+            .context("binding the demo formation to the simulated node")?;
+    }
+    sources.sync().await.context("starting the CDC sources")?;
     tracing::info!(
         gateway_id = cdc.outbox().gateway_id(),
         head_lsn = cdc.outbox().head(),
@@ -239,6 +268,7 @@ async fn prepare(
     Ok(AppState::new(
         tenancy,
         cdc,
+        sources,
         metrics,
         keys,
         cfg.request_timeout,
@@ -285,6 +315,7 @@ impl Running {
         let cdc = self.state.cdc.clone();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let housekeeping = tokio::spawn(cdc.clone().housekeeping(stop_rx));
+        let sources = self.state.sources.clone();
         let app = api::router(self.state);
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown_signal())
@@ -293,6 +324,7 @@ impl Running {
         tracing::info!("listener closed; stopping sinks and flushing the stores");
         let _ = stop.send(true);
         let _ = housekeeping.await;
+        sources.shutdown();
         cdc.shutdown().await;
         cdc.outbox().shutdown().await;
         self.store.shutdown().await;
@@ -365,6 +397,22 @@ async fn seed_demo(t: &Tenancy) -> Result<(), TenantError> {
         )
         .await?;
     }
+    Ok(())
+}
+
+async fn bind_demo_source(t: &Tenancy, node_url: &str) -> Result<(), TenantError> {
+    let scope = Principal::Admin { dev_open: false }.scope("demo", Need::Manage, "seed")?;
+    t.put_source(
+        &scope,
+        "demo-mesh",
+        NewSource {
+            endpoint: node_url.to_owned(),
+            collections: vec!["tracks".into(), "nodes".into()],
+            token: None,
+            reconcile_secs: 60,
+        },
+    )
+    .await?;
     Ok(())
 }
 

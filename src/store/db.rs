@@ -31,7 +31,7 @@ impl Schema {
 /// `state.redb`: tenancy, keys, sinks, audit.
 pub static STATE: Schema = Schema {
     name: "state",
-    migrations: &[state_v1, state_v2],
+    migrations: &[state_v1, state_v2, state_v3],
 };
 
 /// `cdc.redb`: the outbox and everything that churns with it.
@@ -41,7 +41,7 @@ pub static OUTBOX: Schema = Schema {
 };
 
 /// The state schema this build writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -284,6 +284,11 @@ fn state_v1(wtx: &WriteTransaction) -> Result<(), StoreError> {
 /// State schema 2: CDC sink definitions.
 fn state_v2(wtx: &WriteTransaction) -> Result<(), StoreError> {
     create(wtx, &[Table::Sinks])
+}
+
+/// State schema 3: CDC source bindings.
+fn state_v3(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    create(wtx, &[Table::Sources])
 }
 
 /// Outbox schema 1.

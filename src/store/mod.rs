@@ -25,7 +25,7 @@ pub use db::{CommitStats, Schema, Store, StoreOptions, OUTBOX, SCHEMA_VERSION, S
 pub use error::StoreError;
 pub use records::{
     AdminTokenRecord, ApiTokenRecord, AuditHeadRecord, AuditRecord, DeadLetterRecord, DocRecord,
-    EventRecord, FormationRecord, OrgRecord, QuotasRecord, SinkRecord,
+    EventRecord, FormationRecord, OrgRecord, QuotasRecord, SinkRecord, SourceRecord,
 };
 pub use tables::{keys, Table};
 pub use txn::{ReadView, Reader, Txn};

@@ -179,6 +179,22 @@ impl Record for DeadLetterRecord {
     const VERSION: u8 = 1;
 }
 
+/// Where a formation's changes are captured from: a peat-node sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub endpoint: String,
+    pub collections: Vec<String>,
+    /// The bearer token is sealed beside the formation's genesis when present.
+    pub has_token: bool,
+    pub reconcile_secs: u64,
+    pub updated_at_ms: u64,
+}
+
+impl Record for SourceRecord {
+    const KIND: &'static str = "source";
+    const VERSION: u8 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

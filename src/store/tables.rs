@@ -10,6 +10,7 @@
 //! audit              seq u64 BE                  -> AuditRecord
 //! audit_by_org       org_uid (16) seq u64 BE     -> empty
 //! sinks              org_id 0x00 sink_id         -> SinkRecord
+//! sources            org_id 0x00 app_id          -> SourceRecord
 //!
 //! cdc.redb (outbox schema):
 //! meta               utf-8 name                  -> raw (schema_version, next_lsn, gateway_id, …)
@@ -35,6 +36,7 @@ pub enum Table {
     Audit,
     AuditByOrg,
     Sinks,
+    Sources,
     Events,
     Docs,
     Cursors,
@@ -57,6 +59,7 @@ impl Table {
             Table::Audit => "audit",
             Table::AuditByOrg => "audit_by_org",
             Table::Sinks => "sinks",
+            Table::Sources => "sources",
             Table::Events => "events",
             Table::Docs => "docs",
             Table::Cursors => "cursors",

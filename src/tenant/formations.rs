@@ -218,6 +218,7 @@ impl Tenancy {
                 let rec: FormationRecord = t
                     .get(Table::Formations, &key)?
                     .ok_or(TenantError::NotFound { what: "formation" })?;
+                t.delete(Table::Sources, key.clone());
                 t.delete(Table::Formations, key);
                 t.delete_prefix(Table::Sealed, &keys::sealed_prefix(&org_id, &app_id))?;
                 Ok((rec.formation_uid, Some((org.org_id, org.org_uid))))

@@ -21,6 +21,7 @@ mod orgs;
 mod principal;
 mod service;
 mod sinks;
+mod sources;
 mod tokens;
 
 pub use audit::{AuditEntry, AuditPage, ChainReport};
@@ -32,4 +33,5 @@ pub use orgs::{NewOrg, Org, OrgPatch, Quotas, QuotasPatch};
 pub use principal::{Actor, Need, OrgScope, Principal, Role};
 pub use service::{AdminAuth, AdminBootstrap, Tenancy};
 pub use sinks::{parse_mqtt_url, MqttAddr, NewSink, SinkDef, SinkPatch, SinkSpec, SinkStart};
+pub use sources::{NewSource, SourceDef};
 pub use tokens::{IssuedToken, NewApiToken, TokenInfo};

@@ -301,6 +301,7 @@ impl Tenancy {
                 t.delete_prefix(Table::Formations, &prefix)?;
                 t.delete_prefix(Table::Sealed, &prefix)?;
                 t.delete_prefix(Table::Sinks, &prefix)?;
+                t.delete_prefix(Table::Sources, &prefix)?;
                 let tokens = t.scan(Table::ApiTokensByOrg, &prefix, None, usize::MAX)?;
                 for (k, _) in tokens {
                     if let Some(token_id) = keys::suffix_str(&k, &prefix) {

@@ -53,6 +53,8 @@ fn expectation(method: &str, path: &str) -> Rule {
         ("get", "/orgs/{org_id}/audit") => Rule::Org(MANAGE),
         ("post", "/orgs/{org_id}/formations/{app_id}/changes") => Rule::Org(INGEST),
         ("post", "/orgs/{org_id}/sinks") => Rule::Org(MANAGE),
+        ("put" | "delete", "/orgs/{org_id}/formations/{app_id}/source") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/formations/{app_id}/source") => Rule::Org(READ),
         ("get", "/orgs/{org_id}/sinks") => Rule::Org(READ),
         ("get", "/orgs/{org_id}/sinks/{sink_id}") => Rule::Org(READ),
         ("patch", "/orgs/{org_id}/sinks/{sink_id}") => Rule::Org(OPERATE),
@@ -77,6 +79,9 @@ fn harmless_body(method: &str, path: &str) -> Option<Value> {
             Some(json!({"sink_type": {"File": {"name": "bad name"}}}))
         }
         ("post", "/orgs/{org_id}/formations/{app_id}/changes") => Some(json!([])),
+        ("put", "/orgs/{org_id}/formations/{app_id}/source") => {
+            Some(json!({"endpoint": "ftp://x", "collections": ["a"]}))
+        }
         ("post", "/orgs/{org_id}/formations") => Some(json!({"app_id": "bad id"})),
         ("post", "/orgs/{org_id}/api-tokens") => Some(json!({"name": "", "role": "viewer"})),
         _ => None,
@@ -112,6 +117,14 @@ async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking(
         Some(json!({"app_id": "mesh-a"})),
     )
     .await;
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/org-a/formations/mesh-a/source",
+            Some(json!({"endpoint": "http://127.0.0.1:9", "collections": ["tracks"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
     let (_, fa) = g
         .admin(Method::GET, "/orgs/org-a/formations/mesh-a", None)
         .await;

@@ -29,7 +29,7 @@ pub async fn setup(g: &Gateway) {
     assert_eq!(s, 201, "{b}");
 }
 
-async fn file_sink(g: &Gateway, name: &str, extra: Value) -> String {
+pub async fn file_sink(g: &Gateway, name: &str, extra: Value) -> String {
     let mut body = json!({"sink_type": {"File": {"name": name}}});
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
@@ -53,7 +53,7 @@ pub fn upsert(doc: &str, v: u64) -> Value {
 }
 
 /// Every CloudEvent the file sink holds, rotated files first, in file order.
-fn sink_events(g: &Gateway, name: &str) -> Vec<Value> {
+pub fn sink_events(g: &Gateway, name: &str) -> Vec<Value> {
     let dir = g.data_dir().join("sinks").join("acme");
     let base = format!("{name}.jsonl");
     let files = ["3", "2", "1", ""].map(|n| {
@@ -75,7 +75,7 @@ fn sink_events(g: &Gateway, name: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn wait_for(g: &Gateway, name: &str, n: usize) -> Vec<Value> {
+pub async fn wait_for(g: &Gateway, name: &str, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let ev = sink_events(g, name);

@@ -14,6 +14,7 @@ mod secrets;
 mod sink_mqtt;
 mod sink_nats;
 mod sink_webhook;
+mod source;
 mod ui;
 
 use serde_json::Value;

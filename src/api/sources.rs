@@ -1,0 +1,154 @@
+//! `/orgs/{org_id}/formations/{app_id}/source`: which peat-node sidecar a formation's changes
+//! are captured from, and how that capture is doing.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::book::{Access, Doc, RouteBook};
+use super::extract::{ApiJson, Caller, Ids};
+use super::{ApiError, AppState};
+use crate::cdc::rfc3339_ms;
+use crate::secret::Secret;
+use crate::tenant::{Need, NewSource, SourceDef};
+
+const PATH: &str = "/orgs/{org_id}/formations/{app_id}/source";
+
+pub(crate) fn routes(book: RouteBook) -> RouteBook {
+    book.put(
+        PATH,
+        put_source,
+        Doc {
+            summary: "Bind the formation to a peat-node sidecar and the collections to capture",
+            access: Access::Org(Need::Manage),
+            body: Some(json!({"type": "object", "additionalProperties": false,
+                "required": ["endpoint", "collections"], "properties": {
+                    "endpoint": {"type": "string", "description": "http://host:port of the sidecar"},
+                    "collections": {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string"}},
+                    "token": {"type": "string", "description": "bearer token for the sidecar; stored sealed, never shown"},
+                    "reconcile_secs": {"type": "integer", "minimum": 10, "maximum": 86400}}})),
+            ok: 200,
+        },
+    )
+    .get(
+        PATH,
+        get_source,
+        Doc {
+            summary: "The binding and the capture's health: connection, node, last event, reconciliation",
+            access: Access::Org(Need::Read),
+            body: None,
+            ok: 200,
+        },
+    )
+    .delete(
+        PATH,
+        delete_source,
+        Doc {
+            summary: "Stop capturing from the sidecar (captured events stay in the outbox)",
+            access: Access::Org(Need::Manage),
+            body: None,
+            ok: 204,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutSource {
+    endpoint: String,
+    collections: Vec<String>,
+    token: Option<Secret>,
+    #[serde(default = "default_reconcile")]
+    reconcile_secs: u64,
+}
+
+fn default_reconcile() -> u64 {
+    300
+}
+
+fn view(s: &AppState, d: &SourceDef) -> Value {
+    let h = s.sources.health(&d.org_id, &d.app_id).unwrap_or_default();
+    json!({
+        "endpoint": d.endpoint,
+        "collections": d.collections,
+        "token": d.has_token.then_some("[redacted]"),
+        "reconcile_secs": d.reconcile_secs,
+        "health": {
+            "connected": h.connected,
+            "node_id": h.node_id,
+            "endpoint_addr": h.endpoint_addr,
+            "last_event": h.last_event_ms.map(rfc3339_ms),
+            "last_error": h.last_error,
+            "frames": h.frames,
+            "appended": h.appended,
+            "unchanged": h.unchanged,
+            "encrypted_payloads": h.encrypted_payloads,
+            "skipped_frames": h.skipped_frames,
+            "connects": h.connects,
+            "last_reconciliation": h.last_reconciliation.map(|r| json!({
+                "at": rfc3339_ms(r.at_ms), "listed": r.listed, "appended": r.appended, "deleted": r.deleted})),
+        }
+    })
+}
+
+async fn resync(s: &AppState) {
+    if let Err(e) = s.sources.sync().await {
+        tracing::warn!(error = %e, "source change saved; capture loops will pick it up shortly");
+    }
+}
+
+async fn put_source(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+    ApiJson(body): ApiJson<PutSource>,
+) -> Result<Json<Value>, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Manage, "bind sources")
+        .await?;
+    let d = s
+        .tenancy
+        .put_source(
+            &scope,
+            ids.second(),
+            NewSource {
+                endpoint: body.endpoint,
+                collections: body.collections,
+                token: body.token,
+                reconcile_secs: body.reconcile_secs,
+            },
+        )
+        .await?;
+    resync(&s).await;
+    Ok(Json(view(&s, &d)))
+}
+
+async fn get_source(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<Json<Value>, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Read, "read sources")
+        .await?;
+    let d = s.tenancy.get_source(&scope, ids.second()).await?;
+    Ok(Json(view(&s, &d)))
+}
+
+async fn delete_source(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<StatusCode, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Manage, "unbind sources")
+        .await?;
+    s.tenancy.delete_source(&scope, ids.second()).await?;
+    resync(&s).await;
+    Ok(StatusCode::NO_CONTENT)
+}

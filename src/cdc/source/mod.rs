@@ -1,0 +1,405 @@
+//! Sources: capture from a co-located peat-node sidecar (reference: peat-wire §2.9).
+//!
+//! One capture loop per bound formation: `GetStatus`, open `Subscribe` for the configured
+//! collections, reconcile (`ListDocuments` + `GetDocument`) right after the stream is open and
+//! periodically, then turn each frame into a change. The node sends current state, duplicates
+//! and no-ops; the outbox's content hashes absorb them. An UPSERT without data or a DELETE is
+//! only "maybe deleted": the state read back with `GetDocument` decides. Documents that vanish
+//! without a word (lag, remote deletes on old nodes) are found by reconciliation.
+
+pub mod client;
+pub mod simulator;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use self::client::{ChangeStream, SidecarClient, SourceError};
+use self::wire::{ChangeType, DocumentChange};
+use super::{Change, DocState, FormationRef, Outbox};
+use crate::tenant::{now_ms, SourceDef, Tenancy};
+
+const LIVENESS: Duration = Duration::from_secs(10);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+const APPEND_CHUNK: usize = 256;
+
+/// What a reconciliation found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub at_ms: u64,
+    pub listed: u64,
+    pub appended: u64,
+    pub deleted: u64,
+}
+
+/// A capture loop's health, for the API and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct SourceHealth {
+    pub connected: bool,
+    pub node_id: String,
+    pub endpoint_addr: String,
+    pub last_event_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub frames: u64,
+    pub appended: u64,
+    pub unchanged: u64,
+    pub encrypted_payloads: u64,
+    pub skipped_frames: u64,
+    pub connects: u64,
+    pub last_reconciliation: Option<Reconciliation>,
+}
+
+struct Running {
+    def: SourceDef,
+    health: Arc<Mutex<SourceHealth>>,
+    stop: watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Owns the capture loops. Cheap to clone.
+#[derive(Clone)]
+pub struct Sources {
+    outbox: Outbox,
+    tenancy: Tenancy,
+    running: Arc<Mutex<HashMap<(String, String), Running>>>,
+}
+
+impl Sources {
+    pub fn new(outbox: Outbox, tenancy: Tenancy) -> Self {
+        Self {
+            outbox,
+            tenancy,
+            running: Arc::default(),
+        }
+    }
+
+    /// Starts loops for new bindings, restarts changed ones, stops removed ones.
+    pub async fn sync(&self) -> Result<(), super::CdcError> {
+        let defs = self.tenancy.all_sources().await?;
+        let mut tokens = HashMap::new();
+        for d in &defs {
+            match self.tenancy.source_token(d).await {
+                Ok(t) => {
+                    tokens.insert((d.org_id.clone(), d.app_id.clone()), t);
+                }
+                Err(e) => {
+                    tracing::error!(org = %d.org_id, app = %d.app_id, error = %e, "source token unavailable")
+                }
+            }
+        }
+        let mut running = lock(&self.running);
+        running.retain(|k, r| {
+            let keep = defs
+                .iter()
+                .any(|d| (&d.org_id, &d.app_id) == (&k.0, &k.1) && *d == r.def);
+            if !keep {
+                let _ = r.stop.send(true);
+            }
+            keep
+        });
+        for d in defs {
+            let key = (d.org_id.clone(), d.app_id.clone());
+            if running.contains_key(&key) {
+                continue;
+            }
+            let token = tokens.remove(&key).flatten();
+            let client = match SidecarClient::new(&d.endpoint, token) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(org = %d.org_id, app = %d.app_id, error = %e, "cannot build the sidecar client");
+                    continue;
+                }
+            };
+            let health = Arc::new(Mutex::new(SourceHealth::default()));
+            let (stop, stop_rx) = watch::channel(false);
+            let capture = Capture {
+                outbox: self.outbox.clone(),
+                def: d.clone(),
+                client,
+                health: health.clone(),
+                stop: stop_rx,
+            };
+            tokio::spawn(capture.run());
+            running.insert(
+                key,
+                Running {
+                    def: d,
+                    health,
+                    stop,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    pub fn health(&self, org: &str, app: &str) -> Option<SourceHealth> {
+        lock(&self.running)
+            .get(&(org.to_owned(), app.to_owned()))
+            .map(|r| lock(&r.health).clone())
+    }
+
+    /// Every loop's binding and health, for metrics.
+    pub fn all_health(&self) -> Vec<(SourceDef, SourceHealth)> {
+        lock(&self.running)
+            .values()
+            .map(|r| (r.def.clone(), lock(&r.health).clone()))
+            .collect()
+    }
+
+    pub fn shutdown(&self) {
+        for (_, r) in lock(&self.running).drain() {
+            let _ = r.stop.send(true);
+        }
+    }
+}
+
+struct Capture {
+    outbox: Outbox,
+    def: SourceDef,
+    client: SidecarClient,
+    health: Arc<Mutex<SourceHealth>>,
+    stop: watch::Receiver<bool>,
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(200)
+        .saturating_mul(1u32 << attempt.min(5))
+        .min(BACKOFF_CAP);
+    let mut r = [0u8; 1];
+    let _ = getrandom::fill(&mut r);
+    base.mul_f64(0.5 + f64::from(r[0]) / 510.0)
+}
+
+impl Capture {
+    fn set(&self, f: impl FnOnce(&mut SourceHealth)) {
+        f(&mut lock(&self.health));
+    }
+
+    fn formation(&self) -> FormationRef {
+        FormationRef {
+            org_id: self.def.org_id.clone(),
+            app_id: self.def.app_id.clone(),
+            formation_uid: self.def.formation_uid,
+        }
+    }
+
+    async fn run(mut self) {
+        let mut attempt = 0u32;
+        let mut last_node: Option<(String, String)> = None;
+        while !*self.stop.borrow() {
+            let started = std::time::Instant::now();
+            let result = self.session(&mut last_node).await;
+            self.set(|h| h.connected = false);
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::info!(org = %self.def.org_id, app = %self.def.app_id, error = %e, "node link lost; reconnecting");
+                    self.set(|h| h.last_error = Some(e.to_string()));
+                }
+            }
+            // A session that lasted resets the backoff: the next attempt is prompt.
+            attempt = if started.elapsed() > Duration::from_secs(30) {
+                0
+            } else {
+                attempt + 1
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(backoff(attempt)) => {}
+                _ = self.stop.changed() => return,
+            }
+        }
+    }
+
+    /// One connection: status, stream, reconciliation, frames. `Ok` only when stopped.
+    async fn session(
+        &mut self,
+        last_node: &mut Option<(String, String)>,
+    ) -> Result<(), SourceError> {
+        let st = self.client.status().await?;
+        let ident = (st.node_id.clone(), st.endpoint_addr.clone());
+        if last_node.as_ref().is_some_and(|l| *l != ident) {
+            tracing::warn!(org = %self.def.org_id, app = %self.def.app_id, node = %st.node_id,
+                "a different node answers the sidecar endpoint; reconciling fully");
+        }
+        *last_node = Some(ident);
+        let mut stream = self.client.subscribe(&self.def.collections).await?;
+        self.set(|h| {
+            h.connected = true;
+            h.node_id = st.node_id;
+            h.endpoint_addr = st.endpoint_addr;
+            h.connects += 1;
+            h.last_error = None;
+        });
+        self.reconcile().await?;
+        let every = Duration::from_secs(self.def.reconcile_secs);
+        let mut reconcile_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut liveness =
+            tokio::time::interval_at(tokio::time::Instant::now() + LIVENESS, LIVENESS);
+        let mut failures = 0;
+        loop {
+            tokio::select! {
+                batch = stream.next_batch() => match batch? {
+                    Some(frames) => self.frames(&mut stream, frames).await?,
+                    None => return Err(SourceError::Cut),
+                },
+                _ = reconcile_tick.tick() => self.reconcile().await?,
+                _ = liveness.tick() => {
+                    match self.client.status().await {
+                        Ok(_) => failures = 0,
+                        Err(e) => {
+                            failures += 1;
+                            if failures >= 3 {
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+                _ = self.stop.changed() => return Ok(()),
+            }
+        }
+    }
+
+    async fn frames(
+        &mut self,
+        stream: &mut ChangeStream,
+        frames: Vec<DocumentChange>,
+    ) -> Result<(), SourceError> {
+        let n = frames.len() as u64;
+        let mut changes = Vec::with_capacity(frames.len());
+        let mut encrypted = 0;
+        for f in frames {
+            if !self.def.collections.contains(&f.collection) || f.doc_id.is_empty() {
+                continue;
+            }
+            let state = match (f.change_type, f.json_data.as_deref()) {
+                (ChangeType::Upsert, Some(j)) => match Change::state_from_node(Some(j)) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        lock(&self.health).skipped_frames += 1;
+                        continue;
+                    }
+                },
+                // Maybe deleted, maybe a sync artefact: the node's current state decides.
+                (ChangeType::Upsert | ChangeType::Delete, _) => {
+                    self.read_back(&f.collection, &f.doc_id).await?
+                }
+                (ChangeType::Unknown, _) => continue,
+            };
+            if matches!(state, DocState::Encrypted(_)) {
+                encrypted += 1;
+            }
+            changes.push(Change {
+                collection: f.collection,
+                doc_id: f.doc_id,
+                state,
+            });
+        }
+        if encrypted > 0 && lock(&self.health).encrypted_payloads == 0 {
+            tracing::warn!(org = %self.def.org_id, app = %self.def.app_id,
+                "the node sends ENC:v1 payloads: it lacks its at-rest key; events carry them opaque");
+        }
+        let skipped = stream.skipped;
+        self.set(|h| {
+            h.frames += n;
+            h.encrypted_payloads += encrypted;
+            h.skipped_frames = h.skipped_frames.max(skipped);
+            h.last_event_ms = Some(now_ms());
+        });
+        self.append(changes).await;
+        Ok(())
+    }
+
+    async fn read_back(&self, collection: &str, doc_id: &str) -> Result<DocState, SourceError> {
+        let json = self.client.get(collection, doc_id).await?;
+        Ok(Change::state_from_node(json.as_deref()).unwrap_or(DocState::Deleted))
+    }
+
+    /// Appends, retrying while the outbox is full (the node keeps its state meanwhile).
+    async fn append(&mut self, changes: Vec<Change>) {
+        for chunk in changes.chunks(APPEND_CHUNK) {
+            let mut attempt = 0;
+            loop {
+                match self.outbox.append(self.formation(), chunk.to_vec()).await {
+                    Ok(r) => {
+                        let appended = r
+                            .outcomes
+                            .iter()
+                            .filter(|o| matches!(o, super::Appended::Event(_)))
+                            .count() as u64;
+                        self.set(|h| {
+                            h.appended += appended;
+                            h.unchanged += r.outcomes.len() as u64 - appended;
+                        });
+                        break;
+                    }
+                    Err(super::CdcError::Invalid { field, reason }) => {
+                        tracing::warn!(%field, %reason, "node change refused; skipped");
+                        self.set(|h| h.skipped_frames += 1);
+                        break;
+                    }
+                    Err(e) => {
+                        self.set(|h| h.last_error = Some(format!("outbox: {e}")));
+                        attempt += 1;
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff(attempt)) => {}
+                            _ = self.stop.changed() => return,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Presence and content diff against the node: new and changed documents become upserts,
+    /// documents the gateway holds live but the node no longer lists become deletes.
+    async fn reconcile(&mut self) -> Result<(), SourceError> {
+        let mut report = Reconciliation {
+            at_ms: now_ms(),
+            ..Default::default()
+        };
+        let before = lock(&self.health).appended;
+        for collection in self.def.collections.clone() {
+            let listed = self.client.list(&collection).await?;
+            report.listed += listed.len() as u64;
+            let mut changes = Vec::new();
+            for id in &listed {
+                let state = self.read_back(&collection, id).await?;
+                changes.push(Change {
+                    collection: collection.clone(),
+                    doc_id: id.clone(),
+                    state,
+                });
+            }
+            let listed: HashSet<String> = listed.into_iter().collect();
+            let live = self
+                .outbox
+                .live_docs(self.def.formation_uid, collection.clone())
+                .await
+                .unwrap_or_default();
+            for id in live.into_iter().filter(|id| !listed.contains(id)) {
+                // Confirm: it may have been written after the listing.
+                let state = self.read_back(&collection, &id).await?;
+                if state == DocState::Deleted {
+                    report.deleted += 1;
+                }
+                changes.push(Change {
+                    collection: collection.clone(),
+                    doc_id: id,
+                    state,
+                });
+            }
+            self.append(changes).await;
+        }
+        report.appended = lock(&self.health).appended - before;
+        tracing::debug!(org = %self.def.org_id, app = %self.def.app_id, ?report, "reconciled with the node");
+        self.set(|h| h.last_reconciliation = Some(report));
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! Source bindings: which peat-node sidecar a formation's changes come from, and which
+//! collections. Capture itself is `cdc/`'s.
+
+use zeroize::Zeroizing;
+
+use super::orgs::load_org;
+use super::service::Tenancy;
+use super::{now_ms, OrgScope, TenantError};
+use crate::keys::RecordIdentity;
+use crate::secret::Secret;
+use crate::store::{keys, Reader, SourceRecord, Table};
+
+const TOKEN_KIND: &str = "source-token";
+const MAX_COLLECTIONS: usize = 64;
+
+/// A binding as given by an operator.
+pub struct NewSource {
+    pub endpoint: String,
+    pub collections: Vec<String>,
+    pub token: Option<Secret>,
+    pub reconcile_secs: u64,
+}
+
+/// A binding as stored, with the formation it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDef {
+    pub org_id: String,
+    pub app_id: String,
+    pub formation_uid: [u8; 16],
+    pub endpoint: String,
+    pub collections: Vec<String>,
+    pub has_token: bool,
+    pub reconcile_secs: u64,
+}
+
+fn token_identity<'a>(org: &'a str, app: &'a str) -> RecordIdentity<'a> {
+    RecordIdentity {
+        org,
+        app,
+        kind: TOKEN_KIND,
+        codec_version: 1,
+    }
+}
+
+fn validate(new: &NewSource) -> Result<(), TenantError> {
+    let e = &new.endpoint;
+    if !e.starts_with("http://") || e.len() > 512 || e.chars().any(char::is_whitespace) {
+        return Err(TenantError::invalid(
+            "endpoint",
+            "must be the sidecar's http://host:port (the node speaks plain HTTP; keep it on loopback or a trusted link)",
+        ));
+    }
+    if new.collections.is_empty() || new.collections.len() > MAX_COLLECTIONS {
+        return Err(TenantError::invalid(
+            "collections",
+            format!("name 1 to {MAX_COLLECTIONS} collections; a wildcard subscription gets no snapshot, so it is not offered"),
+        ));
+    }
+    for c in &new.collections {
+        let ok = !c.is_empty()
+            && c.len() <= 1024
+            && c.as_bytes()[0].is_ascii_alphanumeric()
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(TenantError::invalid(
+                "collections",
+                format!("'{c}' is not a collection name ([A-Za-z0-9][A-Za-z0-9._-]*)"),
+            ));
+        }
+    }
+    if !(10..=86_400).contains(&new.reconcile_secs) {
+        return Err(TenantError::invalid(
+            "reconcile_secs",
+            "must be between 10 and 86400",
+        ));
+    }
+    Ok(())
+}
+
+impl Tenancy {
+    /// Binds (or rebinds) a formation to a sidecar; the token is sealed like formation keys.
+    pub async fn put_source(
+        &self,
+        scope: &OrgScope,
+        app_id: &str,
+        new: NewSource,
+    ) -> Result<SourceDef, TenantError> {
+        validate(&new)?;
+        let org_id = scope.org_id().to_owned();
+        let app = app_id.to_owned();
+        let sealed = match &new.token {
+            Some(t) => Some(
+                self.keyring
+                    .seal(token_identity(&org_id, &app), t.expose().as_bytes())
+                    .await?,
+            ),
+            None => None,
+        };
+        let target = format!("org/{org_id}/formation/{app}/source");
+        self.mutate(
+            scope.actor(),
+            "source.put",
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let org = load_org(t, &org_id)?;
+                let key = keys::formation(&org_id, &app);
+                let f: crate::store::FormationRecord = t
+                    .get(Table::Formations, &key)?
+                    .ok_or(TenantError::NotFound { what: "formation" })?;
+                let rec = SourceRecord {
+                    endpoint: new.endpoint,
+                    collections: new.collections,
+                    has_token: sealed.is_some(),
+                    reconcile_secs: new.reconcile_secs,
+                    updated_at_ms: now_ms(),
+                };
+                let token_key = keys::sealed(&org_id, &app, TOKEN_KIND);
+                match sealed {
+                    Some(s) => t.put_raw(Table::Sealed, token_key, s),
+                    None => t.delete(Table::Sealed, token_key),
+                }
+                t.put(Table::Sources, key, &rec)?;
+                Ok((
+                    def(&org_id, &app, f.formation_uid, rec),
+                    Some((org.org_id, org.org_uid)),
+                ))
+            },
+        )
+        .await
+    }
+
+    pub async fn get_source(
+        &self,
+        scope: &OrgScope,
+        app_id: &str,
+    ) -> Result<SourceDef, TenantError> {
+        let (org, app) = (scope.org_id().to_owned(), app_id.to_owned());
+        self.store
+            .read(move |r| {
+                let key = keys::formation(&org, &app);
+                let f: crate::store::FormationRecord = r
+                    .get(Table::Formations, &key)?
+                    .ok_or(TenantError::NotFound { what: "formation" })?;
+                let rec: SourceRecord = r
+                    .get(Table::Sources, &key)?
+                    .ok_or(TenantError::NotFound { what: "source" })?;
+                Ok(def(&org, &app, f.formation_uid, rec))
+            })
+            .await
+    }
+
+    pub async fn delete_source(&self, scope: &OrgScope, app_id: &str) -> Result<(), TenantError> {
+        let (org_id, app) = (scope.org_id().to_owned(), app_id.to_owned());
+        let target = format!("org/{org_id}/formation/{app}/source");
+        self.mutate(
+            scope.actor(),
+            "source.delete",
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let org = load_org(t, &org_id)?;
+                let key = keys::formation(&org_id, &app);
+                if !t.exists(Table::Sources, &key)? {
+                    return Err(TenantError::NotFound { what: "source" });
+                }
+                t.delete(Table::Sources, key);
+                t.delete(Table::Sealed, keys::sealed(&org_id, &app, TOKEN_KIND));
+                Ok(((), Some((org.org_id, org.org_uid))))
+            },
+        )
+        .await
+    }
+
+    /// Every binding, for the capture loops.
+    pub async fn all_sources(&self) -> Result<Vec<SourceDef>, TenantError> {
+        self.store
+            .read(|r| {
+                let mut out = Vec::new();
+                for (k, v) in r.scan(Table::Sources, b"", None, usize::MAX)? {
+                    let rec = <SourceRecord as crate::store::Record>::decode(&v)?;
+                    let Some(f) = r.get::<crate::store::FormationRecord>(Table::Formations, &k)?
+                    else {
+                        continue;
+                    };
+                    out.push(def(&f.org_id, &f.app_id, f.formation_uid, rec));
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// The binding's bearer token, opened under the key provider.
+    pub async fn source_token(&self, d: &SourceDef) -> Result<Option<Secret>, TenantError> {
+        if !d.has_token {
+            return Ok(None);
+        }
+        let key = keys::sealed(&d.org_id, &d.app_id, TOKEN_KIND);
+        let Some(sealed) = self
+            .store
+            .read(move |r| r.get_raw(Table::Sealed, &key))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let plain: Zeroizing<Vec<u8>> = self
+            .keyring
+            .open(token_identity(&d.org_id, &d.app_id), &sealed)
+            .await?;
+        let s = String::from_utf8(plain.to_vec())
+            .map_err(|_| TenantError::invalid("token", "not UTF-8"))?;
+        Ok(Some(Secret::new(s)))
+    }
+}
+
+fn def(org: &str, app: &str, formation_uid: [u8; 16], r: SourceRecord) -> SourceDef {
+    SourceDef {
+        org_id: org.to_owned(),
+        app_id: app.to_owned(),
+        formation_uid,
+        endpoint: r.endpoint,
+        collections: r.collections,
+        has_token: r.has_token,
+        reconcile_secs: r.reconcile_secs,
+    }
+}

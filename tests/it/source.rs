@@ -1,0 +1,186 @@
+//! Capture from a peat-node sidecar, against the simulated formation (a test double of the
+//! sidecar, reference/peat-wire.md §2.10) served in this test process on a loopback port.
+
+use std::time::{Duration, Instant};
+
+use peat_gateway::cdc::source::simulator::Simulator;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::cdc::{file_sink, setup, sink_events, wait_for};
+use crate::error_code;
+use crate::harness::{Gateway, GatewayOpts};
+
+async fn bind(g: &Gateway, sim: &Simulator) {
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/source",
+            Some(json!({"endpoint": sim.url(), "collections": ["tracks", "nodes"], "token": "node-token-123"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["token"], "[redacted]");
+}
+
+async fn source_when(g: &Gateway, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, b) = g
+            .admin(Method::GET, "/orgs/acme/formations/mesh/source", None)
+            .await;
+        if ok(&b) || Instant::now() > deadline {
+            return b;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn subjects(ev: &[Value]) -> Vec<String> {
+    ev.iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap().rsplit('.').next().unwrap(),
+                e["subject"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn capture_reconciles_deduplicates_and_turns_vanished_documents_into_deletes() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    sim.put("tracks", "t-1", r#"{"lat":1}"#);
+    sim.put("tracks", "t-2", r#"{"lat":2}"#);
+    sim.put("other", "x", r#"{"ignored":true}"#);
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    file_sink(&g, "out", json!({})).await;
+    bind(&g, &sim).await;
+
+    // Snapshot and reconciliation overlap; each state becomes one event.
+    let ev = wait_for(&g, "out", 2).await;
+    let st = source_when(&g, |b| b["health"]["last_reconciliation"]["listed"] == 2).await;
+    assert_eq!(st["health"]["connected"], true, "{st}");
+    assert_eq!(st["health"]["node_id"], sim.node_id());
+    let mut first = subjects(&ev);
+    first.sort();
+    assert_eq!(first, ["upserted tracks/t-1", "upserted tracks/t-2"]);
+
+    // Duplicates and no-ops are absorbed.
+    sim.set_duplicates(true);
+    sim.put("tracks", "t-1", r#"{"lat":1}"#);
+    sim.put("tracks", "t-1", r#"{"lat":10}"#);
+    // A remote delete arrives as UPSERT without data; a local one as DELETE + that.
+    sim.remote_delete("tracks", "t-2");
+    sim.put("nodes", "n-1", r#"{"status":1}"#);
+    sim.local_delete("nodes", "n-1");
+    let ev = wait_for(&g, "out", 6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ev2 = sink_events(&g, "out");
+    assert_eq!(ev2.len(), 6, "{:?}", subjects(&ev2));
+    assert_eq!(
+        subjects(&ev[2..]),
+        [
+            "upserted tracks/t-1",
+            "deleted tracks/t-2",
+            "upserted nodes/n-1",
+            "deleted nodes/n-1"
+        ]
+    );
+    assert_eq!(ev[2]["data"], json!({"lat": 10}));
+    sim.set_duplicates(false);
+
+    // Gone while the stream was down, announced by nobody: found on reconnect.
+    sim.silent_delete("tracks", "t-1");
+    sim.silent_put("tracks", "t-3", r#"{"lat":3}"#);
+    sim.cut_streams();
+    let ev = wait_for(&g, "out", 8).await;
+    let mut tail = subjects(&ev[6..]);
+    tail.sort();
+    assert_eq!(tail, ["deleted tracks/t-1", "upserted tracks/t-3"]);
+    let st = source_when(&g, |b| b["health"]["connects"] == 2).await;
+    assert_eq!(st["health"]["last_reconciliation"]["deleted"], 1, "{st}");
+    assert!(sim.subscribes() >= 2);
+
+    // A node without its at-rest key: opaque payload, counted, never parsed.
+    sim.put("tracks", "t-4", "ENC:v1:AAECAwQ=");
+    let ev = wait_for(&g, "out", 9).await;
+    assert_eq!(ev[8]["peatencrypted"], true);
+    assert_eq!(ev[8]["data"], "ENC:v1:AAECAwQ=");
+    let st = source_when(&g, |b| b["health"]["encrypted_payloads"] == 1).await;
+    assert_eq!(st["health"]["encrypted_payloads"], 1);
+
+    // A different node answers: full reconciliation against it.
+    sim.restart_as_new_node();
+    let st = source_when(&g, |b| {
+        b["health"]["node_id"] == sim.node_id().as_str() && b["health"]["connects"] == 3
+    })
+    .await;
+    assert_eq!(st["health"]["connected"], true, "{st}");
+}
+
+#[tokio::test]
+async fn bindings_are_validated_survive_restarts_and_unbind() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let mut g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    for bad in [
+        json!({"endpoint": "https://x", "collections": ["a"]}),
+        json!({"endpoint": sim.url(), "collections": []}),
+        json!({"endpoint": sim.url(), "collections": ["a:b"]}),
+        json!({"endpoint": sim.url(), "collections": ["a"], "reconcile_secs": 1}),
+    ] {
+        let (s, b) = g
+            .admin(
+                Method::PUT,
+                "/orgs/acme/formations/mesh/source",
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{bad}: {b}");
+    }
+    let (s, _) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/nope/source",
+            Some(json!({"endpoint": sim.url(), "collections": ["a"]})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    bind(&g, &sim).await;
+    file_sink(&g, "out", json!({})).await;
+    sim.put("tracks", "t-1", r#"{"v":1}"#);
+    wait_for(&g, "out", 1).await;
+
+    g.restart_with(GatewayOpts::standard()).await;
+    assert!(
+        !g.all_output().contains("node-token-123"),
+        "the sidecar token never reaches a log"
+    );
+    sim.put("tracks", "t-1", r#"{"v":2}"#);
+    let ev = wait_for(&g, "out", 2).await;
+    assert_eq!(
+        ev.len(),
+        2,
+        "the binding and the content hashes survive a restart: no re-delivery of v1"
+    );
+    assert_eq!(ev[1]["data"], json!({"v": 2}));
+
+    let (s, _) = g
+        .admin(Method::DELETE, "/orgs/acme/formations/mesh/source", None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/source", None)
+        .await;
+    assert_eq!(s, 404);
+    sim.put("tracks", "t-1", r#"{"v":3}"#);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sink_events(&g, "out").len(),
+        2,
+        "unbound: nothing more is captured"
+    );
+}
