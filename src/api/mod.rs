@@ -14,6 +14,7 @@ mod audit;
 mod book;
 mod changes;
 mod error;
+mod events;
 mod extract;
 mod formations;
 mod health;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
     let book = changes::routes(book);
     let book = sinks::routes(book);
     let book = sources::routes(book);
+    let book = events::routes(book);
     let (routes, openapi) = book.finish(env!("CARGO_PKG_VERSION"));
     let state = state.with_openapi(openapi);
     let routes = routes.merge(ui::routes(&state));

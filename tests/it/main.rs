@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod crud;
 mod docs;
+mod events;
 mod secrets;
 mod sink_mqtt;
 mod sink_nats;

@@ -231,6 +231,14 @@ impl Gateway {
 
 pub async fn split(resp: Response) -> (u16, Value) {
     let status = resp.status().as_u16();
+    let streaming = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streaming {
+        // An event stream never ends; its status is the answer.
+        return (status, Value::String("event-stream".into()));
+    }
     let text = resp.text().await.unwrap_or_default();
     let body = if text.is_empty() {
         Value::Null

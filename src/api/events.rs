@@ -1,0 +1,144 @@
+//! `GET /orgs/{org_id}/events/stream`: server-sent events of the org's captured changes and
+//! its sinks' state changes. Resumable: `Last-Event-ID` (`<gateway-id>:<lsn>` or a bare LSN)
+//! continues after that event while the outbox still holds it; a `gap` event says when it
+//! no longer does.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::book::{Access, Doc, RouteBook};
+use super::extract::{Caller, Ids};
+use super::{ApiError, AppState};
+use crate::cdc::cloud_event;
+use crate::tenant::Need;
+
+const PAGE: usize = 256;
+const SINK_POLL: Duration = Duration::from_secs(1);
+
+pub(crate) fn routes(book: RouteBook) -> RouteBook {
+    book.get(
+        "/orgs/{org_id}/events/stream",
+        stream,
+        Doc {
+            summary: "Live server-sent events: `cdc` (CloudEvents), `sink` (state changes), `gap`; resumable with Last-Event-ID",
+            access: Access::Org(Need::Read),
+            body: None,
+            ok: 200,
+        },
+    )
+}
+
+/// The LSN in a `Last-Event-ID`.
+fn resume_lsn(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get("last-event-id")?.to_str().ok()?;
+    v.rsplit(':').next()?.parse().ok()
+}
+
+struct Cursor {
+    s: AppState,
+    org: String,
+    after: u64,
+    head: tokio::sync::watch::Receiver<u64>,
+    queue: std::collections::VecDeque<Event>,
+    sinks: HashMap<String, &'static str>,
+    tick: tokio::time::Interval,
+}
+
+impl Cursor {
+    fn sink_changes(&mut self) {
+        for (def, st) in self.s.cdc.all_status() {
+            if def.org_id != self.org {
+                continue;
+            }
+            let name = st.state.name();
+            if self.sinks.insert(def.sink_id.clone(), name) != Some(name) {
+                let data = json!({"sink_id": def.sink_id, "state": name, "cursor_lsn": st.cursor,
+                    "last_error": st.last_error});
+                self.queue
+                    .push_back(Event::default().event("sink").data(data.to_string()));
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), ()> {
+        let outbox = self.s.cdc.outbox();
+        let page = outbox.read_after(self.after, PAGE).await.map_err(|_| ())?;
+        if let Some((first, _, _)) = page.first() {
+            if *first > self.after + 1 && self.after > 0 {
+                let data = json!({"from_lsn": self.after + 1, "to_lsn": first - 1,
+                    "reason": "no longer in the outbox (delivered to every sink, or dropped)"});
+                self.queue
+                    .push_back(Event::default().event("gap").data(data.to_string()));
+            }
+        }
+        for (lsn, ev, _) in page {
+            self.after = lsn;
+            if ev.org_id != self.org {
+                continue;
+            }
+            let ce = cloud_event(outbox.gateway_id(), lsn, &ev);
+            self.queue.push_back(
+                Event::default()
+                    .event("cdc")
+                    .id(format!("{}:{lsn}", outbox.gateway_id()))
+                    .data(ce.to_string()),
+            );
+        }
+        Ok(())
+    }
+
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Some((Ok(e), self));
+            }
+            if *self.head.borrow() > self.after {
+                self.fill().await.ok()?;
+                if !self.queue.is_empty() {
+                    continue;
+                }
+                // Everything read belonged to other orgs; the cursor moved on.
+                continue;
+            }
+            tokio::select! {
+                r = self.head.changed() => r.ok()?,
+                _ = self.tick.tick() => self.sink_changes(),
+            }
+        }
+    }
+}
+
+async fn stream(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Read, "watch events")
+        .await?;
+    // The org must exist; its absence answers 404 like every org route.
+    s.tenancy.get_org(&scope).await?;
+    let outbox = s.cdc.outbox().clone();
+    let head = outbox.watch();
+    let after = resume_lsn(&headers).unwrap_or_else(|| outbox.head());
+    let cursor = Cursor {
+        org: scope.org_id().to_owned(),
+        s,
+        after,
+        head,
+        queue: Default::default(),
+        sinks: HashMap::new(),
+        tick: tokio::time::interval(SINK_POLL),
+    };
+    let events = futures_util::stream::unfold(cursor, Cursor::next);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
