@@ -68,6 +68,8 @@ pub struct RawConfig {
     pub cdc_nats_url: Option<String>,
     /// Outbox byte quota, MiB (`PEAT_CDC_OUTBOX_MAX_MB`).
     pub cdc_outbox_max_mb: Option<u64>,
+    /// Outbox file size below which it is never compacted, MiB (`PEAT_CDC_COMPACT_MIN_MB`).
+    pub cdc_compact_min_mb: Option<u64>,
     /// What a full outbox does: `block` or `drop-oldest` (`PEAT_CDC_FULL_POLICY`).
     pub cdc_full_policy: Option<String>,
     /// Kafka brokers for the CDC sink (`PEAT_CDC_KAFKA_BROKERS`).
@@ -100,6 +102,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_CDC_NATS_URL", "cdc_nats_url"),
     ("PEAT_CDC_OUTBOX_MAX_MB", "cdc_outbox_max_mb"),
     ("PEAT_CDC_FULL_POLICY", "cdc_full_policy"),
+    ("PEAT_CDC_COMPACT_MIN_MB", "cdc_compact_min_mb"),
     ("PEAT_CDC_KAFKA_BROKERS", "cdc_kafka_brokers"),
     ("PEAT_KMS_KEY_ARN", "kms_key_arn"),
     ("PEAT_VAULT_ADDR", "vault_addr"),
@@ -210,6 +213,7 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "cdc_nats_url" => raw.cdc_nats_url = Some(v),
         "cdc_outbox_max_mb" => raw.cdc_outbox_max_mb = Some(num(&v)?),
         "cdc_full_policy" => raw.cdc_full_policy = Some(v),
+        "cdc_compact_min_mb" => raw.cdc_compact_min_mb = Some(num(&v)?),
         "cdc_kafka_brokers" => raw.cdc_kafka_brokers = Some(v),
         "kms_key_arn" => raw.kms_key_arn = Some(v),
         "vault_addr" => raw.vault_addr = Some(v),
@@ -355,6 +359,13 @@ impl Config {
                 "must be between 1 and 1048576 (MiB)",
             ));
         }
+        let compact_mb = raw.cdc_compact_min_mb.unwrap_or(64);
+        if !(1..=1024 * 1024).contains(&compact_mb) {
+            errors.push(err(
+                name("cdc_compact_min_mb"),
+                "must be between 1 and 1048576 (MiB)",
+            ));
+        }
         let policy = match raw.cdc_full_policy.as_deref() {
             None | Some("block") => FullPolicy::Block,
             Some("drop-oldest") => FullPolicy::DropOldest,
@@ -407,6 +418,7 @@ impl Config {
                 outbox: OutboxConfig {
                     quota_bytes: outbox_mb * 1024 * 1024,
                     policy,
+                    compact_min_bytes: compact_mb * 1024 * 1024,
                 },
                 default_quotas: quotas,
                 origin,
@@ -473,6 +485,11 @@ impl Config {
                 "cdc_outbox_max_mb",
                 (self.outbox.quota_bytes / (1024 * 1024)).to_string(),
                 o("cdc_outbox_max_mb"),
+            ),
+            (
+                "cdc_compact_min_mb",
+                (self.outbox.compact_min_bytes / (1024 * 1024)).to_string(),
+                o("cdc_compact_min_mb"),
             ),
             (
                 "cdc_full_policy",

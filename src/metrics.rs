@@ -46,6 +46,7 @@ pub struct Metrics {
     pub outbox_quota_bytes: Gauge,
     pub outbox_head_lsn: Gauge,
     pub outbox_dropped: Gauge,
+    pub outbox_file_bytes: Gauge,
     pub sink_backlog: Family<SinkLabels, Gauge>,
     pub sink_delivered: Family<SinkLabels, Gauge>,
     pub sink_retries: Family<SinkLabels, Gauge>,
@@ -135,6 +136,11 @@ impl Metrics {
             "outbox_dropped_events",
             "Events removed unsent by the drop-oldest policy since the outbox was created",
         );
+        let outbox_file_bytes = g(
+            &mut registry,
+            "outbox_file_bytes",
+            "Size of cdc.redb on disk",
+        );
         let fam = |r: &mut Registry, name: &str, help: &str| {
             let x = Family::<SinkLabels, Gauge>::default();
             r.register(name, help, x.clone());
@@ -180,6 +186,7 @@ impl Metrics {
             outbox_quota_bytes,
             outbox_head_lsn,
             outbox_dropped,
+            outbox_file_bytes,
             sink_backlog,
             sink_delivered,
             sink_retries,
@@ -208,6 +215,7 @@ impl Metrics {
         set(&self.outbox_quota_bytes, st.quota_bytes);
         set(&self.outbox_head_lsn, st.head_lsn);
         set(&self.outbox_dropped, st.dropped);
+        set(&self.outbox_file_bytes, d.outbox().file_bytes());
         for (def, status) in d.all_status() {
             let l = SinkLabels {
                 sink_id: def.sink_id.clone(),

@@ -21,6 +21,8 @@ const BATCH_BYTES: usize = 1024 * 1024;
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Housekeeping rounds between compaction checks.
+const COMPACT_EVERY: u64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkState {
@@ -255,7 +257,9 @@ impl Dispatcher {
 
     /// Periodic work: pick up sink changes and trim what every sink has acknowledged.
     pub async fn housekeeping(self, mut shutdown: watch::Receiver<bool>) {
+        let mut rounds: u64 = 0;
         loop {
+            rounds += 1;
             if let Err(e) = self.sync().await {
                 tracing::warn!(error = %e, "sink sync failed");
             }
@@ -264,6 +268,11 @@ impl Dispatcher {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(events = n, "outbox trimmed"),
                 Err(e) => tracing::warn!(error = %e, "outbox trim failed"),
+            }
+            if rounds % COMPACT_EVERY == 0 {
+                if let Err(e) = self.inner.outbox.maybe_compact().await {
+                    tracing::warn!(error = %e, "outbox compaction failed; will retry");
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(HOUSEKEEPING) => {}

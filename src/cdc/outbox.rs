@@ -46,6 +46,8 @@ impl FullPolicy {
 pub struct OutboxConfig {
     pub quota_bytes: u64,
     pub policy: FullPolicy,
+    /// Files smaller than this are never compacted.
+    pub compact_min_bytes: u64,
 }
 
 /// The formation a change belongs to.
@@ -433,6 +435,32 @@ impl Outbox {
                 Ok(t.delete_prefix(Table::Docs, &formation_uid)?)
             })
             .await
+    }
+
+    /// Compacts `cdc.redb` when the file has grown well past what it holds (events trimmed
+    /// after a long outage leave free pages behind). Returns the sizes when it ran.
+    pub async fn maybe_compact(&self) -> Result<Option<(u64, u64)>, CdcError> {
+        let file = self.store.file_bytes();
+        let held = self.counters.bytes.load(Ordering::Relaxed);
+        if file < self.cfg.compact_min_bytes || file < 2 * (held + 16 * 1024 * 1024) {
+            return Ok(None);
+        }
+        tracing::info!(
+            file_mib = file >> 20,
+            held_mib = held >> 20,
+            "compacting the outbox file"
+        );
+        let (before, after) = self.store.compact().await?;
+        tracing::info!(
+            before_mib = before >> 20,
+            after_mib = after >> 20,
+            "outbox compacted"
+        );
+        Ok(Some((before, after)))
+    }
+
+    pub fn file_bytes(&self) -> u64 {
+        self.store.file_bytes()
     }
 
     pub async fn shutdown(&self) {

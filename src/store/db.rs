@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redb::{Builder, Database, DatabaseError, ReadableDatabase, WriteTransaction};
@@ -67,7 +67,8 @@ pub struct CommitStats {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    db: Arc<RwLock<Database>>,
+    path: PathBuf,
     tx: mpsc::Sender<Msg>,
     poisoned: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -90,7 +91,7 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let db = open_db(path, opts)?;
         migrate(&db, path, opts.schema)?;
-        let db = Arc::new(db);
+        let db = Arc::new(RwLock::new(db));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let poisoned = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -104,6 +105,7 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                path: path.to_path_buf(),
                 tx,
                 poisoned,
                 thread: Mutex::new(Some(thread)),
@@ -159,8 +161,8 @@ impl Store {
     {
         let db = self.inner.db.clone();
         tokio::task::spawn_blocking(move || {
-            let view = ReadView::new(db.begin_read().op("begin read")?);
-            op(&view)
+            let rtx = read_lock(&db).begin_read().op("begin read")?;
+            op(&ReadView::new(rtx))
         })
         .await
         .map_err(|_| StoreError::Closed)?
@@ -172,8 +174,27 @@ impl Store {
         F: FnOnce(&ReadView) -> Result<R, E>,
         E: From<StoreError>,
     {
-        let view = ReadView::new(self.inner.db.begin_read().op("begin read")?);
-        op(&view)
+        let rtx = read_lock(&self.inner.db).begin_read().op("begin read")?;
+        op(&ReadView::new(rtx))
+    }
+
+    /// Size of the database file on disk.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.inner.path).map_or(0, |m| m.len())
+    }
+
+    /// Compacts the file on the writer thread, between batches; readers wait meanwhile.
+    /// Returns the file size before and after.
+    pub async fn compact(&self) -> Result<(u64, u64), StoreError> {
+        let before = self.file_bytes();
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Compact(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)??;
+        Ok((before, self.file_bytes()))
     }
 
     pub fn is_poisoned(&self) -> bool {
@@ -188,6 +209,11 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
     }
+}
+
+/// Read access to the database; a poisoned lock (a panicked reader) is still usable.
+pub(crate) fn read_lock(db: &RwLock<Database>) -> std::sync::RwLockReadGuard<'_, Database> {
+    db.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn open_db(path: &Path, opts: &StoreOptions) -> Result<Database, StoreError> {

@@ -1,7 +1,7 @@
 //! The writer thread: gathers queued operations into one write transaction (group commit).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use redb::{Database, Durability};
@@ -26,6 +26,8 @@ pub(crate) trait Job: Send {
 
 pub(crate) enum Msg {
     Job(Box<dyn Job>),
+    /// Compact the file; nothing else runs meanwhile.
+    Compact(oneshot::Sender<Result<(), StoreError>>),
     Stop,
 }
 
@@ -79,7 +81,7 @@ fn clone_for_caller(_e: &StoreError) -> StoreError {
 }
 
 pub(crate) fn run(
-    db: Arc<Database>,
+    db: Arc<RwLock<Database>>,
     mut rx: mpsc::Receiver<Msg>,
     poisoned: Arc<AtomicBool>,
     on_commit: Option<Arc<dyn Fn(CommitStats) + Send + Sync>>,
@@ -89,11 +91,20 @@ pub(crate) fn run(
     while !stop {
         match rx.blocking_recv() {
             Some(Msg::Job(j)) => batch.push(j),
+            Some(Msg::Compact(reply)) => {
+                let _ = reply.send(compact(&db));
+                continue;
+            }
             Some(Msg::Stop) | None => break,
         }
+        let mut compact_after = None;
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Msg::Job(j)) => batch.push(j),
+                Ok(Msg::Compact(reply)) => {
+                    compact_after = Some(reply);
+                    break;
+                }
                 Ok(Msg::Stop) => {
                     stop = true;
                     break;
@@ -109,7 +120,8 @@ pub(crate) fn run(
         }
         let started = Instant::now();
         let ops = batch.len();
-        match commit_batch(&db, &mut batch) {
+        let committed = commit_batch(&super::db::read_lock(&db), &mut batch);
+        match committed {
             Ok(()) => {
                 for j in batch.drain(..) {
                     j.finish(Ok(()));
@@ -130,8 +142,26 @@ pub(crate) fn run(
                 }
             }
         }
+        if let Some(reply) = compact_after {
+            let _ = reply.send(compact(&db));
+        }
     }
     tracing::debug!("state writer stopped");
+}
+
+fn compact(db: &RwLock<Database>) -> Result<(), StoreError> {
+    let mut guard = db
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Each call compacts what it can; a few rounds reach the end of the free space.
+    for _ in 0..8 {
+        match guard.compact() {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(StoreError::redb("compact")(e.into())),
+        }
+    }
+    Ok(())
 }
 
 fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {

@@ -537,3 +537,44 @@ async fn a_recreated_formation_inherits_no_document_state() {
         "same content, new formation: a new event: {b}"
     );
 }
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
+    let g = Gateway::start(GatewayOpts::standard().with("PEAT_CDC_COMPACT_MIN_MB", "1")).await;
+    setup(&g).await;
+    let pad = "x".repeat(60_000);
+    for r in 0..70 {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| json!({"collection": "tracks", "doc_id": format!("d{r}-{i}"), "op": "upsert", "data": {"pad": pad}}))
+            .collect();
+        assert_eq!(ingest(&g, Value::Array(batch)).await.0, 202);
+    }
+    let (_, m) = g.call(Method::GET, "/metrics", None, None).await;
+    let grown = metric(m.as_str().unwrap(), "peat_gateway_outbox_file_bytes ");
+    assert!(grown > 40 << 20, "backlog on disk: {grown}");
+    let sink = file_sink(&g, "drain", json!({})).await;
+    status_when(&g, &sink, |st| st["backlog_events"] == 0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut now = grown;
+    while Instant::now() < deadline && now > grown / 4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, m) = g.call(Method::GET, "/metrics", None, None).await;
+        now = metric(m.as_str().unwrap(), "peat_gateway_outbox_file_bytes ");
+    }
+    eprintln!(
+        "outbox file: {} MiB with the backlog, {} MiB after drain and compaction",
+        grown >> 20,
+        now >> 20
+    );
+    assert!(now < grown / 4, "compacted: {grown} -> {now}");
+    assert!(g.all_output().contains("outbox compacted"));
+    // Still a working outbox.
+    let (s, b) = ingest(&g, json!([upsert("after", 1)])).await;
+    assert_eq!((s, b["appended"].as_u64()), (202, Some(1)));
+}
