@@ -44,10 +44,14 @@ fn token_identity<'a>(org: &'a str, app: &'a str) -> RecordIdentity<'a> {
 
 fn validate(new: &NewSource) -> Result<(), TenantError> {
     let e = &new.endpoint;
-    if !e.starts_with("http://") || e.len() > 512 || e.chars().any(char::is_whitespace) {
+    let unix_ok = e
+        .strip_prefix("unix://")
+        .is_some_and(|p| p.starts_with('/') && p.len() > 1);
+    if !(e.starts_with("http://") || unix_ok) || e.len() > 512 || e.chars().any(char::is_whitespace)
+    {
         return Err(TenantError::invalid(
             "endpoint",
-            "must be the sidecar's http://host:port (the node speaks plain HTTP; keep it on loopback or a trusted link)",
+            "must be the sidecar's unix:///path/to.sock or http://host:port (the node speaks plain HTTP; keep it on the kit)",
         ));
     }
     if new.collections.is_empty() || new.collections.len() > MAX_COLLECTIONS {

@@ -184,3 +184,28 @@ async fn bindings_are_validated_survive_restarts_and_unbind() {
         "unbound: nothing more is captured"
     );
 }
+
+#[tokio::test]
+async fn capture_works_over_the_nodes_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start_unix(&dir.path().join("sidecar.sock"))
+        .await
+        .unwrap();
+    sim.put("tracks", "t-1", r#"{"v":1}"#);
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    file_sink(&g, "out", json!({})).await;
+    assert!(sim.url().starts_with("unix:///"));
+    bind(&g, &sim).await;
+    sim.put("tracks", "t-2", r#"{"v":1}"#);
+    let ev = wait_for(&g, "out", 2).await;
+    let mut s = subjects(&ev);
+    s.sort();
+    assert_eq!(s, ["upserted tracks/t-1", "upserted tracks/t-2"]);
+    let st = source_when(&g, |b| b["health"]["connected"] == true).await;
+    assert_eq!(st["endpoint"], sim.url());
+    sim.silent_delete("tracks", "t-1");
+    sim.cut_streams();
+    let ev = wait_for(&g, "out", 3).await;
+    assert_eq!(subjects(&ev[2..]), ["deleted tracks/t-1"]);
+}

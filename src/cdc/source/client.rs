@@ -26,63 +26,164 @@ pub enum SourceError {
     Cut,
 }
 
-/// Talks to one sidecar endpoint (`http://host:port`).
+/// How requests reach the sidecar.
+#[derive(Clone)]
+enum Transport {
+    Tcp {
+        base: String,
+        unary: reqwest::Client,
+        streaming: reqwest::Client,
+    },
+    /// `unix:///path`: one HTTP/1.1 connection per call (the node's preferred kit setup).
+    Unix { path: std::path::PathBuf },
+}
+
+/// A response body from either transport.
+enum Body {
+    Reqwest(reqwest::Response),
+    Hyper(hyper::body::Incoming),
+}
+
+impl Body {
+    async fn chunk(&mut self) -> Result<Option<hyper::body::Bytes>, String> {
+        match self {
+            Body::Reqwest(r) => r.chunk().await.map_err(|e| e.to_string()),
+            Body::Hyper(b) => {
+                use http_body_util::BodyExt as _;
+                loop {
+                    match b.frame().await {
+                        None => return Ok(None),
+                        Some(Err(e)) => return Err(e.to_string()),
+                        Some(Ok(f)) => {
+                            if let Ok(data) = f.into_data() {
+                                return Ok(Some(data));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn all(mut self) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        while let Some(c) = self.chunk().await? {
+            out.extend_from_slice(&c);
+        }
+        Ok(out)
+    }
+}
+
+/// Talks to one sidecar endpoint: `http://host:port` or `unix:///path/to.sock`.
 #[derive(Clone)]
 pub struct SidecarClient {
-    base: String,
+    endpoint: String,
     token: Option<Secret>,
-    unary: reqwest::Client,
-    streaming: reqwest::Client,
+    transport: Transport,
 }
 
 impl SidecarClient {
     pub fn new(endpoint: &str, token: Option<Secret>) -> Result<Self, SourceError> {
-        let build = |timeout: Option<Duration>| {
-            let mut b = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .tcp_keepalive(Duration::from_secs(30))
-                .redirect(reqwest::redirect::Policy::none());
-            if let Some(t) = timeout {
-                b = b.timeout(t);
+        let transport = if let Some(path) = endpoint.strip_prefix("unix://") {
+            Transport::Unix { path: path.into() }
+        } else {
+            let build = |timeout: Option<Duration>| {
+                let mut b = reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .tcp_keepalive(Duration::from_secs(30))
+                    .redirect(reqwest::redirect::Policy::none());
+                if let Some(t) = timeout {
+                    b = b.timeout(t);
+                }
+                b.build().map_err(|e| SourceError::Unreachable {
+                    endpoint: endpoint.to_owned(),
+                    reason: e.to_string(),
+                })
+            };
+            Transport::Tcp {
+                base: endpoint.trim_end_matches('/').to_owned(),
+                unary: build(Some(UNARY_TIMEOUT))?,
+                // No read timeout on the stream: a quiet mesh sends nothing for long stretches.
+                streaming: build(None)?,
             }
-            b.build().map_err(|e| SourceError::Unreachable {
-                endpoint: endpoint.to_owned(),
-                reason: e.to_string(),
-            })
         };
         Ok(Self {
-            base: endpoint.trim_end_matches('/').to_owned(),
+            endpoint: endpoint.to_owned(),
             token,
-            unary: build(Some(UNARY_TIMEOUT))?,
-            // No read timeout on the stream: a quiet mesh sends nothing for long stretches.
-            streaming: build(None)?,
+            transport,
         })
     }
 
     pub fn endpoint(&self) -> &str {
-        &self.base
-    }
-
-    fn request(
-        &self,
-        client: &reqwest::Client,
-        method: &str,
-        content_type: &str,
-    ) -> reqwest::RequestBuilder {
-        let mut r = client
-            .post(format!("{}{SERVICE}{method}", self.base))
-            .header("Content-Type", content_type)
-            .header("Connect-Protocol-Version", "1");
-        if let Some(t) = &self.token {
-            r = r.bearer_auth(t.expose());
-        }
-        r
+        &self.endpoint
     }
 
     fn unreachable(&self, e: impl std::fmt::Display) -> SourceError {
         SourceError::Unreachable {
-            endpoint: self.base.clone(),
+            endpoint: self.endpoint.clone(),
             reason: e.to_string(),
+        }
+    }
+
+    /// One POST; `streaming` selects the client without a read timeout.
+    async fn post(
+        &self,
+        method: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        streaming: bool,
+    ) -> Result<(u16, Body), SourceError> {
+        let bearer = self
+            .token
+            .as_ref()
+            .map(|t| format!("Bearer {}", t.expose()));
+        match &self.transport {
+            Transport::Tcp {
+                base,
+                unary,
+                streaming: s,
+            } => {
+                let client = if streaming { s } else { unary };
+                let mut r = client
+                    .post(format!("{base}{SERVICE}{method}"))
+                    .header("Content-Type", content_type)
+                    .header("Connect-Protocol-Version", "1");
+                if !streaming {
+                    r = r.header("Connect-Timeout-Ms", UNARY_TIMEOUT.as_millis().to_string());
+                }
+                if let Some(b) = &bearer {
+                    r = r.header("Authorization", b);
+                }
+                let resp = r.body(body).send().await.map_err(|e| self.unreachable(e))?;
+                Ok((resp.status().as_u16(), Body::Reqwest(resp)))
+            }
+            Transport::Unix { path } => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .map_err(|e| self.unreachable(e))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let mut req = hyper::Request::post(format!("http://localhost{SERVICE}{method}"))
+                    .header("Host", "localhost")
+                    .header("Content-Type", content_type)
+                    .header("Connect-Protocol-Version", "1");
+                if let Some(b) = &bearer {
+                    req = req.header("Authorization", b);
+                }
+                let req = req
+                    .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                    .map_err(|e| SourceError::Malformed(e.to_string()))?;
+                let resp = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
+                Ok((resp.status().as_u16(), Body::Hyper(resp.into_body())))
+            }
         }
     }
 
@@ -94,23 +195,23 @@ impl SidecarClient {
         let body = serde_json::to_vec(req).map_err(|e| SourceError::Malformed(e.to_string()))?;
         // One retry: a pooled connection the node closed fails on first use.
         let mut attempt = 0;
-        let resp = loop {
+        let (status, bytes) = loop {
             attempt += 1;
-            let r = self
-                .request(&self.unary, method, "application/json")
-                .header("Connect-Timeout-Ms", UNARY_TIMEOUT.as_millis().to_string())
-                .body(body.clone())
-                .send()
-                .await;
-            match r {
-                Ok(r) => break r,
-                Err(e) if attempt < 2 && !e.is_timeout() => continue,
-                Err(e) => return Err(self.unreachable(e)),
+            let call = async {
+                let (status, b) = self
+                    .post(method, "application/json", body.clone(), false)
+                    .await?;
+                let bytes = b.all().await.map_err(|e| self.unreachable(e))?;
+                Ok::<_, SourceError>((status, bytes))
+            };
+            match tokio::time::timeout(UNARY_TIMEOUT, call).await {
+                Ok(Ok(r)) => break r,
+                Ok(Err(SourceError::Unreachable { .. })) if attempt < 2 => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(self.unreachable(format!("{method} timed out"))),
             }
         };
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| self.unreachable(e))?;
-        if !status.is_success() {
+        if !(200..300).contains(&status) {
             let err: ConnectError = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(SourceError::Node {
                 code: if err.code.is_empty() {
@@ -165,15 +266,12 @@ impl SidecarClient {
             0,
             &serde_json::to_vec(&req).map_err(|e| SourceError::Malformed(e.to_string()))?,
         );
-        let resp = self
-            .request(&self.streaming, "Subscribe", "application/connect+json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let err: ConnectError = resp.json().await.unwrap_or_default();
+        let (status, resp) = self
+            .post("Subscribe", "application/connect+json", body, true)
+            .await?;
+        if !(200..300).contains(&status) {
+            let bytes = resp.all().await.unwrap_or_default();
+            let err: ConnectError = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(SourceError::Node {
                 code: if err.code.is_empty() {
                     status.to_string()
@@ -194,7 +292,7 @@ impl SidecarClient {
 
 /// The open `Subscribe` body.
 pub struct ChangeStream {
-    resp: reqwest::Response,
+    resp: Body,
     decoder: Decoder,
     ready: Vec<DocumentChange>,
     /// Frames dropped as oversize, compressed or unparsable.
@@ -211,10 +309,10 @@ impl ChangeStream {
             let chunk = match self.resp.chunk().await {
                 Ok(Some(c)) => c,
                 Ok(None) => return Err(SourceError::Cut),
-                Err(e) => {
+                Err(reason) => {
                     return Err(SourceError::Unreachable {
                         endpoint: "change stream".into(),
-                        reason: e.to_string(),
+                        reason,
                     })
                 }
             };

@@ -102,7 +102,7 @@ impl Inner {
 /// A running simulated node. Dropping it stops the server.
 pub struct Simulator {
     inner: Arc<Inner>,
-    addr: SocketAddr,
+    url: String,
     server: tokio::task::JoinHandle<()>,
     generator: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -126,6 +126,22 @@ fn random_unit() -> f64 {
 impl Simulator {
     /// Serves on `bind` (use port 0 for an ephemeral port).
     pub async fn start(bind: SocketAddr) -> std::io::Result<Simulator> {
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        Ok(Self::serve(listener, url))
+    }
+
+    /// Serves on a Unix socket at `path`, as kits run the node.
+    pub async fn start_unix(path: &std::path::Path) -> std::io::Result<Simulator> {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        Ok(Self::serve(listener, format!("unix://{}", path.display())))
+    }
+
+    fn serve<L: axum::serve::Listener>(listener: L, url: String) -> Simulator
+    where
+        L::Addr: std::fmt::Debug,
+    {
         let (tx, _) = broadcast::channel(BROADCAST);
         let inner = Arc::new(Inner {
             docs: Mutex::new(BTreeMap::new()),
@@ -138,21 +154,20 @@ impl Simulator {
         let app = Router::new()
             .route("/peat.sidecar.v1.PeatSidecar/{method}", post(rpc))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(bind).await?;
-        let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Simulator {
+        Simulator {
             inner,
-            addr,
+            url,
             server,
             generator: Mutex::new(None),
-        })
+        }
     }
 
+    /// `http://127.0.0.1:<port>` or `unix:///path`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url.clone()
     }
 
     pub fn node_id(&self) -> String {
