@@ -47,6 +47,8 @@ pub struct Metrics {
     pub outbox_head_lsn: Gauge,
     pub outbox_dropped: Gauge,
     pub outbox_file_bytes: Gauge,
+    pub outbox_commit_seconds: Histogram,
+    pub outbox_commit_ops: Histogram,
     pub sink_backlog: Family<SinkLabels, Gauge>,
     pub sink_delivered: Family<SinkLabels, Gauge>,
     pub sink_retries: Family<SinkLabels, Gauge>,
@@ -141,6 +143,19 @@ impl Metrics {
             "outbox_file_bytes",
             "Size of cdc.redb on disk",
         );
+        let outbox_commit_seconds = latency_buckets();
+        let outbox_commit_ops =
+            Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        registry.register(
+            "outbox_commit_duration_seconds",
+            "Outbox group-commit latency, fsync included",
+            outbox_commit_seconds.clone(),
+        );
+        registry.register(
+            "outbox_commit_operations",
+            "Appends and cursor updates per outbox group commit",
+            outbox_commit_ops.clone(),
+        );
         let fam = |r: &mut Registry, name: &str, help: &str| {
             let x = Family::<SinkLabels, Gauge>::default();
             r.register(name, help, x.clone());
@@ -187,6 +202,8 @@ impl Metrics {
             outbox_head_lsn,
             outbox_dropped,
             outbox_file_bytes,
+            outbox_commit_seconds,
+            outbox_commit_ops,
             sink_backlog,
             sink_delivered,
             sink_retries,

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use super::event::{canonical, Change, DocState, Op};
 use super::CdcError;
 use crate::store::{
-    DeadLetterRecord, DocRecord, EventRecord, Reader, Record, Store, StoreOptions, Table, Txn,
-    OUTBOX,
+    CommitStats, DeadLetterRecord, DocRecord, EventRecord, Reader, Record, Store, StoreOptions,
+    Table, Txn, OUTBOX,
 };
 use crate::tenant::now_ms;
 
@@ -138,12 +138,17 @@ fn lsn_of(key: &[u8]) -> u64 {
 
 impl Outbox {
     /// Opens (creating) `cdc.redb` in `dir`. Blocks on disk I/O: call from `spawn_blocking`.
-    pub fn open(dir: &Path, cache_bytes: usize, cfg: OutboxConfig) -> Result<Self, CdcError> {
+    pub fn open(
+        dir: &Path,
+        cache_bytes: usize,
+        cfg: OutboxConfig,
+        on_commit: Option<Arc<dyn Fn(CommitStats) + Send + Sync>>,
+    ) -> Result<Self, CdcError> {
         let opts = StoreOptions {
             cache_bytes,
             schema: &OUTBOX,
         };
-        let store = Store::open(&dir.join("cdc.redb"), &opts, None)?;
+        let store = Store::open(&dir.join("cdc.redb"), &opts, on_commit)?;
         let (gateway_id, head, bytes, dropped) =
             store.read_blocking(|r| -> Result<_, CdcError> {
                 let id = r

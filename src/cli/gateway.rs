@@ -37,6 +37,12 @@ pub(crate) struct DemoArgs {
     /// peat-node sidecar on a loopback port); 0 keeps it quiet.
     #[arg(long, default_value_t = 5.0)]
     rate: f64,
+    /// Also deliver to NATS JetStream at this URL (subjects `peat.demo.>`).
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Also deliver to MQTT at this URL, e.g. mqtt://127.0.0.1:1883 (topics `peat/demo/#`).
+    #[arg(long)]
+    mqtt_url: Option<String>,
 }
 
 pub(crate) fn serve(flag: Option<&Path>) -> Result<ExitCode, Failure> {
@@ -67,7 +73,7 @@ pub(crate) fn demo(flag: Option<&Path>, args: DemoArgs) -> Result<ExitCode, Fail
     let cfg = Config::from_raw(loaded).map_err(Failure::Config)?;
     init_logging(&cfg.log_filter);
     let rt = runtime()?;
-    let rate = args.rate;
+    let (rate, nats_url, mqtt_url) = (args.rate, args.nats_url, args.mqtt_url);
     rt.block_on(async move {
         let sim = Simulator::start(([127, 0, 0, 1], 0).into())
             .await
@@ -77,6 +83,8 @@ pub(crate) fn demo(flag: Option<&Path>, args: DemoArgs) -> Result<ExitCode, Fail
         }
         let seed = Seed {
             node_url: sim.url(),
+            nats_url,
+            mqtt_url,
         };
         let running = start(cfg, Some(seed)).await?;
         // The simulator lives as long as the demo serves.
@@ -115,6 +123,8 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 /// simulated node at `node_url`, and a file sink.
 struct Seed {
     node_url: String,
+    nats_url: Option<String>,
+    mqtt_url: Option<String>,
 }
 
 struct Running {
@@ -166,7 +176,12 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
     };
     let outbox = {
         let (dir, cache, ocfg) = (cfg.data_dir.clone(), cfg.store_cache_bytes, cfg.outbox);
-        tokio::task::spawn_blocking(move || Outbox::open(&dir, cache, ocfg))
+        let m = metrics.clone();
+        let on_commit: Arc<dyn Fn(CommitStats) + Send + Sync> = Arc::new(move |s: CommitStats| {
+            m.outbox_commit_seconds.observe(s.elapsed.as_secs_f64());
+            m.outbox_commit_ops.observe(s.ops as f64);
+        });
+        tokio::task::spawn_blocking(move || Outbox::open(&dir, cache, ocfg, Some(on_commit)))
             .await
             .context("outbox open task")?
     };
@@ -256,6 +271,9 @@ async fn prepare(
         bind_demo_source(&tenancy, &seed.node_url)
             .await
             .context("binding the demo formation to the simulated node")?;
+        demo_broker_sinks(&tenancy, seed)
+            .await
+            .context("adding the demo's broker sinks (check --nats-url / --mqtt-url)")?;
     }
     sources.sync().await.context("starting the CDC sources")?;
     tracing::info!(
@@ -388,6 +406,46 @@ async fn seed_demo(t: &Tenancy) -> Result<(), TenantError> {
                 spec: SinkSpec::File {
                     name: "events".into(),
                 },
+                enabled: true,
+                formations: vec![],
+                collections: vec![],
+                rate_limit_bytes_per_sec: 0,
+                start: SinkStart::Earliest,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// NATS and MQTT sinks for the demo org when their URLs are given, once.
+async fn demo_broker_sinks(t: &Tenancy, seed: &Seed) -> Result<(), TenantError> {
+    let scope = Principal::Admin { dev_open: false }.scope("demo", Need::Manage, "seed")?;
+    let existing: Vec<&'static str> = t
+        .list_sinks(&scope)
+        .await?
+        .iter()
+        .map(|d| d.spec.kind())
+        .collect();
+    let mut wanted = Vec::new();
+    if let Some(url) = &seed.nats_url {
+        wanted.push(SinkSpec::Nats {
+            subject_prefix: "peat".into(),
+            url: Some(url.clone()),
+            stream: None,
+        });
+    }
+    if let Some(url) = &seed.mqtt_url {
+        wanted.push(SinkSpec::Mqtt {
+            url: url.clone(),
+            topic_prefix: "peat".into(),
+        });
+    }
+    for spec in wanted.into_iter().filter(|s| !existing.contains(&s.kind())) {
+        t.create_sink(
+            &scope,
+            NewSink {
+                spec,
                 enabled: true,
                 formations: vec![],
                 collections: vec![],

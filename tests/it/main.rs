@@ -9,6 +9,7 @@ mod cdc;
 mod cli;
 mod crash;
 mod crud;
+mod demo;
 mod docs;
 mod events;
 mod secrets;
