@@ -84,6 +84,22 @@ pub struct RawConfig {
     pub vault_transit_key: Option<String>,
     /// Quotas of new orgs.
     pub quotas: Option<RawQuotas>,
+    /// Sidecar bindings (`[[sources]]`, file only), applied at every start.
+    pub sources: Option<Vec<SourceConfig>>,
+}
+
+/// One `[[sources]]` entry: a formation captured from a peat-node sidecar.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub org: String,
+    pub app: String,
+    /// `unix:///run/peat-node/sidecar.sock` or `http://127.0.0.1:50051`.
+    pub endpoint: String,
+    pub collections: Vec<String>,
+    pub token: Option<Secret>,
+    pub reconcile_secs: Option<u64>,
+    pub full_policy: Option<String>,
 }
 
 /// Environment variable → config key. The one table of names operators use.
@@ -256,6 +272,7 @@ pub struct Config {
     pub cdc_nats_url: Option<String>,
     pub outbox: OutboxConfig,
     pub default_quotas: Quotas,
+    pub sources: Vec<SourceConfig>,
     pub origin: BTreeMap<&'static str, String>,
 }
 
@@ -421,6 +438,7 @@ impl Config {
                     compact_min_bytes: compact_mb * 1024 * 1024,
                 },
                 default_quotas: quotas,
+                sources: raw.sources.unwrap_or_default(),
                 origin,
             }),
             _ => Err(errors),
@@ -485,6 +503,15 @@ impl Config {
                 "cdc_outbox_max_mb",
                 (self.outbox.quota_bytes / (1024 * 1024)).to_string(),
                 o("cdc_outbox_max_mb"),
+            ),
+            (
+                "sources",
+                self.sources
+                    .iter()
+                    .map(|s| format!("{}/{} <- {} {:?}", s.org, s.app, s.endpoint, s.collections))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                o("sources"),
             ),
             (
                 "cdc_compact_min_mb",

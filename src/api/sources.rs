@@ -28,7 +28,9 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
                     "endpoint": {"type": "string", "description": "http://host:port of the sidecar"},
                     "collections": {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string"}},
                     "token": {"type": "string", "description": "bearer token for the sidecar; stored sealed, never shown"},
-                    "reconcile_secs": {"type": "integer", "minimum": 10, "maximum": 86400}}})),
+                    "reconcile_secs": {"type": "integer", "minimum": 10, "maximum": 86400},
+                    "full_policy": {"type": "string", "enum": ["block", "drop-oldest"],
+                        "description": "what this source does when the outbox is full; default PEAT_CDC_FULL_POLICY"}}})),
             ok: 200,
         },
     )
@@ -62,6 +64,7 @@ struct PutSource {
     token: Option<Secret>,
     #[serde(default = "default_reconcile")]
     reconcile_secs: u64,
+    full_policy: Option<String>,
 }
 
 fn default_reconcile() -> u64 {
@@ -75,6 +78,7 @@ fn view(s: &AppState, d: &SourceDef) -> Value {
         "collections": d.collections,
         "token": d.has_token.then_some("[redacted]"),
         "reconcile_secs": d.reconcile_secs,
+        "full_policy": d.full_policy.unwrap_or(s.cdc.outbox().policy().name()),
         "health": {
             "connected": h.connected,
             "node_id": h.node_id,
@@ -119,6 +123,7 @@ async fn put_source(
                 collections: body.collections,
                 token: body.token,
                 reconcile_secs: body.reconcile_secs,
+                full_policy: body.full_policy,
             },
         )
         .await?;

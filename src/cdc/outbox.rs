@@ -34,6 +34,14 @@ pub enum FullPolicy {
 }
 
 impl FullPolicy {
+    pub fn parse(s: &str) -> Option<FullPolicy> {
+        match s {
+            "block" => Some(FullPolicy::Block),
+            "drop-oldest" => Some(FullPolicy::DropOldest),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FullPolicy::Block => "block",
@@ -224,10 +232,23 @@ impl Outbox {
         src: FormationRef,
         changes: Vec<Change>,
     ) -> Result<AppendReport, CdcError> {
+        self.append_with(src, changes, None).await
+    }
+
+    /// [`Outbox::append`] under a source's own full-outbox policy (`None`: the gateway's).
+    pub async fn append_with(
+        &self,
+        src: FormationRef,
+        changes: Vec<Change>,
+        policy: Option<FullPolicy>,
+    ) -> Result<AppendReport, CdcError> {
         for c in &changes {
             c.validate()?;
         }
-        let cfg = self.cfg;
+        let mut cfg = self.cfg;
+        if let Some(p) = policy {
+            cfg.policy = p;
+        }
         let now = now_ms();
         let (outcomes, added, dropped, last) = self
             .store

@@ -10,7 +10,7 @@ use peat_gateway::api::{self, AppState, KeyStatus};
 use peat_gateway::cdc::sink::SinkContext;
 use peat_gateway::cdc::source::simulator::Simulator;
 use peat_gateway::cdc::source::Sources;
-use peat_gateway::cdc::{Dispatcher, Outbox};
+use peat_gateway::cdc::{Dispatcher, FullPolicy, Outbox};
 use peat_gateway::config::{self, Config, KeyConfig};
 use peat_gateway::keys::{KeyProvider, Keyring, LocalKek};
 use peat_gateway::mesh::MembershipPolicy;
@@ -275,6 +275,7 @@ async fn prepare(
             .await
             .context("adding the demo's broker sinks (check --nats-url / --mqtt-url)")?;
     }
+    apply_config_sources(&tenancy, &cfg.sources).await?;
     sources.sync().await.context("starting the CDC sources")?;
     tracing::info!(
         gateway_id = cdc.outbox().gateway_id(),
@@ -458,6 +459,54 @@ async fn demo_broker_sinks(t: &Tenancy, seed: &Seed) -> Result<(), TenantError> 
     Ok(())
 }
 
+/// Applies the config file's `[[sources]]`; a binding for a formation that does not exist,
+/// or an invalid one, stops start-up.
+async fn apply_config_sources(
+    t: &Tenancy,
+    list: &[peat_gateway::config::SourceConfig],
+) -> anyhow::Result<()> {
+    for c in list {
+        let what = format!("[[sources]] {}/{}", c.org, c.app);
+        let scope = Principal::Admin { dev_open: false }
+            .scope(&c.org, Need::Manage, "config sources")
+            .with_context(|| what.clone())?;
+        let current = t.get_source(&scope, &c.app).await;
+        let token_now = match &current {
+            Ok(d) => t.source_token(d).await.ok().flatten(),
+            Err(_) => None,
+        };
+        let same = current.as_ref().is_ok_and(|d| {
+            d.endpoint == c.endpoint
+                && d.collections == c.collections
+                && d.reconcile_secs == c.reconcile_secs.unwrap_or(300)
+                && d.full_policy
+                    == c.full_policy
+                        .as_deref()
+                        .and_then(|p| FullPolicy::parse(p).map(FullPolicy::name))
+                && token_now.as_ref().map(|s| s.expose()) == c.token.as_ref().map(|s| s.expose())
+        });
+        if same {
+            continue;
+        }
+        let new = NewSource {
+            endpoint: c.endpoint.clone(),
+            collections: c.collections.clone(),
+            token: c.token.clone(),
+            reconcile_secs: c.reconcile_secs.unwrap_or(300),
+            full_policy: c.full_policy.clone(),
+        };
+        match t.put_source(&scope, &c.app, new).await {
+            Ok(_) => tracing::info!(org = %c.org, app = %c.app, endpoint = %c.endpoint, "source binding from the config file applied"),
+            Err(TenantError::NotFound { .. }) => anyhow::bail!(
+                "{what}: the formation does not exist; create it (POST /orgs/{}/formations) or remove the entry",
+                c.org
+            ),
+            Err(e) => return Err(anyhow::anyhow!("{what}: {e}")),
+        }
+    }
+    Ok(())
+}
+
 async fn bind_demo_source(t: &Tenancy, node_url: &str) -> Result<(), TenantError> {
     let scope = Principal::Admin { dev_open: false }.scope("demo", Need::Manage, "seed")?;
     t.put_source(
@@ -468,6 +517,7 @@ async fn bind_demo_source(t: &Tenancy, node_url: &str) -> Result<(), TenantError
             collections: vec!["tracks".into(), "nodes".into()],
             token: None,
             reconcile_secs: 60,
+            full_policy: None,
         },
     )
     .await?;

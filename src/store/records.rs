@@ -187,6 +187,8 @@ pub struct SourceRecord {
     /// The bearer token is sealed beside the formation's genesis when present.
     pub has_token: bool,
     pub reconcile_secs: u64,
+    /// This source's full-outbox policy: 0 the gateway's, 1 block, 2 drop-oldest.
+    pub full_policy: u8,
     pub updated_at_ms: u64,
 }
 

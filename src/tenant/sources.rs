@@ -19,6 +19,8 @@ pub struct NewSource {
     pub collections: Vec<String>,
     pub token: Option<Secret>,
     pub reconcile_secs: u64,
+    /// `block` or `drop-oldest`; `None` follows the gateway's `PEAT_CDC_FULL_POLICY`.
+    pub full_policy: Option<String>,
 }
 
 /// A binding as stored, with the formation it belongs to.
@@ -31,6 +33,8 @@ pub struct SourceDef {
     pub collections: Vec<String>,
     pub has_token: bool,
     pub reconcile_secs: u64,
+    /// `None`: the gateway's policy.
+    pub full_policy: Option<&'static str>,
 }
 
 fn token_identity<'a>(org: &'a str, app: &'a str) -> RecordIdentity<'a> {
@@ -70,6 +74,14 @@ fn validate(new: &NewSource) -> Result<(), TenantError> {
             return Err(TenantError::invalid(
                 "collections",
                 format!("'{c}' is not a collection name ([A-Za-z0-9][A-Za-z0-9._-]*)"),
+            ));
+        }
+    }
+    if let Some(p) = &new.full_policy {
+        if policy_byte(Some(p)).is_none() {
+            return Err(TenantError::invalid(
+                "full_policy",
+                "must be block or drop-oldest",
             ));
         }
     }
@@ -118,6 +130,7 @@ impl Tenancy {
                     collections: new.collections,
                     has_token: sealed.is_some(),
                     reconcile_secs: new.reconcile_secs,
+                    full_policy: policy_byte(new.full_policy.as_deref()).unwrap_or(0),
                     updated_at_ms: now_ms(),
                 };
                 let token_key = keys::sealed(&org_id, &app, TOKEN_KIND);
@@ -227,5 +240,19 @@ fn def(org: &str, app: &str, formation_uid: [u8; 16], r: SourceRecord) -> Source
         collections: r.collections,
         has_token: r.has_token,
         reconcile_secs: r.reconcile_secs,
+        full_policy: match r.full_policy {
+            1 => Some("block"),
+            2 => Some("drop-oldest"),
+            _ => None,
+        },
+    }
+}
+
+fn policy_byte(p: Option<&str>) -> Option<u8> {
+    match p {
+        None => Some(0),
+        Some("block") => Some(1),
+        Some("drop-oldest") => Some(2),
+        Some(_) => None,
     }
 }

@@ -209,3 +209,66 @@ async fn capture_works_over_the_nodes_unix_socket() {
     let ev = wait_for(&g, "out", 3).await;
     assert_eq!(subjects(&ev[2..]), ["deleted tracks/t-1"]);
 }
+
+#[tokio::test]
+async fn bindings_from_the_config_file_are_applied_at_start_and_fail_closed() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let mut g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    file_sink(&g, "out", json!({})).await;
+    assert!(g.stop());
+
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let bad = cfg_dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("[[sources]]\norg = \"acme\"\napp = \"nope\"\nendpoint = \"{}\"\ncollections = [\"tracks\"]\n", sim.url()),
+    )
+    .unwrap();
+    let out = g
+        .command()
+        .env("PEAT_GATEWAY_CONFIG", &bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[[sources]] acme/nope: the formation does not exist"),
+        "{err}"
+    );
+
+    let good = cfg_dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[[sources]]\norg = \"acme\"\napp = \"mesh\"\nendpoint = \"{}\"\ncollections = [\"tracks\"]\nfull_policy = \"drop-oldest\"\n",
+            sim.url()
+        ),
+    )
+    .unwrap();
+    g.restart_with(GatewayOpts::standard().with("PEAT_GATEWAY_CONFIG", good.to_str().unwrap()))
+        .await;
+    let st = source_when(&g, |b| b["health"]["connected"] == true).await;
+    assert_eq!(
+        (st["endpoint"].as_str(), st["full_policy"].as_str()),
+        (Some(sim.url().as_str()), Some("drop-oldest")),
+        "{st}"
+    );
+    sim.put("tracks", "t-1", r#"{"v":1}"#);
+    assert_eq!(wait_for(&g, "out", 1).await.len(), 1);
+
+    // Applied once: a restart with the same file writes no new audit entry.
+    let count = |a: &Value| {
+        a["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "source.put" && e["outcome"] == "ok")
+            .count()
+    };
+    let (_, before) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
+    g.restart_with(GatewayOpts::standard().with("PEAT_GATEWAY_CONFIG", good.to_str().unwrap()))
+        .await;
+    let (_, after) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
+    assert_eq!((count(&before), count(&after)), (1, 1));
+}

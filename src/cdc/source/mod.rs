@@ -326,7 +326,12 @@ impl Capture {
         for chunk in changes.chunks(APPEND_CHUNK) {
             let mut attempt = 0;
             loop {
-                match self.outbox.append(self.formation(), chunk.to_vec()).await {
+                let policy = self.def.full_policy.and_then(super::FullPolicy::parse);
+                match self
+                    .outbox
+                    .append_with(self.formation(), chunk.to_vec(), policy)
+                    .await
+                {
                     Ok(r) => {
                         let appended = r
                             .outcomes
@@ -337,6 +342,10 @@ impl Capture {
                             h.appended += appended;
                             h.unchanged += r.outcomes.len() as u64 - appended;
                         });
+                        if r.dropped > 0 {
+                            tracing::warn!(org = %self.def.org_id, app = %self.def.app_id, events = r.dropped,
+                                "outbox full: the oldest events were dropped (this source's policy drop-oldest)");
+                        }
                         break;
                     }
                     Err(super::CdcError::Invalid { field, reason }) => {
