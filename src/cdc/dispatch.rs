@@ -141,17 +141,21 @@ impl Dispatcher {
     /// Starts loops for new sinks, restarts changed ones, stops removed ones.
     pub async fn sync(&self) -> Result<(), CdcError> {
         let defs = self.inner.tenancy.all_sinks().await?;
+        // Secrets are opened only for loops about to start, not on every sync.
+        let starting: Vec<&SinkDef> = {
+            let running = lock(&self.inner.running);
+            defs.iter()
+                .filter(|d| running.get(&d.sink_uid).is_none_or(|r| r.def != **d))
+                .collect()
+        };
         let mut secrets = HashMap::new();
-        for d in &defs {
-            if matches!(d.spec, crate::tenant::SinkSpec::Webhook { .. }) {
-                match self.inner.tenancy.webhook_secret(d).await {
-                    Ok(k) => {
-                        secrets.insert(d.sink_uid, k);
-                    }
-                    Err(e) => {
-                        tracing::error!(sink = %d.sink_id, error = %e, "webhook secret unavailable")
-                    }
+        for d in starting {
+            match self.inner.tenancy.sink_secret(d).await {
+                Ok(Some(k)) => {
+                    secrets.insert(d.sink_uid, k);
                 }
+                Ok(None) => {}
+                Err(e) => tracing::error!(sink = %d.sink_id, error = %e, "sink secret unavailable"),
             }
         }
         let mut gone = Vec::new();

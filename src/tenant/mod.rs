@@ -32,6 +32,9 @@ pub use ids::validate_id;
 pub use orgs::{NewOrg, Org, OrgPatch, Quotas, QuotasPatch};
 pub use principal::{Actor, Need, OrgScope, Principal, Role};
 pub use service::{AdminAuth, AdminBootstrap, Tenancy};
-pub use sinks::{parse_mqtt_url, MqttAddr, NewSink, SinkDef, SinkPatch, SinkSpec, SinkStart};
+pub use sinks::{
+    parse_mqtt_url, split_password, with_password, MqttAddr, NewSink, SinkDef, SinkPatch, SinkSpec,
+    SinkStart,
+};
 pub use sources::{NewSource, SourceDef};
 pub use tokens::{IssuedToken, NewApiToken, TokenInfo};

@@ -238,7 +238,40 @@ fn validate_filter(field: &'static str, list: &[String]) -> Result<(), TenantErr
     list.iter().try_for_each(|v| validate_id(field, v))
 }
 
-const SECRET_KIND: &str = "webhook-secret";
+const SECRET_KIND: &str = "sink-secret";
+
+/// `scheme://user:password@host…` → (`scheme://user@host…`, password).
+pub fn split_password(url: &str) -> (String, Option<String>) {
+    let Some(s) = url.find("://").map(|i| i + 3) else {
+        return (url.to_owned(), None);
+    };
+    let rest = &url[s..];
+    let end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return (url.to_owned(), None);
+    };
+    match rest[..at].split_once(':') {
+        Some((user, pass)) => (
+            format!("{}{user}@{}", &url[..s], &rest[at + 1..]),
+            Some(pass.to_owned()),
+        ),
+        None => (url.to_owned(), None),
+    }
+}
+
+/// Puts a password back into a URL that names a user (`scheme://user@host` →
+/// `scheme://user:password@host`); a URL without a user gets `:password@` as a token.
+pub fn with_password(url: &str, password: &str) -> String {
+    let Some(s) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[s..];
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}{}:{password}{}", &url[..s], &rest[..at], &rest[at..]),
+        None => format!("{}{password}@{rest}", &url[..s]),
+    }
+}
 
 /// The sealed-table "app" of a sink's secret: `sink.` cannot start a formation id, so the two
 /// never collide.
@@ -275,24 +308,35 @@ impl Tenancy {
         let sink_id = super::ids::random_token_id()?;
         let mut sink_uid = [0u8; 16];
         getrandom::fill(&mut sink_uid).map_err(|_| TenantError::Key(crate::keys::KeyError::Rng))?;
-        let spec = postcard::to_allocvec(&new.spec)
-            .map_err(|_| crate::store::StoreError::Encode { kind: "sink" })?;
         let org_id = scope.org_id().to_owned();
-        let (sealed, shown) = match new.spec {
-            SinkSpec::Webhook { .. } => {
-                let key = random_secret32()?;
-                let sealed = self
-                    .keyring
-                    .seal(
-                        secret_identity(&org_id, &secret_app(&sink_id)),
-                        key.as_ref(),
-                    )
-                    .await?;
-                let mut shown = Zeroizing::new(String::from("whsec_"));
-                base64::engine::general_purpose::STANDARD.encode_string(key.as_ref(), &mut shown);
-                (Some(sealed), Some(shown))
-            }
-            _ => (None, None),
+        // A webhook gets a generated signing key (shown once); a broker password in a URL is
+        // taken out of the stored URL. Either is sealed like formation keys.
+        let mut spec = new.spec;
+        let (secret, shown): (Option<Zeroizing<Vec<u8>>>, Option<Zeroizing<String>>) =
+            match &mut spec {
+                SinkSpec::Webhook { .. } => {
+                    let key = random_secret32()?;
+                    let mut shown = Zeroizing::new(String::from("whsec_"));
+                    base64::engine::general_purpose::STANDARD
+                        .encode_string(key.as_ref(), &mut shown);
+                    (Some(Zeroizing::new(key.to_vec())), Some(shown))
+                }
+                SinkSpec::Nats { url: Some(url), .. } | SinkSpec::Mqtt { url, .. } => {
+                    let (clean, password) = split_password(url);
+                    *url = clean;
+                    (password.map(|p| Zeroizing::new(p.into_bytes())), None)
+                }
+                _ => (None, None),
+            };
+        let spec_bytes = postcard::to_allocvec(&spec)
+            .map_err(|_| crate::store::StoreError::Encode { kind: "sink" })?;
+        let sealed = match &secret {
+            Some(k) => Some(
+                self.keyring
+                    .seal(secret_identity(&org_id, &secret_app(&sink_id)), k)
+                    .await?,
+            ),
+            None => None,
         };
         let target = format!("org/{org_id}/sink/{sink_id}");
         let def = self
@@ -322,7 +366,7 @@ impl Tenancy {
                         org_id: org_id.clone(),
                         sink_id: sink_id.clone(),
                         sink_uid,
-                        spec,
+                        spec: spec_bytes,
                         enabled: new.enabled,
                         formations: new.formations,
                         collections: new.collections,
@@ -345,23 +389,28 @@ impl Tenancy {
         Ok((def, shown))
     }
 
-    /// The webhook signing key of a sink, opened under the key provider.
-    pub async fn webhook_secret(&self, def: &SinkDef) -> Result<Zeroizing<Vec<u8>>, TenantError> {
+    /// A sink's sealed secret (webhook signing key or broker password), opened under the key
+    /// provider; `None` when the sink has none.
+    pub async fn sink_secret(
+        &self,
+        def: &SinkDef,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, TenantError> {
         let key = keys::sealed(&def.org_id, &secret_app(&def.sink_id), SECRET_KIND);
-        let sealed = self
+        let Some(sealed) = self
             .store
             .read(move |r| r.get_raw(Table::Sealed, &key))
             .await?
-            .ok_or(TenantError::NotFound {
-                what: "webhook secret",
-            })?;
-        Ok(self
-            .keyring
-            .open(
-                secret_identity(&def.org_id, &secret_app(&def.sink_id)),
-                &sealed,
-            )
-            .await?)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.keyring
+                .open(
+                    secret_identity(&def.org_id, &secret_app(&def.sink_id)),
+                    &sealed,
+                )
+                .await?,
+        ))
     }
 
     pub async fn list_sinks(&self, scope: &OrgScope) -> Result<Vec<SinkDef>, TenantError> {
@@ -526,6 +575,17 @@ mod tests {
         assert!(parse_mqtt_url("mqtts://h").is_err());
         assert!(parse_mqtt_url("mqtt://h:x").is_err());
         assert!(parse_mqtt_url("mqtt://:1").is_err());
+    }
+
+    #[test]
+    fn passwords_leave_stored_urls_and_come_back_for_connecting() {
+        assert_eq!(
+            split_password("nats://u:p@h:4222"),
+            ("nats://u@h:4222".into(), Some("p".into()))
+        );
+        assert_eq!(split_password("mqtt://h:1"), ("mqtt://h:1".into(), None));
+        assert_eq!(split_password("mqtt://u@h"), ("mqtt://u@h".into(), None));
+        assert_eq!(with_password("nats://u@h:4222", "p"), "nats://u:p@h:4222");
     }
 
     #[test]

@@ -190,3 +190,87 @@ async fn a_foreign_stream_is_never_overwritten_and_the_sink_says_why() {
         vec!["other.>".to_string()]
     );
 }
+
+#[tokio::test]
+async fn broker_passwords_are_sealed_never_shown_and_used_to_connect() {
+    let nats = Service::start(
+        "nats",
+        "nats-server",
+        &[
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "{port}",
+            "-sd",
+            "{dir}/js",
+            "--user",
+            "gw",
+            "--pass",
+            "pw-7f3a91c2",
+        ],
+    )
+    .await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let url = format!("nats://gw:pw-7f3a91c2@127.0.0.1:{}", nats.port);
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(json!({"sink_type": {"Nats": {"subject_prefix": "peat", "url": url}}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(!b.to_string().contains("pw-7f3a91c2"), "{b}");
+    assert_eq!(
+        b["sink_type"]["Nats"]["url"],
+        format!("nats://[redacted]@127.0.0.1:{}", nats.port)
+    );
+    ingest(&g, batch(0)).await;
+    let client =
+        async_nats::ConnectOptions::with_user_and_password("gw".into(), "pw-7f3a91c2".into())
+            .connect(nats.url("nats"))
+            .await
+            .unwrap();
+    let js = jetstream::new(client);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    while n < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(mut s) = js.get_stream(STREAM).await {
+            n = s.info().await.map_or(0, |i| i.state.messages);
+        }
+    }
+    let sid = b["sink_id"].as_str().unwrap();
+    let (_, st) = g
+        .admin(Method::GET, &format!("/orgs/acme/sinks/{sid}/status"), None)
+        .await;
+    assert_eq!(n, 10, "delivered with the sealed password: {st}");
+    for f in crate::harness::gateway::files_under(&g.data_dir()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(11).any(|w| w == b"pw-7f3a91c2"),
+            "password in {}",
+            f.display()
+        );
+    }
+    assert!(!g.all_output().contains("pw-7f3a91c2"));
+
+    // A wrong password is reported without the password.
+    let wrong = format!("nats://gw:wrong-9d1e@127.0.0.1:{}", nats.port);
+    let (_, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(json!({"sink_type": {"Nats": {"subject_prefix": "other", "url": wrong}}})),
+        )
+        .await;
+    let sid = b["sink_id"].as_str().unwrap();
+    let st = status_when(&g, sid, |st| st["last_error"].is_string()).await;
+    let e = st["last_error"].as_str().unwrap();
+    assert!(
+        e.contains("authorization") && !e.contains("wrong-9d1e"),
+        "{e}"
+    );
+}

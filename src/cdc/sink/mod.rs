@@ -53,7 +53,8 @@ pub struct SinkContext {
     pub default_nats_url: Option<String>,
 }
 
-/// Builds the live sink for a definition; `secret` is the opened signing key of a webhook.
+/// Builds the live sink for a definition; `secret` is its opened sealed secret (a webhook's
+/// signing key, a broker password).
 pub fn build(
     def: &SinkDef,
     ctx: &SinkContext,
@@ -75,6 +76,10 @@ pub fn build(
                 .ok_or_else(|| {
                     "no NATS URL: give `url` in the sink or set PEAT_CDC_NATS_URL".to_owned()
                 })?;
+            let url = match &secret {
+                Some(p) => crate::tenant::with_password(&url, &String::from_utf8_lossy(p)),
+                None => url,
+            };
             Ok(Box::new(nats::NatsSink::new(
                 url,
                 subject_prefix.clone(),
@@ -92,7 +97,10 @@ pub fn build(
             )?))
         }
         SinkSpec::Mqtt { url, topic_prefix } => Ok(Box::new(mqtt::MqttSink::new(
-            url,
+            &match &secret {
+                Some(p) => crate::tenant::with_password(url, &String::from_utf8_lossy(p)),
+                None => url.clone(),
+            },
             topic_prefix.clone(),
             def.org_id.clone(),
             &def.sink_id,

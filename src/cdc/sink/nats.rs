@@ -90,12 +90,14 @@ impl NatsSink {
         if let Some(js) = &self.js {
             return Ok(js.clone());
         }
-        let client = async_nats::ConnectOptions::new()
+        let (opts, addr) = connect_options(&self.url);
+        let shown = redact(&self.url);
+        let client = opts
             .connection_timeout(CONNECT_TIMEOUT)
             .name("peat-gateway")
-            .connect(self.url.as_str())
+            .connect(addr.as_str())
             .await
-            .map_err(|e| SinkError::Transient(format!("connecting to {}: {e}", self.url)))?;
+            .map_err(|e| SinkError::Transient(format!("connecting to {shown}: {e}")))?;
         let mut js = jetstream::new(client);
         js.set_timeout(ACK_TIMEOUT);
         self.js = Some(js.clone());
@@ -224,6 +226,24 @@ impl Sink for NatsSink {
             self.filter()
         )
     }
+}
+
+/// Credentials from the URL's user part (`user:password` or a lone token), and the URL
+/// without them.
+fn connect_options(url: &str) -> (async_nats::ConnectOptions, String) {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return (async_nats::ConnectOptions::new(), url.to_owned());
+    };
+    let user = u.username().to_owned();
+    let pass = u.password().map(str::to_owned);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    let opts = match (user.is_empty(), pass) {
+        (false, Some(p)) => async_nats::ConnectOptions::with_user_and_password(user, p),
+        (false, None) => async_nats::ConnectOptions::with_token(user),
+        (true, _) => async_nats::ConnectOptions::new(),
+    };
+    (opts, u.to_string())
 }
 
 /// The URL without credentials.
