@@ -31,9 +31,26 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// A URL with its `user[:password]@` part hidden, for answers, status pages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}[redacted]@{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Secret;
+    use super::{redact_url, Secret};
+
+    #[test]
+    fn credentials_in_urls_are_hidden() {
+        assert_eq!(
+            redact_url("nats://u:p@host:4222"),
+            "nats://[redacted]@host:4222"
+        );
+        assert_eq!(redact_url("nats://host:4222"), "nats://host:4222");
+    }
 
     #[test]
     fn debug_never_shows_the_value() {

@@ -12,6 +12,7 @@ use super::book::{Access, Doc, RouteBook};
 use super::extract::{ApiJson, Caller, Ids};
 use super::{ApiError, AppState};
 use crate::cdc::{cloud_event, rfc3339_ms, Command, SinkState};
+use crate::secret::redact_url;
 use crate::tenant::{Need, NewSink, SinkDef, SinkPatch, SinkSpec, SinkStart, TenantError};
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
@@ -282,14 +283,6 @@ impl From<SinkDef> for SinkOut {
             },
             created_at: d.created_at_ms,
         }
-    }
-}
-
-/// A URL with any `user:password@` part hidden.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}[redacted]@{}", &url[..s + 3], &url[at + 1..]),
-        _ => url.to_owned(),
     }
 }
 
