@@ -13,7 +13,9 @@ use super::extract::{ApiJson, Caller, Ids};
 use super::{ApiError, AppState};
 use crate::cdc::{cloud_event, rfc3339_ms, Command, SinkState};
 use crate::secret::redact_url;
-use crate::tenant::{Need, NewSink, SinkDef, SinkPatch, SinkSpec, SinkStart, TenantError};
+use crate::tenant::{
+    Need, NewSink, SinkDef, SinkPatch, SinkSecrets, SinkSpec, SinkStart, TenantError,
+};
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
     let doc = |summary, need, body: Option<Value>, ok| Doc {
@@ -181,11 +183,16 @@ struct NatsBody {
     subject_prefix: String,
     url: Option<String>,
     stream: Option<String>,
+    tls_ca_pem: Option<String>,
+    /// Contents of a `.creds` file; sealed, never shown.
+    creds: Option<crate::secret::Secret>,
+    /// An nkey seed (`SU…`); sealed, never shown.
+    nkey_seed: Option<crate::secret::Secret>,
 }
 
 /// The upstream shape `{"<Type>": {…}}`; types this binary lacks are refused, never accepted
 /// and dropped.
-fn spec_of(v: Value) -> Result<SinkSpec, TenantError> {
+fn spec_of(v: Value) -> Result<(SinkSpec, SinkSecrets), TenantError> {
     let invalid = |r: String| TenantError::Invalid {
         field: "sink_type",
         reason: r,
@@ -203,31 +210,44 @@ fn spec_of(v: Value) -> Result<SinkSpec, TenantError> {
     match kind.as_str() {
         "File" => {
             let b: FileBody = serde_json::from_value(body).map_err(parse)?;
-            Ok(SinkSpec::File { name: b.name })
+            Ok((SinkSpec::File { name: b.name }, SinkSecrets::default()))
         }
         "Nats" => {
             let b: NatsBody = serde_json::from_value(body).map_err(parse)?;
-            Ok(SinkSpec::Nats {
-                subject_prefix: b.subject_prefix,
-                url: b.url,
-                stream: b.stream,
-            })
+            let mut secrets = SinkSecrets::default();
+            secrets.nats_creds = b.creds.map(|c| c.expose().to_owned());
+            secrets.nats_nkey_seed = b.nkey_seed.map(|c| c.expose().to_owned());
+            Ok((
+                SinkSpec::Nats {
+                    subject_prefix: b.subject_prefix,
+                    url: b.url,
+                    stream: b.stream,
+                    tls_ca_pem: b.tls_ca_pem,
+                },
+                secrets,
+            ))
         }
         "Mqtt" => {
             let b: MqttBody = serde_json::from_value(body).map_err(parse)?;
-            Ok(SinkSpec::Mqtt {
-                url: b.url,
-                topic_prefix: b.topic_prefix,
-            })
+            Ok((
+                SinkSpec::Mqtt {
+                    url: b.url,
+                    topic_prefix: b.topic_prefix,
+                },
+                SinkSecrets::default(),
+            ))
         }
         "Webhook" => {
             let b: WebhookBody = serde_json::from_value(body).map_err(parse)?;
             crate::cdc::sink::webhook::check_url(&b.url, b.allow_private)
                 .map_err(|e| invalid(format!("Webhook url {e}")))?;
-            Ok(SinkSpec::Webhook {
-                url: b.url,
-                allow_private: b.allow_private,
-            })
+            Ok((
+                SinkSpec::Webhook {
+                    url: b.url,
+                    allow_private: b.allow_private,
+                },
+                SinkSecrets::default(),
+            ))
         }
         "Kafka" | "RedisStreams" => Err(invalid(format!(
             "the {kind} sink is not built into this binary; use File, Nats, Mqtt or Webhook"
@@ -259,8 +279,10 @@ impl From<SinkDef> for SinkOut {
                 subject_prefix,
                 url,
                 stream,
+                tls_ca_pem,
             } => {
-                json!({"Nats": {"subject_prefix": subject_prefix, "url": url.as_deref().map(redact_url), "stream": stream}})
+                json!({"Nats": {"subject_prefix": subject_prefix, "url": url.as_deref().map(redact_url),
+                    "stream": stream, "tls_ca_pem": tls_ca_pem}})
             }
             SinkSpec::Mqtt { url, topic_prefix } => {
                 json!({"Mqtt": {"url": redact_url(&url), "topic_prefix": topic_prefix}})
@@ -314,12 +336,14 @@ async fn create(
             .into())
         }
     };
+    let (spec, secrets) = spec_of(body.sink_type)?;
     let def = s
         .tenancy
         .create_sink(
             &scope,
             NewSink {
-                spec: spec_of(body.sink_type)?,
+                spec,
+                secrets,
                 enabled: body.enabled,
                 formations: body.formations,
                 collections: body.collections,

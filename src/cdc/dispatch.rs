@@ -185,7 +185,7 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn start(&self, def: SinkDef, secret: Option<zeroize::Zeroizing<Vec<u8>>>) -> Running {
+    fn start(&self, def: SinkDef, secret: Option<crate::tenant::SinkSecrets>) -> Running {
         let built = sink::build(&def, &self.inner.ctx, secret);
         let target = built
             .as_ref()

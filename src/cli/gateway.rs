@@ -407,6 +407,7 @@ async fn seed_demo(t: &Tenancy) -> Result<(), TenantError> {
                 spec: SinkSpec::File {
                     name: "events".into(),
                 },
+                secrets: Default::default(),
                 enabled: true,
                 formations: vec![],
                 collections: vec![],
@@ -434,6 +435,7 @@ async fn demo_broker_sinks(t: &Tenancy, seed: &Seed) -> Result<(), TenantError> 
             subject_prefix: "peat".into(),
             url: Some(url.clone()),
             stream: None,
+            tls_ca_pem: None,
         });
     }
     if let Some(url) = &seed.mqtt_url {
@@ -447,6 +449,7 @@ async fn demo_broker_sinks(t: &Tenancy, seed: &Seed) -> Result<(), TenantError> 
             &scope,
             NewSink {
                 spec,
+                secrets: Default::default(),
                 enabled: true,
                 formations: vec![],
                 collections: vec![],

@@ -33,8 +33,8 @@ pub use orgs::{NewOrg, Org, OrgPatch, Quotas, QuotasPatch};
 pub use principal::{Actor, Need, OrgScope, Principal, Role};
 pub use service::{AdminAuth, AdminBootstrap, Tenancy};
 pub use sinks::{
-    parse_mqtt_url, split_password, with_password, MqttAddr, NewSink, SinkDef, SinkPatch, SinkSpec,
-    SinkStart,
+    parse_mqtt_url, split_password, with_password, MqttAddr, NewSink, SinkDef, SinkPatch,
+    SinkSecrets, SinkSpec, SinkStart,
 };
 pub use sources::{NewSource, SourceDef};
 pub use tokens::{IssuedToken, NewApiToken, TokenInfo};

@@ -24,6 +24,8 @@ pub enum SinkSpec {
         subject_prefix: String,
         url: Option<String>,
         stream: Option<String>,
+        /// PEM of the CA that signs the server's certificate (`tls://` URLs).
+        tls_ca_pem: Option<String>,
     },
     /// MQTT 3.1.1 at QoS 1, `mqtt://[user:pass@]host[:port]`.
     Mqtt { url: String, topic_prefix: String },
@@ -49,7 +51,16 @@ impl SinkSpec {
                 subject_prefix,
                 url,
                 stream,
+                tls_ca_pem,
             } => {
+                if let Some(pem) = tls_ca_pem {
+                    if !pem.contains("-----BEGIN CERTIFICATE-----") || pem.len() > 64 * 1024 {
+                        return Err(TenantError::invalid(
+                            "sink_type.Nats.tls_ca_pem",
+                            "must be PEM certificates (-----BEGIN CERTIFICATE-----), at most 64 KiB",
+                        ));
+                    }
+                }
                 let tokens_ok = !subject_prefix.is_empty()
                     && subject_prefix.len() <= MAX_PREFIX
                     && subject_prefix.split('.').all(|t| {
@@ -210,8 +221,32 @@ impl SinkDef {
     }
 }
 
+/// Credentials a sink needs, sealed as one record under the key provider.
+#[derive(Default, Clone, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct SinkSecrets {
+    /// A webhook's signing key.
+    pub webhook_key: Option<Vec<u8>>,
+    /// The password taken out of a broker URL.
+    pub password: Option<String>,
+    /// A NATS `.creds` file's contents (JWT and nkey seed).
+    pub nats_creds: Option<String>,
+    /// A NATS nkey seed (`SU…`).
+    pub nats_nkey_seed: Option<String>,
+}
+
+impl SinkSecrets {
+    fn is_empty(&self) -> bool {
+        self.webhook_key.is_none()
+            && self.password.is_none()
+            && self.nats_creds.is_none()
+            && self.nats_nkey_seed.is_none()
+    }
+}
+
 pub struct NewSink {
     pub spec: SinkSpec,
+    /// Credentials given with the definition (NATS creds or nkey).
+    pub secrets: SinkSecrets,
     pub enabled: bool,
     pub formations: Vec<String>,
     pub collections: Vec<String>,
@@ -310,33 +345,40 @@ impl Tenancy {
         getrandom::fill(&mut sink_uid).map_err(|_| TenantError::Key(crate::keys::KeyError::Rng))?;
         let org_id = scope.org_id().to_owned();
         // A webhook gets a generated signing key (shown once); a broker password in a URL is
-        // taken out of the stored URL. Either is sealed like formation keys.
+        // taken out of the stored URL. Secrets are sealed like formation keys.
         let mut spec = new.spec;
-        let (secret, shown): (Option<Zeroizing<Vec<u8>>>, Option<Zeroizing<String>>) =
-            match &mut spec {
-                SinkSpec::Webhook { .. } => {
-                    let key = random_secret32()?;
-                    let mut shown = Zeroizing::new(String::from("whsec_"));
-                    base64::engine::general_purpose::STANDARD
-                        .encode_string(key.as_ref(), &mut shown);
-                    (Some(Zeroizing::new(key.to_vec())), Some(shown))
-                }
-                SinkSpec::Nats { url: Some(url), .. } | SinkSpec::Mqtt { url, .. } => {
-                    let (clean, password) = split_password(url);
-                    *url = clean;
-                    (password.map(|p| Zeroizing::new(p.into_bytes())), None)
-                }
-                _ => (None, None),
-            };
+        let mut secrets = new.secrets.clone();
+        let mut shown = None;
+        match &mut spec {
+            SinkSpec::Webhook { .. } => {
+                let key = random_secret32()?;
+                let mut s = Zeroizing::new(String::from("whsec_"));
+                base64::engine::general_purpose::STANDARD.encode_string(key.as_ref(), &mut s);
+                secrets.webhook_key = Some(key.to_vec());
+                shown = Some(s);
+            }
+            SinkSpec::Nats { url: Some(url), .. } | SinkSpec::Mqtt { url, .. } => {
+                let (clean, password) = split_password(url);
+                *url = clean;
+                secrets.password = password;
+            }
+            _ => {}
+        }
         let spec_bytes = postcard::to_allocvec(&spec)
             .map_err(|_| crate::store::StoreError::Encode { kind: "sink" })?;
-        let sealed = match &secret {
-            Some(k) => Some(
+        let sealed = if secrets.is_empty() {
+            None
+        } else {
+            let plain = Zeroizing::new(postcard::to_allocvec(&secrets).map_err(|_| {
+                crate::store::StoreError::Encode {
+                    kind: "sink secrets",
+                }
+            })?);
+            Some(
                 self.keyring
-                    .seal(secret_identity(&org_id, &secret_app(&sink_id)), k)
+                    .seal(secret_identity(&org_id, &secret_app(&sink_id)), &plain)
                     .await?,
-            ),
-            None => None,
+            )
         };
         let target = format!("org/{org_id}/sink/{sink_id}");
         let def = self
@@ -389,12 +431,8 @@ impl Tenancy {
         Ok((def, shown))
     }
 
-    /// A sink's sealed secret (webhook signing key or broker password), opened under the key
-    /// provider; `None` when the sink has none.
-    pub async fn sink_secret(
-        &self,
-        def: &SinkDef,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, TenantError> {
+    /// A sink's sealed credentials, opened under the key provider; `None` when it has none.
+    pub async fn sink_secret(&self, def: &SinkDef) -> Result<Option<SinkSecrets>, TenantError> {
         let key = keys::sealed(&def.org_id, &secret_app(&def.sink_id), SECRET_KIND);
         let Some(sealed) = self
             .store
@@ -403,14 +441,19 @@ impl Tenancy {
         else {
             return Ok(None);
         };
-        Ok(Some(
-            self.keyring
-                .open(
-                    secret_identity(&def.org_id, &secret_app(&def.sink_id)),
-                    &sealed,
-                )
-                .await?,
-        ))
+        let plain = self
+            .keyring
+            .open(
+                secret_identity(&def.org_id, &secret_app(&def.sink_id)),
+                &sealed,
+            )
+            .await?;
+        let secrets =
+            postcard::from_bytes(&plain).map_err(|_| crate::store::StoreError::Decode {
+                kind: "sink secrets",
+                reason: "malformed",
+            })?;
+        Ok(Some(secrets))
     }
 
     pub async fn list_sinks(&self, scope: &OrgScope) -> Result<Vec<SinkDef>, TenantError> {
@@ -594,6 +637,7 @@ mod tests {
             subject_prefix: p.into(),
             url: None,
             stream: None,
+            tls_ca_pem: None,
         };
         assert!(nats("peat.cdc").validate().is_ok());
         for bad in ["", "a..b", ".a", "a.*", "a.>", "a b"] {

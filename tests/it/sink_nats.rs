@@ -274,3 +274,105 @@ async fn broker_passwords_are_sealed_never_shown_and_used_to_connect() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn tls_with_a_private_ca_and_nkey_authentication() {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let srv_key = rcgen::KeyPair::generate().unwrap();
+    let srv_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&srv_key, &issuer)
+        .unwrap();
+    let user = nkeys::KeyPair::new_user();
+    let conf = format!(
+        "listen: 127.0.0.1:{{port}}\njetstream {{ store_dir: \"{{dir}}/js\" }}\n\
+         tls {{ cert_file: \"{{dir}}/srv.pem\", key_file: \"{{dir}}/srv.key\" }}\n\
+         authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+        user.public_key()
+    );
+    let (srv_pem, srv_key_pem) = (srv_cert.pem(), srv_key.serialize_pem());
+    let nats = Service::start_with_files(
+        "nats",
+        "nats-server",
+        &["-c", "{dir}/nats.conf"],
+        &[
+            ("nats.conf", &conf),
+            ("srv.pem", &srv_pem),
+            ("srv.key", &srv_key_pem),
+        ],
+    )
+    .await;
+    let seed = user.seed().unwrap();
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let sink = json!({"Nats": {"subject_prefix": "peat", "url": format!("tls://127.0.0.1:{}", nats.port),
+        "tls_ca_pem": ca_cert.pem(), "nkey_seed": seed}});
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(json!({"sink_type": sink})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(
+        !b.to_string().contains(&seed),
+        "the nkey seed is never shown"
+    );
+    ingest(&g, batch(0)).await;
+
+    let ca_path = nats.dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+    let client = async_nats::ConnectOptions::with_nkey(seed.clone())
+        .add_root_certificates(ca_path)
+        .require_tls(true)
+        .connect(format!("tls://127.0.0.1:{}", nats.port))
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    while n < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(mut s) = js.get_stream(STREAM).await {
+            n = s.info().await.map_or(0, |i| i.state.messages);
+        }
+    }
+    let sid = b["sink_id"].as_str().unwrap();
+    let (_, st) = g
+        .admin(Method::GET, &format!("/orgs/acme/sinks/{sid}/status"), None)
+        .await;
+    assert_eq!(n, 10, "delivered over TLS with the nkey: {st}");
+    for f in crate::harness::gateway::files_under(&g.data_dir()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(seed.len()).any(|w| w == seed.as_bytes()),
+            "seed in {}",
+            f.display()
+        );
+    }
+
+    // A CA that did not sign the server's certificate: refused, and said so.
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other = other.self_signed(&other_key).unwrap();
+    let bad = json!({"Nats": {"subject_prefix": "other", "url": format!("tls://127.0.0.1:{}", nats.port),
+        "tls_ca_pem": other.pem(), "nkey_seed": user.seed().unwrap()}});
+    let (_, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(json!({"sink_type": bad})),
+        )
+        .await;
+    let st = status_when(&g, b["sink_id"].as_str().unwrap(), |st| {
+        st["last_error"].is_string()
+    })
+    .await;
+    assert_eq!(st["state"], "disconnected", "{st}");
+}

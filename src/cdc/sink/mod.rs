@@ -58,8 +58,10 @@ pub struct SinkContext {
 pub fn build(
     def: &SinkDef,
     ctx: &SinkContext,
-    secret: Option<zeroize::Zeroizing<Vec<u8>>>,
+    secrets: Option<crate::tenant::SinkSecrets>,
 ) -> Result<Box<dyn Sink>, String> {
+    let secrets = secrets.unwrap_or_default();
+    let password = secrets.password.clone();
     match &def.spec {
         SinkSpec::File { name } => Ok(Box::new(file::FileSink::new(
             ctx.data_dir.join("sinks").join(&def.org_id),
@@ -69,6 +71,7 @@ pub fn build(
             subject_prefix,
             url,
             stream,
+            tls_ca_pem,
         } => {
             let url = url
                 .clone()
@@ -76,8 +79,8 @@ pub fn build(
                 .ok_or_else(|| {
                     "no NATS URL: give `url` in the sink or set PEAT_CDC_NATS_URL".to_owned()
                 })?;
-            let url = match &secret {
-                Some(p) => crate::tenant::with_password(&url, &String::from_utf8_lossy(p)),
+            let url = match &password {
+                Some(p) => crate::tenant::with_password(&url, p),
                 None => url,
             };
             Ok(Box::new(nats::NatsSink::new(
@@ -85,20 +88,27 @@ pub fn build(
                 subject_prefix.clone(),
                 def.org_id.clone(),
                 stream.clone(),
-            )))
+                nats::NatsAuth {
+                    creds: secrets.nats_creds.clone(),
+                    nkey_seed: secrets.nats_nkey_seed.clone(),
+                    tls_ca_pem: tls_ca_pem.clone(),
+                },
+            )?))
         }
         SinkSpec::Webhook { url, allow_private } => {
-            let key = secret
+            let key = secrets
+                .webhook_key
+                .clone()
                 .ok_or_else(|| "the webhook's signing secret could not be opened".to_owned())?;
             Ok(Box::new(webhook::WebhookSink::new(
                 url,
                 *allow_private,
-                key,
+                zeroize::Zeroizing::new(key),
             )?))
         }
         SinkSpec::Mqtt { url, topic_prefix } => Ok(Box::new(mqtt::MqttSink::new(
-            &match &secret {
-                Some(p) => crate::tenant::with_password(url, &String::from_utf8_lossy(p)),
+            &match &password {
+                Some(p) => crate::tenant::with_password(url, p),
                 None => url.clone(),
             },
             topic_prefix.clone(),

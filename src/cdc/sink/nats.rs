@@ -18,8 +18,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Dedupe window of a stream the gateway creates; receivers dedupe by event id beyond it.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// How the sink authenticates and trusts the server, beyond the URL.
+#[derive(Clone, Default)]
+pub struct NatsAuth {
+    pub creds: Option<String>,
+    pub nkey_seed: Option<String>,
+    pub tls_ca_pem: Option<String>,
+}
+
 pub struct NatsSink {
     url: String,
+    auth: NatsAuth,
     prefix: String,
     org: String,
     stream: String,
@@ -58,17 +67,27 @@ pub fn untoken(t: &str) -> Option<String> {
 }
 
 impl NatsSink {
-    pub fn new(url: String, prefix: String, org: String, stream: Option<String>) -> Self {
+    pub fn new(
+        url: String,
+        prefix: String,
+        org: String,
+        stream: Option<String>,
+        auth: NatsAuth,
+    ) -> Result<Self, String> {
+        if let Some(pem) = &auth.tls_ca_pem {
+            tls_config(pem)?;
+        }
         let stream =
             stream.unwrap_or_else(|| format!("peat-{}-{}", token(&org), prefix.replace('.', "_")));
-        Self {
+        Ok(Self {
             url,
+            auth,
             prefix,
             org,
             stream,
             js: None,
             stream_checked: false,
-        }
+        })
     }
 
     fn filter(&self) -> String {
@@ -90,7 +109,20 @@ impl NatsSink {
         if let Some(js) = &self.js {
             return Ok(js.clone());
         }
-        let (opts, addr) = connect_options(&self.url);
+        let (mut opts, addr) = connect_options(&self.url);
+        if let Some(creds) = &self.auth.creds {
+            opts = opts.credentials(creds).map_err(|e| {
+                SinkError::Transient(format!("the sink's NATS credentials are malformed: {e}"))
+            })?;
+        }
+        if let Some(seed) = &self.auth.nkey_seed {
+            opts = opts.nkey(seed.clone());
+        }
+        if let Some(pem) = &self.auth.tls_ca_pem {
+            opts = opts
+                .require_tls(true)
+                .tls_client_config(tls_config(pem).map_err(SinkError::Transient)?);
+        }
         let shown = crate::secret::redact_url(&self.url);
         let client = opts
             .connection_timeout(CONNECT_TIMEOUT)
@@ -226,6 +258,26 @@ impl Sink for NatsSink {
             self.filter()
         )
     }
+}
+
+/// A TLS client trusting exactly the given CA certificates.
+fn tls_config(pem: &str) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("tls_ca_pem: {e}"))?;
+        roots.add(cert).map_err(|e| format!("tls_ca_pem: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("tls_ca_pem holds no certificate".into());
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+    .map_err(|e| format!("TLS setup: {e}"))
 }
 
 /// Credentials from the URL's user part (`user:password` or a lone token), and the URL
