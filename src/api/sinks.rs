@@ -175,6 +175,7 @@ struct WebhookBody {
 struct MqttBody {
     url: String,
     topic_prefix: String,
+    tls_ca_pem: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +234,7 @@ fn spec_of(v: Value) -> Result<(SinkSpec, SinkSecrets), TenantError> {
                 SinkSpec::Mqtt {
                     url: b.url,
                     topic_prefix: b.topic_prefix,
+                    tls_ca_pem: b.tls_ca_pem,
                 },
                 SinkSecrets::default(),
             ))
@@ -284,8 +286,12 @@ impl From<SinkDef> for SinkOut {
                 json!({"Nats": {"subject_prefix": subject_prefix, "url": url.as_deref().map(redact_url),
                     "stream": stream, "tls_ca_pem": tls_ca_pem}})
             }
-            SinkSpec::Mqtt { url, topic_prefix } => {
-                json!({"Mqtt": {"url": redact_url(&url), "topic_prefix": topic_prefix}})
+            SinkSpec::Mqtt {
+                url,
+                topic_prefix,
+                tls_ca_pem,
+            } => {
+                json!({"Mqtt": {"url": redact_url(&url), "topic_prefix": topic_prefix, "tls_ca_pem": tls_ca_pem}})
             }
             SinkSpec::Webhook { url, allow_private } => {
                 json!({"Webhook": {"url": url, "allow_private": allow_private}})

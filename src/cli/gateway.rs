@@ -442,6 +442,7 @@ async fn demo_broker_sinks(t: &Tenancy, seed: &Seed) -> Result<(), TenantError> 
         wanted.push(SinkSpec::Mqtt {
             url: url.clone(),
             topic_prefix: "peat".into(),
+            tls_ca_pem: None,
         });
     }
     for spec in wanted.into_iter().filter(|s| !existing.contains(&s.kind())) {

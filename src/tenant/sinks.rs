@@ -27,8 +27,13 @@ pub enum SinkSpec {
         /// PEM of the CA that signs the server's certificate (`tls://` URLs).
         tls_ca_pem: Option<String>,
     },
-    /// MQTT 3.1.1 at QoS 1, `mqtt://[user:pass@]host[:port]`.
-    Mqtt { url: String, topic_prefix: String },
+    /// MQTT 3.1.1 at QoS 1, `mqtt://` or `mqtts://[user:pass@]host[:port]`.
+    Mqtt {
+        url: String,
+        topic_prefix: String,
+        /// PEM of the CA that signs the broker's certificate (`mqtts://`; default: web roots).
+        tls_ca_pem: Option<String>,
+    },
     /// Batched, signed HTTP POSTs. `allow_private` lifts the guard on link-local and cloud
     /// metadata addresses.
     Webhook { url: String, allow_private: bool },
@@ -99,7 +104,19 @@ impl SinkSpec {
                 }
                 Ok(())
             }
-            SinkSpec::Mqtt { url, topic_prefix } => {
+            SinkSpec::Mqtt {
+                url,
+                topic_prefix,
+                tls_ca_pem,
+            } => {
+                if let Some(pem) = tls_ca_pem {
+                    if !pem.contains("-----BEGIN CERTIFICATE-----") || pem.len() > 64 * 1024 {
+                        return Err(TenantError::invalid(
+                            "sink_type.Mqtt.tls_ca_pem",
+                            "must be PEM certificates (-----BEGIN CERTIFICATE-----), at most 64 KiB",
+                        ));
+                    }
+                }
                 parse_mqtt_url(url).map_err(|e| TenantError::invalid("sink_type.Mqtt.url", e))?;
                 let ok = !topic_prefix.is_empty()
                     && topic_prefix.len() <= MAX_PREFIX
@@ -123,6 +140,7 @@ impl SinkSpec {
 /// Where an MQTT sink connects.
 #[derive(Debug, Clone)]
 pub struct MqttAddr {
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     pub user: Option<String>,
@@ -131,9 +149,11 @@ pub struct MqttAddr {
 
 /// Parses `mqtt://[user:pass@]host[:port]`.
 pub fn parse_mqtt_url(url: &str) -> Result<MqttAddr, String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| "must start with mqtt:// (TLS is not built in yet)".to_owned())?;
+    let (tls, rest) = match (url.strip_prefix("mqtts://"), url.strip_prefix("mqtt://")) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        _ => return Err("must start with mqtt:// or mqtts://".to_owned()),
+    };
     let (auth, hostport) = match rest.rsplit_once('@') {
         Some((a, h)) => (Some(a), h),
         None => (None, rest),
@@ -145,7 +165,7 @@ pub fn parse_mqtt_url(url: &str) -> Result<MqttAddr, String> {
             p.parse::<u16>()
                 .map_err(|_| format!("'{p}' is not a port"))?,
         ),
-        None => (hostport, 1883),
+        None => (hostport, if tls { 8883 } else { 1883 }),
     };
     if host.is_empty() {
         return Err("has no host".into());
@@ -158,6 +178,7 @@ pub fn parse_mqtt_url(url: &str) -> Result<MqttAddr, String> {
         None => (None, None),
     };
     Ok(MqttAddr {
+        tls,
         host: host.to_owned(),
         port,
         user,
@@ -615,7 +636,9 @@ mod tests {
             !format!("{a:?}").contains("\"p\""),
             "password never in Debug"
         );
-        assert!(parse_mqtt_url("mqtts://h").is_err());
+        let t = parse_mqtt_url("mqtts://h").unwrap();
+        assert_eq!((t.tls, t.port), (true, 8883));
+        assert!(parse_mqtt_url("tcp://h").is_err());
         assert!(parse_mqtt_url("mqtt://h:x").is_err());
         assert!(parse_mqtt_url("mqtt://:1").is_err());
     }

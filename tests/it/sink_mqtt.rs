@@ -130,7 +130,8 @@ async fn mqtt_sink_settings_are_validated_and_credentials_never_shown() {
     let g = Gateway::start(GatewayOpts::standard()).await;
     setup(&g).await;
     for bad in [
-        json!({"url": "mqtts://h", "topic_prefix": "p"}),
+        json!({"url": "tcp://h", "topic_prefix": "p"}),
+        json!({"url": "mqtts://h", "topic_prefix": "p", "tls_ca_pem": "not pem"}),
         json!({"url": "mqtt://h:notaport", "topic_prefix": "p"}),
         json!({"url": "mqtt://h", "topic_prefix": "p/+/x"}),
         json!({"url": "mqtt://h", "topic_prefix": "/p"}),
@@ -152,4 +153,64 @@ async fn mqtt_sink_settings_are_validated_and_credentials_never_shown() {
     assert!(!b.to_string().contains("hunter2"), "{b}");
     let (_, list) = g.admin(Method::GET, "/orgs/acme/sinks", None).await;
     assert!(!list.to_string().contains("hunter2"));
+}
+
+fn ca_and_server() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let srv = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), srv.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn mqtt_over_tls_trusts_the_given_ca_only() {
+    let (ca, srv, key) = ca_and_server();
+    let broker = Service::start_with_files(
+        "mosquitto",
+        "mosquitto",
+        &["-c", "{dir}/m.conf"],
+        &[
+            (
+                "m.conf",
+                "listener {port} 127.0.0.1\nallow_anonymous true\ncertfile {dir}/srv.pem\nkeyfile {dir}/srv.key\nlog_dest stderr\n",
+            ),
+            ("srv.pem", &srv),
+            ("srv.key", &key),
+        ],
+    )
+    .await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let create = |ca: String| json!({"sink_type": {"Mqtt": {"url": url, "topic_prefix": "peat", "tls_ca_pem": ca}}});
+    let (s, b) = g
+        .admin(Method::POST, "/orgs/acme/sinks", Some(create(ca)))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let good = b["sink_id"].as_str().unwrap().to_owned();
+    let (other_ca, _, _) = ca_and_server();
+    let (_, b) = g
+        .admin(Method::POST, "/orgs/acme/sinks", Some(create(other_ca)))
+        .await;
+    let bad = b["sink_id"].as_str().unwrap().to_owned();
+    assert_eq!(ingest(&g, batch(0)).await.0, 202);
+    let st = status_when(&g, &good, |st| st["delivered"] == 10).await;
+    assert_eq!(
+        (st["delivered"].as_u64(), st["state"].as_str()),
+        (Some(10), Some("idle")),
+        "{st}"
+    );
+    let st = status_when(&g, &bad, |st| st["last_error"].is_string()).await;
+    assert_eq!(
+        (st["state"].as_str(), st["delivered"].as_u64()),
+        (Some("disconnected"), Some(0)),
+        "{st}"
+    );
 }

@@ -4,6 +4,7 @@
 mod file;
 mod mqtt;
 pub mod nats;
+mod tls;
 pub mod webhook;
 
 use std::future::Future;
@@ -106,7 +107,11 @@ pub fn build(
                 zeroize::Zeroizing::new(key),
             )?))
         }
-        SinkSpec::Mqtt { url, topic_prefix } => Ok(Box::new(mqtt::MqttSink::new(
+        SinkSpec::Mqtt {
+            url,
+            topic_prefix,
+            tls_ca_pem,
+        } => Ok(Box::new(mqtt::MqttSink::new(
             &match &password {
                 Some(p) => crate::tenant::with_password(url, p),
                 None => url.clone(),
@@ -114,6 +119,7 @@ pub fn build(
             topic_prefix.clone(),
             def.org_id.clone(),
             &def.sink_id,
+            tls_ca_pem.as_deref(),
         )?)),
     }
 }

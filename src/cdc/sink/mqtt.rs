@@ -22,6 +22,7 @@ const REQUEST_CAP: usize = 512;
 
 pub struct MqttSink {
     addr: crate::tenant::MqttAddr,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     client_id: String,
     prefix: String,
     org: String,
@@ -29,10 +30,22 @@ pub struct MqttSink {
 }
 
 impl MqttSink {
-    pub fn new(url: &str, prefix: String, org: String, sink_id: &str) -> Result<Self, String> {
+    pub fn new(
+        url: &str,
+        prefix: String,
+        org: String,
+        sink_id: &str,
+        tls_ca_pem: Option<&str>,
+    ) -> Result<Self, String> {
         let addr = parse_url(url).map_err(|e| format!("MQTT url {e}"))?;
+        let tls = if addr.tls {
+            Some(std::sync::Arc::new(super::tls::client_config(tls_ca_pem)?))
+        } else {
+            None
+        };
         Ok(Self {
             addr,
+            tls,
             client_id: format!("peat-gw-{sink_id}"),
             prefix,
             org,
@@ -53,6 +66,7 @@ impl MqttSink {
 
     fn connection(&mut self) -> &mut (AsyncClient, EventLoop) {
         let a = &self.addr;
+        let tls = self.tls.clone();
         let (host, port, id) = (a.host.clone(), a.port, self.client_id.clone());
         let creds = a.user.clone().map(|u| {
             (
@@ -72,6 +86,11 @@ impl MqttSink {
             o.set_max_packet_size(1024 * 1024 + 4096, 1024 * 1024 + 4096);
             if let Some((u, p)) = creds {
                 o.set_credentials(u, p);
+            }
+            if let Some(cfg) = tls {
+                o.set_transport(rumqttc::Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(cfg),
+                ));
             }
             AsyncClient::new(o, REQUEST_CAP)
         })
@@ -131,8 +150,12 @@ impl Sink for MqttSink {
 
     fn target(&self) -> String {
         format!(
-            "mqtt://{}:{} topics {}/{}/#",
-            self.addr.host, self.addr.port, self.prefix, self.org
+            "{}://{}:{} topics {}/{}/#",
+            if self.addr.tls { "mqtts" } else { "mqtt" },
+            self.addr.host,
+            self.addr.port,
+            self.prefix,
+            self.org
         )
     }
 }

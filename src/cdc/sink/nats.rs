@@ -75,7 +75,7 @@ impl NatsSink {
         auth: NatsAuth,
     ) -> Result<Self, String> {
         if let Some(pem) = &auth.tls_ca_pem {
-            tls_config(pem)?;
+            super::tls::client_config(Some(pem))?;
         }
         let stream =
             stream.unwrap_or_else(|| format!("peat-{}-{}", token(&org), prefix.replace('.', "_")));
@@ -119,9 +119,9 @@ impl NatsSink {
             opts = opts.nkey(seed.clone());
         }
         if let Some(pem) = &self.auth.tls_ca_pem {
-            opts = opts
-                .require_tls(true)
-                .tls_client_config(tls_config(pem).map_err(SinkError::Transient)?);
+            opts = opts.require_tls(true).tls_client_config(
+                super::tls::client_config(Some(pem)).map_err(SinkError::Transient)?,
+            );
         }
         let shown = crate::secret::redact_url(&self.url);
         let client = opts
@@ -258,26 +258,6 @@ impl Sink for NatsSink {
             self.filter()
         )
     }
-}
-
-/// A TLS client trusting exactly the given CA certificates.
-fn tls_config(pem: &str) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let cert = cert.map_err(|e| format!("tls_ca_pem: {e}"))?;
-        roots.add(cert).map_err(|e| format!("tls_ca_pem: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err("tls_ca_pem holds no certificate".into());
-    }
-    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-    .map_err(|e| format!("TLS setup: {e}"))
 }
 
 /// Credentials from the URL's user part (`user:password` or a lone token), and the URL
