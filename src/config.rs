@@ -100,6 +100,9 @@ pub struct SourceConfig {
     pub token: Option<Secret>,
     pub reconcile_secs: Option<u64>,
     pub full_policy: Option<String>,
+    pub tls_ca_pem: Option<String>,
+    pub client_cert_pem: Option<String>,
+    pub client_key_pem: Option<Secret>,
 }
 
 /// Environment variable → config key. The one table of names operators use.

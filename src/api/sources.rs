@@ -29,6 +29,9 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
                     "collections": {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string"}},
                     "token": {"type": "string", "description": "bearer token for the sidecar; stored sealed, never shown"},
                     "reconcile_secs": {"type": "integer", "minimum": 10, "maximum": 86400},
+                    "tls_ca_pem": {"type": "string", "description": "https:// endpoints: PEM of the CA to trust"},
+                    "client_cert_pem": {"type": "string", "description": "https:// endpoints: PEM client certificate (mTLS)"},
+                    "client_key_pem": {"type": "string", "description": "its PEM private key; stored sealed, never shown"},
                     "full_policy": {"type": "string", "enum": ["block", "drop-oldest"],
                         "description": "what this source does when the outbox is full; default PEAT_CDC_FULL_POLICY"}}})),
             ok: 200,
@@ -65,6 +68,9 @@ struct PutSource {
     #[serde(default = "default_reconcile")]
     reconcile_secs: u64,
     full_policy: Option<String>,
+    tls_ca_pem: Option<String>,
+    client_cert_pem: Option<String>,
+    client_key_pem: Option<Secret>,
 }
 
 fn default_reconcile() -> u64 {
@@ -79,6 +85,8 @@ fn view(s: &AppState, d: &SourceDef) -> Value {
         "token": d.has_token.then_some("[redacted]"),
         "reconcile_secs": d.reconcile_secs,
         "full_policy": d.full_policy.unwrap_or(s.cdc.outbox().policy().name()),
+        "tls_ca_pem": d.tls_ca_pem,
+        "client_cert_pem": d.client_cert_pem,
         "health": {
             "connected": h.connected,
             "node_id": h.node_id,
@@ -124,6 +132,9 @@ async fn put_source(
                 token: body.token,
                 reconcile_secs: body.reconcile_secs,
                 full_policy: body.full_policy,
+                tls_ca_pem: body.tls_ca_pem,
+                client_cert_pem: body.client_cert_pem,
+                client_key_pem: body.client_key_pem,
             },
         )
         .await?;

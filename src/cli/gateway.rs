@@ -475,10 +475,12 @@ async fn apply_config_sources(
             .scope(&c.org, Need::Manage, "config sources")
             .with_context(|| what.clone())?;
         let current = t.get_source(&scope, &c.app).await;
-        let token_now = match &current {
-            Ok(d) => t.source_token(d).await.ok().flatten(),
-            Err(_) => None,
+        let secrets_now = match &current {
+            Ok(d) => t.source_secrets(d).await.ok().unwrap_or_default(),
+            Err(_) => Default::default(),
         };
+        let expose =
+            |s: &Option<peat_gateway::secret::Secret>| s.as_ref().map(|s| s.expose().to_owned());
         let same = current.as_ref().is_ok_and(|d| {
             d.endpoint == c.endpoint
                 && d.collections == c.collections
@@ -487,7 +489,10 @@ async fn apply_config_sources(
                     == c.full_policy
                         .as_deref()
                         .and_then(|p| FullPolicy::parse(p).map(FullPolicy::name))
-                && token_now.as_ref().map(|s| s.expose()) == c.token.as_ref().map(|s| s.expose())
+                && expose(&secrets_now.token) == expose(&c.token)
+                && expose(&secrets_now.client_key_pem) == expose(&c.client_key_pem)
+                && d.tls_ca_pem == c.tls_ca_pem
+                && d.client_cert_pem == c.client_cert_pem
         });
         if same {
             continue;
@@ -498,6 +503,9 @@ async fn apply_config_sources(
             token: c.token.clone(),
             reconcile_secs: c.reconcile_secs.unwrap_or(300),
             full_policy: c.full_policy.clone(),
+            tls_ca_pem: c.tls_ca_pem.clone(),
+            client_cert_pem: c.client_cert_pem.clone(),
+            client_key_pem: c.client_key_pem.clone(),
         };
         match t.put_source(&scope, &c.app, new).await {
             Ok(_) => tracing::info!(org = %c.org, app = %c.app, endpoint = %c.endpoint, "source binding from the config file applied"),
@@ -522,6 +530,9 @@ async fn bind_demo_source(t: &Tenancy, node_url: &str) -> Result<(), TenantError
             token: None,
             reconcile_secs: 60,
             full_policy: None,
+            tls_ca_pem: None,
+            client_cert_pem: None,
+            client_key_pem: None,
         },
     )
     .await?;

@@ -186,6 +186,10 @@ pub struct SourceRecord {
     pub collections: Vec<String>,
     /// The bearer token is sealed beside the formation's genesis when present.
     pub has_token: bool,
+    /// For `https://` endpoints: the CA that signs the sidecar's certificate.
+    pub tls_ca_pem: Option<String>,
+    /// Client certificate for mTLS; its key is sealed beside the token.
+    pub client_cert_pem: Option<String>,
     pub reconcile_secs: u64,
     /// This source's full-outbox policy: 0 the gateway's, 1 block, 2 drop-oldest.
     pub full_policy: u8,

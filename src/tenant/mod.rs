@@ -36,5 +36,5 @@ pub use sinks::{
     parse_mqtt_url, split_password, with_password, MqttAddr, NewSink, SinkDef, SinkPatch,
     SinkSecrets, SinkSpec, SinkStart,
 };
-pub use sources::{NewSource, SourceDef};
+pub use sources::{NewSource, SourceDef, SourceSecrets};
 pub use tokens::{IssuedToken, NewApiToken, TokenInfo};

@@ -11,6 +11,7 @@ use crate::secret::Secret;
 use crate::store::{keys, Reader, SourceRecord, Table};
 
 const TOKEN_KIND: &str = "source-token";
+const CLIENT_KEY_KIND: &str = "source-client-key";
 const MAX_COLLECTIONS: usize = 64;
 
 /// A binding as given by an operator.
@@ -21,6 +22,10 @@ pub struct NewSource {
     pub reconcile_secs: u64,
     /// `block` or `drop-oldest`; `None` follows the gateway's `PEAT_CDC_FULL_POLICY`.
     pub full_policy: Option<String>,
+    /// For `https://` endpoints (a TLS front of the sidecar).
+    pub tls_ca_pem: Option<String>,
+    pub client_cert_pem: Option<String>,
+    pub client_key_pem: Option<Secret>,
 }
 
 /// A binding as stored, with the formation it belongs to.
@@ -35,15 +40,28 @@ pub struct SourceDef {
     pub reconcile_secs: u64,
     /// `None`: the gateway's policy.
     pub full_policy: Option<&'static str>,
+    pub tls_ca_pem: Option<String>,
+    pub client_cert_pem: Option<String>,
 }
 
-fn token_identity<'a>(org: &'a str, app: &'a str) -> RecordIdentity<'a> {
+/// What a capture loop needs opened: the bearer token and the mTLS client key.
+#[derive(Default)]
+pub struct SourceSecrets {
+    pub token: Option<Secret>,
+    pub client_key_pem: Option<Secret>,
+}
+
+fn identity<'a>(org: &'a str, app: &'a str, kind: &'a str) -> RecordIdentity<'a> {
     RecordIdentity {
         org,
         app,
-        kind: TOKEN_KIND,
+        kind,
         codec_version: 1,
     }
+}
+
+fn is_pem(s: &str, label: &str) -> bool {
+    s.contains(&format!("-----BEGIN {label}")) && s.len() <= 64 * 1024
 }
 
 fn validate(new: &NewSource) -> Result<(), TenantError> {
@@ -51,12 +69,54 @@ fn validate(new: &NewSource) -> Result<(), TenantError> {
     let unix_ok = e
         .strip_prefix("unix://")
         .is_some_and(|p| p.starts_with('/') && p.len() > 1);
-    if !(e.starts_with("http://") || unix_ok) || e.len() > 512 || e.chars().any(char::is_whitespace)
+    let tcp_ok = e.starts_with("http://") || e.starts_with("https://");
+    if !(tcp_ok || unix_ok) || e.len() > 512 || e.chars().any(char::is_whitespace) {
+        return Err(TenantError::invalid(
+            "endpoint",
+            "must be the sidecar's unix:///path/to.sock, http://host:port, or https://host:port for a TLS front",
+        ));
+    }
+    let https = e.starts_with("https://");
+    if !https
+        && (new.tls_ca_pem.is_some()
+            || new.client_cert_pem.is_some()
+            || new.client_key_pem.is_some())
     {
         return Err(TenantError::invalid(
             "endpoint",
-            "must be the sidecar's unix:///path/to.sock or http://host:port (the node speaks plain HTTP; keep it on the kit)",
+            "TLS settings (tls_ca_pem, client_cert_pem, client_key_pem) need an https:// endpoint",
         ));
+    }
+    if new
+        .tls_ca_pem
+        .as_deref()
+        .is_some_and(|p| !is_pem(p, "CERTIFICATE"))
+    {
+        return Err(TenantError::invalid(
+            "tls_ca_pem",
+            "must be PEM certificates, at most 64 KiB",
+        ));
+    }
+    match (&new.client_cert_pem, &new.client_key_pem) {
+        (None, None) => {}
+        (Some(c), Some(k)) => {
+            if !is_pem(c, "CERTIFICATE") {
+                return Err(TenantError::invalid(
+                    "client_cert_pem",
+                    "must be a PEM certificate",
+                ));
+            }
+            if !is_pem(k.expose(), "") || !k.expose().contains("PRIVATE KEY") {
+                return Err(TenantError::invalid(
+                    "client_key_pem",
+                    "must be a PEM private key",
+                ));
+            }
+        }
+        _ => return Err(TenantError::invalid(
+            "client_cert_pem",
+            "give the client certificate and its key together (client_cert_pem and client_key_pem)",
+        )),
     }
     if new.collections.is_empty() || new.collections.len() > MAX_COLLECTIONS {
         return Err(TenantError::invalid(
@@ -108,7 +168,18 @@ impl Tenancy {
         let sealed = match &new.token {
             Some(t) => Some(
                 self.keyring
-                    .seal(token_identity(&org_id, &app), t.expose().as_bytes())
+                    .seal(identity(&org_id, &app, TOKEN_KIND), t.expose().as_bytes())
+                    .await?,
+            ),
+            None => None,
+        };
+        let sealed_key = match &new.client_key_pem {
+            Some(k) => Some(
+                self.keyring
+                    .seal(
+                        identity(&org_id, &app, CLIENT_KEY_KIND),
+                        k.expose().as_bytes(),
+                    )
                     .await?,
             ),
             None => None,
@@ -129,6 +200,8 @@ impl Tenancy {
                     endpoint: new.endpoint,
                     collections: new.collections,
                     has_token: sealed.is_some(),
+                    tls_ca_pem: new.tls_ca_pem,
+                    client_cert_pem: new.client_cert_pem,
                     reconcile_secs: new.reconcile_secs,
                     full_policy: policy_byte(new.full_policy.as_deref()).unwrap_or(0),
                     updated_at_ms: now_ms(),
@@ -137,6 +210,11 @@ impl Tenancy {
                 match sealed {
                     Some(s) => t.put_raw(Table::Sealed, token_key, s),
                     None => t.delete(Table::Sealed, token_key),
+                }
+                let client_key = keys::sealed(&org_id, &app, CLIENT_KEY_KIND);
+                match sealed_key {
+                    Some(s) => t.put_raw(Table::Sealed, client_key, s),
+                    None => t.delete(Table::Sealed, client_key),
                 }
                 t.put(Table::Sources, key, &rec)?;
                 Ok((
@@ -184,6 +262,7 @@ impl Tenancy {
                 }
                 t.delete(Table::Sources, key);
                 t.delete(Table::Sealed, keys::sealed(&org_id, &app, TOKEN_KIND));
+                t.delete(Table::Sealed, keys::sealed(&org_id, &app, CLIENT_KEY_KIND));
                 Ok(((), Some((org.org_id, org.org_uid))))
             },
         )
@@ -208,26 +287,30 @@ impl Tenancy {
             .await
     }
 
-    /// The binding's bearer token, opened under the key provider.
-    pub async fn source_token(&self, d: &SourceDef) -> Result<Option<Secret>, TenantError> {
-        if !d.has_token {
-            return Ok(None);
+    /// The binding's bearer token and client key, opened under the key provider.
+    pub async fn source_secrets(&self, d: &SourceDef) -> Result<SourceSecrets, TenantError> {
+        let mut out = SourceSecrets::default();
+        for (kind, slot) in [
+            (TOKEN_KIND, &mut out.token),
+            (CLIENT_KEY_KIND, &mut out.client_key_pem),
+        ] {
+            let key = keys::sealed(&d.org_id, &d.app_id, kind);
+            let Some(sealed) = self
+                .store
+                .read(move |r| r.get_raw(Table::Sealed, &key))
+                .await?
+            else {
+                continue;
+            };
+            let plain: Zeroizing<Vec<u8>> = self
+                .keyring
+                .open(identity(&d.org_id, &d.app_id, kind), &sealed)
+                .await?;
+            let s = String::from_utf8(plain.to_vec())
+                .map_err(|_| TenantError::invalid("source secret", "not UTF-8"))?;
+            *slot = Some(Secret::new(s));
         }
-        let key = keys::sealed(&d.org_id, &d.app_id, TOKEN_KIND);
-        let Some(sealed) = self
-            .store
-            .read(move |r| r.get_raw(Table::Sealed, &key))
-            .await?
-        else {
-            return Ok(None);
-        };
-        let plain: Zeroizing<Vec<u8>> = self
-            .keyring
-            .open(token_identity(&d.org_id, &d.app_id), &sealed)
-            .await?;
-        let s = String::from_utf8(plain.to_vec())
-            .map_err(|_| TenantError::invalid("token", "not UTF-8"))?;
-        Ok(Some(Secret::new(s)))
+        Ok(out)
     }
 }
 
@@ -240,6 +323,8 @@ fn def(org: &str, app: &str, formation_uid: [u8; 16], r: SourceRecord) -> Source
         collections: r.collections,
         has_token: r.has_token,
         reconcile_secs: r.reconcile_secs,
+        tls_ca_pem: r.tls_ca_pem,
+        client_cert_pem: r.client_cert_pem,
         full_policy: match r.full_policy {
             1 => Some("block"),
             2 => Some("drop-oldest"),

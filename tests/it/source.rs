@@ -127,7 +127,7 @@ async fn bindings_are_validated_survive_restarts_and_unbind() {
     let mut g = Gateway::start(GatewayOpts::standard()).await;
     setup(&g).await;
     for bad in [
-        json!({"endpoint": "https://x", "collections": ["a"]}),
+        json!({"endpoint": "ftp://x", "collections": ["a"]}),
         json!({"endpoint": sim.url(), "collections": []}),
         json!({"endpoint": sim.url(), "collections": ["a:b"]}),
         json!({"endpoint": sim.url(), "collections": ["a"], "reconcile_secs": 1}),
@@ -271,4 +271,88 @@ async fn bindings_from_the_config_file_are_applied_at_start_and_fail_closed() {
         .await;
     let (_, after) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
     assert_eq!((count(&before), count(&after)), (1, 1));
+}
+
+/// A CA and two certificates it signs: the server's (for 127.0.0.1) and a client's.
+fn pki() -> (String, (String, String), (String, String)) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let server = leaf("127.0.0.1");
+    let client = leaf("gateway");
+    (ca.pem(), server, client)
+}
+
+#[tokio::test]
+async fn an_mtls_sidecar_front_admits_the_gateway_with_its_client_certificate_only() {
+    let (ca, (srv_cert, srv_key), (cli_cert, cli_key)) = pki();
+    let sim = Simulator::start_tls(([127, 0, 0, 1], 0).into(), &srv_cert, &srv_key, Some(&ca))
+        .await
+        .unwrap();
+    sim.put("tracks", "t-1", r#"{"v":1}"#);
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    file_sink(&g, "out", json!({})).await;
+
+    // Without a client certificate the front refuses the connection.
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/source",
+            Some(json!({"endpoint": sim.url(), "collections": ["tracks"], "tls_ca_pem": ca})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let st = source_when(&g, |b| b["health"]["last_error"].is_string()).await;
+    assert_eq!(st["health"]["connected"], false, "{st}");
+
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/source",
+            Some(
+                json!({"endpoint": sim.url(), "collections": ["tracks"], "tls_ca_pem": ca,
+                "client_cert_pem": cli_cert, "client_key_pem": cli_key}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        !b.to_string().contains("PRIVATE KEY"),
+        "the client key is never shown: {b}"
+    );
+    let st = source_when(&g, |b| b["health"]["connected"] == true).await;
+    assert_eq!(st["health"]["connected"], true, "{st}");
+    assert_eq!(wait_for(&g, "out", 1).await.len(), 1);
+
+    let key_body: String = cli_key
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    for f in crate::harness::gateway::files_under(&g.data_dir()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).replace(['\n', '\r'], "");
+        assert!(!text.contains(&key_body), "client key in {}", f.display());
+    }
+
+    // Incoherent TLS settings are refused.
+    for bad in [
+        json!({"endpoint": "http://127.0.0.1:1", "collections": ["a"], "tls_ca_pem": ca}),
+        json!({"endpoint": sim.url(), "collections": ["a"], "client_cert_pem": cli_cert}),
+        json!({"endpoint": sim.url(), "collections": ["a"], "client_cert_pem": "x", "client_key_pem": "y"}),
+    ] {
+        let (s, b) = g
+            .admin(Method::PUT, "/orgs/acme/formations/mesh/source", Some(bad))
+            .await;
+        assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{b}");
+    }
 }

@@ -74,6 +74,50 @@ impl Body {
     }
 }
 
+/// TLS towards an `https://` sidecar front: the CA to trust and an optional client identity.
+#[derive(Default)]
+pub struct TlsSettings {
+    pub ca_pem: Option<String>,
+    pub client_cert_pem: Option<String>,
+    pub client_key_pem: Option<Secret>,
+}
+
+impl TlsSettings {
+    fn rustls(&self) -> Result<rustls::ClientConfig, String> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_pem {
+            Some(pem) => {
+                for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                    roots
+                        .add(c.map_err(|e| format!("tls_ca_pem: {e}"))?)
+                        .map_err(|e| format!("tls_ca_pem: {e}"))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let b = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots);
+        match (&self.client_cert_pem, &self.client_key_pem) {
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("client_cert_pem: {e}"))?;
+                let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes())
+                    .map_err(|e| format!("client_key_pem: {e}"))?;
+                b.with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("client certificate and key do not match: {e}"))
+            }
+            _ => Ok(b.with_no_client_auth()),
+        }
+    }
+}
+
 /// Talks to one sidecar endpoint: `http://host:port` or `unix:///path/to.sock`.
 #[derive(Clone)]
 pub struct SidecarClient {
@@ -83,7 +127,19 @@ pub struct SidecarClient {
 }
 
 impl SidecarClient {
-    pub fn new(endpoint: &str, token: Option<Secret>) -> Result<Self, SourceError> {
+    pub fn new(
+        endpoint: &str,
+        token: Option<Secret>,
+        tls: TlsSettings,
+    ) -> Result<Self, SourceError> {
+        let tls_config = if endpoint.starts_with("https://") {
+            Some(tls.rustls().map_err(|reason| SourceError::Unreachable {
+                endpoint: endpoint.to_owned(),
+                reason,
+            })?)
+        } else {
+            None
+        };
         let transport = if let Some(path) = endpoint.strip_prefix("unix://") {
             Transport::Unix { path: path.into() }
         } else {
@@ -92,6 +148,9 @@ impl SidecarClient {
                     .connect_timeout(Duration::from_secs(5))
                     .tcp_keepalive(Duration::from_secs(30))
                     .redirect(reqwest::redirect::Policy::none());
+                if let Some(cfg) = &tls_config {
+                    b = b.use_preconfigured_tls(cfg.clone());
+                }
                 if let Some(t) = timeout {
                     b = b.timeout(t);
                 }

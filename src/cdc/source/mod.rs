@@ -82,14 +82,25 @@ impl Sources {
     /// Starts loops for new bindings, restarts changed ones, stops removed ones.
     pub async fn sync(&self) -> Result<(), super::CdcError> {
         let defs = self.tenancy.all_sources().await?;
-        let mut tokens = HashMap::new();
-        for d in &defs {
-            match self.tenancy.source_token(d).await {
-                Ok(t) => {
-                    tokens.insert((d.org_id.clone(), d.app_id.clone()), t);
+        // Secrets are opened only for loops about to start.
+        let starting: Vec<&SourceDef> = {
+            let running = lock(&self.running);
+            defs.iter()
+                .filter(|d| {
+                    running
+                        .get(&(d.org_id.clone(), d.app_id.clone()))
+                        .is_none_or(|r| r.def != **d)
+                })
+                .collect()
+        };
+        let mut secrets = HashMap::new();
+        for d in starting {
+            match self.tenancy.source_secrets(d).await {
+                Ok(s) => {
+                    secrets.insert((d.org_id.clone(), d.app_id.clone()), s);
                 }
                 Err(e) => {
-                    tracing::error!(org = %d.org_id, app = %d.app_id, error = %e, "source token unavailable")
+                    tracing::error!(org = %d.org_id, app = %d.app_id, error = %e, "source secrets unavailable")
                 }
             }
         }
@@ -108,8 +119,13 @@ impl Sources {
             if running.contains_key(&key) {
                 continue;
             }
-            let token = tokens.remove(&key).flatten();
-            let client = match SidecarClient::new(&d.endpoint, token) {
+            let sec = secrets.remove(&key).unwrap_or_default();
+            let tls = client::TlsSettings {
+                ca_pem: d.tls_ca_pem.clone(),
+                client_cert_pem: d.client_cert_pem.clone(),
+                client_key_pem: sec.client_key_pem,
+            };
+            let client = match SidecarClient::new(&d.endpoint, sec.token, tls) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(org = %d.org_id, app = %d.app_id, error = %e, "cannot build the sidecar client");

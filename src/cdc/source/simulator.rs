@@ -138,22 +138,30 @@ impl Simulator {
         Ok(Self::serve(listener, format!("unix://{}", path.display())))
     }
 
-    fn serve<L: axum::serve::Listener>(listener: L, url: String) -> Simulator
-    where
-        L::Addr: std::fmt::Debug,
-    {
+    fn state() -> Arc<Inner> {
         let (tx, _) = broadcast::channel(BROADCAST);
-        let inner = Arc::new(Inner {
+        Arc::new(Inner {
             docs: Mutex::new(BTreeMap::new()),
             tx,
             identity: Mutex::new((format!("sim-{}", random_hex(3)), random_hex(32))),
             duplicates: AtomicBool::new(false),
             generation: watch::channel(0).0,
             subscribes: AtomicU64::new(0),
-        });
-        let app = Router::new()
+        })
+    }
+
+    fn app(inner: &Arc<Inner>) -> Router {
+        Router::new()
             .route("/peat.sidecar.v1.PeatSidecar/{method}", post(rpc))
-            .with_state(inner.clone());
+            .with_state(inner.clone())
+    }
+
+    fn serve<L: axum::serve::Listener>(listener: L, url: String) -> Simulator
+    where
+        L::Addr: std::fmt::Debug,
+    {
+        let inner = Self::state();
+        let app = Self::app(&inner);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -163,6 +171,78 @@ impl Simulator {
             server,
             generator: Mutex::new(None),
         }
+    }
+
+    /// Serves behind TLS, as a TLS front of the sidecar would; with `client_ca_pem`, only
+    /// clients presenting a certificate from that CA get through (mTLS).
+    pub async fn start_tls(
+        bind: SocketAddr,
+        cert_pem: &str,
+        key_pem: &str,
+        client_ca_pem: Option<&str>,
+    ) -> std::io::Result<Simulator> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?;
+        let builder = match client_ca_pem {
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                    roots
+                        .add(c.map_err(|e| bad(e.to_string()))?)
+                        .map_err(|e| bad(e.to_string()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| bad(e.to_string()))?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let url = format!("https://{}", listener.local_addr()?);
+        let inner = Self::state();
+        let app = Self::app(&inner);
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client without an acceptable certificate fails here.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(Simulator {
+            inner,
+            url,
+            server,
+            generator: Mutex::new(None),
+        })
     }
 
     /// `http://127.0.0.1:<port>` or `unix:///path`.
