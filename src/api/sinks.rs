@@ -85,6 +85,27 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         ),
     )
     .post(
+        "/orgs/{org_id}/sinks/{sink_id}/dead-letters",
+        act_on_dead_letters,
+        doc(
+            "Dead letters: `{\"action\":\"retry\"}` delivers them again (oldest first), `discard` drops them",
+            Need::Operate,
+            Some(json!({"type": "object", "additionalProperties": false, "required": ["action"],
+                "properties": {"action": {"type": "string", "enum": ["retry", "discard"]}}})),
+            200,
+        ),
+    )
+    .post(
+        "/orgs/{org_id}/sinks/{sink_id}/test",
+        test,
+        doc(
+            "Send one synthetic event (type io.peat.gateway.test) straight to the sink and report the outcome",
+            Need::Operate,
+            None,
+            200,
+        ),
+    )
+    .post(
         "/orgs/{org_id}/sinks/{sink_id}/retry",
         retry,
         doc(
@@ -577,6 +598,82 @@ async fn command(
         .audit_event(scope.actor(), &def.org_id, action, target, "ok")
         .await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterAction {
+    action: String,
+}
+
+async fn act_on_dead_letters(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+    ApiJson(body): ApiJson<DeadLetterAction>,
+) -> Result<Json<Value>, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Operate, "act on dead letters")
+        .await?;
+    let def = s.tenancy.get_sink(&scope, ids.second()).await?;
+    let target = format!("org/{}/sink/{}/dead-letters", def.org_id, def.sink_id);
+    let out = match body.action.as_str() {
+        "retry" => {
+            let (delivered, left) = s
+                .cdc
+                .replay_dead_letters(&def)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "sink_unavailable", e))?;
+            s.tenancy
+                .audit_event(
+                    scope.actor(),
+                    &def.org_id,
+                    "sink.dead-letters.retry",
+                    target,
+                    "ok",
+                )
+                .await?;
+            json!({"delivered": delivered, "still_parked": left})
+        }
+        "discard" => {
+            let n = s.cdc.discard_dead_letters(&def).await?;
+            s.tenancy
+                .audit_event(
+                    scope.actor(),
+                    &def.org_id,
+                    "sink.dead-letters.discard",
+                    target,
+                    "ok",
+                )
+                .await?;
+            json!({"discarded": n})
+        }
+        _ => {
+            return Err(TenantError::Invalid {
+                field: "action",
+                reason: "must be retry or discard".into(),
+            }
+            .into())
+        }
+    };
+    Ok(Json(out))
+}
+
+async fn test(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<Json<Value>, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Operate, "test sinks")
+        .await?;
+    let def = s.tenancy.get_sink(&scope, ids.second()).await?;
+    Ok(Json(match s.cdc.test_sink(&def).await {
+        Ok(id) => json!({"ok": true, "event_id": id}),
+        Err(e) => json!({"ok": false, "error": e}),
+    }))
 }
 
 async fn retry(

@@ -259,6 +259,109 @@ impl Dispatcher {
         }
     }
 
+    /// Builds a separate instance of the sink, with its sealed credentials.
+    async fn instance(&self, def: &SinkDef) -> Result<Box<dyn Sink>, String> {
+        let secrets = self
+            .inner
+            .tenancy
+            .sink_secret(def)
+            .await
+            .map_err(|e| format!("sink credentials: {e}"))?;
+        sink::build(def, &self.inner.ctx, secrets)
+    }
+
+    /// Delivers one synthetic event (type `io.peat.gateway.test`) straight to the sink,
+    /// outside the outbox; the answer says whether the receiver took it.
+    pub async fn test_sink(&self, def: &SinkDef) -> Result<String, String> {
+        let mut sink = self.instance(def).await?;
+        let gw = self.inner.outbox.gateway_id().to_owned();
+        let now = now_ms();
+        let id = format!("{gw}:test-{now}");
+        let event = crate::store::EventRecord {
+            org_id: def.org_id.clone(),
+            app_id: "_test".into(),
+            collection: "_test".into(),
+            doc_id: format!("test-{now}"),
+            op: 1,
+            data: Some(br#"{"test":true}"#.to_vec()),
+            encrypted: false,
+            content_hash: [0; 32],
+            observed_ms: now,
+        };
+        let mut ce = cloud_event(&gw, 0, &event);
+        ce["id"] = serde_json::Value::String(id.clone());
+        ce["type"] = serde_json::Value::String("io.peat.gateway.test".into());
+        let d = Delivery {
+            lsn: 0,
+            id: id.clone(),
+            event,
+            body: serde_json::to_vec(&ce).unwrap_or_default(),
+        };
+        let r = tokio::time::timeout(
+            Duration::from_secs(15),
+            sink.deliver(std::slice::from_ref(&d)),
+        )
+        .await;
+        match r {
+            Ok(Ok(())) => Ok(id),
+            Ok(Err(SinkError::Transient(e) | SinkError::Busy { reason: e, .. })) => Err(e),
+            Ok(Err(SinkError::Rejected { reason, .. })) => Err(reason),
+            Err(_) => Err("no answer within 15 s".into()),
+        }
+    }
+
+    /// Delivers the sink's dead letters again, oldest first, through a separate instance;
+    /// each delivered one leaves the dead-letter table. Returns (delivered, still parked).
+    pub async fn replay_dead_letters(&self, def: &SinkDef) -> Result<(u64, u64), String> {
+        let mut sink = self.instance(def).await?;
+        let parked = self
+            .inner
+            .outbox
+            .dead_letters(def.sink_uid, usize::MAX)
+            .await
+            .map_err(|e| e.to_string())?;
+        let total = parked.len() as u64;
+        let gw = self.inner.outbox.gateway_id().to_owned();
+        let mut delivered = Vec::new();
+        for (lsn, dl) in parked {
+            let d = Delivery {
+                lsn,
+                id: event_id(&gw, lsn),
+                body: serde_json::to_vec(&cloud_event(&gw, lsn, &dl.event)).unwrap_or_default(),
+                event: dl.event.clone(),
+            };
+            match sink.deliver(std::slice::from_ref(&d)).await {
+                Ok(()) => delivered.push(lsn),
+                Err(_) => break,
+            }
+        }
+        let n = delivered.len() as u64;
+        self.inner
+            .outbox
+            .remove_dead_letters(def.sink_uid, delivered)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((n, total - n))
+    }
+
+    /// Drops the sink's dead letters for good.
+    pub async fn discard_dead_letters(&self, def: &SinkDef) -> Result<u64, CdcError> {
+        let lsns: Vec<u64> = self
+            .inner
+            .outbox
+            .dead_letters(def.sink_uid, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        let n = lsns.len() as u64;
+        self.inner
+            .outbox
+            .remove_dead_letters(def.sink_uid, lsns)
+            .await?;
+        Ok(n)
+    }
+
     /// Periodic work: pick up sink changes and trim what every sink has acknowledged.
     pub async fn housekeeping(self, mut shutdown: watch::Receiver<bool>) {
         let mut rounds: u64 = 0;

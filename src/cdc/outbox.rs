@@ -373,6 +373,22 @@ impl Outbox {
             .await
     }
 
+    /// Removes the given dead letters of a sink (delivered by a replay, or discarded).
+    pub async fn remove_dead_letters(
+        &self,
+        sink_uid: [u8; 16],
+        lsns: Vec<u64>,
+    ) -> Result<(), CdcError> {
+        self.store
+            .write(move |t| -> Result<(), CdcError> {
+                for lsn in lsns {
+                    t.delete(Table::DeadLetters, dead_key(&sink_uid, lsn));
+                }
+                Ok(())
+            })
+            .await
+    }
+
     /// Removes a sink's cursor and dead letters (the sink was deleted).
     pub async fn forget_sink(&self, sink_uid: [u8; 16]) -> Result<(), CdcError> {
         self.store

@@ -64,7 +64,10 @@ fn expectation(method: &str, path: &str) -> Rule {
         ("get", "/orgs/{org_id}/sinks/{sink_id}/dead-letters") => Rule::Org(READ),
         (
             "post",
-            "/orgs/{org_id}/sinks/{sink_id}/retry" | "/orgs/{org_id}/sinks/{sink_id}/skip",
+            "/orgs/{org_id}/sinks/{sink_id}/retry"
+            | "/orgs/{org_id}/sinks/{sink_id}/skip"
+            | "/orgs/{org_id}/sinks/{sink_id}/test"
+            | "/orgs/{org_id}/sinks/{sink_id}/dead-letters",
         ) => Rule::Org(OPERATE),
         other => panic!("route {other:?} has no row in the auth matrix; add one"),
     }
@@ -75,6 +78,7 @@ fn harmless_body(method: &str, path: &str) -> Option<Value> {
     match (method, path) {
         ("post", "/orgs") => Some(json!({"org_id": "", "display_name": "x"})),
         ("patch", "/orgs/{org_id}/sinks/{sink_id}") => Some(json!({"enabled": true})),
+        ("post", "/orgs/{org_id}/sinks/{sink_id}/dead-letters") => Some(json!({"action": "nope"})),
         ("patch", _) => Some(json!({"display_name": ""})),
         ("post", "/orgs/{org_id}/sinks") => {
             Some(json!({"sink_type": {"File": {"name": "bad name"}}}))
