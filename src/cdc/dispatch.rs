@@ -592,21 +592,35 @@ impl Loop {
                         }
                     }
                     let bad = &tail[0];
+                    // Parked at once, so operators see it; the cursor stays before it.
+                    if self
+                        .outbox
+                        .park(
+                            self.def.sink_uid,
+                            bad.lsn,
+                            bad.event.clone(),
+                            reason.clone(),
+                        )
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
+                    self.set(|s| s.dead_lettered += 1);
                     match self.stall(bad, &reason).await? {
-                        Command::Retry => rest = tail,
-                        Command::Skip => {
-                            if self
+                        Command::Retry => {
+                            // Delivered, it is no dead letter; refused again, it is parked again.
+                            let _ = self
                                 .outbox
-                                .park(self.def.sink_uid, bad.lsn, bad.event.clone(), reason)
-                                .await
-                                .is_err()
-                            {
+                                .remove_dead_letters(self.def.sink_uid, vec![bad.lsn])
+                                .await;
+                            self.set(|s| s.dead_lettered = s.dead_lettered.saturating_sub(1));
+                            rest = tail;
+                        }
+                        Command::Skip => {
+                            if self.commit(bad.lsn).await.is_err() {
                                 return None;
                             }
-                            self.set(|s| {
-                                s.dead_lettered += 1;
-                                s.cursor = bad.lsn;
-                            });
                             rest = &tail[1..];
                         }
                     }

@@ -331,7 +331,8 @@ impl Outbox {
             .await
     }
 
-    /// Parks a permanently refused event and moves the sink's cursor past it, atomically.
+    /// Parks a permanently refused event in the dead-letter table; the sink's cursor stays
+    /// before it until an operator skips it.
     pub async fn park(
         &self,
         sink_uid: [u8; 16],
@@ -347,11 +348,6 @@ impl Outbox {
         self.store
             .write(move |t| -> Result<(), CdcError> {
                 t.put(Table::DeadLetters, dead_key(&sink_uid, lsn), &rec)?;
-                t.put_raw(
-                    Table::Cursors,
-                    sink_uid.to_vec(),
-                    lsn.to_be_bytes().to_vec(),
-                );
                 Ok(())
             })
             .await
