@@ -1,0 +1,230 @@
+//! Stage 1 of the configuration: what was given, from the TOML file and then the
+//! environment (which overrides it), with no checks beyond parsing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// Default config file, read when `--config` is not given and the file exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/peat-gateway/config.toml";
+pub(crate) const MIN_ADMIN_TOKEN: usize = 16;
+
+/// Quotas given for new orgs; absent fields keep the built-in defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuotas {
+    pub max_formations: Option<u32>,
+    pub max_peers_per_formation: Option<u32>,
+    pub max_documents_per_formation: Option<u32>,
+    pub max_cdc_sinks: Option<u32>,
+    pub max_enrollments_per_hour: Option<u32>,
+    pub max_api_tokens: Option<u32>,
+}
+
+/// Settings as given. Field names are the config file's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listen address of the API and UI (`PEAT_GATEWAY_BIND`).
+    pub bind: Option<String>,
+    /// Directory of `state.redb` (`PEAT_GATEWAY_DATA_DIR`).
+    pub data_dir: Option<PathBuf>,
+    /// Bootstrap admin bearer token (`PEAT_ADMIN_TOKEN`).
+    pub admin_token: Option<Secret>,
+    /// Local key-encryption key, 64 hex characters (`PEAT_KEK`).
+    pub kek: Option<Secret>,
+    /// `local` or `plaintext` (`PEAT_KEY_PROVIDER`); implied by the other key settings.
+    pub key_provider: Option<String>,
+    /// Explicit development mode (`PEAT_DEV_MODE`).
+    pub dev_mode: Option<bool>,
+    /// Directory of an operator UI build served at `/_/` (`PEAT_UI_DIR`).
+    pub ui_dir: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `peat_gateway=debug` (`PEAT_LOG`, else `RUST_LOG`).
+    pub log: Option<String>,
+    /// Longest a request may take, seconds (`PEAT_GATEWAY_REQUEST_TIMEOUT_SECS`).
+    pub request_timeout_secs: Option<u64>,
+    /// Largest request body on admin routes, bytes (`PEAT_GATEWAY_MAX_BODY_BYTES`).
+    pub max_body_bytes: Option<u64>,
+    /// State database page cache, MiB (`PEAT_STORE_CACHE_MB`).
+    pub store_cache_mb: Option<u64>,
+    /// NATS server for the CDC sink (`PEAT_CDC_NATS_URL`).
+    pub cdc_nats_url: Option<String>,
+    /// Outbox byte quota, MiB (`PEAT_CDC_OUTBOX_MAX_MB`).
+    pub cdc_outbox_max_mb: Option<u64>,
+    /// Outbox file size below which it is never compacted, MiB (`PEAT_CDC_COMPACT_MIN_MB`).
+    pub cdc_compact_min_mb: Option<u64>,
+    /// What a full outbox does: `block` or `drop-oldest` (`PEAT_CDC_FULL_POLICY`).
+    pub cdc_full_policy: Option<String>,
+    /// Kafka brokers for the CDC sink (`PEAT_CDC_KAFKA_BROKERS`).
+    pub cdc_kafka_brokers: Option<String>,
+    /// AWS KMS key (`PEAT_KMS_KEY_ARN`).
+    pub kms_key_arn: Option<String>,
+    /// Vault address (`PEAT_VAULT_ADDR`).
+    pub vault_addr: Option<String>,
+    /// Vault token (`PEAT_VAULT_TOKEN`).
+    pub vault_token: Option<Secret>,
+    /// Vault Transit key name (`PEAT_VAULT_TRANSIT_KEY`).
+    pub vault_transit_key: Option<String>,
+    /// Quotas of new orgs.
+    pub quotas: Option<RawQuotas>,
+    /// Sidecar bindings (`[[sources]]`, file only), applied at every start.
+    pub sources: Option<Vec<SourceConfig>>,
+}
+
+/// One `[[sources]]` entry: a formation captured from a peat-node sidecar.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub org: String,
+    pub app: String,
+    /// `unix:///run/peat-node/sidecar.sock` or `http://127.0.0.1:50051`.
+    pub endpoint: String,
+    pub collections: Vec<String>,
+    pub token: Option<Secret>,
+    pub reconcile_secs: Option<u64>,
+    pub full_policy: Option<String>,
+    pub tls_ca_pem: Option<String>,
+    pub client_cert_pem: Option<String>,
+    pub client_key_pem: Option<Secret>,
+}
+
+/// Environment variable → config key. The one table of names operators use.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("PEAT_GATEWAY_BIND", "bind"),
+    ("PEAT_GATEWAY_DATA_DIR", "data_dir"),
+    ("PEAT_ADMIN_TOKEN", "admin_token"),
+    ("PEAT_KEK", "kek"),
+    ("PEAT_KEY_PROVIDER", "key_provider"),
+    ("PEAT_DEV_MODE", "dev_mode"),
+    ("PEAT_UI_DIR", "ui_dir"),
+    ("PEAT_LOG", "log"),
+    ("PEAT_GATEWAY_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
+    ("PEAT_GATEWAY_MAX_BODY_BYTES", "max_body_bytes"),
+    ("PEAT_STORE_CACHE_MB", "store_cache_mb"),
+    ("PEAT_CDC_NATS_URL", "cdc_nats_url"),
+    ("PEAT_CDC_OUTBOX_MAX_MB", "cdc_outbox_max_mb"),
+    ("PEAT_CDC_FULL_POLICY", "cdc_full_policy"),
+    ("PEAT_CDC_COMPACT_MIN_MB", "cdc_compact_min_mb"),
+    ("PEAT_CDC_KAFKA_BROKERS", "cdc_kafka_brokers"),
+    ("PEAT_KMS_KEY_ARN", "kms_key_arn"),
+    ("PEAT_VAULT_ADDR", "vault_addr"),
+    ("PEAT_VAULT_TOKEN", "vault_token"),
+    ("PEAT_VAULT_TRANSIT_KEY", "vault_transit_key"),
+];
+
+/// One problem with the configuration, phrased as what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub message: String,
+}
+
+pub(crate) fn err(setting: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.into(),
+        message: message.into(),
+    }
+}
+
+/// Loaded settings plus where each came from.
+pub struct Loaded {
+    pub raw: RawConfig,
+    pub origin: BTreeMap<&'static str, String>,
+    /// Environment values that could not be applied; reported with the rest.
+    pub problems: Vec<ConfigError>,
+}
+
+/// Reads the file (if any) and overlays the environment. Fails only on unreadable or
+/// unparsable input; values are checked by [`Config::from_raw`].
+pub fn load(
+    file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Loaded, Vec<ConfigError>> {
+    let mut origin = BTreeMap::new();
+    let mut raw = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                vec![err(
+                    format!("config file {}", path.display()),
+                    format!("cannot be read ({e})"),
+                )]
+            })?;
+            let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+                vec![err(
+                    format!("config file {}", path.display()),
+                    format!("is not valid: {}", e.message()),
+                )]
+            })?;
+            let table: toml::Table = toml::from_str(&text).unwrap_or_default();
+            for (_, key) in ENV_VARS {
+                if table.contains_key(*key) {
+                    origin.insert(*key, format!("file {}", path.display()));
+                }
+            }
+            raw
+        }
+        None => RawConfig::default(),
+    };
+    let mut errors = Vec::new();
+    for (var, key) in ENV_VARS {
+        let Some(value) = env(var) else { continue };
+        origin.insert(*key, format!("env {var}"));
+        if value.is_empty() {
+            errors.push(err(*var, "is set but empty; unset it or give a value"));
+            continue;
+        }
+        if let Err(message) = set_from_env(&mut raw, key, value) {
+            errors.push(err(*var, message));
+        }
+    }
+    if let Some(v) = env("RUST_LOG").filter(|_| raw.log.is_none()) {
+        origin.insert("log", "env RUST_LOG".into());
+        raw.log = Some(v);
+    }
+    Ok(Loaded {
+        raw,
+        origin,
+        problems: errors,
+    })
+}
+
+fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String> {
+    let num = |v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("'{v}' is not a whole number"))
+    };
+    match key {
+        "bind" => raw.bind = Some(v),
+        "data_dir" => raw.data_dir = Some(v.into()),
+        "admin_token" => raw.admin_token = Some(Secret::new(v)),
+        "kek" => raw.kek = Some(Secret::new(v)),
+        "key_provider" => raw.key_provider = Some(v),
+        "dev_mode" => {
+            raw.dev_mode = Some(match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(format!("'{v}' is not a boolean (use 1 or 0)")),
+            })
+        }
+        "ui_dir" => raw.ui_dir = Some(v.into()),
+        "log" => raw.log = Some(v),
+        "request_timeout_secs" => raw.request_timeout_secs = Some(num(&v)?),
+        "max_body_bytes" => raw.max_body_bytes = Some(num(&v)?),
+        "store_cache_mb" => raw.store_cache_mb = Some(num(&v)?),
+        "cdc_nats_url" => raw.cdc_nats_url = Some(v),
+        "cdc_outbox_max_mb" => raw.cdc_outbox_max_mb = Some(num(&v)?),
+        "cdc_full_policy" => raw.cdc_full_policy = Some(v),
+        "cdc_compact_min_mb" => raw.cdc_compact_min_mb = Some(num(&v)?),
+        "cdc_kafka_brokers" => raw.cdc_kafka_brokers = Some(v),
+        "kms_key_arn" => raw.kms_key_arn = Some(v),
+        "vault_addr" => raw.vault_addr = Some(v),
+        "vault_token" => raw.vault_token = Some(Secret::new(v)),
+        "vault_transit_key" => raw.vault_transit_key = Some(v),
+        _ => return Err("unknown setting".into()),
+    }
+    Ok(())
+}
