@@ -15,7 +15,7 @@
 //! - Key material lives only in `Zeroizing` types; no type here derives `Debug` over a secret.
 //! - The AAD is built by [`envelope::aad`] alone, tested against a fixed vector.
 //!
-//! Does not: store anything, or pick a provider from configuration (see `config.rs`).
+//! Does not: store anything, or pick a provider from configuration (see `config/`).
 
 mod envelope;
 mod error;

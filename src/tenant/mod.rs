@@ -10,7 +10,7 @@
 //! - Deleting a formation or an org removes everything it owns in that same transaction.
 //! - Token secrets are shown once and stored only as SHA-256 hashes, compared in constant time.
 //!
-//! Does not: speak HTTP (see `api/`), or choose key providers (see `config.rs`).
+//! Does not: speak HTTP (see `api/`), or choose key providers (see `config/`).
 
 mod audit;
 mod clock;
