@@ -2,7 +2,7 @@
 
 use zeroize::Zeroizing;
 
-use super::orgs::load_org;
+use super::orgs::{check_quota, load_org};
 use super::service::Tenancy;
 use super::{now_ms, validate_id, OrgScope, TenantError};
 use crate::keys::{random_secret32, RecordIdentity};
@@ -135,21 +135,13 @@ impl Tenancy {
                 if t.exists(Table::Formations, &key)? {
                     return Err(TenantError::Conflict { what: "formation" });
                 }
-                let limit = org.quotas.max_formations;
-                let existing = t
-                    .scan(
-                        Table::Formations,
-                        &keys::org_prefix(&org_id),
-                        None,
-                        limit as usize + 1,
-                    )?
-                    .len();
-                if existing >= limit as usize {
-                    return Err(TenantError::QuotaExceeded {
-                        quota: "max_formations",
-                        limit,
-                    });
-                }
+                check_quota(
+                    t,
+                    Table::Formations,
+                    &org_id,
+                    "max_formations",
+                    org.quotas.max_formations,
+                )?;
                 t.put(Table::Formations, key, &rec)?;
                 t.put_raw(
                     Table::Sealed,

@@ -178,6 +178,24 @@ pub(crate) fn load_org(r: &impl Reader, org_id: &str) -> Result<OrgRecord, Tenan
         .ok_or(TenantError::NotFound { what: "org" })
 }
 
+/// Refuses when the org already holds `limit` entries of `table` under its prefix; counts at
+/// most `limit + 1` keys, never the whole table.
+pub(crate) fn check_quota(
+    r: &impl Reader,
+    table: Table,
+    org_id: &str,
+    quota: &'static str,
+    limit: u32,
+) -> Result<(), TenantError> {
+    let existing = r
+        .scan(table, &keys::org_prefix(org_id), None, limit as usize + 1)?
+        .len();
+    if existing >= limit as usize {
+        return Err(TenantError::QuotaExceeded { quota, limit });
+    }
+    Ok(())
+}
+
 impl Tenancy {
     /// Creates an org (gateway admin only; the caller checked `require_admin`).
     pub async fn create_org(&self, actor: &Actor, new: NewOrg) -> Result<Org, TenantError> {

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::orgs::load_org;
+use super::orgs::{check_quota, load_org};
 use super::service::Tenancy;
 use super::{now_ms, validate_id, Actor, OrgScope, TenantError};
 use crate::keys::{random_secret32, RecordIdentity};
@@ -410,21 +410,13 @@ impl Tenancy {
                 Some(org_id.clone()),
                 move |t| {
                     let org = load_org(t, &org_id)?;
-                    let limit = org.quotas.max_cdc_sinks;
-                    let existing = t
-                        .scan(
-                            Table::Sinks,
-                            &keys::org_prefix(&org_id),
-                            None,
-                            limit as usize + 1,
-                        )?
-                        .len();
-                    if existing >= limit as usize {
-                        return Err(TenantError::QuotaExceeded {
-                            quota: "max_cdc_sinks",
-                            limit,
-                        });
-                    }
+                    check_quota(
+                        t,
+                        Table::Sinks,
+                        &org_id,
+                        "max_cdc_sinks",
+                        org.quotas.max_cdc_sinks,
+                    )?;
                     let rec = SinkRecord {
                         org_id: org_id.clone(),
                         sink_id: sink_id.clone(),

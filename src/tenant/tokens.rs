@@ -3,7 +3,7 @@
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::orgs::load_org;
+use super::orgs::{check_quota, load_org};
 use super::service::{random_secret, token_hash, Tenancy, ORG_TOKEN_PREFIX};
 use super::{now_ms, OrgScope, Principal, Role, TenantError};
 use crate::store::{keys, ApiTokenRecord, Reader, Table};
@@ -90,21 +90,13 @@ impl Tenancy {
                 Some(org_id.clone()),
                 move |t| {
                     let org = load_org(t, &org_id)?;
-                    let limit = org.quotas.max_api_tokens;
-                    let existing = t
-                        .scan(
-                            Table::ApiTokensByOrg,
-                            &keys::org_prefix(&org_id),
-                            None,
-                            limit as usize + 1,
-                        )?
-                        .len();
-                    if existing >= limit as usize {
-                        return Err(TenantError::QuotaExceeded {
-                            quota: "max_api_tokens",
-                            limit,
-                        });
-                    }
+                    check_quota(
+                        t,
+                        Table::ApiTokensByOrg,
+                        &org_id,
+                        "max_api_tokens",
+                        org.quotas.max_api_tokens,
+                    )?;
                     let rec = ApiTokenRecord {
                         token_id: token_id.clone(),
                         org_id: org_id.clone(),

@@ -69,6 +69,19 @@ async fn wait_messages(nats: &Service, n: usize) -> Vec<(String, String, Value)>
     }
 }
 
+/// Messages in the sink's stream once `want` arrived or a deadline passed.
+async fn stream_count(js: &jetstream::Context, want: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    while n < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(mut s) = js.get_stream(STREAM).await {
+            n = s.info().await.map_or(0, |i| i.state.messages);
+        }
+    }
+    n
+}
+
 fn batch(round: u64) -> Value {
     // Ten documents, each updated once per round: per-document order is checkable.
     Value::Array((0..10).map(|d| upsert(&format!("k.{d}"), round)).collect())
@@ -234,14 +247,7 @@ async fn broker_passwords_are_sealed_never_shown_and_used_to_connect() {
             .await
             .unwrap();
     let js = jetstream::new(client);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut n = 0;
-    while n < 10 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(mut s) = js.get_stream(STREAM).await {
-            n = s.info().await.map_or(0, |i| i.state.messages);
-        }
-    }
+    let n = stream_count(&js, 10).await;
     let sid = b["sink_id"].as_str().unwrap();
     let (_, st) = g
         .admin(Method::GET, &format!("/orgs/acme/sinks/{sid}/status"), None)
@@ -334,14 +340,7 @@ async fn tls_with_a_private_ca_and_nkey_authentication() {
         .await
         .unwrap();
     let js = jetstream::new(client);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut n = 0;
-    while n < 10 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(mut s) = js.get_stream(STREAM).await {
-            n = s.info().await.map_or(0, |i| i.state.messages);
-        }
-    }
+    let n = stream_count(&js, 10).await;
     let sid = b["sink_id"].as_str().unwrap();
     let (_, st) = g
         .admin(Method::GET, &format!("/orgs/acme/sinks/{sid}/status"), None)
