@@ -27,4 +27,6 @@ pub enum KeyError {
     Authentication,
     #[error("the operating system's random number generator failed")]
     Rng,
+    #[error("could not {what}: {detail}")]
+    Tpm { what: &'static str, detail: String },
 }

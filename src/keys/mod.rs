@@ -21,6 +21,8 @@ mod envelope;
 mod error;
 mod provider;
 mod random;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 
 pub use envelope::{Keyring, RecordIdentity};
 pub use error::KeyError;

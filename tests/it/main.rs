@@ -17,6 +17,8 @@ mod sink_mqtt;
 mod sink_nats;
 mod sink_webhook;
 mod source;
+#[cfg(feature = "tpm")]
+mod tpm;
 mod ui;
 
 use serde_json::Value;

@@ -17,15 +17,22 @@ const WRAP_LABEL: &[u8] = b"peat-gateway:dek-wrap:v1";
 pub struct LocalKek {
     kek: Zeroizing<[u8; 32]>,
     kek_id: String,
+    kind: ProviderKind,
 }
 
 impl LocalKek {
     pub fn new(kek: Zeroizing<[u8; 32]>) -> Self {
+        Self::held_by(kek, ProviderKind::Local)
+    }
+
+    /// The same wrapping under a KEK that another provider holds at rest (the TPM unseals it
+    /// into memory at start-up); envelopes name that provider.
+    pub fn held_by(kek: Zeroizing<[u8; 32]>, kind: ProviderKind) -> Self {
         let mut h = Sha256::new();
         h.update(b"peat-gateway:kek-id:v1");
         h.update(kek.as_ref());
-        let kek_id = format!("local:{}", hex::encode(&h.finalize()[..8]));
-        Self { kek, kek_id }
+        let kek_id = format!("{}:{}", kind.name(), hex::encode(&h.finalize()[..8]));
+        Self { kek, kek_id, kind }
     }
 
     fn cipher(&self) -> Result<Aes256Gcm, KeyError> {
@@ -81,7 +88,7 @@ impl LocalKek {
 
 impl KeyProvider for LocalKek {
     fn kind(&self) -> ProviderKind {
-        ProviderKind::Local
+        self.kind
     }
 
     fn kek_id(&self) -> &str {

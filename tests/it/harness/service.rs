@@ -44,7 +44,8 @@ impl Service {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let subst = |a: &str| {
-            a.replace("{port}", &port.to_string())
+            a.replace("{port1}", &(port + 1).to_string())
+                .replace("{port}", &port.to_string())
                 .replace("{dir}", &dir.path().display().to_string())
         };
         for (f, content) in files {
@@ -153,4 +154,33 @@ pub async fn mosquitto() -> Service {
         )],
     )
     .await
+}
+
+/// swtpm (TPM 2.0 simulator) with its state in the service's dir; the control port is the
+/// next one, as the tss2 `swtpm` TCTI assumes.
+pub async fn swtpm() -> Service {
+    Service::start(
+        "swtpm",
+        "swtpm",
+        &[
+            "socket",
+            "--tpm2",
+            "--server",
+            "type=tcp,port={port},bindaddr=127.0.0.1",
+            "--ctrl",
+            "type=tcp,port={port1},bindaddr=127.0.0.1",
+            "--tpmstate",
+            "dir={dir}",
+            "--flags",
+            "not-need-init,startup-clear",
+        ],
+    )
+    .await
+}
+
+impl Service {
+    /// The TCTI string for a swtpm service.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
 }
