@@ -158,6 +158,7 @@ pub async fn mosquitto() -> Service {
 
 /// swtpm (TPM 2.0 simulator) with its state in the service's dir; the control port is the
 /// next one, as the tss2 `swtpm` TCTI assumes.
+#[cfg(feature = "tpm")]
 pub async fn swtpm() -> Service {
     Service::start(
         "swtpm",
@@ -178,6 +179,7 @@ pub async fn swtpm() -> Service {
     .await
 }
 
+#[cfg(feature = "tpm")]
 impl Service {
     /// The TCTI string for a swtpm service.
     pub fn tcti(&self) -> String {
