@@ -29,6 +29,16 @@ pub(crate) enum AuditCmd {
 pub(crate) enum KeysCmd {
     /// Print a new random 256-bit key as 64 hex characters, for PEAT_KEK.
     GenerateKek,
+    /// Generate a KEK inside the TPM and seal it into the data dir (`kek.tpm`), bound to
+    /// PEAT_TPM_PCRS when set. Serving with PEAT_KEY_PROVIDER=tpm does the same at first start.
+    Init {
+        /// The provider to initialize; only `tpm` holds a KEK of its own.
+        #[arg(long, default_value = "tpm")]
+        provider: String,
+    },
+    /// Print the key provider, its KEK id and, for the TPM, where the sealed KEK is and what
+    /// it is bound to. Unseals to compute the KEK id.
+    Status,
 }
 
 pub(crate) fn load_config(flag: Option<&Path>) -> Result<Config, Failure> {
@@ -120,12 +130,53 @@ pub(crate) fn audit(flag: Option<&Path>, cmd: AuditCmd) -> Result<ExitCode, Fail
     }
 }
 
-pub(crate) fn keys(cmd: KeysCmd) -> Result<ExitCode, Failure> {
+pub(crate) fn keys(flag: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, Failure> {
     match cmd {
         KeysCmd::GenerateKek => {
             let k =
                 peat_gateway::keys::random_secret32().context("reading the OS random generator")?;
             println!("{}", hex::encode(k.as_ref()));
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::Init { provider } => {
+            if provider != "tpm" {
+                return Err(Failure::Runtime(anyhow::anyhow!(
+                    "only the tpm provider is initialized here; the local provider takes its KEK from PEAT_KEK (see `keys generate-kek`)"
+                )));
+            }
+            let cfg = load_config(flag)?;
+            let peat_gateway::config::KeyConfig::Tpm(t) = &cfg.key else {
+                return Err(Failure::Runtime(anyhow::anyhow!(
+                    "set PEAT_KEY_PROVIDER=tpm (and PEAT_TPM_TCTI, PEAT_TPM_PCRS as needed) to initialize the TPM provider"
+                )));
+            };
+            let id = runtime()?
+                .block_on(super::keyring::tpm::init(t, &cfg.data_dir))
+                .map_err(Failure::Runtime)?;
+            println!("sealed a new KEK in the TPM: {id}");
+            println!("  file: {}", cfg.data_dir.join("kek.tpm").display());
+            println!("  PCRs: {:?}", t.pcrs);
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::Status => {
+            let cfg = load_config(flag)?;
+            let keyring = runtime()?
+                .block_on(super::keyring::keyring(&cfg.key, &cfg.data_dir))
+                .map_err(Failure::Runtime)?;
+            println!("provider: {}", keyring.provider_kind());
+            println!("KEK id:   {}", keyring.kek_id());
+            if let peat_gateway::config::KeyConfig::Tpm(t) = &cfg.key {
+                println!("TPM:      {}", t.tcti);
+                println!("sealed:   {}", cfg.data_dir.join("kek.tpm").display());
+                println!(
+                    "PCRs:     {}",
+                    if t.pcrs.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        format!("sha256:{:?}", t.pcrs)
+                    }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

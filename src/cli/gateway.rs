@@ -12,7 +12,7 @@ use peat_gateway::cdc::source::simulator::Simulator;
 use peat_gateway::cdc::source::Sources;
 use peat_gateway::cdc::{Dispatcher, FullPolicy, Outbox};
 use peat_gateway::config::{self, Config, KeyConfig};
-use peat_gateway::keys::{KeyProvider, Keyring, LocalKek};
+use peat_gateway::keys::Keyring;
 use peat_gateway::mesh::MembershipPolicy;
 use peat_gateway::metrics::Metrics;
 use peat_gateway::store::{CommitStats, Store, StoreOptions};
@@ -133,17 +133,6 @@ struct Running {
     store: Store,
 }
 
-fn keyring(key: &KeyConfig) -> anyhow::Result<Keyring> {
-    let provider: Arc<dyn KeyProvider> = match key {
-        KeyConfig::Local(k) => Arc::new(LocalKek::new(k.clone())),
-        #[cfg(feature = "dev")]
-        KeyConfig::Plaintext => Arc::new(peat_gateway::keys::Plaintext),
-        #[cfg(not(feature = "dev"))]
-        KeyConfig::Plaintext => anyhow::bail!("the plaintext key provider is not in this build"),
-    };
-    Ok(Keyring::new(provider))
-}
-
 async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
     let started = std::time::Instant::now();
     if cfg.dev_mode {
@@ -154,7 +143,7 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
             "key provider is PLAINTEXT: formation keys are stored unencrypted; development only"
         );
     }
-    let keyring = keyring(&cfg.key)?;
+    let keyring = super::keyring::keyring(&cfg.key, &cfg.data_dir).await?;
     tracing::info!(provider = %keyring.provider_kind(), kek_id = keyring.kek_id(), "key provider selected");
     let metrics = Arc::new(Metrics::new());
     let m = metrics.clone();

@@ -2,6 +2,7 @@
 
 mod admin;
 mod gateway;
+mod keyring;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -97,7 +98,7 @@ pub(crate) fn main() -> ExitCode {
         Cmd::CheckConfig => admin::check_config(cli.config.as_deref()),
         Cmd::AdminToken { cmd } => admin::admin_token(cli.config.as_deref(), cmd),
         Cmd::Audit { cmd } => admin::audit(cli.config.as_deref(), cmd),
-        Cmd::Keys { cmd } => admin::keys(cmd),
+        Cmd::Keys { cmd } => admin::keys(cli.config.as_deref(), cmd),
     };
     match result {
         Ok(code) => code,

@@ -29,14 +29,58 @@ use crate::tenant::Quotas;
 /// The key provider chosen, with its key material.
 pub enum KeyConfig {
     Local(Zeroizing<[u8; 32]>),
+    /// The KEK sealed in a TPM 2.0, unsealed at start-up.
+    Tpm(TpmConfig),
     /// Development only: stored secrets are readable by anyone with the disk.
     Plaintext,
+}
+
+/// Where the TPM is and which PCRs the KEK is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmConfig {
+    pub tcti: String,
+    pub pcrs: Vec<u8>,
+}
+
+/// The kernel's TPM resource manager.
+pub const DEFAULT_TPM_TCTI: &str = "device:/dev/tpmrm0";
+
+/// Parses `sha256:0,2,7` (the bank is optional and must be sha256); empty for none.
+pub fn parse_pcrs(s: &str) -> Result<Vec<u8>, String> {
+    let list = match s.split_once(':') {
+        Some(("sha256", l)) => l,
+        Some((bank, _)) => {
+            return Err(format!(
+                "bank '{bank}' is not supported; use sha256:<indices>"
+            ))
+        }
+        None => s,
+    };
+    if list.trim().is_empty() {
+        return Ok(vec![]);
+    }
+    let mut out = Vec::new();
+    for p in list.split(',') {
+        let n: u8 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{p}' is not a PCR index (use e.g. sha256:0,2,7)"))?;
+        if n > 23 {
+            return Err(format!("PCR {n} does not exist (0 to 23)"));
+        }
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
 }
 
 impl fmt::Debug for KeyConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyConfig::Local(_) => f.write_str("Local([redacted])"),
+            KeyConfig::Tpm(t) => write!(f, "Tpm({t:?})"),
             KeyConfig::Plaintext => f.write_str("Plaintext"),
         }
     }
@@ -263,6 +307,7 @@ impl Config {
                 "key_provider",
                 match &self.key {
                     KeyConfig::Local(_) => "local (KEK [redacted])".into(),
+                    KeyConfig::Tpm(t) => format!("tpm ({}, PCRs {:?})", t.tcti, t.pcrs),
                     KeyConfig::Plaintext => "plaintext (DEV ONLY: secrets unencrypted)".into(),
                 },
                 o("key_provider").replace("default", "implied"),
@@ -375,10 +420,32 @@ fn select_key(
                 )])
             }
         }
-        "tpm" | "vault" | "aws-kms" => Err(vec![not_built(name("key_provider"), &provider)]),
+        "tpm" => {
+            if !cfg!(feature = "tpm") {
+                return Err(vec![err(
+                    name("key_provider"),
+                    "the TPM key provider is not compiled into this binary (cargo feature `tpm`); use a build with it, or the local provider (PEAT_KEK)",
+                )]);
+            }
+            let pcrs = parse_pcrs(raw.tpm_pcrs.as_deref().unwrap_or(""))
+                .map_err(|m| vec![err(name("tpm_pcrs"), m)])?;
+            let tcti = raw
+                .tpm_tcti
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TPM_TCTI.into());
+            let known = ["device:", "swtpm:", "mssim:", "tabrmd"];
+            if !known.iter().any(|k| tcti.starts_with(k)) {
+                return Err(vec![err(
+                    name("tpm_tcti"),
+                    format!("'{tcti}' is not a TCTI; use device:/dev/tpmrm0, swtpm:host=…,port=… or tabrmd"),
+                )]);
+            }
+            Ok(KeyConfig::Tpm(TpmConfig { tcti, pcrs }))
+        }
+        "vault" | "aws-kms" => Err(vec![not_built(name("key_provider"), &provider)]),
         other => Err(vec![err(
             name("key_provider"),
-            format!("'{other}' is not a key provider; use local or plaintext"),
+            format!("'{other}' is not a key provider; use tpm, local or plaintext"),
         )]),
     }
 }
@@ -420,6 +487,51 @@ fn check_data_dir(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pcr_lists_parse_and_refuse_nonsense() {
+        assert_eq!(parse_pcrs("sha256:7,0,2,2").unwrap(), vec![0, 2, 7]);
+        assert_eq!(parse_pcrs("16").unwrap(), vec![16]);
+        assert_eq!(parse_pcrs("").unwrap(), Vec::<u8>::new());
+        assert!(parse_pcrs("sha256:24").is_err());
+        assert!(parse_pcrs("sha256:a").is_err());
+        assert!(parse_pcrs("sha1:0").is_err());
+    }
+
+    #[test]
+    fn the_tpm_provider_takes_its_tcti_and_pcrs_and_refuses_bad_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let c = from_env(
+            &[
+                ("PEAT_KEY_PROVIDER", "tpm"),
+                ("PEAT_TPM_PCRS", "sha256:0,7"),
+            ],
+            d.path(),
+        );
+        if cfg!(feature = "tpm") {
+            match c.map(|c| c.key) {
+                Ok(KeyConfig::Tpm(t)) => {
+                    assert_eq!((t.tcti.as_str(), t.pcrs), (DEFAULT_TPM_TCTI, vec![0, 7]))
+                }
+                other => panic!("{other:?}"),
+            }
+            let m = messages(from_env(
+                &[
+                    ("PEAT_KEY_PROVIDER", "tpm"),
+                    ("PEAT_TPM_TCTI", "carrier-pigeon"),
+                    ("PEAT_TPM_PCRS", "x"),
+                ],
+                d.path(),
+            ));
+            assert!(
+                m.iter().any(|s| s.starts_with("PEAT_TPM_PCRS"))
+                    || m.iter().any(|s| s.starts_with("PEAT_TPM_TCTI")),
+                "{m:?}"
+            );
+        } else {
+            assert!(messages(c)[0].contains("not compiled into this binary"));
+        }
+    }
     use std::collections::HashMap;
 
     const KEK: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";

@@ -38,6 +38,10 @@ pub struct RawConfig {
     pub kek: Option<Secret>,
     /// `local` or `plaintext` (`PEAT_KEY_PROVIDER`); implied by the other key settings.
     pub key_provider: Option<String>,
+    /// TPM access, a TCTI string (`PEAT_TPM_TCTI`, default `device:/dev/tpmrm0`).
+    pub tpm_tcti: Option<String>,
+    /// PCRs the TPM-sealed KEK is bound to, e.g. `sha256:0,2,7` (`PEAT_TPM_PCRS`).
+    pub tpm_pcrs: Option<String>,
     /// Explicit development mode (`PEAT_DEV_MODE`).
     pub dev_mode: Option<bool>,
     /// Directory of an operator UI build served at `/_/` (`PEAT_UI_DIR`).
@@ -98,6 +102,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_ADMIN_TOKEN", "admin_token"),
     ("PEAT_KEK", "kek"),
     ("PEAT_KEY_PROVIDER", "key_provider"),
+    ("PEAT_TPM_TCTI", "tpm_tcti"),
+    ("PEAT_TPM_PCRS", "tpm_pcrs"),
     ("PEAT_DEV_MODE", "dev_mode"),
     ("PEAT_UI_DIR", "ui_dir"),
     ("PEAT_LOG", "log"),
@@ -203,6 +209,8 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "admin_token" => raw.admin_token = Some(Secret::new(v)),
         "kek" => raw.kek = Some(Secret::new(v)),
         "key_provider" => raw.key_provider = Some(v),
+        "tpm_tcti" => raw.tpm_tcti = Some(v),
+        "tpm_pcrs" => raw.tpm_pcrs = Some(v),
         "dev_mode" => {
             raw.dev_mode = Some(match v.to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,

@@ -56,29 +56,6 @@ fn tpm_err(what: &'static str) -> impl Fn(tss_esapi::Error) -> KeyError {
     }
 }
 
-/// Parses `sha256:0,2,7` (the bank is optional and must be sha256).
-pub fn parse_pcrs(s: &str) -> Result<Vec<u8>, String> {
-    let list = s.strip_prefix("sha256:").unwrap_or(s);
-    if list.trim().is_empty() {
-        return Ok(vec![]);
-    }
-    let mut out = Vec::new();
-    for p in list.split(',') {
-        let n: u8 = p
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{p}' is not a PCR index (use e.g. sha256:0,2,7)"))?;
-        if n > 23 {
-            return Err(format!("PCR {n} does not exist (0 to 23)"));
-        }
-        if !out.contains(&n) {
-            out.push(n);
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
-}
-
 fn context(tcti: &str) -> Result<Context, KeyError> {
     let conf = TctiNameConf::from_str(tcti).map_err(|e| KeyError::Tpm {
         what: "parse the TCTI (PEAT_TPM_TCTI)",
@@ -325,18 +302,4 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_pcrs;
-
-    #[test]
-    fn pcr_lists_parse_and_refuse_nonsense() {
-        assert_eq!(parse_pcrs("sha256:7,0,2,2").unwrap(), vec![0, 2, 7]);
-        assert_eq!(parse_pcrs("16").unwrap(), vec![16]);
-        assert_eq!(parse_pcrs("").unwrap(), Vec::<u8>::new());
-        assert!(parse_pcrs("sha256:24").is_err());
-        assert!(parse_pcrs("sha256:a").is_err());
-    }
 }

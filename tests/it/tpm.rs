@@ -79,3 +79,77 @@ async fn seal_and_unseal_survive_a_tpm_restart_and_refuse_changed_pcrs() {
     let err = tpm::unseal(&plain, dir.path()).unwrap_err().to_string();
     assert!(err.contains("reach the TPM"), "{err}");
 }
+
+#[tokio::test]
+async fn the_gateway_seals_its_kek_in_the_tpm_at_first_start_and_unseals_it_at_every_start() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    use crate::harness::{Gateway, GatewayOpts};
+
+    let mut sw = service::swtpm().await;
+    let opts = GatewayOpts::standard()
+        .without("PEAT_KEK")
+        .with("PEAT_KEY_PROVIDER", "tpm")
+        .with("PEAT_TPM_TCTI", &sw.tcti());
+    let mut g = Gateway::start(opts.clone()).await;
+    assert!(g.data_dir().join("kek.tpm").exists());
+    assert!(g.all_output().contains("generated a new KEK in the TPM"));
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    g.admin(
+        Method::POST,
+        "/orgs/acme/formations",
+        Some(json!({"app_id": "mesh"})),
+    )
+    .await;
+    let (s, creds) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
+        .await;
+    assert_eq!(s, 200);
+    let (_, ready) = g.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(ready["checks"]["keys"]["provider"], "tpm", "{ready}");
+    assert!(ready["checks"]["keys"]["kek_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("tpm:"));
+
+    // The TPM restarts (its state kept), then the gateway: the same formation keys open.
+    sw.restart().await;
+    g.restart_with(opts.clone()).await;
+    let (s, again) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(again["formation_secret"], creds["formation_secret"]);
+
+    let status = g.command().args(["keys", "status"]).output().unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(g.stop());
+    let status = g.command().args(["keys", "status"]).output().unwrap();
+    let out2 = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        out2.contains("provider: tpm") && out2.contains("KEK id:   tpm:"),
+        "{out}{out2}"
+    );
+    assert_eq!(
+        ready["checks"]["keys"]["kek_id"].as_str().unwrap(),
+        out2.lines()
+            .find_map(|l| l.strip_prefix("KEK id:   "))
+            .unwrap()
+    );
+
+    // No TPM: start-up stops and says what to check; nothing changes.
+    sw.kill();
+    let out = g.command().output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reach the TPM") && err.contains("PEAT_TPM_TCTI"),
+        "{err}"
+    );
+}

@@ -1,0 +1,93 @@
+//! Builds the key provider chosen by the configuration; the TPM unseals here, once, at
+//! start-up, on a blocking thread.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use peat_gateway::config::KeyConfig;
+use peat_gateway::keys::{KeyProvider, Keyring, LocalKek};
+
+pub(crate) async fn keyring(key: &KeyConfig, data_dir: &Path) -> anyhow::Result<Keyring> {
+    let provider: Arc<dyn KeyProvider> = match key {
+        KeyConfig::Local(k) => Arc::new(LocalKek::new(k.clone())),
+        KeyConfig::Tpm(t) => Arc::new(tpm::open(t, data_dir).await?),
+        #[cfg(feature = "dev")]
+        KeyConfig::Plaintext => Arc::new(peat_gateway::keys::Plaintext),
+        #[cfg(not(feature = "dev"))]
+        KeyConfig::Plaintext => anyhow::bail!("the plaintext key provider is not in this build"),
+    };
+    Ok(Keyring::new(provider))
+}
+
+#[cfg(feature = "tpm")]
+pub(crate) mod tpm {
+    use std::path::Path;
+
+    use anyhow::Context;
+    use peat_gateway::config::TpmConfig;
+    use peat_gateway::keys::tpm::{self, TpmSettings};
+    use peat_gateway::keys::{LocalKek, ProviderKind};
+
+    fn settings(t: &TpmConfig) -> TpmSettings {
+        TpmSettings {
+            tcti: t.tcti.clone(),
+            pcrs: t.pcrs.clone(),
+        }
+    }
+
+    /// Unseals the KEK, or on first start generates and seals one.
+    pub(crate) async fn open(t: &TpmConfig, data_dir: &Path) -> anyhow::Result<LocalKek> {
+        let (s, dir) = (settings(t), data_dir.to_path_buf());
+        let started = std::time::Instant::now();
+        let (kek, created) = tokio::task::spawn_blocking(move || {
+            if tpm::is_initialized(&dir) {
+                tpm::unseal(&s, &dir).map(|k| (k, false))
+            } else {
+                tpm::init(&s, &dir).map(|k| (k, true))
+            }
+        })
+        .await
+        .context("TPM task")??;
+        if created {
+            tracing::warn!(
+                file = %tpm::sealed_path(data_dir).display(),
+                "generated a new KEK in the TPM and sealed it; export a recovery copy now with `peat-gateway keys export-recovery`"
+            );
+        }
+        tracing::info!(
+            tcti = %t.tcti,
+            pcrs = ?t.pcrs,
+            ms = started.elapsed().as_millis() as u64,
+            "KEK unsealed from the TPM"
+        );
+        Ok(LocalKek::held_by(kek, ProviderKind::Tpm))
+    }
+
+    /// `keys init --provider tpm`: seals a new KEK; refuses when one is already sealed.
+    pub(crate) async fn init(t: &TpmConfig, data_dir: &Path) -> anyhow::Result<String> {
+        if tpm::is_initialized(data_dir) {
+            anyhow::bail!(
+                "a KEK is already sealed in {}; keys are rotated with `peat-gateway keys rotate`, not re-initialized",
+                tpm::sealed_path(data_dir).display()
+            );
+        }
+        let k = open(t, data_dir).await?;
+        Ok(peat_gateway::keys::KeyProvider::kek_id(&k).to_owned())
+    }
+}
+
+#[cfg(not(feature = "tpm"))]
+pub(crate) mod tpm {
+    use std::path::Path;
+
+    use peat_gateway::config::TpmConfig;
+    use peat_gateway::keys::LocalKek;
+
+    pub(crate) async fn open(_: &TpmConfig, _: &Path) -> anyhow::Result<LocalKek> {
+        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+    }
+
+    pub(crate) async fn init(_: &TpmConfig, _: &Path) -> anyhow::Result<String> {
+        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+    }
+}
