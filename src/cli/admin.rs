@@ -36,6 +36,25 @@ pub(crate) enum KeysCmd {
         #[arg(long, default_value = "tpm")]
         provider: String,
     },
+    /// Write the KEK wrapped under a passphrase (Argon2id + AES-256-GCM) to FILE, so a
+    /// replacement board can re-seal it (`keys import-recovery`). Keep the file and the
+    /// passphrase apart. The passphrase comes from --passphrase-file or PEAT_RECOVERY_PASSPHRASE.
+    ExportRecovery {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Re-seal a KEK from a recovery file into this board's TPM (PEAT_KEY_PROVIDER=tpm).
+    ImportRecovery {
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Overwrite an existing kek.tpm (for example the failed board's copy).
+        #[arg(long)]
+        replace: bool,
+    },
     /// Print the key provider, its KEK id and, for the TPM, where the sealed KEK is and what
     /// it is bound to. Unseals to compute the KEK id.
     Status,
@@ -130,6 +149,22 @@ pub(crate) fn audit(flag: Option<&Path>, cmd: AuditCmd) -> Result<ExitCode, Fail
     }
 }
 
+fn passphrase(file: Option<&Path>) -> Result<zeroize::Zeroizing<String>, Failure> {
+    let p = match file {
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        None => std::env::var("PEAT_RECOVERY_PASSPHRASE").map_err(|_| {
+            Failure::Runtime(anyhow::anyhow!(
+                "give the passphrase with --passphrase-file FILE or PEAT_RECOVERY_PASSPHRASE"
+            ))
+        })?,
+    };
+    Ok(zeroize::Zeroizing::new(
+        p.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
 pub(crate) fn keys(flag: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, Failure> {
     match cmd {
         KeysCmd::GenerateKek => {
@@ -156,6 +191,51 @@ pub(crate) fn keys(flag: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, Failur
             println!("sealed a new KEK in the TPM: {id}");
             println!("  file: {}", cfg.data_dir.join("kek.tpm").display());
             println!("  PCRs: {:?}", t.pcrs);
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::ExportRecovery {
+            out,
+            passphrase_file,
+        } => {
+            let cfg = load_config(flag)?;
+            let pass = passphrase(passphrase_file.as_deref())?;
+            let (kek, id) = runtime()?
+                .block_on(super::keyring::raw_kek(&cfg.key, &cfg.data_dir))
+                .map_err(Failure::Runtime)?;
+            let text = peat_gateway::keys::recovery::export(&kek, &id, &pass)
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
+            super::write_new_private(&out, &text)
+                .with_context(|| format!("writing {} (it must not exist yet)", out.display()))?;
+            println!("wrote the recovery file for KEK {id} to {}", out.display());
+            println!("keep it apart from the passphrase; `peat-gateway keys import-recovery --in {}` re-seals it", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::ImportRecovery {
+            input,
+            passphrase_file,
+            replace,
+        } => {
+            let cfg = load_config(flag)?;
+            let peat_gateway::config::KeyConfig::Tpm(t) = &cfg.key else {
+                return Err(Failure::Runtime(anyhow::anyhow!(
+                    "set PEAT_KEY_PROVIDER=tpm (and PEAT_TPM_TCTI) to re-seal into this board's TPM"
+                )));
+            };
+            let pass = passphrase(passphrase_file.as_deref())?;
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let (kek, was) = peat_gateway::keys::recovery::import(&text, &pass).map_err(|e| {
+                Failure::Runtime(anyhow::anyhow!(
+                    "cannot open the recovery file: {e} (wrong passphrase?)"
+                ))
+            })?;
+            let id = runtime()?
+                .block_on(super::keyring::tpm::reseal(t, &cfg.data_dir, kek, replace))
+                .map_err(Failure::Runtime)?;
+            println!("re-sealed KEK {was} into this TPM as {id}");
+            if was.strip_prefix("tpm:") != id.strip_prefix("tpm:") {
+                println!("note: the records were sealed under {was}; run `peat-gateway migrate-keys` to move them to the TPM provider");
+            }
             Ok(ExitCode::SUCCESS)
         }
         KeysCmd::Status => {

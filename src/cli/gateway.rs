@@ -103,20 +103,9 @@ fn demo_kek(dir: &Path) -> anyhow::Result<String> {
     }
     let k = peat_gateway::keys::random_secret32()?;
     let hexed = hex::encode(k.as_ref());
-    write_private(&path, &hexed).with_context(|| format!("writing {}", path.display()))?;
+    super::write_new_private(&path, &hexed)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(hexed)
-}
-
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()
 }
 
 /// Demo seeding: a fresh admin token, org `demo`, formation `demo-mesh` bound to the

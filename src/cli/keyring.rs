@@ -7,6 +7,21 @@ use std::sync::Arc;
 use peat_gateway::config::KeyConfig;
 use peat_gateway::keys::{KeyProvider, Keyring, LocalKek};
 
+/// The KEK itself and its id, for a recovery export.
+pub(crate) async fn raw_kek(
+    key: &KeyConfig,
+    data_dir: &Path,
+) -> anyhow::Result<(zeroize::Zeroizing<[u8; 32]>, String)> {
+    use peat_gateway::keys::ProviderKind;
+    let (kek, kind) = match key {
+        KeyConfig::Local(k) => (k.clone(), ProviderKind::Local),
+        KeyConfig::Tpm(t) => (tpm::unsealed(t, data_dir).await?, ProviderKind::Tpm),
+        KeyConfig::Plaintext => anyhow::bail!("the plaintext provider has no KEK to recover"),
+    };
+    let id = KeyProvider::kek_id(&LocalKek::held_by(kek.clone(), kind)).to_owned();
+    Ok((kek, id))
+}
+
 pub(crate) async fn keyring(key: &KeyConfig, data_dir: &Path) -> anyhow::Result<Keyring> {
     let provider: Arc<dyn KeyProvider> = match key {
         KeyConfig::Local(k) => Arc::new(LocalKek::new(k.clone())),
@@ -63,6 +78,41 @@ pub(crate) mod tpm {
         Ok(LocalKek::held_by(kek, ProviderKind::Tpm))
     }
 
+    /// The TPM's KEK in clear memory, for a recovery export.
+    pub(crate) async fn unsealed(
+        t: &TpmConfig,
+        data_dir: &Path,
+    ) -> anyhow::Result<zeroize::Zeroizing<[u8; 32]>> {
+        let (s, dir) = (settings(t), data_dir.to_path_buf());
+        Ok(tokio::task::spawn_blocking(move || tpm::unseal(&s, &dir))
+            .await
+            .context("TPM task")??)
+    }
+
+    /// Seals a recovered KEK into this board's TPM.
+    pub(crate) async fn reseal(
+        t: &TpmConfig,
+        data_dir: &Path,
+        kek: zeroize::Zeroizing<[u8; 32]>,
+        replace: bool,
+    ) -> anyhow::Result<String> {
+        if tpm::is_initialized(data_dir) && !replace {
+            anyhow::bail!(
+                "{} already holds a sealed KEK; pass --replace to overwrite it (only when it is the old board's)",
+                tpm::sealed_path(data_dir).display()
+            );
+        }
+        let (s, dir) = (settings(t), data_dir.to_path_buf());
+        let k = kek.clone();
+        tokio::task::spawn_blocking(move || tpm::seal(&s, &dir, &k))
+            .await
+            .context("TPM task")??;
+        Ok(
+            peat_gateway::keys::KeyProvider::kek_id(&LocalKek::held_by(kek, ProviderKind::Tpm))
+                .to_owned(),
+        )
+    }
+
     /// `keys init --provider tpm`: seals a new KEK; refuses when one is already sealed.
     pub(crate) async fn init(t: &TpmConfig, data_dir: &Path) -> anyhow::Result<String> {
         if tpm::is_initialized(data_dir) {
@@ -88,6 +138,22 @@ pub(crate) mod tpm {
     }
 
     pub(crate) async fn init(_: &TpmConfig, _: &Path) -> anyhow::Result<String> {
+        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+    }
+
+    pub(crate) async fn unsealed(
+        _: &TpmConfig,
+        _: &Path,
+    ) -> anyhow::Result<zeroize::Zeroizing<[u8; 32]>> {
+        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+    }
+
+    pub(crate) async fn reseal(
+        _: &TpmConfig,
+        _: &Path,
+        _: zeroize::Zeroizing<[u8; 32]>,
+        _: bool,
+    ) -> anyhow::Result<String> {
         anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
     }
 }

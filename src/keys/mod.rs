@@ -21,6 +21,7 @@ mod envelope;
 mod error;
 mod provider;
 mod random;
+pub mod recovery;
 #[cfg(feature = "tpm")]
 pub mod tpm;
 

@@ -153,3 +153,121 @@ async fn the_gateway_seals_its_kek_in_the_tpm_at_first_start_and_unseals_it_at_e
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_replacement_board_recovers_the_kek_from_the_recovery_file() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    use crate::harness::{Gateway, GatewayOpts};
+
+    let old_tpm = service::swtpm().await;
+    let on = |sw: &service::Service| {
+        GatewayOpts::standard()
+            .without("PEAT_KEK")
+            .with("PEAT_KEY_PROVIDER", "tpm")
+            .with("PEAT_TPM_TCTI", &sw.tcti())
+            .with("PEAT_TPM_PCRS", "sha256:16")
+    };
+    let mut g = Gateway::start(on(&old_tpm)).await;
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    g.admin(
+        Method::POST,
+        "/orgs/acme/formations",
+        Some(json!({"app_id": "mesh"})),
+    )
+    .await;
+    let (_, creds) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
+        .await;
+    assert!(g.stop());
+
+    let safe = tempfile::tempdir().unwrap();
+    let file = safe.path().join("kek.recovery");
+    let pass = safe.path().join("pass");
+    std::fs::write(&pass, "a long enough passphrase\n").unwrap();
+    let out = g
+        .command()
+        .args([
+            "keys",
+            "export-recovery",
+            "--out",
+            file.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The board dies; a new one has a fresh TPM. Its kek.tpm copy is the old board's.
+    drop(old_tpm);
+    let new_tpm = service::swtpm().await;
+    g.opts = on(&new_tpm);
+    let out = g.command().output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the old seal does not open in another TPM"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another TPM"));
+
+    let wrong = safe.path().join("wrong");
+    std::fs::write(&wrong, "not the passphrase at all").unwrap();
+    let import = |p: &std::path::Path, replace: bool| {
+        let mut c = g.command();
+        c.args([
+            "keys",
+            "import-recovery",
+            "--in",
+            file.to_str().unwrap(),
+            "--passphrase-file",
+            p.to_str().unwrap(),
+        ]);
+        if replace {
+            c.arg("--replace");
+        }
+        c.output().unwrap()
+    };
+    let out = import(&wrong, true);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+    let out = import(&pass, false);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an existing kek.tpm is not overwritten without --replace"
+    );
+    let out = import(&pass, true);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    g.restart_with(on(&new_tpm)).await;
+    let (s, again) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
+        .await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(
+        again["formation_secret"], creds["formation_secret"],
+        "the formations survived the board"
+    );
+}
