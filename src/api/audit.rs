@@ -20,6 +20,35 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
             ok: 200,
         },
     )
+    .get(
+        "/audit",
+        list_all,
+        Doc {
+            summary: "The whole audit log, gateway-wide entries (key operations, admin token) included; newest first",
+            access: Access::GatewayAdmin,
+            body: None,
+            ok: 200,
+        },
+    )
+}
+
+async fn list_all(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<PageOut>, ApiError> {
+    let actor = s
+        .tenancy
+        .authorize_admin(&p, "read the gateway audit log")
+        .await?;
+    let page = s
+        .tenancy
+        .audit_page_all(&actor, q.before, q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(PageOut {
+        entries: page.entries.into_iter().map(Into::into).collect(),
+        next_before: page.next_before,
+    }))
 }
 
 #[derive(Deserialize)]

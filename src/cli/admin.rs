@@ -199,13 +199,23 @@ pub(crate) fn keys(flag: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, Failur
         } => {
             let cfg = load_config(flag)?;
             let pass = passphrase(passphrase_file.as_deref())?;
-            let (kek, id) = runtime()?
+            let rt = runtime()?;
+            let store = open_store(&cfg.data_dir)?;
+            let (kek, id) = rt
                 .block_on(super::keyring::raw_kek(&cfg.key, &cfg.data_dir))
                 .map_err(Failure::Runtime)?;
             let text = peat_gateway::keys::recovery::export(&kek, &id, &pass)
                 .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
             super::write_new_private(&out, &text)
                 .with_context(|| format!("writing {} (it must not exist yet)", out.display()))?;
+            rt.block_on(Tenancy::audit_key_operation(
+                &store,
+                &peat_gateway::tenant::Actor::cli("keys export-recovery"),
+                "keys.export-recovery",
+                format!("gateway/kek/{id}"),
+            ))
+            .context("recording the export in the audit log")?;
+            rt.block_on(store.shutdown());
             println!("wrote the recovery file for KEK {id} to {}", out.display());
             println!("keep it apart from the passphrase; `peat-gateway keys import-recovery --in {}` re-seals it", out.display());
             Ok(ExitCode::SUCCESS)
@@ -229,9 +239,19 @@ pub(crate) fn keys(flag: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, Failur
                     "cannot open the recovery file: {e} (wrong passphrase?)"
                 ))
             })?;
-            let id = runtime()?
+            let rt = runtime()?;
+            let store = open_store(&cfg.data_dir)?;
+            let id = rt
                 .block_on(super::keyring::tpm::reseal(t, &cfg.data_dir, kek, replace))
                 .map_err(Failure::Runtime)?;
+            rt.block_on(Tenancy::audit_key_operation(
+                &store,
+                &peat_gateway::tenant::Actor::cli("keys import-recovery"),
+                "keys.import-recovery",
+                format!("gateway/kek/{id}"),
+            ))
+            .context("recording the import in the audit log")?;
+            rt.block_on(store.shutdown());
             println!("re-sealed KEK {was} into this TPM as {id}");
             if was.strip_prefix("tpm:") != id.strip_prefix("tpm:") {
                 println!("note: the records were sealed under {was}; run `peat-gateway migrate-keys` to move them to the TPM provider");
@@ -240,7 +260,7 @@ pub(crate) fn keys(flag: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, Failur
         }
         KeysCmd::Status => {
             let cfg = load_config(flag)?;
-            let keyring = runtime()?
+            let (keyring, _) = runtime()?
                 .block_on(super::keyring::keyring(&cfg.key, &cfg.data_dir))
                 .map_err(Failure::Runtime)?;
             println!("provider: {}", keyring.provider_kind());

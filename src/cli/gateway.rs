@@ -132,7 +132,7 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
             "key provider is PLAINTEXT: formation keys are stored unencrypted; development only"
         );
     }
-    let keyring = super::keyring::keyring(&cfg.key, &cfg.data_dir).await?;
+    let (keyring, kek_created) = super::keyring::keyring(&cfg.key, &cfg.data_dir).await?;
     tracing::info!(provider = %keyring.provider_kind(), kek_id = keyring.kek_id(), "key provider selected");
     let metrics = Arc::new(Metrics::new());
     let m = metrics.clone();
@@ -152,6 +152,15 @@ async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
             .context("state database open task")?
             .with_context(|| format!("opening {}", path.display()))?
     };
+    if kek_created {
+        let target = format!("gateway/kek/{}", keyring.kek_id());
+        if let Err(e) =
+            Tenancy::audit_key_operation(&store, &Actor::system(), "keys.init", target).await
+        {
+            store.shutdown().await;
+            return Err(e).context("recording the new KEK in the audit log");
+        }
+    }
     let outbox = {
         let (dir, cache, ocfg) = (cfg.data_dir.clone(), cfg.store_cache_bytes, cfg.outbox);
         let m = metrics.clone();

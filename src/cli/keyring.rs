@@ -22,16 +22,22 @@ pub(crate) async fn raw_kek(
     Ok((kek, id))
 }
 
-pub(crate) async fn keyring(key: &KeyConfig, data_dir: &Path) -> anyhow::Result<Keyring> {
+/// The keyring, and whether opening it created a new KEK (to be audited).
+pub(crate) async fn keyring(key: &KeyConfig, data_dir: &Path) -> anyhow::Result<(Keyring, bool)> {
+    let mut created = false;
     let provider: Arc<dyn KeyProvider> = match key {
         KeyConfig::Local(k) => Arc::new(LocalKek::new(k.clone())),
-        KeyConfig::Tpm(t) => Arc::new(tpm::open(t, data_dir).await?),
+        KeyConfig::Tpm(t) => {
+            let (k, new) = tpm::open(t, data_dir).await?;
+            created = new;
+            Arc::new(k)
+        }
         #[cfg(feature = "dev")]
         KeyConfig::Plaintext => Arc::new(peat_gateway::keys::Plaintext),
         #[cfg(not(feature = "dev"))]
         KeyConfig::Plaintext => anyhow::bail!("the plaintext key provider is not in this build"),
     };
-    Ok(Keyring::new(provider))
+    Ok((Keyring::new(provider), created))
 }
 
 #[cfg(feature = "tpm")]
@@ -51,7 +57,7 @@ pub(crate) mod tpm {
     }
 
     /// Unseals the KEK, or on first start generates and seals one.
-    pub(crate) async fn open(t: &TpmConfig, data_dir: &Path) -> anyhow::Result<LocalKek> {
+    pub(crate) async fn open(t: &TpmConfig, data_dir: &Path) -> anyhow::Result<(LocalKek, bool)> {
         let (s, dir) = (settings(t), data_dir.to_path_buf());
         let started = std::time::Instant::now();
         let (kek, created) = tokio::task::spawn_blocking(move || {
@@ -75,7 +81,7 @@ pub(crate) mod tpm {
             ms = started.elapsed().as_millis() as u64,
             "KEK unsealed from the TPM"
         );
-        Ok(LocalKek::held_by(kek, ProviderKind::Tpm))
+        Ok((LocalKek::held_by(kek, ProviderKind::Tpm), created))
     }
 
     /// The TPM's KEK in clear memory, for a recovery export.
@@ -121,7 +127,7 @@ pub(crate) mod tpm {
                 tpm::sealed_path(data_dir).display()
             );
         }
-        let k = open(t, data_dir).await?;
+        let (k, _) = open(t, data_dir).await?;
         Ok(peat_gateway::keys::KeyProvider::kek_id(&k).to_owned())
     }
 }
@@ -133,7 +139,7 @@ pub(crate) mod tpm {
     use peat_gateway::config::TpmConfig;
     use peat_gateway::keys::LocalKek;
 
-    pub(crate) async fn open(_: &TpmConfig, _: &Path) -> anyhow::Result<LocalKek> {
+    pub(crate) async fn open(_: &TpmConfig, _: &Path) -> anyhow::Result<(LocalKek, bool)> {
         anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
     }
 

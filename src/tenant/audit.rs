@@ -148,6 +148,34 @@ pub(crate) fn list_for_org(
     })
 }
 
+/// Every entry, all orgs and the gateway's own, newest first.
+pub(crate) fn list_all(
+    r: &impl Reader,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<AuditPage, TenantError> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let bound = before.map(keys::audit);
+    let rows = r.scan_rev(Table::Audit, b"", bound.as_deref(), limit)?;
+    let entries = rows
+        .iter()
+        .map(|(_, v)| {
+            Ok(AuditEntry::from(
+                <AuditRecord as crate::store::Record>::decode(v)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, TenantError>>()?;
+    let next_before = if rows.len() == limit {
+        entries.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    Ok(AuditPage {
+        entries,
+        next_before,
+    })
+}
+
 /// Result of walking the whole chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainReport {

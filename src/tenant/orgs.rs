@@ -334,6 +334,18 @@ impl Tenancy {
         .await
     }
 
+    /// The whole audit log (gateway-wide entries included), newest first; admin only.
+    pub async fn audit_page_all(
+        &self,
+        _admin: &Actor,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<audit::AuditPage, TenantError> {
+        self.store
+            .read(move |r| audit::list_all(r, before, limit))
+            .await
+    }
+
     /// The org's audit log, newest first.
     pub async fn audit_page(
         &self,

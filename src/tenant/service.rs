@@ -107,6 +107,31 @@ impl Tenancy {
         Ok((AdminAuth::Hash(hash), AdminBootstrap::Generated(token)))
     }
 
+    /// Records a gateway-wide key operation (seal, recovery export or import) in the audit log.
+    pub async fn audit_key_operation(
+        store: &Store,
+        actor: &Actor,
+        action: &'static str,
+        target: String,
+    ) -> Result<(), TenantError> {
+        let actor = actor.clone();
+        store
+            .write(move |t| -> Result<(), TenantError> {
+                audit::append(
+                    t,
+                    Event {
+                        org: None,
+                        actor: &actor,
+                        action,
+                        target: &target,
+                        outcome: "ok",
+                    },
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
     /// Replaces the stored bootstrap admin token and returns the new one (shown once).
     pub async fn rotate_admin_token(store: &Store) -> Result<Zeroizing<String>, TenantError> {
         Self::store_new_admin_token(

@@ -38,6 +38,7 @@ fn expectation(method: &str, path: &str) -> Rule {
     match (method, path) {
         (_, "/health" | "/ready" | "/metrics" | "/openapi.json") => Rule::Public,
         ("post", "/orgs") => Rule::Gateway,
+        ("get", "/audit") => Rule::Gateway,
         ("get", "/orgs") => Rule::Org(READ),
         ("get", "/orgs/{org_id}") => Rule::Org(READ),
         ("patch", "/orgs/{org_id}") => Rule::Org(MANAGE),
