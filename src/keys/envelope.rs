@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0        4   magic "PENV"
-//! 4        1   version 0x02
+//! 4        1   version 0x03 (0x02 still read)
 //! 5        1   provider byte (0 plaintext, 1 local, 2 tpm, 3 vault, 4 aws-kms)
 //! 6        1   KEK id length k (u8)
 //! 7        k   KEK id (UTF-8)
@@ -11,7 +11,11 @@
 //! 9+k+w    12  nonce
 //! 21+k+w   …   AES-256-GCM ciphertext ‖ tag (16)
 //! ```
-//! Header = bytes `[0, 9+k+w)`. AAD = [`aad`]`(identity, header)`.
+//! Header = bytes `[0, 9+k+w)`.
+//! - v3 AAD = [`aad_v3`]`(identity)`: the payload is bound to the record, not to the KEK, so
+//!   a rotation re-wraps the DEK (itself bound to the identity by the provider) and leaves
+//!   nonce and ciphertext as they are.
+//! - v2 AAD = [`aad`]`(identity, header)`: read only; rotation rewrites such records as v3.
 
 use std::sync::Arc;
 
@@ -23,8 +27,10 @@ use super::random::{random_nonce, random_secret32};
 use super::{KeyError, KeyProvider, ProviderKind};
 
 const MAGIC: &[u8; 4] = b"PENV";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+const V2: u8 = 2;
 const AAD_LABEL: &[u8] = b"peat-gateway:envelope:v2";
+const AAD_LABEL_V3: &[u8] = b"peat-gateway:envelope:v3";
 
 /// What a sealed record is, bound into its AAD. Changing any field makes the record unreadable.
 #[derive(Debug, Clone, Copy)]
@@ -60,15 +66,123 @@ pub(crate) fn aad(identity: &RecordIdentity<'_>, header: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Seals and opens records with the configured provider. Cheap to clone.
+/// The v3 AAD: the record's identity alone.
+pub(crate) fn aad_v3(identity: &RecordIdentity<'_>) -> Vec<u8> {
+    [AAD_LABEL_V3, &identity.encode()].concat()
+}
+
+/// Seals with the configured provider; opens with it or with a previous KEK still held during
+/// a rotation. Cheap to clone.
 #[derive(Clone)]
 pub struct Keyring {
     provider: Arc<dyn KeyProvider>,
+    previous: Arc<[Arc<dyn KeyProvider>]>,
 }
 
 impl Keyring {
     pub fn new(provider: Arc<dyn KeyProvider>) -> Self {
-        Self { provider }
+        Self {
+            provider,
+            previous: Arc::new([]),
+        }
+    }
+
+    /// A keyring that also opens records sealed under `previous` KEKs (an unfinished
+    /// rotation); new records are sealed under `provider` only.
+    pub fn with_previous(
+        provider: Arc<dyn KeyProvider>,
+        previous: Vec<Arc<dyn KeyProvider>>,
+    ) -> Self {
+        Self {
+            provider,
+            previous: previous.into(),
+        }
+    }
+
+    /// Which of the held providers sealed this envelope, or why none did.
+    fn holder(&self, provider: ProviderKind, kek_id: &str) -> Result<&dyn KeyProvider, KeyError> {
+        let configured = self.provider.kind();
+        if let Some(p) = std::iter::once(&self.provider)
+            .chain(self.previous.iter())
+            .find(|p| p.kind() == provider && p.kek_id() == kek_id)
+        {
+            return Ok(p.as_ref());
+        }
+        Err(if provider == ProviderKind::Plaintext {
+            KeyError::PlaintextRefused { configured }
+        } else if provider != configured {
+            KeyError::ProviderMismatch {
+                record: provider,
+                configured,
+            }
+        } else {
+            KeyError::KekMismatch {
+                record_kek_id: kek_id.to_owned(),
+                configured_kek_id: self.provider.kek_id().to_owned(),
+            }
+        })
+    }
+
+    /// Whether the envelope is sealed under the current KEK in the current format.
+    pub fn is_current(&self, sealed: &[u8]) -> Result<bool, KeyError> {
+        let p = parse(sealed)?;
+        Ok(p.version == VERSION
+            && p.provider == self.provider.kind()
+            && p.kek_id == self.provider.kek_id())
+    }
+
+    /// Re-wraps the DEK of a v3 envelope under the current KEK without touching the payload;
+    /// a v2 envelope is opened and sealed again as v3.
+    pub async fn rewrap(
+        &self,
+        identity: RecordIdentity<'_>,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, KeyError> {
+        let parsed = parse(sealed)?;
+        if parsed.version != VERSION {
+            let plain = self.open(identity, sealed).await?;
+            return self.seal(identity, &plain).await;
+        }
+        let context = identity.encode();
+        let dek = self
+            .holder(parsed.provider, parsed.kek_id)?
+            .unwrap(parsed.wrapped, &context)
+            .await?;
+        // Proves the DEK opens the payload before the old wrap is given up.
+        cipher(&dek)?
+            .decrypt(
+                &Nonce::from(parsed.nonce),
+                Payload {
+                    msg: parsed.ciphertext,
+                    aad: &aad_v3(&identity),
+                },
+            )
+            .map_err(|_| KeyError::Authentication)?;
+        let mut out = self.header(&dek, &context).await?;
+        out.extend_from_slice(&parsed.nonce);
+        out.extend_from_slice(parsed.ciphertext);
+        Ok(out)
+    }
+
+    /// Magic, version, provider, KEK id and the DEK wrapped by the current provider.
+    async fn header(&self, dek: &[u8; 32], context: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let wrapped = self.provider.wrap(dek, context).await?;
+        let kek_id = self.provider.kek_id().as_bytes();
+        let k = u8::try_from(kek_id.len()).map_err(|_| KeyError::Malformed {
+            what: "KEK id longer than 255 bytes",
+        })?;
+        let w = u16::try_from(wrapped.len()).map_err(|_| KeyError::Malformed {
+            what: "wrapped DEK longer than 65535 bytes",
+        })?;
+        let mut out = Vec::with_capacity(21 + kek_id.len() + wrapped.len());
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(self.provider.kind().to_byte());
+        out.push(k);
+        out.extend_from_slice(kek_id);
+        out.extend_from_slice(&w.to_le_bytes());
+        out.extend_from_slice(&wrapped);
+        Ok(out)
     }
 
     pub fn provider_kind(&self) -> ProviderKind {
@@ -86,32 +200,14 @@ impl Keyring {
         plaintext: &[u8],
     ) -> Result<Vec<u8>, KeyError> {
         let dek = random_secret32()?;
-        let context = identity.encode();
-        let wrapped = self.provider.wrap(&dek, &context).await?;
-        let kek_id = self.provider.kek_id().as_bytes();
-        let k = u8::try_from(kek_id.len()).map_err(|_| KeyError::Malformed {
-            what: "KEK id longer than 255 bytes",
-        })?;
-        let w = u16::try_from(wrapped.len()).map_err(|_| KeyError::Malformed {
-            what: "wrapped DEK longer than 65535 bytes",
-        })?;
-        let mut out = Vec::with_capacity(21 + kek_id.len() + wrapped.len() + plaintext.len() + 16);
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        out.push(self.provider.kind().to_byte());
-        out.push(k);
-        out.extend_from_slice(kek_id);
-        out.extend_from_slice(&w.to_le_bytes());
-        out.extend_from_slice(&wrapped);
-        let header_len = out.len();
+        let mut out = self.header(&dek, &identity.encode()).await?;
         let nonce = random_nonce()?;
-        let aad = aad(&identity, &out[..header_len]);
         let ct = cipher(&dek)?
             .encrypt(
                 &Nonce::from(nonce),
                 Payload {
                     msg: plaintext,
-                    aad: &aad,
+                    aad: &aad_v3(&identity),
                 },
             )
             .map_err(|_| KeyError::Authentication)?;
@@ -127,26 +223,14 @@ impl Keyring {
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let parsed = parse(sealed)?;
-        let configured = self.provider.kind();
-        if parsed.provider != configured {
-            return Err(if parsed.provider == ProviderKind::Plaintext {
-                KeyError::PlaintextRefused { configured }
-            } else {
-                KeyError::ProviderMismatch {
-                    record: parsed.provider,
-                    configured,
-                }
-            });
-        }
-        if parsed.kek_id != self.provider.kek_id() {
-            return Err(KeyError::KekMismatch {
-                record_kek_id: parsed.kek_id.to_owned(),
-                configured_kek_id: self.provider.kek_id().to_owned(),
-            });
-        }
+        let holder = self.holder(parsed.provider, parsed.kek_id)?;
         let context = identity.encode();
-        let dek = self.provider.unwrap(parsed.wrapped, &context).await?;
-        let aad = aad(&identity, parsed.header);
+        let dek = holder.unwrap(parsed.wrapped, &context).await?;
+        let aad = if parsed.version == V2 {
+            aad(&identity, parsed.header)
+        } else {
+            aad_v3(&identity)
+        };
         let plain = cipher(&dek)?
             .decrypt(
                 &Nonce::from(parsed.nonce),
@@ -165,6 +249,7 @@ fn cipher(dek: &[u8; 32]) -> Result<Aes256Gcm, KeyError> {
 }
 
 struct Parsed<'a> {
+    version: u8,
     provider: ProviderKind,
     kek_id: &'a str,
     wrapped: &'a [u8],
@@ -181,7 +266,7 @@ fn parse(b: &[u8]) -> Result<Parsed<'_>, KeyError> {
         what: "envelope shorter than its header says",
     };
     let version = *b.get(4).ok_or(KeyError::Malformed { what: "no version" })?;
-    if version != VERSION {
+    if version != VERSION && version != V2 {
         return Err(KeyError::UnsupportedVersion { version });
     }
     let provider = ProviderKind::from_byte(*b.get(5).ok_or(KeyError::Malformed {
@@ -215,6 +300,7 @@ fn parse(b: &[u8]) -> Result<Parsed<'_>, KeyError> {
         });
     }
     Ok(Parsed {
+        version,
         provider,
         kek_id,
         wrapped,
@@ -259,6 +345,92 @@ mod tests {
                     070067656e65736973\
                     01";
         assert_eq!(hex::encode(got), want.replace(' ', ""));
+    }
+
+    #[test]
+    fn v3_aad_is_the_identity_alone() {
+        let got = aad_v3(&id("acme", "mesh-1"));
+        let want = "706561742d676174657761793a656e76656c6f70653a7633\
+                    040061636d65\
+                    06006d6573682d31\
+                    070067656e65736973\
+                    01";
+        assert_eq!(hex::encode(got), want.replace(' ', ""));
+    }
+
+    #[test]
+    fn rewrap_moves_a_record_to_a_new_kek_keeping_its_ciphertext() {
+        block_on(async {
+            let old = local(1);
+            let sealed = old.seal(id("a", "b"), b"payload").await.unwrap();
+            let new = Keyring::with_previous(
+                Arc::new(LocalKek::new(Zeroizing::new([2; 32]))),
+                vec![Arc::new(LocalKek::new(Zeroizing::new([1; 32])))],
+            );
+            assert!(!new.is_current(&sealed).unwrap());
+            assert_eq!(
+                new.open(id("a", "b"), &sealed).await.unwrap().as_slice(),
+                b"payload"
+            );
+            let moved = new.rewrap(id("a", "b"), &sealed).await.unwrap();
+            assert!(new.is_current(&moved).unwrap());
+            assert_eq!(
+                moved[moved.len() - 23..],
+                sealed[sealed.len() - 23..],
+                "payload untouched"
+            );
+            assert_eq!(
+                local(2)
+                    .open(id("a", "b"), &moved)
+                    .await
+                    .unwrap()
+                    .as_slice(),
+                b"payload"
+            );
+            assert!(matches!(
+                old.open(id("a", "b"), &moved).await,
+                Err(KeyError::KekMismatch { .. })
+            ));
+            assert!(
+                new.rewrap(id("x", "b"), &sealed).await.is_err(),
+                "identity still bound"
+            );
+        });
+    }
+
+    #[test]
+    fn v2_records_still_open_and_rewrap_into_v3() {
+        block_on(async {
+            // A v2 envelope: header-bound AAD, version byte 2.
+            let k = local(1);
+            let dek = [9u8; 32];
+            let mut hdr = b"PENV".to_vec();
+            hdr.push(2);
+            hdr.push(ProviderKind::Local.to_byte());
+            let kek_id = k.kek_id().as_bytes().to_vec();
+            hdr.push(kek_id.len() as u8);
+            hdr.extend_from_slice(&kek_id);
+            let wrapped = k.provider.wrap(&dek, &id("a", "b").encode()).await.unwrap();
+            hdr.extend_from_slice(&(wrapped.len() as u16).to_le_bytes());
+            hdr.extend_from_slice(&wrapped);
+            let nonce = [3u8; 12];
+            let ct = cipher(&dek)
+                .unwrap()
+                .encrypt(
+                    &Nonce::from(nonce),
+                    Payload {
+                        msg: b"old",
+                        aad: &aad(&id("a", "b"), &hdr),
+                    },
+                )
+                .unwrap();
+            let v2 = [hdr, nonce.to_vec(), ct].concat();
+            assert_eq!(k.open(id("a", "b"), &v2).await.unwrap().as_slice(), b"old");
+            assert!(!k.is_current(&v2).unwrap());
+            let v3 = k.rewrap(id("a", "b"), &v2).await.unwrap();
+            assert_eq!(v3[4], 3);
+            assert_eq!(k.open(id("a", "b"), &v3).await.unwrap().as_slice(), b"old");
+        });
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Envelope encryption of stored secrets and the key providers that hold the KEK.
 //!
 //! Every sealed record is an envelope: a fresh 256-bit DEK encrypts the payload with
-//! AES-256-GCM; the provider wraps the DEK under its KEK. The AAD binds the envelope header
-//! (provider, KEK id, wrapped DEK) and the record's identity (org, app, kind, codec version),
-//! so a record moved to another row, or re-labelled, fails to open.
+//! AES-256-GCM; the provider wraps the DEK under its KEK, bound to the record's identity (org,
+//! app, kind, codec version). The payload's AAD is that identity too (envelope v3), so a record
+//! moved to another row, or re-labelled, fails to open, and a KEK rotation re-wraps DEKs only.
 //!
 //! Security considerations: someone holding the data directory but not the KEK learns which
 //! orgs and formations exist and the public facts stored beside them (mesh id, authority
@@ -13,7 +13,8 @@
 //! Invariants:
 //! - Once a real provider is configured, an envelope marked plaintext is refused, never used.
 //! - Key material lives only in `Zeroizing` types; no type here derives `Debug` over a secret.
-//! - The AAD is built by [`envelope::aad`] alone, tested against a fixed vector.
+//! - The AAD is built by [`envelope::aad_v3`] (and, for reading v2, [`envelope::aad`]) alone,
+//!   each tested against a fixed vector.
 //!
 //! Does not: store anything, or pick a provider from configuration (see `config/`).
 
