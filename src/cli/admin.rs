@@ -55,6 +55,15 @@ pub(crate) enum KeysCmd {
         #[arg(long)]
         replace: bool,
     },
+    /// Move every sealed record to a new KEK by re-wrapping its DEK (the data is not
+    /// re-encrypted), with progress; the gateway must be stopped. TPM: a new KEK is drawn and
+    /// sealed first, the files swapped last. Local: give the new KEK with --new-kek-file, then
+    /// set PEAT_KEK to it. Safe to kill: run it again to finish.
+    Rotate {
+        /// Local provider: file holding the new KEK (64 hex characters).
+        #[arg(long)]
+        new_kek_file: Option<PathBuf>,
+    },
     /// Print the key provider, its KEK id and, for the TPM, where the sealed KEK is and what
     /// it is bound to. Unseals to compute the KEK id.
     Status,
@@ -147,6 +156,67 @@ pub(crate) fn audit(flag: Option<&Path>, cmd: AuditCmd) -> Result<ExitCode, Fail
             }
         }
     }
+}
+
+async fn rotate(cfg: &Config, store: &Store, new_kek_file: Option<&Path>) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use peat_gateway::config::KeyConfig;
+    use peat_gateway::keys::{KeyProvider, Keyring, LocalKek};
+    use peat_gateway::tenant::{Actor, AdminAuth};
+
+    let (new, old): (LocalKek, LocalKek) = match (&cfg.key, new_kek_file) {
+        (KeyConfig::Tpm(t), None) => super::keyring::tpm::begin_rotation(t, &cfg.data_dir).await?,
+        (KeyConfig::Local(old), Some(f)) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            let k = config::parse_kek(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            (LocalKek::new(k), LocalKek::new(old.clone()))
+        }
+        (KeyConfig::Local(_), None) => anyhow::bail!(
+            "give the new KEK with --new-kek-file FILE (make one with `peat-gateway keys generate-kek`)"
+        ),
+        (KeyConfig::Tpm(_), Some(_)) => anyhow::bail!("the TPM draws the new KEK itself; drop --new-kek-file"),
+        (KeyConfig::Plaintext, _) => anyhow::bail!("the plaintext provider has no KEK to rotate"),
+    };
+    let (from, to) = (old.kek_id().to_owned(), new.kek_id().to_owned());
+    if from == to {
+        anyhow::bail!("the new KEK is the current one");
+    }
+    let keyring = Keyring::with_previous(Arc::new(new), vec![Arc::new(old)]);
+    let tenancy = Tenancy::new(store.clone(), keyring, Default::default(), AdminAuth::Open);
+    println!("rotating {from} -> {to}");
+    // Fault injection for the crash-safety tests: die as a power cut would, mid-rotation.
+    let abort_after: Option<u64> = std::env::var("PEAT_TEST_ABORT_ROTATION_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let report = tenancy
+        .rewrap_all(false, |done, total| {
+            if done % 100 == 0 || done == total {
+                println!("  {done}/{total} records");
+            }
+            if abort_after == Some(done) {
+                std::process::abort();
+            }
+        })
+        .await?;
+    if let KeyConfig::Tpm(_) = &cfg.key {
+        super::keyring::tpm::finish_rotation(&cfg.data_dir)?;
+    }
+    Tenancy::audit_key_operation(
+        store,
+        &Actor::cli("keys rotate"),
+        "keys.rotate",
+        format!("gateway/kek/{from}->{to}"),
+    )
+    .await?;
+    println!(
+        "done: {} re-wrapped, {} already under {to}",
+        report.rewrapped, report.already_current
+    );
+    if let KeyConfig::Local(_) = &cfg.key {
+        println!("now set PEAT_KEK to the new key before starting the gateway");
+    }
+    Ok(())
 }
 
 fn passphrase(file: Option<&Path>) -> Result<zeroize::Zeroizing<String>, Failure> {
@@ -256,6 +326,15 @@ pub(crate) fn keys(flag: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, Failur
             if was.strip_prefix("tpm:") != id.strip_prefix("tpm:") {
                 println!("note: the records were sealed under {was}; run `peat-gateway migrate-keys` to move them to the TPM provider");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::Rotate { new_kek_file } => {
+            let cfg = load_config(flag)?;
+            let rt = runtime()?;
+            let store = open_store(&cfg.data_dir)?;
+            let result = rt.block_on(rotate(&cfg, &store, new_kek_file.as_deref()));
+            rt.block_on(store.shutdown());
+            result.map_err(Failure::Runtime)?;
             Ok(ExitCode::SUCCESS)
         }
         KeysCmd::Status => {

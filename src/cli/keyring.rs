@@ -28,9 +28,13 @@ pub(crate) async fn keyring(key: &KeyConfig, data_dir: &Path) -> anyhow::Result<
     let provider: Arc<dyn KeyProvider> = match key {
         KeyConfig::Local(k) => Arc::new(LocalKek::new(k.clone())),
         KeyConfig::Tpm(t) => {
-            let (k, new) = tpm::open(t, data_dir).await?;
+            let (k, previous, new) = tpm::open(t, data_dir).await?;
             created = new;
-            Arc::new(k)
+            let previous: Vec<Arc<dyn KeyProvider>> = previous
+                .into_iter()
+                .map(|p| Arc::new(p) as Arc<dyn KeyProvider>)
+                .collect();
+            return Ok((Keyring::with_previous(Arc::new(k), previous), created));
         }
         #[cfg(feature = "dev")]
         KeyConfig::Plaintext => Arc::new(peat_gateway::keys::Plaintext),
@@ -56,16 +60,33 @@ pub(crate) mod tpm {
         }
     }
 
-    /// Unseals the KEK, or on first start generates and seals one.
-    pub(crate) async fn open(t: &TpmConfig, data_dir: &Path) -> anyhow::Result<(LocalKek, bool)> {
+    /// Unseals the KEK, or on first start generates and seals one. A rotation cut short
+    /// leaves `kek.tpm.next` or `kek.tpm.prev` beside it: those KEKs open records too.
+    pub(crate) async fn open(
+        t: &TpmConfig,
+        data_dir: &Path,
+    ) -> anyhow::Result<(LocalKek, Vec<LocalKek>, bool)> {
         let (s, dir) = (settings(t), data_dir.to_path_buf());
         let started = std::time::Instant::now();
-        let (kek, created) = tokio::task::spawn_blocking(move || {
-            if tpm::is_initialized(&dir) {
-                tpm::unseal(&s, &dir).map(|k| (k, false))
-            } else {
-                tpm::init(&s, &dir).map(|k| (k, true))
+        let (kek, previous, created) = tokio::task::spawn_blocking(move || {
+            let (cur, next, prev) = (
+                tpm::sealed_path(&dir),
+                dir.join(tpm::NEXT_FILE),
+                dir.join(tpm::PREV_FILE),
+            );
+            if !cur.exists() && !next.exists() {
+                return tpm::init(&s, &dir).map(|k| (k, vec![], true));
             }
+            // Killed between the two renames of a rotation: the next KEK is the current one.
+            let current_path = if cur.exists() { cur } else { next.clone() };
+            let kek = tpm::unseal_file(&s, &current_path)?;
+            let mut previous = Vec::new();
+            for p in [next, prev] {
+                if p != current_path && p.exists() {
+                    previous.push(tpm::unseal_file(&s, &p)?);
+                }
+            }
+            Ok((kek, previous, false))
         })
         .await
         .context("TPM task")??;
@@ -75,13 +96,58 @@ pub(crate) mod tpm {
                 "generated a new KEK in the TPM and sealed it; export a recovery copy now with `peat-gateway keys export-recovery`"
             );
         }
+        if !previous.is_empty() {
+            tracing::warn!("a KEK rotation was cut short; records open under both KEKs; finish it with `peat-gateway keys rotate`");
+        }
         tracing::info!(
             tcti = %t.tcti,
             pcrs = ?t.pcrs,
             ms = started.elapsed().as_millis() as u64,
             "KEK unsealed from the TPM"
         );
-        Ok((LocalKek::held_by(kek, ProviderKind::Tpm), created))
+        let held = |k| LocalKek::held_by(k, ProviderKind::Tpm);
+        Ok((held(kek), previous.into_iter().map(held).collect(), created))
+    }
+
+    /// Seals a fresh TPM-generated KEK as `kek.tpm.next` (or reuses the one a cut-short
+    /// rotation left) and returns (new, current) for re-wrapping.
+    pub(crate) async fn begin_rotation(
+        t: &TpmConfig,
+        data_dir: &Path,
+    ) -> anyhow::Result<(LocalKek, LocalKek)> {
+        let (s, dir) = (settings(t), data_dir.to_path_buf());
+        let (new, old) = tokio::task::spawn_blocking(move || {
+            let next = dir.join(tpm::NEXT_FILE);
+            if !next.exists() {
+                let k = tpm::generate(&s)?;
+                tpm::seal_file(&s, &next, &k)?;
+            }
+            Ok::<_, peat_gateway::keys::KeyError>((
+                tpm::unseal_file(&s, &next)?,
+                tpm::unseal(&s, &dir)?,
+            ))
+        })
+        .await
+        .context("TPM task")??;
+        Ok((
+            LocalKek::held_by(new, ProviderKind::Tpm),
+            LocalKek::held_by(old, ProviderKind::Tpm),
+        ))
+    }
+
+    /// After every record is re-wrapped: `kek.tpm` → `kek.tpm.prev`, `kek.tpm.next` →
+    /// `kek.tpm`, then the old one goes. Each step leaves a state `open` understands.
+    pub(crate) fn finish_rotation(data_dir: &Path) -> anyhow::Result<()> {
+        let (cur, next, prev) = (
+            tpm::sealed_path(data_dir),
+            data_dir.join(tpm::NEXT_FILE),
+            data_dir.join(tpm::PREV_FILE),
+        );
+        std::fs::rename(&cur, &prev).context("keeping the old sealed KEK aside")?;
+        std::fs::rename(&next, &cur).context("installing the new sealed KEK")?;
+        std::fs::File::open(data_dir)?.sync_all()?;
+        std::fs::remove_file(&prev).context("removing the old sealed KEK")?;
+        Ok(())
     }
 
     /// The TPM's KEK in clear memory, for a recovery export.
@@ -127,7 +193,7 @@ pub(crate) mod tpm {
                 tpm::sealed_path(data_dir).display()
             );
         }
-        let (k, _) = open(t, data_dir).await?;
+        let (k, _, _) = open(t, data_dir).await?;
         Ok(peat_gateway::keys::KeyProvider::kek_id(&k).to_owned())
     }
 }
@@ -139,7 +205,21 @@ pub(crate) mod tpm {
     use peat_gateway::config::TpmConfig;
     use peat_gateway::keys::LocalKek;
 
-    pub(crate) async fn open(_: &TpmConfig, _: &Path) -> anyhow::Result<(LocalKek, bool)> {
+    pub(crate) async fn open(
+        _: &TpmConfig,
+        _: &Path,
+    ) -> anyhow::Result<(LocalKek, Vec<LocalKek>, bool)> {
+        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+    }
+
+    pub(crate) async fn begin_rotation(
+        _: &TpmConfig,
+        _: &Path,
+    ) -> anyhow::Result<(LocalKek, LocalKek)> {
+        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+    }
+
+    pub(crate) fn finish_rotation(_: &Path) -> anyhow::Result<()> {
         anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
     }
 

@@ -30,6 +30,10 @@ use super::KeyError;
 
 /// File in the data dir holding the sealed KEK.
 pub const SEALED_FILE: &str = "kek.tpm";
+/// The KEK a rotation moves to, sealed before any record is re-wrapped.
+pub const NEXT_FILE: &str = "kek.tpm.next";
+/// The KEK a rotation moved away from, kept until the files are swapped.
+pub const PREV_FILE: &str = "kek.tpm.prev";
 const FORMAT: u8 = 1;
 
 /// Where the TPM is and what the seal is bound to.
@@ -178,6 +182,11 @@ pub fn is_initialized(dir: &Path) -> bool {
 /// Seals `kek` in the TPM and writes the blobs to `dir` (atomically: a crash leaves either the
 /// old file or the new one).
 pub fn seal(settings: &TpmSettings, dir: &Path, kek: &[u8; 32]) -> Result<(), KeyError> {
+    seal_file(settings, &sealed_path(dir), kek)
+}
+
+/// [`seal`] into a named file.
+pub fn seal_file(settings: &TpmSettings, path: &Path, kek: &[u8; 32]) -> Result<(), KeyError> {
     let mut ctx = context(&settings.tcti)?;
     let parent = primary(&mut ctx)?;
     let policy = if settings.pcrs.is_empty() {
@@ -209,7 +218,7 @@ pub fn seal(settings: &TpmSettings, dir: &Path, kek: &[u8; 32]) -> Result<(), Ke
     let bytes = postcard::to_allocvec(&file).map_err(|_| KeyError::Malformed {
         what: "sealed KEK file",
     })?;
-    write_atomic(&sealed_path(dir), &bytes).map_err(|e| KeyError::Tpm {
+    write_atomic(path, &bytes).map_err(|e| KeyError::Tpm {
         what: "write the sealed KEK file",
         detail: e.to_string(),
     })
@@ -217,6 +226,13 @@ pub fn seal(settings: &TpmSettings, dir: &Path, kek: &[u8; 32]) -> Result<(), Ke
 
 /// Generates a KEK with the TPM's RNG and seals it.
 pub fn init(settings: &TpmSettings, dir: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let kek = generate(settings)?;
+    seal(settings, dir, &kek)?;
+    Ok(kek)
+}
+
+/// 32 bytes from the TPM's random number generator.
+pub fn generate(settings: &TpmSettings) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     let mut ctx = context(&settings.tcti)?;
     let random = ctx.get_random(32).map_err(tpm_err("draw random bytes"))?;
     drop(ctx);
@@ -227,15 +243,18 @@ pub fn init(settings: &TpmSettings, dir: &Path) -> Result<Zeroizing<[u8; 32]>, K
         });
     }
     kek.copy_from_slice(random.value());
-    seal(settings, dir, &kek)?;
     Ok(kek)
 }
 
 /// Unseals the KEK written by [`seal`]. Fails closed with what happened: no TPM, a different
 /// TPM, changed PCRs, or a damaged file.
 pub fn unseal(settings: &TpmSettings, dir: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
-    let path = sealed_path(dir);
-    let bytes = std::fs::read(&path).map_err(|e| KeyError::Tpm {
+    unseal_file(settings, &sealed_path(dir))
+}
+
+/// [`unseal`] from a named file.
+pub fn unseal_file(settings: &TpmSettings, path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let bytes = std::fs::read(path).map_err(|e| KeyError::Tpm {
         what: "read the sealed KEK file",
         detail: format!("{}: {e}", path.display()),
     })?;

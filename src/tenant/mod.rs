@@ -19,6 +19,7 @@ mod formations;
 mod ids;
 mod orgs;
 mod principal;
+mod rekey;
 mod service;
 mod sinks;
 mod sources;
@@ -31,6 +32,7 @@ pub use formations::{CredentialsExport, Formation, NewFormation};
 pub use ids::validate_id;
 pub use orgs::{NewOrg, Org, OrgPatch, Quotas, QuotasPatch};
 pub use principal::{Actor, Need, OrgScope, Principal, Role};
+pub use rekey::RewrapReport;
 pub use service::{AdminAuth, AdminBootstrap, Tenancy};
 pub use sinks::{
     parse_mqtt_url, split_password, with_password, MqttAddr, NewSink, SinkDef, SinkPatch,

@@ -249,3 +249,59 @@ async fn adoption_refuses_malformed_or_mismatched_genesis_and_stores_nothing() {
     let (_, list) = g.admin(Method::GET, "/orgs/acme/formations", None).await;
     assert_eq!(list, json!([]));
 }
+
+#[tokio::test]
+async fn a_local_kek_rotates_to_a_new_key_file() {
+    let mut g = Gateway::start(GatewayOpts::standard()).await;
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    g.admin(
+        Method::POST,
+        "/orgs/acme/formations",
+        Some(json!({"app_id": "mesh-1"})),
+    )
+    .await;
+    let (_, creds) = g
+        .admin(
+            Method::GET,
+            "/orgs/acme/formations/mesh-1/credentials",
+            None,
+        )
+        .await;
+    assert!(g.stop());
+    let out = g.command().args(["keys", "rotate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--new-kek-file"));
+    let f = g.dir.path().join("new.kek");
+    std::fs::write(&f, KEK_B).unwrap();
+    let out = g
+        .command()
+        .args(["keys", "rotate", "--new-kek-file", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 re-wrapped") && text.contains("set PEAT_KEK"),
+        "{text}"
+    );
+    let out = g.command().output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the old KEK no longer opens the records"
+    );
+    g.restart_with(GatewayOpts::standard().with("PEAT_KEK", KEK_B))
+        .await;
+    let (_, again) = g
+        .admin(
+            Method::GET,
+            "/orgs/acme/formations/mesh-1/credentials",
+            None,
+        )
+        .await;
+    assert_eq!(again["formation_secret"], creds["formation_secret"]);
+}

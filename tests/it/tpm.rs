@@ -271,3 +271,115 @@ async fn a_replacement_board_recovers_the_kek_from_the_recovery_file() {
         "the formations survived the board"
     );
 }
+
+#[tokio::test]
+async fn rotation_rewraps_every_record_survives_a_kill_midway_and_resumes() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    use crate::harness::{Gateway, GatewayOpts};
+
+    let sw = service::swtpm().await;
+    let opts = GatewayOpts::standard()
+        .without("PEAT_KEK")
+        .with("PEAT_KEY_PROVIDER", "tpm")
+        .with("PEAT_TPM_TCTI", &sw.tcti());
+    let mut g = Gateway::start(opts.clone()).await;
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    let mut secrets = Vec::new();
+    for i in 0..6 {
+        g.admin(
+            Method::POST,
+            "/orgs/acme/formations",
+            Some(json!({"app_id": format!("m{i}")})),
+        )
+        .await;
+        let (_, c) = g
+            .admin(
+                Method::GET,
+                &format!("/orgs/acme/formations/m{i}/credentials"),
+                None,
+            )
+            .await;
+        secrets.push(c["formation_secret"].clone());
+    }
+    let kek_id = |g: &Gateway| {
+        let out = g.command().args(["keys", "status"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("KEK id:   ").map(str::to_owned))
+            .unwrap()
+    };
+    let before = kek_id(&g);
+    assert!(g.stop());
+
+    // Killed after three of six records: both KEKs are on disk, every record opens.
+    let out = g
+        .command()
+        .args(["keys", "rotate"])
+        .env("PEAT_TEST_ABORT_ROTATION_AFTER", "3")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(g.data_dir().join("kek.tpm.next").exists());
+    g.restart_with(opts.clone()).await;
+    assert!(g.all_output().contains("rotation was cut short"));
+    for (i, s) in secrets.iter().enumerate() {
+        let (st, c) = g
+            .admin(
+                Method::GET,
+                &format!("/orgs/acme/formations/m{i}/credentials"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (st, &c["formation_secret"]),
+            (200, s),
+            "m{i} after the kill"
+        );
+    }
+    assert!(g.stop());
+
+    // Run again: finishes, swaps the files, the KEK id changes, everything still opens.
+    let out = g.command().args(["keys", "rotate"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("6/6 records") && text.contains("already under"),
+        "{text}"
+    );
+    assert!(
+        !g.data_dir().join("kek.tpm.next").exists() && !g.data_dir().join("kek.tpm.prev").exists()
+    );
+    let after = kek_id(&g);
+    assert_ne!(before, after);
+    g.restart_with(opts).await;
+    assert!(!g.stderr(g.runs()).contains("rotation was cut short"));
+    for (i, s) in secrets.iter().enumerate() {
+        let (_, c) = g
+            .admin(
+                Method::GET,
+                &format!("/orgs/acme/formations/m{i}/credentials"),
+                None,
+            )
+            .await;
+        assert_eq!(&c["formation_secret"], s, "m{i} after the rotation");
+    }
+    let (_, ready) = g.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(ready["checks"]["keys"]["kek_id"], after.as_str());
+    let (_, audit) = g.admin(Method::GET, "/audit", None).await;
+    assert!(audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "keys.rotate"));
+}

@@ -84,6 +84,12 @@ impl Gateway {
         std::fs::read_to_string(self.log_path(run, "stdout")).unwrap_or_default()
     }
 
+    /// How many times the gateway was started.
+    #[cfg(feature = "tpm")]
+    pub fn runs(&self) -> u32 {
+        self.runs
+    }
+
     pub fn stderr(&self, run: u32) -> String {
         std::fs::read_to_string(self.log_path(run, "stderr")).unwrap_or_default()
     }

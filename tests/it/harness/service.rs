@@ -7,6 +7,16 @@ use std::time::{Duration, Instant};
 
 use super::free_port;
 
+/// A free port whose successor is free too (swtpm's control port is the next one).
+fn free_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
 pub struct Service {
     name: &'static str,
     program: PathBuf,
@@ -41,34 +51,52 @@ impl Service {
         args: &[&str],
         files: &[(&str, &str)],
     ) -> Service {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let subst = |a: &str| {
-            a.replace("{port1}", &(port + 1).to_string())
-                .replace("{port}", &port.to_string())
-                .replace("{dir}", &dir.path().display().to_string())
-        };
-        for (f, content) in files {
-            std::fs::write(dir.path().join(f), subst(content)).expect("write service file");
+        let mut dir = tempfile::tempdir().expect("temp dir");
+        // A port (and the next one, for servers that also take it) another test may grab
+        // between our probe and the server's bind: retry on a fresh pair.
+        for attempt in 0..5 {
+            let port = free_pair();
+            let subst = |a: &str| {
+                a.replace("{port1}", &(port + 1).to_string())
+                    .replace("{port}", &port.to_string())
+                    .replace("{dir}", &dir.path().display().to_string())
+            };
+            for (f, content) in files {
+                std::fs::write(dir.path().join(f), subst(content)).expect("write service file");
+            }
+            let args = args.iter().map(|a| subst(a)).collect();
+            let mut s = Service {
+                name,
+                program: find(program),
+                args,
+                port,
+                dir,
+                child: None,
+            };
+            if s.spawn().await || attempt == 4 {
+                assert!(
+                    s.child.is_some(),
+                    "{name} did not start; see {}",
+                    s.dir.path().display()
+                );
+                return s;
+            }
+            dir = s.into_dir();
         }
-        let args = args.iter().map(|a| subst(a)).collect();
-        let mut s = Service {
-            name,
-            program: find(program),
-            args,
-            port,
-            dir,
-            child: None,
-        };
-        s.spawn().await;
-        s
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    fn into_dir(mut self) -> tempfile::TempDir {
+        self.kill();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
     }
 
     pub fn url(&self, scheme: &str) -> String {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    async fn spawn(&mut self) {
+    /// Starts the process; `true` once it listens, `false` when it exited first.
+    async fn spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -84,6 +112,12 @@ impl Service {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return false;
+                }
+            }
             assert!(
                 Instant::now() < deadline,
                 "{} did not listen on {}",
@@ -92,6 +126,7 @@ impl Service {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        true
     }
 
     /// SIGKILL: no goodbye to clients, nothing flushed beyond what the server already synced.
@@ -115,13 +150,23 @@ impl Service {
 
     /// Starts again (after `kill` or `stop`) on the same port and state directory.
     pub async fn start_again(&mut self) {
-        self.spawn().await;
+        assert!(
+            self.spawn().await,
+            "{} did not start again on {}",
+            self.name,
+            self.port
+        );
     }
 
     /// Starts again on the same port and state directory.
     pub async fn restart(&mut self) {
         self.kill();
-        self.spawn().await;
+        assert!(
+            self.spawn().await,
+            "{} did not start again on {}",
+            self.name,
+            self.port
+        );
     }
 }
 
