@@ -158,6 +158,81 @@ pub(crate) fn audit(flag: Option<&Path>, cmd: AuditCmd) -> Result<ExitCode, Fail
     }
 }
 
+#[derive(clap::Args)]
+pub(crate) struct MigrateArgs {
+    /// Count what would move; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// A local KEK (64 hex characters in a file) some records are sealed under.
+    #[arg(long)]
+    from_kek_file: Option<PathBuf>,
+    /// Records stored unencrypted by a development setup (builds with the `dev` feature).
+    #[arg(long)]
+    from_plaintext: bool,
+}
+
+pub(crate) fn migrate_keys(flag: Option<&Path>, args: MigrateArgs) -> Result<ExitCode, Failure> {
+    use std::sync::Arc;
+
+    use peat_gateway::keys::{KeyProvider, Keyring, LocalKek};
+    use peat_gateway::tenant::{Actor, AdminAuth};
+
+    let cfg = load_config(flag)?;
+    let rt = runtime()?;
+    let store = open_store(&cfg.data_dir)?;
+    let result = rt.block_on(async {
+        let (current, _) = super::keyring::keyring(&cfg.key, &cfg.data_dir).await?;
+        let mut previous: Vec<Arc<dyn KeyProvider>> = Vec::new();
+        if let Some(f) = &args.from_kek_file {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            let k =
+                config::parse_kek(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            previous.push(Arc::new(LocalKek::new(k)));
+        }
+        if args.from_plaintext {
+            #[cfg(feature = "dev")]
+            previous.push(Arc::new(peat_gateway::keys::Plaintext));
+            #[cfg(not(feature = "dev"))]
+            anyhow::bail!("this build cannot have written plaintext records (no `dev` feature)");
+        }
+        let keyring = Keyring::with_previous(current.provider(), previous);
+        let to = keyring.kek_id().to_owned();
+        let tenancy = Tenancy::new(store.clone(), keyring, Default::default(), AdminAuth::Open);
+        let report = tenancy
+            .rewrap_all(args.dry_run, |done, total| {
+                if done % 100 == 0 || done == total {
+                    println!("  {done}/{total} records");
+                }
+            })
+            .await?;
+        if args.dry_run {
+            println!(
+                "dry run: {} of {} records would move to {to}; {} already there",
+                report.rewrapped, report.total, report.already_current
+            );
+        } else {
+            Tenancy::audit_key_operation(
+                &store,
+                &Actor::cli("migrate-keys"),
+                "keys.migrate",
+                format!("gateway/kek/{to}"),
+            )
+            .await?;
+            println!(
+                "moved {} of {} records to {to}; {} were already there",
+                report.rewrapped, report.total, report.already_current
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    rt.block_on(store.shutdown());
+    result.map_err(|e| {
+        Failure::Runtime(e.context("records sealed under a KEK not given here stay as they are; name it with --from-kek-file"))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn rotate(cfg: &Config, store: &Store, new_kek_file: Option<&Path>) -> anyhow::Result<()> {
     use std::sync::Arc;
 

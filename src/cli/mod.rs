@@ -76,6 +76,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: admin::KeysCmd,
     },
+    /// Move every sealed record under the configured key provider (gateway stopped): from a
+    /// previous local KEK (--from-kek-file) to the TPM, for example, or, in development builds,
+    /// encrypt records a plaintext setup wrote (--from-plaintext). Reports counts; --dry-run
+    /// only counts.
+    MigrateKeys(admin::MigrateArgs),
 }
 
 /// How a command ended; mapped to the documented exit codes.
@@ -99,6 +104,7 @@ pub(crate) fn main() -> ExitCode {
         Cmd::AdminToken { cmd } => admin::admin_token(cli.config.as_deref(), cmd),
         Cmd::Audit { cmd } => admin::audit(cli.config.as_deref(), cmd),
         Cmd::Keys { cmd } => admin::keys(cli.config.as_deref(), cmd),
+        Cmd::MigrateKeys(args) => admin::migrate_keys(cli.config.as_deref(), args),
     };
     match result {
         Ok(code) => code,

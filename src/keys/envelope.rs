@@ -185,6 +185,11 @@ impl Keyring {
         Ok(out)
     }
 
+    /// The current provider, to build another keyring around it.
+    pub fn provider(&self) -> Arc<dyn KeyProvider> {
+        self.provider.clone()
+    }
+
     pub fn provider_kind(&self) -> ProviderKind {
         self.provider.kind()
     }

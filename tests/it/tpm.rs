@@ -383,3 +383,76 @@ async fn rotation_rewraps_every_record_survives_a_kill_midway_and_resumes() {
         .iter()
         .any(|e| e["action"] == "keys.rotate"));
 }
+
+#[tokio::test]
+async fn migrate_keys_moves_local_records_into_the_tpm() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    use crate::harness::{Gateway, GatewayOpts, KEK_A};
+
+    let sw = service::swtpm().await;
+    let mut g = Gateway::start(GatewayOpts::standard()).await;
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    g.admin(
+        Method::POST,
+        "/orgs/acme/formations",
+        Some(json!({"app_id": "mesh"})),
+    )
+    .await;
+    let (_, creds) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
+        .await;
+    assert!(g.stop());
+
+    let tpm = GatewayOpts::standard()
+        .without("PEAT_KEK")
+        .with("PEAT_KEY_PROVIDER", "tpm")
+        .with("PEAT_TPM_TCTI", &sw.tcti());
+    g.opts = tpm.clone();
+    let old = g.dir.path().join("old.kek");
+    std::fs::write(&old, KEK_A).unwrap();
+    let run = |args: &[&str]| {
+        let out = g.command().args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = run(&[
+        "migrate-keys",
+        "--dry-run",
+        "--from-kek-file",
+        old.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("dry run: 1 of 1 records would move to tpm:"),
+        "{text}"
+    );
+    let (code, text) = run(&["migrate-keys"]);
+    assert_eq!(
+        code,
+        Some(1),
+        "records under a KEK not named stay put: {text}"
+    );
+    assert!(text.contains("--from-kek-file"), "{text}");
+    let (code, text) = run(&["migrate-keys", "--from-kek-file", old.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("moved 1 of 1 records to tpm:"), "{text}");
+
+    g.restart_with(tpm).await;
+    let (s, again) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
+        .await;
+    assert_eq!(
+        (s, &again["formation_secret"]),
+        (200, &creds["formation_secret"])
+    );
+}
