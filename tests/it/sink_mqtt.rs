@@ -201,7 +201,10 @@ async fn mqtt_over_tls_trusts_the_given_ca_only() {
         .await;
     let bad = b["sink_id"].as_str().unwrap().to_owned();
     assert_eq!(ingest(&g, batch(0)).await.0, 202);
-    let st = status_when(&g, &good, |st| st["delivered"] == 10 && st["state"] == "idle").await;
+    let st = status_when(&g, &good, |st| {
+        st["delivered"] == 10 && st["state"] == "idle"
+    })
+    .await;
     assert_eq!(
         (st["delivered"].as_u64(), st["state"].as_str()),
         (Some(10), Some("idle")),

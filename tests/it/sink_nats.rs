@@ -144,8 +144,11 @@ async fn every_event_reaches_jetstream_through_a_broker_kill_in_per_document_ord
     for (doc, vs) in per_doc {
         assert_eq!(vs, (0..10).collect::<Vec<_>>(), "{doc} in order");
     }
-    let st = status_when(&g, &sink, |st| st["backlog_events"] == 0).await;
-    assert_eq!(st["state"], "idle", "{st}");
+    let st = status_when(&g, &sink, |st| {
+        st["backlog_events"] == 0 && st["state"] == "idle"
+    })
+    .await;
+    assert_eq!(st["state"], "idle", "caught up: {st}");
 }
 
 #[tokio::test]
