@@ -17,6 +17,9 @@ pub(crate) async fn raw_kek(
         KeyConfig::Local(k) => (k.clone(), ProviderKind::Local),
         KeyConfig::Tpm(t) => (tpm::unsealed(t, data_dir).await?, ProviderKind::Tpm),
         KeyConfig::Plaintext => anyhow::bail!("the plaintext provider has no KEK to recover"),
+        KeyConfig::Vault(_) => {
+            anyhow::bail!("Vault holds the KEK; back it up with Vault's own tools")
+        }
     };
     let id = KeyProvider::kek_id(&LocalKek::held_by(kek.clone(), kind)).to_owned();
     Ok((kek, id))
@@ -35,6 +38,12 @@ pub(crate) async fn keyring(key: &KeyConfig, data_dir: &Path) -> anyhow::Result<
                 .map(|p| Arc::new(p) as Arc<dyn KeyProvider>)
                 .collect();
             return Ok((Keyring::with_previous(Arc::new(k), previous), created));
+        }
+        KeyConfig::Vault(v) => {
+            let started = std::time::Instant::now();
+            let p = peat_gateway::keys::VaultTransit::connect(v.clone()).await?;
+            tracing::info!(addr = %v.addr, key = %v.key, ms = started.elapsed().as_millis() as u64, "Vault Transit reachable");
+            Arc::new(p)
         }
         #[cfg(feature = "dev")]
         KeyConfig::Plaintext => Arc::new(peat_gateway::keys::Plaintext),

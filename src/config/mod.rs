@@ -31,6 +31,8 @@ pub enum KeyConfig {
     Local(Zeroizing<[u8; 32]>),
     /// The KEK sealed in a TPM 2.0, unsealed at start-up.
     Tpm(TpmConfig),
+    /// The KEK held by Vault / OpenBao Transit.
+    Vault(crate::keys::VaultSettings),
     /// Development only: stored secrets are readable by anyone with the disk.
     Plaintext,
 }
@@ -81,6 +83,7 @@ impl fmt::Debug for KeyConfig {
         match self {
             KeyConfig::Local(_) => f.write_str("Local([redacted])"),
             KeyConfig::Tpm(t) => write!(f, "Tpm({t:?})"),
+            KeyConfig::Vault(v) => write!(f, "Vault({} {}/{})", v.addr, v.mount, v.key),
             KeyConfig::Plaintext => f.write_str("Plaintext"),
         }
     }
@@ -308,6 +311,10 @@ impl Config {
                 match &self.key {
                     KeyConfig::Local(_) => "local (KEK [redacted])".into(),
                     KeyConfig::Tpm(t) => format!("tpm ({}, PCRs {:?})", t.tcti, t.pcrs),
+                    KeyConfig::Vault(v) => format!(
+                        "vault ({} {}/{}, credentials [redacted])",
+                        v.addr, v.mount, v.key
+                    ),
                     KeyConfig::Plaintext => "plaintext (DEV ONLY: secrets unencrypted)".into(),
                 },
                 o("key_provider").replace("default", "implied"),
@@ -380,7 +387,7 @@ fn select_key(
     let provider = match raw.key_provider.as_deref() {
         Some(p) => p.to_owned(),
         None if raw.kms_key_arn.is_some() => return Err(vec![not_built(name("kms_key_arn"), "aws-kms")]),
-        None if raw.vault_addr.is_some() => return Err(vec![not_built(name("vault_addr"), "vault")]),
+        None if raw.vault_addr.is_some() => "vault".into(),
         None if raw.kek.is_some() => "local".into(),
         None if dev_mode => "plaintext".into(),
         None => {
@@ -442,12 +449,70 @@ fn select_key(
             }
             Ok(KeyConfig::Tpm(TpmConfig { tcti, pcrs }))
         }
-        "vault" | "aws-kms" => Err(vec![not_built(name("key_provider"), &provider)]),
+        "vault" => vault_settings(raw, name).map(KeyConfig::Vault),
+        "aws-kms" => Err(vec![not_built(name("key_provider"), &provider)]),
         other => Err(vec![err(
             name("key_provider"),
-            format!("'{other}' is not a key provider; use tpm, local or plaintext"),
+            format!("'{other}' is not a key provider; use tpm, vault, local or plaintext"),
         )]),
     }
+}
+
+fn vault_settings(
+    raw: &RawConfig,
+    name: &dyn Fn(&'static str) -> String,
+) -> Result<crate::keys::VaultSettings, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let addr = raw.vault_addr.clone().unwrap_or_default();
+    if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+        errors.push(err(
+            name("vault_addr"),
+            "the vault provider needs PEAT_VAULT_ADDR (http:// or https://, e.g. https://vault.kit:8200)",
+        ));
+    }
+    let approle = raw.vault_role_id.is_some() && raw.vault_secret_id.is_some();
+    if raw.vault_token.is_none() && !approle {
+        errors.push(err(
+            name("vault_token"),
+            "the vault provider needs PEAT_VAULT_TOKEN, or PEAT_VAULT_ROLE_ID with PEAT_VAULT_SECRET_ID",
+        ));
+    }
+    let ca_pem = match &raw.vault_cacert {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                errors.push(err(
+                    name("vault_cacert"),
+                    format!("{} is not a PEM certificate", p.display()),
+                ));
+                None
+            }
+            Err(e) => {
+                errors.push(err(
+                    name("vault_cacert"),
+                    format!("cannot read {}: {e}", p.display()),
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(crate::keys::VaultSettings {
+        addr,
+        token: raw.vault_token.clone(),
+        role_id: raw.vault_role_id.clone(),
+        secret_id: raw.vault_secret_id.clone(),
+        mount: raw.vault_mount.clone().unwrap_or_else(|| "transit".into()),
+        key: raw
+            .vault_transit_key
+            .clone()
+            .unwrap_or_else(|| "peat-gateway".into()),
+        namespace: raw.vault_namespace.clone(),
+        ca_pem,
+    })
 }
 
 /// Parses 64 hex characters into a 256-bit key.

@@ -72,6 +72,15 @@ pub struct RawConfig {
     pub vault_token: Option<Secret>,
     /// Vault Transit key name (`PEAT_VAULT_TRANSIT_KEY`).
     pub vault_transit_key: Option<String>,
+    /// Vault Transit mount (`PEAT_VAULT_MOUNT`, default `transit`).
+    pub vault_mount: Option<String>,
+    /// Vault Enterprise / OpenBao namespace (`PEAT_VAULT_NAMESPACE`).
+    pub vault_namespace: Option<String>,
+    /// AppRole login (`PEAT_VAULT_ROLE_ID`, `PEAT_VAULT_SECRET_ID`).
+    pub vault_role_id: Option<String>,
+    pub vault_secret_id: Option<Secret>,
+    /// PEM file of a private CA for an https Vault (`PEAT_VAULT_CACERT`).
+    pub vault_cacert: Option<PathBuf>,
     /// Quotas of new orgs.
     pub quotas: Option<RawQuotas>,
     /// Sidecar bindings (`[[sources]]`, file only), applied at every start.
@@ -119,6 +128,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_VAULT_ADDR", "vault_addr"),
     ("PEAT_VAULT_TOKEN", "vault_token"),
     ("PEAT_VAULT_TRANSIT_KEY", "vault_transit_key"),
+    ("PEAT_VAULT_MOUNT", "vault_mount"),
+    ("PEAT_VAULT_NAMESPACE", "vault_namespace"),
+    ("PEAT_VAULT_ROLE_ID", "vault_role_id"),
+    ("PEAT_VAULT_SECRET_ID", "vault_secret_id"),
+    ("PEAT_VAULT_CACERT", "vault_cacert"),
 ];
 
 /// One problem with the configuration, phrased as what to fix.
@@ -232,6 +246,11 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "vault_addr" => raw.vault_addr = Some(v),
         "vault_token" => raw.vault_token = Some(Secret::new(v)),
         "vault_transit_key" => raw.vault_transit_key = Some(v),
+        "vault_mount" => raw.vault_mount = Some(v),
+        "vault_namespace" => raw.vault_namespace = Some(v),
+        "vault_role_id" => raw.vault_role_id = Some(v),
+        "vault_secret_id" => raw.vault_secret_id = Some(Secret::new(v)),
+        "vault_cacert" => raw.vault_cacert = Some(v.into()),
         _ => return Err("unknown setting".into()),
     }
     Ok(())

@@ -29,4 +29,6 @@ pub enum KeyError {
     Rng,
     #[error("could not {what}: {detail}")]
     Tpm { what: &'static str, detail: String },
+    #[error("could not {what}: {detail}")]
+    Remote { what: &'static str, detail: String },
 }

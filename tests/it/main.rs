@@ -20,6 +20,7 @@ mod source;
 #[cfg(feature = "tpm")]
 mod tpm;
 mod ui;
+mod vault;
 
 use serde_json::Value;
 

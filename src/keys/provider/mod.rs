@@ -3,6 +3,7 @@
 mod local;
 #[cfg(feature = "dev")]
 mod plaintext;
+mod vault;
 
 use std::fmt;
 use std::future::Future;
@@ -15,6 +16,7 @@ use super::KeyError;
 pub use local::LocalKek;
 #[cfg(feature = "dev")]
 pub use plaintext::Plaintext;
+pub use vault::{VaultSettings, VaultTransit};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

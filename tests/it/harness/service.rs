@@ -26,9 +26,31 @@ pub struct Service {
     child: Option<Child>,
 }
 
+/// The venv scripts/setup fills with Python-packaged servers.
+fn venv_bin() -> PathBuf {
+    let base = std::env::var_os("PEAT_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("peat-gateway").join("venv")
+        });
+    base.join("bin")
+}
+
 /// The full path of a server binary, so a venv or another PATH entry never shadows it.
 fn find(program: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+    let venv = venv_bin();
+    for dir in [
+        Path::new("/usr/sbin"),
+        Path::new("/usr/bin"),
+        Path::new("/usr/local/sbin"),
+        Path::new("/usr/local/bin"),
+        venv.as_path(),
+    ] {
         let p = Path::new(dir).join(program);
         if p.exists() {
             return p;
@@ -230,4 +252,20 @@ impl Service {
     pub fn tcti(&self) -> String {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
     }
+}
+
+/// OpenBao (Vault-compatible) in dev mode: in memory, unsealed, root token `root`.
+pub async fn openbao() -> Service {
+    Service::start(
+        "openbao",
+        "bao",
+        &[
+            "server",
+            "-dev",
+            "-dev-root-token-id=root",
+            "-dev-listen-address=127.0.0.1:{port}",
+            "-dev-no-store-token",
+        ],
+    )
+    .await
 }

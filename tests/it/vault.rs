@@ -1,0 +1,114 @@
+//! The Vault provider against a real OpenBao dev server on a loopback port of its own.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::harness::service::{self, Service};
+use crate::harness::{Gateway, GatewayOpts};
+
+async fn bao(svc: &Service, method: Method, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .request(method, format!("{}/v1/{path}", svc.url("http")))
+        .header("X-Vault-Token", "root")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn formation_keys_wrapped_by_openbao_transit_survive_restarts_and_fail_closed() {
+    let svc = service::openbao().await;
+    // The dev server answers TCP before its API is up.
+    let mut ready = false;
+    for _ in 0..100 {
+        if bao(&svc, Method::GET, "sys/health", json!({})).await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "openbao did not become healthy");
+    assert_eq!(
+        bao(
+            &svc,
+            Method::POST,
+            "sys/mounts/transit",
+            json!({"type": "transit"})
+        )
+        .await
+        .0,
+        204
+    );
+    let (s, _) = bao(
+        &svc,
+        Method::POST,
+        "transit/keys/peat-gateway",
+        json!({"type": "aes256-gcm96"}),
+    )
+    .await;
+    assert!(s == 200 || s == 204);
+
+    // PEAT_VAULT_ADDR alone selects the provider (the seed's precedence), no PEAT_KEK needed.
+    let opts = GatewayOpts::standard()
+        .without("PEAT_KEK")
+        .with("PEAT_VAULT_ADDR", &svc.url("http"))
+        .with("PEAT_VAULT_TOKEN", "root");
+    let mut g = Gateway::start(opts.clone()).await;
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    g.admin(
+        Method::POST,
+        "/orgs/acme/formations",
+        Some(json!({"app_id": "mesh"})),
+    )
+    .await;
+    let (s, creds) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
+        .await;
+    assert_eq!(s, 200, "{creds}");
+    let (_, ready) = g.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(ready["checks"]["keys"]["provider"], "vault", "{ready}");
+    assert_eq!(
+        ready["checks"]["keys"]["kek_id"],
+        "vault:127.0.0.1/transit/peat-gateway"
+    );
+
+    g.restart_with(opts.clone()).await;
+    let (_, again) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
+        .await;
+    assert_eq!(again["formation_secret"], creds["formation_secret"]);
+    assert!(!g.all_output().contains("token=root"));
+    assert!(g.stop());
+
+    // A wrong token, or a missing key, stops start-up with what to check.
+    let out = g
+        .command()
+        .env("PEAT_VAULT_TOKEN", "not-a-token")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Transit key") || err.contains("permission denied"),
+        "{err}"
+    );
+    let out = g
+        .command()
+        .env("PEAT_VAULT_TRANSIT_KEY", "nope")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PEAT_VAULT_TRANSIT_KEY"));
+    // Without credentials the configuration itself is refused.
+    let out = g.command().env_remove("PEAT_VAULT_TOKEN").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PEAT_VAULT_ROLE_ID"));
+}
