@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod secret;
 pub mod store;
 pub mod tenant;
+pub mod time;

@@ -252,6 +252,9 @@ async fn rotate(cfg: &Config, store: &Store, new_kek_file: Option<&Path>) -> any
         ),
         (KeyConfig::Tpm(_), Some(_)) => anyhow::bail!("the TPM draws the new KEK itself; drop --new-kek-file"),
         (KeyConfig::Plaintext, _) => anyhow::bail!("the plaintext provider has no KEK to rotate"),
+        (KeyConfig::AwsKms(_), _) => anyhow::bail!(
+            "enable automatic rotation of the KMS key in AWS; old key material keeps decrypting, nothing to do here"
+        ),
         (KeyConfig::Vault(_), _) => anyhow::bail!(
             "rotate the Transit key in Vault (`transit/keys/<key>/rotate`); Vault re-wraps on decrypt, nothing to do here"
         ),

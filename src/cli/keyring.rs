@@ -20,6 +20,7 @@ pub(crate) async fn raw_kek(
         KeyConfig::Vault(_) => {
             anyhow::bail!("Vault holds the KEK; back it up with Vault's own tools")
         }
+        KeyConfig::AwsKms(_) => anyhow::bail!("AWS KMS holds the KEK; it never leaves KMS"),
     };
     let id = KeyProvider::kek_id(&LocalKek::held_by(kek.clone(), kind)).to_owned();
     Ok((kek, id))
@@ -43,6 +44,12 @@ pub(crate) async fn keyring(key: &KeyConfig, data_dir: &Path) -> anyhow::Result<
             let started = std::time::Instant::now();
             let p = peat_gateway::keys::VaultTransit::connect(v.clone()).await?;
             tracing::info!(addr = %v.addr, key = %v.key, ms = started.elapsed().as_millis() as u64, "Vault Transit reachable");
+            Arc::new(p)
+        }
+        KeyConfig::AwsKms(k) => {
+            let started = std::time::Instant::now();
+            let p = peat_gateway::keys::AwsKms::connect(k.clone()).await?;
+            tracing::info!(key = %k.key_arn, ms = started.elapsed().as_millis() as u64, "AWS KMS key reachable");
             Arc::new(p)
         }
         #[cfg(feature = "dev")]

@@ -33,6 +33,8 @@ pub enum KeyConfig {
     Tpm(TpmConfig),
     /// The KEK held by Vault / OpenBao Transit.
     Vault(crate::keys::VaultSettings),
+    /// The KEK held by AWS KMS.
+    AwsKms(crate::keys::KmsSettings),
     /// Development only: stored secrets are readable by anyone with the disk.
     Plaintext,
 }
@@ -84,6 +86,7 @@ impl fmt::Debug for KeyConfig {
             KeyConfig::Local(_) => f.write_str("Local([redacted])"),
             KeyConfig::Tpm(t) => write!(f, "Tpm({t:?})"),
             KeyConfig::Vault(v) => write!(f, "Vault({} {}/{})", v.addr, v.mount, v.key),
+            KeyConfig::AwsKms(k) => write!(f, "AwsKms({})", k.key_arn),
             KeyConfig::Plaintext => f.write_str("Plaintext"),
         }
     }
@@ -315,6 +318,10 @@ impl Config {
                         "vault ({} {}/{}, credentials [redacted])",
                         v.addr, v.mount, v.key
                     ),
+                    KeyConfig::AwsKms(k) => format!(
+                        "aws-kms ({} via {}, credentials [redacted])",
+                        k.key_arn, k.endpoint
+                    ),
                     KeyConfig::Plaintext => "plaintext (DEV ONLY: secrets unencrypted)".into(),
                 },
                 o("key_provider").replace("default", "implied"),
@@ -378,15 +385,9 @@ fn select_key(
     dev_mode: bool,
     name: &dyn Fn(&'static str) -> String,
 ) -> Result<KeyConfig, Vec<ConfigError>> {
-    let not_built = |setting: String, what: &str| {
-        err(
-            setting,
-            format!("the {what} key provider is not built into this binary; use the local provider (PEAT_KEK)"),
-        )
-    };
     let provider = match raw.key_provider.as_deref() {
         Some(p) => p.to_owned(),
-        None if raw.kms_key_arn.is_some() => return Err(vec![not_built(name("kms_key_arn"), "aws-kms")]),
+        None if raw.kms_key_arn.is_some() => "aws-kms".into(),
         None if raw.vault_addr.is_some() => "vault".into(),
         None if raw.kek.is_some() => "local".into(),
         None if dev_mode => "plaintext".into(),
@@ -450,12 +451,59 @@ fn select_key(
             Ok(KeyConfig::Tpm(TpmConfig { tcti, pcrs }))
         }
         "vault" => vault_settings(raw, name).map(KeyConfig::Vault),
-        "aws-kms" => Err(vec![not_built(name("key_provider"), &provider)]),
+        "aws-kms" => kms_settings(raw, name).map(KeyConfig::AwsKms),
         other => Err(vec![err(
             name("key_provider"),
-            format!("'{other}' is not a key provider; use tpm, vault, local or plaintext"),
+            format!("'{other}' is not a key provider; use tpm, vault, aws-kms, local or plaintext"),
         )]),
     }
+}
+
+fn kms_settings(
+    raw: &RawConfig,
+    name: &dyn Fn(&'static str) -> String,
+) -> Result<crate::keys::KmsSettings, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let arn = raw.kms_key_arn.clone().unwrap_or_default();
+    let region = raw
+        .aws_region
+        .clone()
+        .or_else(|| crate::keys::kms::region_of_arn(&arn).map(str::to_owned));
+    if crate::keys::kms::region_of_arn(&arn).is_none() {
+        errors.push(err(
+            name("kms_key_arn"),
+            "the aws-kms provider needs PEAT_KMS_KEY_ARN as arn:aws:kms:<region>:<account>:key/<id>",
+        ));
+    }
+    if raw.aws_access_key_id.is_none() || raw.aws_secret_access_key.is_none() {
+        errors.push(err(
+            name("aws_access_key_id"),
+            "the aws-kms provider needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ));
+    }
+    let endpoint = raw.kms_endpoint.clone().unwrap_or_else(|| {
+        format!(
+            "https://kms.{}.amazonaws.com",
+            region.as_deref().unwrap_or("us-east-1")
+        )
+    });
+    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+        errors.push(err(name("kms_endpoint"), "must be an http(s):// URL"));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(crate::keys::KmsSettings {
+        key_arn: arn,
+        region: region.unwrap_or_default(),
+        endpoint,
+        access_key_id: raw.aws_access_key_id.clone().unwrap_or_default(),
+        secret_access_key: raw
+            .aws_secret_access_key
+            .clone()
+            .unwrap_or_else(|| Secret::new(String::new())),
+        session_token: raw.aws_session_token.clone(),
+    })
 }
 
 fn vault_settings(
@@ -674,15 +722,19 @@ mod tests {
     }
 
     #[test]
-    fn plaintext_outside_dev_mode_and_unbuilt_providers_are_refused() {
+    fn plaintext_outside_dev_mode_and_incomplete_providers_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let m = messages(from_env(&[("PEAT_KEY_PROVIDER", "plaintext")], d.path()));
         assert!(m[0].contains("PEAT_DEV_MODE=1"), "{m:?}");
-        let m = messages(from_env(&[("PEAT_KMS_KEY_ARN", "arn:aws:kms:x")], d.path()));
+        let m = messages(from_env(&[("PEAT_KMS_KEY_ARN", "not-an-arn")], d.path()));
         assert!(
-            m[0].starts_with("PEAT_KMS_KEY_ARN: the aws-kms key provider is not built"),
+            m.iter()
+                .any(|s| s.starts_with("PEAT_KMS_KEY_ARN: the aws-kms provider needs")),
             "{m:?}"
         );
+        assert!(m.iter().any(|s| s.contains("AWS_ACCESS_KEY_ID")), "{m:?}");
+        let m = messages(from_env(&[("PEAT_VAULT_ADDR", "vault.kit")], d.path()));
+        assert!(m.iter().any(|s| s.starts_with("PEAT_VAULT_ADDR")), "{m:?}");
         let m = messages(from_env(&[("PEAT_KEY_PROVIDER", "hsm")], d.path()));
         assert!(m[0].contains("'hsm' is not a key provider"));
     }

@@ -66,6 +66,14 @@ pub struct RawConfig {
     pub cdc_kafka_brokers: Option<String>,
     /// AWS KMS key (`PEAT_KMS_KEY_ARN`).
     pub kms_key_arn: Option<String>,
+    /// KMS endpoint, for an emulator or a private link (`PEAT_KMS_ENDPOINT`).
+    pub kms_endpoint: Option<String>,
+    /// Region; else the one in the ARN (`AWS_REGION`).
+    pub aws_region: Option<String>,
+    /// Credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<Secret>,
+    pub aws_session_token: Option<Secret>,
     /// Vault address (`PEAT_VAULT_ADDR`).
     pub vault_addr: Option<String>,
     /// Vault token (`PEAT_VAULT_TOKEN`).
@@ -125,6 +133,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_CDC_COMPACT_MIN_MB", "cdc_compact_min_mb"),
     ("PEAT_CDC_KAFKA_BROKERS", "cdc_kafka_brokers"),
     ("PEAT_KMS_KEY_ARN", "kms_key_arn"),
+    ("PEAT_KMS_ENDPOINT", "kms_endpoint"),
+    ("AWS_REGION", "aws_region"),
+    ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+    ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+    ("AWS_SESSION_TOKEN", "aws_session_token"),
     ("PEAT_VAULT_ADDR", "vault_addr"),
     ("PEAT_VAULT_TOKEN", "vault_token"),
     ("PEAT_VAULT_TRANSIT_KEY", "vault_transit_key"),
@@ -243,6 +256,11 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "cdc_compact_min_mb" => raw.cdc_compact_min_mb = Some(num(&v)?),
         "cdc_kafka_brokers" => raw.cdc_kafka_brokers = Some(v),
         "kms_key_arn" => raw.kms_key_arn = Some(v),
+        "kms_endpoint" => raw.kms_endpoint = Some(v),
+        "aws_region" => raw.aws_region = Some(v),
+        "aws_access_key_id" => raw.aws_access_key_id = Some(v),
+        "aws_secret_access_key" => raw.aws_secret_access_key = Some(Secret::new(v)),
+        "aws_session_token" => raw.aws_session_token = Some(Secret::new(v)),
         "vault_addr" => raw.vault_addr = Some(v),
         "vault_token" => raw.vault_token = Some(Secret::new(v)),
         "vault_transit_key" => raw.vault_transit_key = Some(v),

@@ -30,5 +30,7 @@ pub use envelope::{Keyring, RecordIdentity};
 pub use error::KeyError;
 #[cfg(feature = "dev")]
 pub use provider::Plaintext;
-pub use provider::{KeyProvider, LocalKek, ProviderKind, VaultSettings, VaultTransit};
+pub use provider::{
+    kms, AwsKms, KeyProvider, KmsSettings, LocalKek, ProviderKind, VaultSettings, VaultTransit,
+};
 pub use random::random_secret32;

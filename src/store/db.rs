@@ -161,7 +161,9 @@ impl Store {
     {
         let db = self.inner.db.clone();
         tokio::task::spawn_blocking(move || {
-            let rtx = read_lock(&db).begin_read().op("begin read")?;
+            // The guard lives as long as the read, so compaction never meets a live reader.
+            let guard = read_lock(&db);
+            let rtx = guard.begin_read().op("begin read")?;
             op(&ReadView::new(rtx))
         })
         .await
@@ -174,7 +176,8 @@ impl Store {
         F: FnOnce(&ReadView) -> Result<R, E>,
         E: From<StoreError>,
     {
-        let rtx = read_lock(&self.inner.db).begin_read().op("begin read")?;
+        let guard = read_lock(&self.inner.db);
+        let rtx = guard.begin_read().op("begin read")?;
         op(&ReadView::new(rtx))
     }
 

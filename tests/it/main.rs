@@ -12,6 +12,7 @@ mod crud;
 mod demo;
 mod docs;
 mod events;
+mod kms;
 mod secrets;
 mod sink_mqtt;
 mod sink_nats;

@@ -1,5 +1,6 @@
 //! The KeyProvider family: who holds the KEK and wraps DEKs under it.
 
+pub mod kms;
 mod local;
 #[cfg(feature = "dev")]
 mod plaintext;
@@ -13,6 +14,7 @@ use zeroize::Zeroizing;
 
 use super::KeyError;
 
+pub use kms::{AwsKms, KmsSettings};
 pub use local::LocalKek;
 #[cfg(feature = "dev")]
 pub use plaintext::Plaintext;

@@ -269,3 +269,8 @@ pub async fn openbao() -> Service {
     )
     .await
 }
+
+/// moto's AWS emulator; requests reach KMS when signed with a KMS credential scope.
+pub async fn moto() -> Service {
+    Service::start("moto", "moto_server", &["-H", "127.0.0.1", "-p", "{port}"]).await
+}
