@@ -24,6 +24,13 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// The key provider in use and its KEK id (a hash, not the key).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub provider: String,
+    pub kek_id: String,
+}
+
 /// A sink by its random id and type; never the org's name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
@@ -40,6 +47,8 @@ pub struct Metrics {
     pub orgs: Gauge,
     pub formations: Gauge,
     pub ready: Gauge,
+    pub key_provider: Family<KeyLabels, Gauge>,
+    pub key_records_checked: Gauge,
     pub cdc_appended: Counter,
     pub cdc_unchanged: Counter,
     pub outbox_bytes: Gauge,
@@ -104,6 +113,18 @@ impl Metrics {
             "ready",
             "1 when the gateway is ready to serve, else 0",
             ready.clone(),
+        );
+        let key_provider = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "key_provider_info",
+            "1 for the key provider and KEK the gateway seals with",
+            key_provider.clone(),
+        );
+        let key_records_checked = Gauge::default();
+        registry.register(
+            "key_records_checked",
+            "Sealed records opened at start-up to prove the KEK",
+            key_records_checked.clone(),
         );
         let cdc_appended = Counter::default();
         let cdc_unchanged = Counter::default();
@@ -195,6 +216,8 @@ impl Metrics {
             orgs,
             formations,
             ready,
+            key_provider,
+            key_records_checked,
             cdc_appended,
             cdc_unchanged,
             outbox_bytes,

@@ -241,6 +241,16 @@ async fn prepare(
             .await
             .context("creating the demo org and formation")?;
     }
+    metrics
+        .key_provider
+        .get_or_create(&peat_gateway::metrics::KeyLabels {
+            provider: keyring.provider_kind().name().to_owned(),
+            kek_id: keyring.kek_id().to_owned(),
+        })
+        .set(1);
+    metrics
+        .key_records_checked
+        .set(i64::try_from(records_checked).unwrap_or(i64::MAX));
     let keys = KeyStatus {
         provider: keyring.provider_kind().name(),
         kek_id: keyring.kek_id().to_owned(),
