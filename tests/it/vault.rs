@@ -112,3 +112,106 @@ async fn formation_keys_wrapped_by_openbao_transit_survive_restarts_and_fail_clo
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PEAT_VAULT_ROLE_ID"));
 }
+
+#[tokio::test]
+async fn an_approle_login_is_enough_and_its_secret_never_shows() {
+    let svc = service::openbao().await;
+    for _ in 0..100 {
+        if bao(&svc, Method::GET, "sys/health", json!({})).await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    bao(
+        &svc,
+        Method::POST,
+        "sys/mounts/transit",
+        json!({"type": "transit"}),
+    )
+    .await;
+    bao(
+        &svc,
+        Method::POST,
+        "transit/keys/peat-gateway",
+        json!({"type": "aes256-gcm96"}),
+    )
+    .await;
+    let policy = r#"path "transit/encrypt/peat-gateway" { capabilities = ["update"] }
+path "transit/decrypt/peat-gateway" { capabilities = ["update"] }
+path "transit/keys/peat-gateway" { capabilities = ["read"] }"#;
+    assert_eq!(
+        bao(
+            &svc,
+            Method::PUT,
+            "sys/policies/acl/gateway",
+            json!({"policy": policy})
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        bao(
+            &svc,
+            Method::POST,
+            "sys/auth/approle",
+            json!({"type": "approle"})
+        )
+        .await
+        .0,
+        204
+    );
+    let (s, _) = bao(
+        &svc,
+        Method::POST,
+        "auth/approle/role/gateway",
+        json!({"token_policies": ["gateway"]}),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (_, r) = bao(
+        &svc,
+        Method::GET,
+        "auth/approle/role/gateway/role-id",
+        json!({}),
+    )
+    .await;
+    let role_id = r["data"]["role_id"].as_str().unwrap().to_owned();
+    let (_, r) = bao(
+        &svc,
+        Method::POST,
+        "auth/approle/role/gateway/secret-id",
+        json!({}),
+    )
+    .await;
+    let secret_id = r["data"]["secret_id"].as_str().unwrap().to_owned();
+
+    let opts = GatewayOpts::standard()
+        .without("PEAT_KEK")
+        .with("PEAT_KEY_PROVIDER", "vault")
+        .with("PEAT_VAULT_ADDR", &svc.url("http"))
+        .with("PEAT_VAULT_ROLE_ID", &role_id)
+        .with("PEAT_VAULT_SECRET_ID", &secret_id);
+    let g = Gateway::start(opts).await;
+    g.admin(
+        Method::POST,
+        "/orgs",
+        Some(json!({"org_id": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    let (s, f) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/formations",
+            Some(json!({"app_id": "mesh"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{f}");
+    let (s, _) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(!g.all_output().contains(&secret_id));
+    let check = g.command().arg("check-config").output().unwrap();
+    assert!(!String::from_utf8_lossy(&check.stdout).contains(&secret_id));
+}
