@@ -12,3 +12,4 @@ pub mod secret;
 pub mod store;
 pub mod tenant;
 pub mod time;
+pub mod tls;

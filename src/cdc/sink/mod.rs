@@ -4,7 +4,6 @@
 mod file;
 mod mqtt;
 pub mod nats;
-mod tls;
 pub mod webhook;
 
 use std::future::Future;

@@ -39,7 +39,9 @@ impl MqttSink {
     ) -> Result<Self, String> {
         let addr = parse_url(url).map_err(|e| format!("MQTT url {e}"))?;
         let tls = if addr.tls {
-            Some(std::sync::Arc::new(super::tls::client_config(tls_ca_pem)?))
+            Some(std::sync::Arc::new(crate::tls::client_config(
+                tls_ca_pem, None,
+            )?))
         } else {
             None
         };

@@ -75,7 +75,7 @@ impl NatsSink {
         auth: NatsAuth,
     ) -> Result<Self, String> {
         if let Some(pem) = &auth.tls_ca_pem {
-            super::tls::client_config(Some(pem))?;
+            crate::tls::client_config(Some(pem), None)?;
         }
         let stream =
             stream.unwrap_or_else(|| format!("peat-{}-{}", token(&org), prefix.replace('.', "_")));
@@ -120,7 +120,7 @@ impl NatsSink {
         }
         if let Some(pem) = &self.auth.tls_ca_pem {
             opts = opts.require_tls(true).tls_client_config(
-                super::tls::client_config(Some(pem)).map_err(SinkError::Transient)?,
+                crate::tls::client_config(Some(pem), None).map_err(SinkError::Transient)?,
             );
         }
         let shown = crate::secret::redact_url(&self.url);

@@ -84,37 +84,11 @@ pub struct TlsSettings {
 
 impl TlsSettings {
     fn rustls(&self) -> Result<rustls::ClientConfig, String> {
-        use rustls::pki_types::pem::PemObject as _;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let mut roots = rustls::RootCertStore::empty();
-        match &self.ca_pem {
-            Some(pem) => {
-                for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                    roots
-                        .add(c.map_err(|e| format!("tls_ca_pem: {e}"))?)
-                        .map_err(|e| format!("tls_ca_pem: {e}"))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let b = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots);
-        match (&self.client_cert_pem, &self.client_key_pem) {
-            (Some(cert), Some(key)) => {
-                let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("client_cert_pem: {e}"))?;
-                let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes())
-                    .map_err(|e| format!("client_key_pem: {e}"))?;
-                b.with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("client certificate and key do not match: {e}"))
-            }
-            _ => Ok(b.with_no_client_auth()),
-        }
+        let client = match (&self.client_cert_pem, &self.client_key_pem) {
+            (Some(c), Some(k)) => Some((c.as_str(), k.expose())),
+            _ => None,
+        };
+        crate::tls::client_config(self.ca_pem.as_deref(), client)
     }
 }
 
