@@ -112,6 +112,39 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// `scan`, `scan_rev` and `count` over the transaction in field `$tx`: the same for the read
+/// view and the write transaction, whose table types differ.
+macro_rules! table_scans {
+    ($tx:ident) => {
+        fn scan(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            let t = self.$tx.open_table(table.def()).op("open table")?;
+            scan_table(&t, prefix, after, limit, false)
+        }
+
+        fn scan_rev(
+            &self,
+            table: Table,
+            prefix: &[u8],
+            before: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            let t = self.$tx.open_table(table.def()).op("open table")?;
+            scan_table(&t, prefix, before, limit, true)
+        }
+
+        fn count(&self, table: Table) -> Result<u64, StoreError> {
+            let t = self.$tx.open_table(table.def()).op("open table")?;
+            t.len().op("count")
+        }
+    };
+}
+
 /// A consistent snapshot for reads.
 pub struct ReadView {
     rtx: ReadTransaction,
@@ -129,32 +162,7 @@ impl Reader for ReadView {
         Ok(t.get(key).op("get")?.map(|v| v.value().to_vec()))
     }
 
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        let t = self.rtx.open_table(table.def()).op("open table")?;
-        scan_table(&t, prefix, after, limit, false)
-    }
-
-    fn scan_rev(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        before: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        let t = self.rtx.open_table(table.def()).op("open table")?;
-        scan_table(&t, prefix, before, limit, true)
-    }
-
-    fn count(&self, table: Table) -> Result<u64, StoreError> {
-        let t = self.rtx.open_table(table.def()).op("open table")?;
-        t.len().op("count")
-    }
+    table_scans!(rtx);
 }
 
 enum Pending {
@@ -248,32 +256,7 @@ impl Reader for Txn<'_> {
         Ok(v)
     }
 
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        let t = self.wtx.open_table(table.def()).op("open table")?;
-        scan_table(&t, prefix, after, limit, false)
-    }
-
-    fn scan_rev(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        before: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        let t = self.wtx.open_table(table.def()).op("open table")?;
-        scan_table(&t, prefix, before, limit, true)
-    }
-
-    fn count(&self, table: Table) -> Result<u64, StoreError> {
-        let t = self.wtx.open_table(table.def()).op("open table")?;
-        t.len().op("count")
-    }
+    table_scans!(wtx);
 }
 
 #[cfg(test)]
