@@ -335,6 +335,19 @@ impl From<SinkDef> for SinkOut {
     }
 }
 
+/// The caller's scope on the path's org and the path's sink, or why not.
+async fn sink_of(
+    s: &AppState,
+    p: &crate::tenant::Principal,
+    ids: &Ids,
+    need: Need,
+    action: &'static str,
+) -> Result<(crate::tenant::OrgScope, SinkDef), ApiError> {
+    let scope = s.tenancy.authorize(p, ids.org(), need, action).await?;
+    let def = s.tenancy.get_sink(&scope, ids.second()).await?;
+    Ok((scope, def))
+}
+
 /// Starts or stops delivery loops after a definition changed; the change itself stands.
 async fn resync(s: &AppState) {
     if let Err(e) = s.cdc.sync().await {
@@ -411,11 +424,8 @@ async fn get_one(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<Json<SinkOut>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read sinks")
-        .await?;
-    Ok(Json(s.tenancy.get_sink(&scope, ids.second()).await?.into()))
+    let (_, def) = sink_of(&s, &p, &ids, Need::Read, "read sinks").await?;
+    Ok(Json(def.into()))
 }
 
 async fn patch(
@@ -474,11 +484,7 @@ async fn status(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<Json<Value>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read sink status")
-        .await?;
-    let def = s.tenancy.get_sink(&scope, ids.second()).await?;
+    let (_, def) = sink_of(&s, &p, &ids, Need::Read, "read sink status").await?;
     let outbox = s.cdc.outbox();
     let head = outbox.head();
     let st = s.cdc.status(&def.sink_uid);
@@ -551,11 +557,7 @@ async fn dead_letters(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<Json<Value>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read dead letters")
-        .await?;
-    let def = s.tenancy.get_sink(&scope, ids.second()).await?;
+    let (_, def) = sink_of(&s, &p, &ids, Need::Read, "read dead letters").await?;
     let gw = s.cdc.outbox().gateway_id().to_owned();
     let items: Vec<Value> = s
         .cdc
@@ -577,11 +579,7 @@ async fn command(
     ids: Ids,
     cmd: Command,
 ) -> Result<StatusCode, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Operate, "retry or skip sink events")
-        .await?;
-    let def = s.tenancy.get_sink(&scope, ids.second()).await?;
+    let (scope, def) = sink_of(&s, &p, &ids, Need::Operate, "retry or skip sink events").await?;
     if !s.cdc.command(&def.sink_uid, cmd) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -612,11 +610,7 @@ async fn act_on_dead_letters(
     ids: Ids,
     ApiJson(body): ApiJson<DeadLetterAction>,
 ) -> Result<Json<Value>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Operate, "act on dead letters")
-        .await?;
-    let def = s.tenancy.get_sink(&scope, ids.second()).await?;
+    let (scope, def) = sink_of(&s, &p, &ids, Need::Operate, "act on dead letters").await?;
     let target = format!("org/{}/sink/{}/dead-letters", def.org_id, def.sink_id);
     let out = match body.action.as_str() {
         "retry" => {
@@ -665,11 +659,7 @@ async fn test(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<Json<Value>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Operate, "test sinks")
-        .await?;
-    let def = s.tenancy.get_sink(&scope, ids.second()).await?;
+    let (_, def) = sink_of(&s, &p, &ids, Need::Operate, "test sinks").await?;
     Ok(Json(match s.cdc.test_sink(&def).await {
         Ok(id) => json!({"ok": true, "event_id": id}),
         Err(e) => json!({"ok": false, "error": e}),
