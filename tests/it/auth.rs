@@ -117,12 +117,7 @@ async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking(
         )
         .await;
     }
-    g.admin(
-        Method::POST,
-        "/orgs/org-a/formations",
-        Some(json!({"app_id": "mesh-a"})),
-    )
-    .await;
+    g.create_formation("org-a", "mesh-a").await;
     let (s, b) = g
         .admin(
             Method::PUT,
@@ -260,12 +255,7 @@ async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking(
 #[tokio::test]
 async fn expired_tokens_are_refused() {
     let g = Gateway::start(GatewayOpts::standard()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
     let soon = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -18,18 +18,8 @@ async fn snapshot(g: &Gateway) -> Value {
 async fn malformed_requests_get_json_4xx_and_leave_state_unchanged() {
     let g =
         Gateway::start(GatewayOpts::standard().with("PEAT_GATEWAY_MAX_BODY_BYTES", "2048")).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "mesh-1"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh-1").await;
     let before = snapshot(&g).await;
 
     let raw = |method: Method, path: &str, ctype: Option<&str>, body: Vec<u8>| {

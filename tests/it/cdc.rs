@@ -525,12 +525,7 @@ async fn a_recreated_formation_inherits_no_document_state() {
     assert_eq!(s, 204);
     let (s, b) = ingest(&g, json!([upsert("t-1", 1)])).await;
     assert_eq!((s, error_code(&b)), (404, "not_found"));
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "mesh"})),
-    )
-    .await;
+    g.create_formation("acme", "mesh").await;
     let (_, b) = ingest(&g, json!([upsert("t-1", 1)])).await;
     assert_eq!(
         b["appended"], 1,

@@ -4,7 +4,6 @@
 use std::process::Command;
 
 use reqwest::Method;
-use serde_json::json;
 
 use crate::harness::gateway::BIN;
 use crate::harness::{Gateway, GatewayOpts, ADMIN, KEK_A};
@@ -159,18 +158,8 @@ async fn without_a_configured_token_one_is_generated_printed_once_and_rotatable(
 #[tokio::test]
 async fn audit_verify_reports_an_intact_chain_after_activity() {
     let mut g = Gateway::start(GatewayOpts::standard()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "m1"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "m1").await;
     g.admin(Method::DELETE, "/orgs/acme/formations/m1", None)
         .await;
     assert!(g.stop());

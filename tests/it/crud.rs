@@ -162,18 +162,8 @@ async fn org_formation_and_token_lifecycle_over_http() {
 #[tokio::test]
 async fn deleting_an_org_removes_everything_it_owns_and_a_recreated_org_inherits_nothing() {
     let g = Gateway::start(GatewayOpts::standard()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "mesh-1"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh-1").await;
     let (_, tok) = g
         .admin(
             Method::POST,
@@ -219,12 +209,7 @@ async fn deleting_an_org_removes_everything_it_owns_and_a_recreated_org_inherits
 #[tokio::test]
 async fn state_survives_a_restart_and_tokens_keep_working() {
     let mut g = Gateway::start(GatewayOpts::standard()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
     let (_, f) = g
         .admin(
             Method::POST,

@@ -60,18 +60,8 @@ async fn open(g: &Gateway, last: Option<&str>) -> reqwest::Response {
 async fn the_stream_carries_the_orgs_events_only_and_resumes_after_last_event_id() {
     let g = Gateway::start(GatewayOpts::standard()).await;
     setup(&g).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "other", "display_name": "Other"})),
-    )
-    .await;
-    g.admin(
-        Method::POST,
-        "/orgs/other/formations",
-        Some(json!({"app_id": "m2"})),
-    )
-    .await;
+    g.create_org("other", "Other").await;
+    g.create_formation("other", "m2").await;
 
     let mut live = open(&g, None).await;
     ingest(&g, json!([upsert("a", 1)])).await;

@@ -65,18 +65,8 @@ async fn formation_keys_wrapped_by_kms_with_encryption_context_survive_restarts(
         .with("AWS_SECRET_ACCESS_KEY", "test-secret")
         .with("PEAT_VAULT_ADDR", "http://127.0.0.1:9");
     let mut g = Gateway::start(opts.clone()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "mesh"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh").await;
     let (s, creds) = g
         .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
         .await;

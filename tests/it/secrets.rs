@@ -42,12 +42,7 @@ fn assert_nowhere_in_data_dir(g: &Gateway, label: &str, secret: &[u8]) {
 async fn adopted_genesis_a_yields_the_reference_credentials_byte_for_byte() {
     let v = genesis_a();
     let g = Gateway::start(GatewayOpts::standard()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
     let genesis = hex::decode(v["genesis_encoded_hex"].as_str().unwrap()).unwrap();
     let (s, f) = g
         .admin(
@@ -82,12 +77,7 @@ async fn adopted_genesis_a_yields_the_reference_credentials_byte_for_byte() {
 async fn with_a_kek_no_seed_or_formation_secret_is_readable_in_the_data_dir() {
     let v = genesis_a();
     let mut g = Gateway::start(GatewayOpts::standard()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
     let genesis = hex::decode(v["genesis_encoded_hex"].as_str().unwrap()).unwrap();
     g.admin(
         Method::POST,
@@ -95,12 +85,7 @@ async fn with_a_kek_no_seed_or_formation_secret_is_readable_in_the_data_dir() {
         Some(json!({"app_id": "TEST", "genesis": B64.encode(&genesis)})),
     )
     .await;
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "fresh"})),
-    )
-    .await;
+    g.create_formation("acme", "fresh").await;
     let (_, fresh) = g
         .admin(Method::GET, "/orgs/acme/formations/fresh/credentials", None)
         .await;
@@ -147,18 +132,8 @@ async fn with_a_kek_no_seed_or_formation_secret_is_readable_in_the_data_dir() {
 #[tokio::test]
 async fn a_wrong_kek_stops_start_up_with_both_key_ids_and_changes_nothing() {
     let mut g = Gateway::start(GatewayOpts::standard()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "mesh-1"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh-1").await;
     let (_, audit_before) = g
         .admin(Method::GET, "/orgs/acme/audit?limit=1000", None)
         .await;
@@ -226,12 +201,7 @@ async fn a_wrong_kek_stops_start_up_with_both_key_ids_and_changes_nothing() {
 async fn adoption_refuses_malformed_or_mismatched_genesis_and_stores_nothing() {
     let v = genesis_a();
     let g = Gateway::start(GatewayOpts::standard()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
     let genesis = hex::decode(v["genesis_encoded_hex"].as_str().unwrap()).unwrap();
     let cases = [
         json!({"app_id": "OTHER", "genesis": B64.encode(&genesis)}),
@@ -253,18 +223,8 @@ async fn adoption_refuses_malformed_or_mismatched_genesis_and_stores_nothing() {
 #[tokio::test]
 async fn a_local_kek_rotates_to_a_new_key_file() {
     let mut g = Gateway::start(GatewayOpts::standard()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "mesh-1"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh-1").await;
     let (_, creds) = g
         .admin(
             Method::GET,

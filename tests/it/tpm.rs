@@ -83,7 +83,6 @@ async fn seal_and_unseal_survive_a_tpm_restart_and_refuse_changed_pcrs() {
 #[tokio::test]
 async fn the_gateway_seals_its_kek_in_the_tpm_at_first_start_and_unseals_it_at_every_start() {
     use reqwest::Method;
-    use serde_json::json;
 
     use crate::harness::{Gateway, GatewayOpts};
 
@@ -95,18 +94,8 @@ async fn the_gateway_seals_its_kek_in_the_tpm_at_first_start_and_unseals_it_at_e
     let mut g = Gateway::start(opts.clone()).await;
     assert!(g.data_dir().join("kek.tpm").exists());
     assert!(g.all_output().contains("generated a new KEK in the TPM"));
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "mesh"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh").await;
     let (s, creds) = g
         .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
         .await;
@@ -157,7 +146,6 @@ async fn the_gateway_seals_its_kek_in_the_tpm_at_first_start_and_unseals_it_at_e
 #[tokio::test]
 async fn a_replacement_board_recovers_the_kek_from_the_recovery_file() {
     use reqwest::Method;
-    use serde_json::json;
 
     use crate::harness::{Gateway, GatewayOpts};
 
@@ -170,18 +158,8 @@ async fn a_replacement_board_recovers_the_kek_from_the_recovery_file() {
             .with("PEAT_TPM_PCRS", "sha256:16")
     };
     let mut g = Gateway::start(on(&old_tpm)).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "mesh"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh").await;
     let (_, creds) = g
         .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
         .await;
@@ -285,12 +263,7 @@ async fn rotation_rewraps_every_record_survives_a_kill_midway_and_resumes() {
         .with("PEAT_KEY_PROVIDER", "tpm")
         .with("PEAT_TPM_TCTI", &sw.tcti());
     let mut g = Gateway::start(opts.clone()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
     let mut secrets = Vec::new();
     for i in 0..6 {
         g.admin(
@@ -387,24 +360,13 @@ async fn rotation_rewraps_every_record_survives_a_kill_midway_and_resumes() {
 #[tokio::test]
 async fn migrate_keys_moves_local_records_into_the_tpm() {
     use reqwest::Method;
-    use serde_json::json;
 
     use crate::harness::{Gateway, GatewayOpts, KEK_A};
 
     let sw = service::swtpm().await;
     let mut g = Gateway::start(GatewayOpts::standard()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "mesh"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh").await;
     let (_, creds) = g
         .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
         .await;

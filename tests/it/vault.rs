@@ -57,18 +57,8 @@ async fn formation_keys_wrapped_by_openbao_transit_survive_restarts_and_fail_clo
         .with("PEAT_VAULT_ADDR", &svc.url("http"))
         .with("PEAT_VAULT_TOKEN", "root");
     let mut g = Gateway::start(opts.clone()).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations",
-        Some(json!({"app_id": "mesh"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh").await;
     let (s, creds) = g
         .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
         .await;
@@ -193,12 +183,7 @@ path "transit/keys/peat-gateway" { capabilities = ["read"] }"#;
         .with("PEAT_VAULT_ROLE_ID", &role_id)
         .with("PEAT_VAULT_SECRET_ID", &secret_id);
     let g = Gateway::start(opts).await;
-    g.admin(
-        Method::POST,
-        "/orgs",
-        Some(json!({"org_id": "acme", "display_name": "Acme"})),
-    )
-    .await;
+    g.create_org("acme", "Acme").await;
     let (s, f) = g
         .admin(
             Method::POST,

@@ -233,6 +233,23 @@ impl Gateway {
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call(method, path, Some(ADMIN), body).await
     }
+
+    /// Creates an org as the admin; panics unless it was created.
+    pub async fn create_org(&self, org: &str, name: &str) {
+        let body = serde_json::json!({"org_id": org, "display_name": name});
+        let (s, b) = self.admin(Method::POST, "/orgs", Some(body)).await;
+        assert_eq!(s, 201, "creating org {org}: {b}");
+    }
+
+    /// Creates a formation (new genesis) as the admin; panics unless it was created.
+    pub async fn create_formation(&self, org: &str, app: &str) -> Value {
+        let body = serde_json::json!({"app_id": app});
+        let (s, b) = self
+            .admin(Method::POST, &format!("/orgs/{org}/formations"), Some(body))
+            .await;
+        assert_eq!(s, 201, "creating formation {org}/{app}: {b}");
+        b
+    }
 }
 
 pub async fn split(resp: Response) -> (u16, Value) {
