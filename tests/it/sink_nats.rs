@@ -256,14 +256,7 @@ async fn broker_passwords_are_sealed_never_shown_and_used_to_connect() {
         .admin(Method::GET, &format!("/orgs/acme/sinks/{sid}/status"), None)
         .await;
     assert_eq!(n, 10, "delivered with the sealed password: {st}");
-    for f in crate::harness::gateway::files_under(&g.data_dir()) {
-        let bytes = std::fs::read(&f).unwrap();
-        assert!(
-            !bytes.windows(11).any(|w| w == b"pw-7f3a91c2"),
-            "password in {}",
-            f.display()
-        );
-    }
+    g.assert_data_dir_lacks(b"pw-7f3a91c2", "password");
     assert!(!g.all_output().contains("pw-7f3a91c2"));
 
     // A wrong password is reported without the password.
@@ -349,14 +342,7 @@ async fn tls_with_a_private_ca_and_nkey_authentication() {
         .admin(Method::GET, &format!("/orgs/acme/sinks/{sid}/status"), None)
         .await;
     assert_eq!(n, 10, "delivered over TLS with the nkey: {st}");
-    for f in crate::harness::gateway::files_under(&g.data_dir()) {
-        let bytes = std::fs::read(&f).unwrap();
-        assert!(
-            !bytes.windows(seed.len()).any(|w| w == seed.as_bytes()),
-            "seed in {}",
-            f.display()
-        );
-    }
+    g.assert_data_dir_lacks(seed.as_bytes(), "seed");
 
     // A CA that did not sign the server's certificate: refused, and said so.
     let other_key = rcgen::KeyPair::generate().unwrap();

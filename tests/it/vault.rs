@@ -18,8 +18,8 @@ async fn bao(svc: &Service, method: Method, path: &str, body: Value) -> (u16, Va
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
-async fn formation_keys_wrapped_by_openbao_transit_survive_restarts_and_fail_closed() {
+/// OpenBao healthy, with Transit mounted and the key `peat-gateway` created.
+async fn transit() -> Service {
     let svc = service::openbao().await;
     // The dev server answers TCP before its API is up.
     let mut ready = false;
@@ -31,17 +31,14 @@ async fn formation_keys_wrapped_by_openbao_transit_survive_restarts_and_fail_clo
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(ready, "openbao did not become healthy");
-    assert_eq!(
-        bao(
-            &svc,
-            Method::POST,
-            "sys/mounts/transit",
-            json!({"type": "transit"})
-        )
-        .await
-        .0,
-        204
-    );
+    let (s, _) = bao(
+        &svc,
+        Method::POST,
+        "sys/mounts/transit",
+        json!({"type": "transit"}),
+    )
+    .await;
+    assert_eq!(s, 204);
     let (s, _) = bao(
         &svc,
         Method::POST,
@@ -50,6 +47,12 @@ async fn formation_keys_wrapped_by_openbao_transit_survive_restarts_and_fail_clo
     )
     .await;
     assert!(s == 200 || s == 204);
+    svc
+}
+
+#[tokio::test]
+async fn formation_keys_wrapped_by_openbao_transit_survive_restarts_and_fail_closed() {
+    let svc = transit().await;
 
     // PEAT_VAULT_ADDR alone selects the provider (the seed's precedence), no PEAT_KEK needed.
     let opts = GatewayOpts::standard()
@@ -105,27 +108,7 @@ async fn formation_keys_wrapped_by_openbao_transit_survive_restarts_and_fail_clo
 
 #[tokio::test]
 async fn an_approle_login_is_enough_and_its_secret_never_shows() {
-    let svc = service::openbao().await;
-    for _ in 0..100 {
-        if bao(&svc, Method::GET, "sys/health", json!({})).await.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    bao(
-        &svc,
-        Method::POST,
-        "sys/mounts/transit",
-        json!({"type": "transit"}),
-    )
-    .await;
-    bao(
-        &svc,
-        Method::POST,
-        "transit/keys/peat-gateway",
-        json!({"type": "aes256-gcm96"}),
-    )
-    .await;
+    let svc = transit().await;
     let policy = r#"path "transit/encrypt/peat-gateway" { capabilities = ["update"] }
 path "transit/decrypt/peat-gateway" { capabilities = ["update"] }
 path "transit/keys/peat-gateway" { capabilities = ["read"] }"#;

@@ -224,20 +224,7 @@ impl KeyProvider for AwsKms {
                     remote("unwrap a DEK with AWS KMS")(e)
                 }
             })?;
-            let b64 = v["Plaintext"].as_str().ok_or(KeyError::Malformed {
-                what: "KMS Decrypt answer",
-            })?;
-            let raw = Zeroizing::new(B64.decode(b64).map_err(|_| KeyError::Malformed {
-                what: "KMS Decrypt answer",
-            })?);
-            if raw.len() != 32 {
-                return Err(KeyError::Malformed {
-                    what: "unwrapped DEK is not 32 bytes",
-                });
-            }
-            let mut out = Zeroizing::new([0u8; 32]);
-            out.copy_from_slice(&raw);
-            Ok(out)
+            super::dek_from_b64(v["Plaintext"].as_str(), "KMS Decrypt answer")
         })
     }
 }

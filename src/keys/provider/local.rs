@@ -75,14 +75,7 @@ impl LocalKek {
                 .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad: &aad })
                 .map_err(|_| KeyError::Authentication)?,
         );
-        let mut out = Zeroizing::new([0u8; 32]);
-        if dek.len() != 32 {
-            return Err(KeyError::Malformed {
-                what: "unwrapped DEK is not 32 bytes",
-            });
-        }
-        out.copy_from_slice(&dek);
-        Ok(out)
+        super::dek_from(&dek)
     }
 }
 

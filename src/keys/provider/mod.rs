@@ -22,6 +22,33 @@ pub use vault::{VaultSettings, VaultTransit};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// An unwrapped DEK: exactly 32 bytes, kept in zeroizing memory.
+pub(crate) fn dek_from(raw: &[u8]) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let mut out = Zeroizing::new([0u8; 32]);
+    if raw.len() != 32 {
+        return Err(KeyError::Malformed {
+            what: "unwrapped DEK is not 32 bytes",
+        });
+    }
+    out.copy_from_slice(raw);
+    Ok(out)
+}
+
+/// A base64 DEK from a remote provider's answer (`what` names the answer in errors).
+pub(crate) fn dek_from_b64(
+    b64: Option<&str>,
+    what: &'static str,
+) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    use base64::Engine as _;
+    let b64 = b64.ok_or(KeyError::Malformed { what })?;
+    let raw = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| KeyError::Malformed { what })?,
+    );
+    dek_from(&raw)
+}
+
 /// Which provider sealed an envelope; stored as one byte in its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {

@@ -205,20 +205,7 @@ impl KeyProvider for VaultTransit {
                     remote("unwrap a DEK with Vault Transit")(e)
                 }
             })?;
-            let b64 = v["data"]["plaintext"].as_str().ok_or(KeyError::Malformed {
-                what: "Vault decrypt answer",
-            })?;
-            let raw = Zeroizing::new(B64.decode(b64).map_err(|_| KeyError::Malformed {
-                what: "Vault decrypt answer",
-            })?);
-            let mut out = Zeroizing::new([0u8; 32]);
-            if raw.len() != 32 {
-                return Err(KeyError::Malformed {
-                    what: "unwrapped DEK is not 32 bytes",
-                });
-            }
-            out.copy_from_slice(&raw);
-            Ok(out)
+            super::dek_from_b64(v["data"]["plaintext"].as_str(), "Vault decrypt answer")
         })
     }
 }

@@ -234,6 +234,18 @@ impl Gateway {
         self.call(method, path, Some(ADMIN), body).await
     }
 
+    /// Panics when `needle` occurs in any file of the data dir.
+    pub fn assert_data_dir_lacks(&self, needle: &[u8], what: &str) {
+        for f in files_under(&self.data_dir()) {
+            let bytes = std::fs::read(&f).unwrap_or_default();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{what} in {}",
+                f.display()
+            );
+        }
+    }
+
     /// Creates an org as the admin; panics unless it was created.
     pub async fn create_org(&self, org: &str, name: &str) {
         let body = serde_json::json!({"org_id": org, "display_name": name});
