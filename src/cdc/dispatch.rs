@@ -23,6 +23,9 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Housekeeping rounds between compaction checks.
 const COMPACT_EVERY: u64 = 10;
+/// Housekeeping rounds between re-reading sink definitions; API changes resync at once, so
+/// this only catches what changed behind the API's back.
+const RESYNC_EVERY: u64 = 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkState {
@@ -367,8 +370,10 @@ impl Dispatcher {
         let mut rounds: u64 = 0;
         loop {
             rounds += 1;
-            if let Err(e) = self.sync().await {
-                tracing::warn!(error = %e, "sink sync failed");
+            if rounds % RESYNC_EVERY == 0 {
+                if let Err(e) = self.sync().await {
+                    tracing::warn!(error = %e, "sink sync failed");
+                }
             }
             let uids: Vec<[u8; 16]> = lock(&self.inner.running).keys().copied().collect();
             match self.inner.outbox.trim(uids).await {

@@ -263,7 +263,7 @@ async fn prepare(
     };
     let sources = Sources::new(outbox.clone(), tenancy.clone());
     let cdc = Dispatcher::new(outbox, tenancy.clone(), ctx);
-    cdc.sync().await.context("starting the CDC sinks")?;
+    // Seeding first, so the sinks and sources it adds start with the rest.
     if let Some(seed) = &seed {
         bind_demo_source(&tenancy, &seed.node_url)
             .await
@@ -273,6 +273,7 @@ async fn prepare(
             .context("adding the demo's broker sinks (check --nats-url / --mqtt-url)")?;
     }
     apply_config_sources(&tenancy, &cfg.sources).await?;
+    cdc.sync().await.context("starting the CDC sinks")?;
     sources.sync().await.context("starting the CDC sources")?;
     tracing::info!(
         gateway_id = cdc.outbox().gateway_id(),

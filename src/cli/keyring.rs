@@ -216,6 +216,8 @@ pub(crate) mod tpm {
 
 #[cfg(not(feature = "tpm"))]
 pub(crate) mod tpm {
+    const NOT_BUILT: &str =
+        "the TPM key provider is not compiled into this binary (cargo feature `tpm`)";
     use std::path::Path;
 
     use peat_gateway::config::TpmConfig;
@@ -225,29 +227,29 @@ pub(crate) mod tpm {
         _: &TpmConfig,
         _: &Path,
     ) -> anyhow::Result<(LocalKek, Vec<LocalKek>, bool)> {
-        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+        anyhow::bail!(NOT_BUILT)
     }
 
     pub(crate) async fn begin_rotation(
         _: &TpmConfig,
         _: &Path,
     ) -> anyhow::Result<(LocalKek, LocalKek)> {
-        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+        anyhow::bail!(NOT_BUILT)
     }
 
     pub(crate) fn finish_rotation(_: &Path) -> anyhow::Result<()> {
-        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+        anyhow::bail!(NOT_BUILT)
     }
 
     pub(crate) async fn init(_: &TpmConfig, _: &Path) -> anyhow::Result<String> {
-        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+        anyhow::bail!(NOT_BUILT)
     }
 
     pub(crate) async fn unsealed(
         _: &TpmConfig,
         _: &Path,
     ) -> anyhow::Result<zeroize::Zeroizing<[u8; 32]>> {
-        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+        anyhow::bail!(NOT_BUILT)
     }
 
     pub(crate) async fn reseal(
@@ -256,6 +258,6 @@ pub(crate) mod tpm {
         _: zeroize::Zeroizing<[u8; 32]>,
         _: bool,
     ) -> anyhow::Result<String> {
-        anyhow::bail!("the TPM key provider is not compiled into this binary (cargo feature `tpm`)")
+        anyhow::bail!(NOT_BUILT)
     }
 }

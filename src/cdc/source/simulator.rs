@@ -78,7 +78,7 @@ impl Inner {
     /// `DeleteDocument` on this node: DELETE and UPSERT-without-data, in no fixed order.
     pub fn local_delete(&self, collection: &str, doc_id: &str) {
         lock(&self.docs).remove(&(collection.into(), doc_id.into()));
-        let mut del = DocumentChange {
+        let del = DocumentChange {
             collection: collection.into(),
             doc_id: doc_id.into(),
             change_type: ChangeType::Delete,
@@ -88,14 +88,13 @@ impl Inner {
             change_type: ChangeType::Upsert,
             ..del.clone()
         };
-        if random_unit() < 0.5 {
-            self.notify(del);
-            self.notify(empty);
+        let (first, second) = if random_unit() < 0.5 {
+            (del, empty)
         } else {
-            self.notify(empty);
-            del.change_type = ChangeType::Delete;
-            self.notify(del);
-        }
+            (empty, del)
+        };
+        self.notify(first);
+        self.notify(second);
     }
 }
 
