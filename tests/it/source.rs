@@ -122,6 +122,36 @@ async fn capture_reconciles_deduplicates_and_turns_vanished_documents_into_delet
 }
 
 #[tokio::test]
+async fn the_bearer_token_is_sent_and_a_wrong_one_is_reported() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    sim.require_token("node-token-123");
+    sim.put("tracks", "t-1", r#"{"v":1}"#);
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    file_sink(&g, "out", json!({})).await;
+    let (s, _) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/source",
+            Some(json!({"endpoint": sim.url(), "collections": ["tracks"], "token": "wrong-token"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let st = source_when(&g, |b| {
+        b["health"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unauthenticated"))
+    })
+    .await;
+    assert_eq!(st["health"]["connected"], false, "{st}");
+    assert!(!st.to_string().contains("wrong-token"));
+    bind(&g, &sim).await;
+    let st = source_when(&g, |b| b["health"]["connected"] == true).await;
+    assert_eq!(st["health"]["connected"], true, "{st}");
+    assert_eq!(wait_for(&g, "out", 1).await.len(), 1);
+}
+
+#[tokio::test]
 async fn bindings_are_validated_survive_restarts_and_unbind() {
     let sim = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let mut g = Gateway::start(GatewayOpts::standard()).await;

@@ -42,6 +42,9 @@ struct Inner {
     /// Bumped to end every open stream abruptly.
     generation: watch::Sender<u64>,
     subscribes: AtomicU64,
+    /// When set, calls without `Authorization: Bearer <this>` get `unauthenticated` (as a
+    /// token-checking front of the sidecar would answer).
+    token: Mutex<Option<String>>,
 }
 
 impl Inner {
@@ -146,6 +149,7 @@ impl Simulator {
             duplicates: AtomicBool::new(false),
             generation: watch::channel(0).0,
             subscribes: AtomicU64::new(0),
+            token: Mutex::new(None),
         })
     }
 
@@ -252,6 +256,11 @@ impl Simulator {
         lock(&self.inner.docs).insert((collection.into(), doc_id.into()), json.into());
     }
 
+    /// Require this bearer token on every call from now on.
+    pub fn require_token(&self, token: &str) {
+        *lock(&self.inner.token) = Some(token.to_owned());
+    }
+
     /// Every notification twice from now on (or not).
     pub fn set_duplicates(&self, on: bool) {
         self.inner.duplicates.store(on, Ordering::Relaxed);
@@ -355,6 +364,20 @@ async fn rpc(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let want = lock(&inner.token).clone();
+    if let Some(want) = want {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(want.as_str()) {
+            return connect_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "bearer token required",
+            );
+        }
+    }
     if method == "Subscribe" {
         if content_type(&headers) != "application/connect+json" {
             return connect_error(
