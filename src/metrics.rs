@@ -49,6 +49,8 @@ pub struct Metrics {
     pub ready: Gauge,
     pub key_provider: Family<KeyLabels, Gauge>,
     pub key_records_checked: Gauge,
+    pub key_provider_up: Gauge,
+    pub key_probe_failures: Counter,
     pub cdc_appended: Counter,
     pub cdc_unchanged: Counter,
     pub outbox_bytes: Gauge,
@@ -125,6 +127,18 @@ impl Metrics {
             "key_records_checked",
             "Sealed records opened at start-up to prove the KEK",
             key_records_checked.clone(),
+        );
+        let key_provider_up = Gauge::default();
+        registry.register(
+            "key_provider_up",
+            "1 when the last key-provider probe (wrap + unwrap) succeeded, else 0",
+            key_provider_up.clone(),
+        );
+        let key_probe_failures = Counter::default();
+        registry.register(
+            "key_probe_failures",
+            "Key-provider probes that failed or timed out",
+            key_probe_failures.clone(),
         );
         let cdc_appended = Counter::default();
         let cdc_unchanged = Counter::default();
@@ -218,6 +232,8 @@ impl Metrics {
             ready,
             key_provider,
             key_records_checked,
+            key_provider_up,
+            key_probe_failures,
             cdc_appended,
             cdc_unchanged,
             outbox_bytes,

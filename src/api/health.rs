@@ -41,7 +41,9 @@ async fn health() -> Json<Value> {
 /// 200 when every check passes, else 503; the body names each check and why it failed.
 async fn ready(State(s): State<AppState>) -> impl IntoResponse {
     let store_ok = !s.tenancy.store().is_poisoned();
-    let keys_ok = s.keys.problem.is_none();
+    let probe = s.keys.health.report();
+    // A provider not yet probed counts as ready: start-up already opened records with it.
+    let keys_ok = s.keys.problem.is_none() && probe.ok != Some(false);
     let ok = store_ok && keys_ok;
     s.metrics.ready.set(i64::from(ok));
     let body = json!({
@@ -56,7 +58,15 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
                 "provider": s.keys.provider,
                 "kek_id": s.keys.kek_id,
                 "records_checked": s.keys.records_checked,
-                "reason": s.keys.problem,
+                "reason": s.keys.problem.clone().or_else(|| {
+                    probe.error.as_ref().map(|e| format!("the key provider failed its last probe: {e}"))
+                }),
+                "probe": {
+                    "ok": probe.ok,
+                    "checked_at": probe.checked_at_ms.map(crate::cdc::rfc3339_ms),
+                    "round_trip_ms": probe.round_trip_ms,
+                    "consecutive_failures": probe.consecutive_failures,
+                },
             },
         }
     });
@@ -77,7 +87,9 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
             .set(i64::try_from(formations).unwrap_or(i64::MAX));
     }
     s.metrics.ready.set(i64::from(
-        !s.tenancy.store().is_poisoned() && s.keys.problem.is_none(),
+        !s.tenancy.store().is_poisoned()
+            && s.keys.problem.is_none()
+            && s.keys.health.report().ok != Some(false),
     ));
     (
         [(

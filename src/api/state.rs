@@ -17,6 +17,8 @@ pub struct KeyStatus {
     /// `None` when the key opened every sampled record; else why not.
     pub problem: Option<String>,
     pub records_checked: usize,
+    /// Latest periodic probe of the provider (wrap + unwrap round trip).
+    pub health: crate::keys::health::KeyHealth,
 }
 
 #[derive(Clone)]

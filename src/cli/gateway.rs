@@ -116,10 +116,14 @@ struct Seed {
     mqtt_url: Option<String>,
 }
 
+/// A probe slower than this counts as a failure (a hung KMS must not look healthy).
+const KEY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct Running {
     listener: TcpListener,
     state: AppState,
     store: Store,
+    key_probe: Option<std::time::Duration>,
 }
 
 async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
@@ -256,7 +260,9 @@ async fn prepare(
         kek_id: keyring.kek_id().to_owned(),
         problem: None,
         records_checked,
+        health: Default::default(),
     };
+    metrics.key_provider_up.set(1);
     let ctx = SinkContext {
         data_dir: cfg.data_dir.clone(),
         default_nats_url: cfg.cdc_nats_url.clone(),
@@ -324,6 +330,7 @@ async fn bind(
         listener,
         state,
         store,
+        key_probe: cfg.key_probe,
     })
 }
 
@@ -331,7 +338,23 @@ impl Running {
     async fn serve(self) -> anyhow::Result<()> {
         let cdc = self.state.cdc.clone();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let housekeeping = tokio::spawn(cdc.clone().housekeeping(stop_rx));
+        let housekeeping = tokio::spawn(cdc.clone().housekeeping(stop_rx.clone()));
+        let key_probe = self.key_probe.map(|every| {
+            let metrics = self.state.metrics.clone();
+            tokio::spawn(peat_gateway::keys::health::watch(
+                self.state.tenancy.keyring().clone(),
+                self.state.keys.health.clone(),
+                every,
+                KEY_PROBE_TIMEOUT,
+                stop_rx,
+                move |ok| {
+                    metrics.key_provider_up.set(i64::from(ok));
+                    if !ok {
+                        metrics.key_probe_failures.inc();
+                    }
+                },
+            ))
+        });
         let sources = self.state.sources.clone();
         let app = api::router(self.state);
         let served = axum::serve(self.listener, app)
@@ -341,6 +364,9 @@ impl Running {
         tracing::info!("listener closed; stopping sinks and flushing the stores");
         let _ = stop.send(true);
         let _ = housekeeping.await;
+        if let Some(p) = key_probe {
+            let _ = p.await;
+        }
         sources.shutdown();
         cdc.shutdown().await;
         cdc.outbox().shutdown().await;

@@ -33,6 +33,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub admin_token: Option<Secret>,
     pub key: KeyConfig,
+    /// Key-provider health probe interval; `None` when turned off.
+    pub key_probe: Option<Duration>,
     pub dev_mode: bool,
     pub ui_dir: Option<PathBuf>,
     pub log_filter: String,
@@ -127,6 +129,13 @@ impl Config {
                 "must be between 1 and 3600",
             ));
         }
+        let probe_s = raw.key_probe_secs.unwrap_or(30);
+        if probe_s > 86_400 {
+            errors.push(err(
+                name("key_probe_secs"),
+                "must be between 0 (off) and 86400",
+            ));
+        }
         let max_body = raw.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=64 * 1024 * 1024).contains(&max_body) {
             errors.push(err(
@@ -195,6 +204,7 @@ impl Config {
                 data_dir,
                 admin_token: raw.admin_token,
                 key,
+                key_probe: (probe_s > 0).then(|| Duration::from_secs(probe_s)),
                 dev_mode,
                 ui_dir: raw.ui_dir,
                 log_filter: raw.log.unwrap_or_else(|| "info".into()),
@@ -259,6 +269,12 @@ impl Config {
                     KeyConfig::Plaintext => "plaintext (DEV ONLY: secrets unencrypted)".into(),
                 },
                 o("key_provider").replace("default", "implied"),
+            ),
+            (
+                "key_probe_secs",
+                self.key_probe
+                    .map_or("0 (off)".into(), |d| d.as_secs().to_string()),
+                o("key_probe_secs"),
             ),
             ("dev_mode", self.dev_mode.to_string(), o("dev_mode")),
             ("ui_dir", opt(&self.ui_dir), o("ui_dir")),

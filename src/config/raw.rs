@@ -42,6 +42,8 @@ pub struct RawConfig {
     pub tpm_tcti: Option<String>,
     /// PCRs the TPM-sealed KEK is bound to, e.g. `sha256:0,2,7` (`PEAT_TPM_PCRS`).
     pub tpm_pcrs: Option<String>,
+    /// Seconds between key-provider health probes; 0 turns them off (`PEAT_KEY_PROBE_SECS`).
+    pub key_probe_secs: Option<u64>,
     /// Explicit development mode (`PEAT_DEV_MODE`).
     pub dev_mode: Option<bool>,
     /// Directory of an operator UI build served at `/_/` (`PEAT_UI_DIR`).
@@ -121,6 +123,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_KEY_PROVIDER", "key_provider"),
     ("PEAT_TPM_TCTI", "tpm_tcti"),
     ("PEAT_TPM_PCRS", "tpm_pcrs"),
+    ("PEAT_KEY_PROBE_SECS", "key_probe_secs"),
     ("PEAT_DEV_MODE", "dev_mode"),
     ("PEAT_UI_DIR", "ui_dir"),
     ("PEAT_LOG", "log"),
@@ -238,6 +241,7 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "key_provider" => raw.key_provider = Some(v),
         "tpm_tcti" => raw.tpm_tcti = Some(v),
         "tpm_pcrs" => raw.tpm_pcrs = Some(v),
+        "key_probe_secs" => raw.key_probe_secs = Some(num(&v)?),
         "dev_mode" => {
             raw.dev_mode = Some(match v.to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,

@@ -20,6 +20,7 @@
 
 mod envelope;
 mod error;
+pub mod health;
 mod provider;
 mod random;
 pub mod recovery;

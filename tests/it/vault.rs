@@ -21,10 +21,16 @@ async fn bao(svc: &Service, method: Method, path: &str, body: Value) -> (u16, Va
 /// OpenBao healthy, with Transit mounted and the key `peat-gateway` created.
 async fn transit() -> Service {
     let svc = service::openbao().await;
+    transit_on(&svc).await;
+    svc
+}
+
+/// Waits for the server's API, then mounts Transit and creates the key.
+async fn transit_on(svc: &Service) {
     // The dev server answers TCP before its API is up.
     let mut ready = false;
     for _ in 0..100 {
-        if bao(&svc, Method::GET, "sys/health", json!({})).await.0 == 200 {
+        if bao(svc, Method::GET, "sys/health", json!({})).await.0 == 200 {
             ready = true;
             break;
         }
@@ -32,7 +38,7 @@ async fn transit() -> Service {
     }
     assert!(ready, "openbao did not become healthy");
     let (s, _) = bao(
-        &svc,
+        svc,
         Method::POST,
         "sys/mounts/transit",
         json!({"type": "transit"}),
@@ -40,14 +46,13 @@ async fn transit() -> Service {
     .await;
     assert_eq!(s, 204);
     let (s, _) = bao(
-        &svc,
+        svc,
         Method::POST,
         "transit/keys/peat-gateway",
         json!({"type": "aes256-gcm96"}),
     )
     .await;
     assert!(s == 200 || s == 204);
-    svc
 }
 
 #[tokio::test]
@@ -182,4 +187,60 @@ path "transit/keys/peat-gateway" { capabilities = ["read"] }"#;
     assert!(!g.all_output().contains(&secret_id));
     let check = g.command().arg("check-config").output().unwrap();
     assert!(!String::from_utf8_lossy(&check.stdout).contains(&secret_id));
+}
+
+/// `/ready` until `ok(body)` holds or 20 s pass; returns the last status and body.
+async fn ready_when(g: &Gateway, ok: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (s, body) = g.call(Method::GET, "/ready", None, None).await;
+        if ok(s, &body) || std::time::Instant::now() > deadline {
+            return (s, body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn ready_reports_a_vault_that_went_away_after_start_up_and_its_return() {
+    let mut svc = transit().await;
+    let opts = GatewayOpts::standard()
+        .without("PEAT_KEK")
+        .with("PEAT_VAULT_ADDR", &svc.url("http"))
+        .with("PEAT_VAULT_TOKEN", "root")
+        .with("PEAT_KEY_PROBE_SECS", "1");
+    let g = Gateway::start(opts).await;
+    let (s, ready) = ready_when(&g, |_, b| b["checks"]["keys"]["probe"]["ok"] == true).await;
+    assert_eq!(s, 200, "{ready}");
+    assert!(ready["checks"]["keys"]["probe"]["round_trip_ms"].is_u64());
+
+    svc.kill();
+    let (s, ready) = ready_when(&g, |s, _| s == 503).await;
+    assert_eq!(s, 503, "{ready}");
+    let keys = &ready["checks"]["keys"];
+    assert_eq!(keys["ok"], false);
+    assert_eq!(keys["probe"]["ok"], false);
+    let reason = keys["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("failed its last probe"), "{reason}");
+    assert!(
+        !reason.contains("root"),
+        "the token must not show: {reason}"
+    );
+    let m = g
+        .req(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("key_provider_up 0"), "{m}");
+    assert!(!m.contains("key_probe_failures_total 0\n"), "{m}");
+
+    // Back (a fresh dev server with the same key name): the next probe turns ready again.
+    svc.start_again().await;
+    transit_on(&svc).await;
+    let (s, ready) = ready_when(&g, |s, _| s == 200).await;
+    assert_eq!(s, 200, "{ready}");
+    assert_eq!(ready["checks"]["keys"]["probe"]["consecutive_failures"], 0);
 }
