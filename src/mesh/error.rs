@@ -31,6 +31,14 @@ pub enum MeshError {
         field: &'static str,
         value: u8,
     },
+    #[error("{what}: {total} bytes, at least {min} needed")]
+    TooShort {
+        what: &'static str,
+        total: usize,
+        min: usize,
+    },
+    #[error("{what}: the signature does not verify")]
+    BadSignature { what: &'static str },
     #[error("{what}: field `{field}` is invalid")]
     InvalidField {
         what: &'static str,

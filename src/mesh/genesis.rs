@@ -88,6 +88,11 @@ impl MeshGenesis {
         signing_key(&self.authority_seed).verifying_key().to_bytes()
     }
 
+    /// The authority's signing key (zeroized on drop), for issuing certificates.
+    pub fn authority_signing_key(&self) -> ed25519_dalek::SigningKey {
+        signing_key(&self.authority_seed)
+    }
+
     /// First 16 bytes of SHA-256(authority public key), lowercase hex.
     pub fn authority_device_id(&self) -> String {
         let digest = Sha256::digest(self.authority_public_key());

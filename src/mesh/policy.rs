@@ -94,6 +94,81 @@ impl MeshTier {
             _ => None,
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Enterprise => "Enterprise",
+            Self::Regional => "Regional",
+            Self::Tactical => "Tactical",
+            Self::Edge => "Edge",
+        }
+    }
+}
+
+/// Certificate permission bits (§3.4). Only defined bits are ever issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Permissions(u8);
+
+impl Permissions {
+    pub const RELAY: Self = Self(0x01);
+    pub const EMERGENCY: Self = Self(0x02);
+    pub const ENROLL: Self = Self(0x04);
+    pub const ADMIN: Self = Self(0x80);
+    pub const STANDARD: Self = Self(0x03);
+    pub const AUTHORITY: Self = Self(0x87);
+    const DEFINED: u8 = 0x87;
+    const NAMES: [(&'static str, Self); 4] = [
+        ("RELAY", Self::RELAY),
+        ("EMERGENCY", Self::EMERGENCY),
+        ("ENROLL", Self::ENROLL),
+        ("ADMIN", Self::ADMIN),
+    ];
+
+    /// Any byte as read from the wire (a decoder must not reject bits it does not know).
+    pub fn from_wire(b: u8) -> Self {
+        Self(b)
+    }
+
+    /// Refuses undefined bits: the gateway issues only what peat-mesh defines.
+    pub fn from_defined(b: u8) -> Option<Self> {
+        (b & !Self::DEFINED == 0).then_some(Self(b))
+    }
+
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// True when every bit of `p` is set.
+    pub fn has(self, p: Self) -> bool {
+        self.0 & p.0 == p.0
+    }
+
+    pub fn union(self, p: Self) -> Self {
+        Self(self.0 | p.0)
+    }
+
+    pub fn intersect(self, p: Self) -> Self {
+        Self(self.0 & p.0)
+    }
+
+    /// Parses a single name (`relay`, `standard`, …), case-insensitively.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "STANDARD" => Some(Self::STANDARD),
+            "AUTHORITY" => Some(Self::AUTHORITY),
+            "NONE" => Some(Self(0)),
+            n => Self::NAMES.iter().find(|(k, _)| *k == n).map(|(_, p)| *p),
+        }
+    }
+
+    /// The names of the set bits, for JSON and the audit log.
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMES
+            .iter()
+            .filter(|(_, p)| self.has(*p))
+            .map(|(n, _)| *n)
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -137,5 +212,18 @@ mod tests {
             assert_eq!(got, want, "input {input:?}");
         }
         assert!(MeshTier::from_byte("t", 4).is_err());
+    }
+
+    #[test]
+    fn permission_bits_match_reference() {
+        let e = enums();
+        for (name, bits) in e["permissions"].as_object().unwrap() {
+            let p = Permissions::from_name(name).unwrap();
+            assert_eq!(u64::from(p.bits()), bits.as_u64().unwrap(), "{name}");
+        }
+        assert!(Permissions::AUTHORITY.has(Permissions::STANDARD));
+        assert!(!Permissions::STANDARD.has(Permissions::ENROLL));
+        assert_eq!(Permissions::from_defined(0x08), None);
+        assert_eq!(Permissions::STANDARD.names(), ["RELAY", "EMERGENCY"]);
     }
 }

@@ -57,6 +57,16 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// A string prefixed by a u8 byte length.
+    pub(crate) fn str_u8(&mut self, field: &'static str) -> Result<&'a str, MeshError> {
+        let n = usize::from(self.u8()?);
+        let raw = self.bytes(n)?;
+        std::str::from_utf8(raw).map_err(|_| MeshError::InvalidUtf8 {
+            what: self.what,
+            field,
+        })
+    }
+
     /// Fails unless every byte was consumed.
     pub(crate) fn finish(self) -> Result<(), MeshError> {
         let extra = self.buf.len() - self.pos;
@@ -86,6 +96,42 @@ pub(crate) fn put_str_u16(
     })?;
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// Appends a u8-length-prefixed string, refusing anything over 255 bytes (never wraps).
+pub(crate) fn put_str_u8(
+    out: &mut Vec<u8>,
+    what: &'static str,
+    field: &'static str,
+    s: &str,
+) -> Result<(), MeshError> {
+    let len = u8::try_from(s.len()).map_err(|_| MeshError::TooLong {
+        what,
+        field,
+        len: s.len(),
+        max: usize::from(u8::MAX),
+    })?;
+    out.push(len);
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// Appends u16-length-prefixed bytes.
+pub(crate) fn put_bytes_u16(
+    out: &mut Vec<u8>,
+    what: &'static str,
+    field: &'static str,
+    b: &[u8],
+) -> Result<(), MeshError> {
+    let len = u16::try_from(b.len()).map_err(|_| MeshError::TooLong {
+        what,
+        field,
+        len: b.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(b);
     Ok(())
 }
 
