@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cdc;
 pub mod config;
+pub mod identity;
 pub mod keys;
 pub mod mesh;
 pub mod metrics;

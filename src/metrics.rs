@@ -31,6 +31,12 @@ pub struct KeyLabels {
     pub kek_id: String,
 }
 
+/// An enrollment outcome: `approved`, `pending`, `denied`, `revoked`, `rate_limited`, `invalid`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnrollLabels {
+    pub decision: String,
+}
+
 /// A sink by its random id and type; never the org's name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
@@ -50,6 +56,7 @@ pub struct Metrics {
     pub key_provider: Family<KeyLabels, Gauge>,
     pub key_records_checked: Gauge,
     pub key_provider_up: Gauge,
+    pub enroll_decisions: Family<EnrollLabels, Counter>,
     pub key_probe_failures: Counter,
     pub cdc_appended: Counter,
     pub cdc_unchanged: Counter,
@@ -133,6 +140,12 @@ impl Metrics {
             "key_provider_up",
             "1 when the last key-provider probe (wrap + unwrap) succeeded, else 0",
             key_provider_up.clone(),
+        );
+        let enroll_decisions = Family::<EnrollLabels, Counter>::default();
+        registry.register(
+            "enroll_decisions",
+            "Enrollment and renewal answers by decision (failed attempts included)",
+            enroll_decisions.clone(),
         );
         let key_probe_failures = Counter::default();
         registry.register(
@@ -233,6 +246,7 @@ impl Metrics {
             key_provider,
             key_records_checked,
             key_provider_up,
+            enroll_decisions,
             key_probe_failures,
             cdc_appended,
             cdc_unchanged,

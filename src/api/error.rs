@@ -108,6 +108,10 @@ impl From<TenantError> for ApiError {
                 "invalid_field",
                 e.to_string(),
             ),
+            TenantError::RateLimited {
+                retry_after_secs, ..
+            } => Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
+                .retry_after(*retry_after_secs),
             TenantError::Key(k) => Self::internal(
                 "sealed key material could not be opened; see the gateway log",
                 k.to_string(),

@@ -17,6 +17,7 @@ use super::book::{Access, Doc, RouteBook};
 use super::extract::{Caller, Ids};
 use super::{ApiError, AppState};
 use crate::cdc::cloud_event;
+use crate::identity::EnrollEvent;
 use crate::tenant::Need;
 
 const PAGE: usize = 256;
@@ -27,7 +28,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         "/orgs/{org_id}/events/stream",
         stream,
         Doc {
-            summary: "Live server-sent events: `cdc` (CloudEvents), `sink` (state changes), `gap`; resumable with Last-Event-ID",
+            summary: "Live server-sent events: `cdc` (CloudEvents), `sink` (state changes), `enrollment` (decisions and approvals), `gap`; resumable with Last-Event-ID",
             access: Access::Org(Need::Read),
             body: None,
             ok: 200,
@@ -49,6 +50,7 @@ struct Cursor {
     queue: std::collections::VecDeque<Event>,
     sinks: HashMap<String, &'static str>,
     tick: tokio::time::Interval,
+    enrollments: tokio::sync::broadcast::Receiver<EnrollEvent>,
 }
 
 impl Cursor {
@@ -63,6 +65,24 @@ impl Cursor {
                     "last_error": st.last_error});
                 self.queue
                     .push_back(Event::default().event("sink").data(data.to_string()));
+            }
+        }
+    }
+
+    fn enrollment(&mut self, e: Result<EnrollEvent, tokio::sync::broadcast::error::RecvError>) {
+        use tokio::sync::broadcast::error::RecvError;
+        match e {
+            Ok(e) if e.org_id == self.org => {
+                let data = serde_json::to_string(&e).unwrap_or_default();
+                self.queue
+                    .push_back(Event::default().event("enrollment").data(data));
+            }
+            Ok(_) | Err(RecvError::Closed) => {}
+            Err(RecvError::Lagged(n)) => {
+                let data = json!({"missed_enrollment_events": n,
+                    "reason": "this listener fell behind; see /orgs/{org}/audit for every decision"});
+                self.queue
+                    .push_back(Event::default().event("gap").data(data.to_string()));
             }
         }
     }
@@ -110,6 +130,7 @@ impl Cursor {
             tokio::select! {
                 r = self.head.changed() => r.ok()?,
                 _ = self.tick.tick() => self.sink_changes(),
+                e = self.enrollments.recv() => self.enrollment(e),
             }
         }
     }
@@ -128,6 +149,7 @@ async fn stream(
     // The org must exist; its absence answers 404 like every org route.
     s.tenancy.get_org(&scope).await?;
     let outbox = s.cdc.outbox().clone();
+    let s_events = s.authority.events().clone();
     let head = outbox.watch();
     let after = resume_lsn(&headers).unwrap_or_else(|| outbox.head());
     let cursor = Cursor {
@@ -138,6 +160,7 @@ async fn stream(
         queue: Default::default(),
         sinks: HashMap::new(),
         tick: tokio::time::interval(SINK_POLL),
+        enrollments: s_events.subscribe(),
     };
     let events = futures_util::stream::unfold(cursor, Cursor::next);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

@@ -11,8 +11,10 @@
 //! Entry point: [`router`].
 
 mod audit;
+mod authority;
 mod book;
 mod changes;
+mod enroll;
 mod error;
 mod events;
 mod extract;
@@ -43,6 +45,8 @@ pub fn router(state: AppState) -> Router {
     let book = sinks::routes(book);
     let book = sources::routes(book);
     let book = events::routes(book);
+    let book = enroll::routes(book);
+    let book = authority::routes(book);
     let (routes, openapi) = book.finish(env!("CARGO_PKG_VERSION"));
     let state = state.with_openapi(openapi);
     let routes = routes.merge(ui::routes(&state));

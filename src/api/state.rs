@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::cdc::source::Sources;
 use crate::cdc::Dispatcher;
+use crate::identity::{Authority, EnrollLimits};
 use crate::metrics::Metrics;
 use crate::tenant::Tenancy;
 
@@ -24,6 +25,7 @@ pub struct KeyStatus {
 #[derive(Clone)]
 pub struct AppState {
     pub tenancy: Tenancy,
+    pub authority: Authority,
     pub cdc: Dispatcher,
     pub sources: Sources,
     pub metrics: Arc<Metrics>,
@@ -45,6 +47,12 @@ impl AppState {
         max_body_bytes: usize,
     ) -> Self {
         Self {
+            authority: Authority::new(
+                tenancy.clone(),
+                EnrollLimits::new(
+                    std::num::NonZeroU32::new(30).unwrap_or(std::num::NonZeroU32::MIN),
+                ),
+            ),
             tenancy,
             cdc,
             sources,
@@ -55,6 +63,12 @@ impl AppState {
             openapi: Arc::new(Value::Null),
             ui_dir: None,
         }
+    }
+
+    /// Enrollment attempts allowed per source address and minute.
+    pub fn with_enroll_rate(mut self, per_minute: std::num::NonZeroU32) -> Self {
+        self.authority = Authority::new(self.tenancy.clone(), EnrollLimits::new(per_minute));
+        self
     }
 
     /// Serves the operator UI from this directory at `/_/`.

@@ -70,9 +70,22 @@ pub(crate) enum KeysCmd {
 }
 
 pub(crate) fn load_config(flag: Option<&Path>) -> Result<Config, Failure> {
+    load_config_with_provider(flag, None)
+}
+
+/// As [`load_config`], with `provider` standing in for an unset PEAT_KEY_PROVIDER (a command
+/// that names its provider, such as `keys init --provider tpm`).
+fn load_config_with_provider(
+    flag: Option<&Path>,
+    provider: Option<&str>,
+) -> Result<Config, Failure> {
     let file = config_file(flag);
-    let loaded =
-        config::load(file.as_deref(), |k| std::env::var(k).ok()).map_err(Failure::Config)?;
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .or_else(|| (k == "PEAT_KEY_PROVIDER").then(|| provider.map(str::to_owned))?)
+    };
+    let loaded = config::load(file.as_deref(), env).map_err(Failure::Config)?;
     Config::from_raw(loaded).map_err(Failure::Config)
 }
 
@@ -330,7 +343,7 @@ pub(crate) fn keys(flag: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, Failur
                     "only the tpm provider is initialized here; the local provider takes its KEK from PEAT_KEK (see `keys generate-kek`)"
                 )));
             }
-            let cfg = load_config(flag)?;
+            let cfg = load_config_with_provider(flag, Some("tpm"))?;
             let peat_gateway::config::KeyConfig::Tpm(t) = &cfg.key else {
                 return Err(Failure::Runtime(anyhow::anyhow!(
                     "set PEAT_KEY_PROVIDER=tpm (and PEAT_TPM_TCTI, PEAT_TPM_PCRS as needed) to initialize the TPM provider"
@@ -376,7 +389,7 @@ pub(crate) fn keys(flag: Option<&Path>, cmd: KeysCmd) -> Result<ExitCode, Failur
             passphrase_file,
             replace,
         } => {
-            let cfg = load_config(flag)?;
+            let cfg = load_config_with_provider(flag, Some("tpm"))?;
             let peat_gateway::config::KeyConfig::Tpm(t) = &cfg.key else {
                 return Err(Failure::Runtime(anyhow::anyhow!(
                     "set PEAT_KEY_PROVIDER=tpm (and PEAT_TPM_TCTI) to re-seal into this board's TPM"

@@ -297,7 +297,8 @@ async fn prepare(
         cfg.request_timeout,
         cfg.max_body_bytes,
     )
-    .with_ui_dir(cfg.ui_dir.clone()))
+    .with_ui_dir(cfg.ui_dir.clone())
+    .with_enroll_rate(cfg.enroll_rate_per_min))
 }
 
 async fn bind(
@@ -357,6 +358,7 @@ impl Running {
         });
         let sources = self.state.sources.clone();
         let app = api::router(self.state);
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await

@@ -35,6 +35,7 @@ pub struct Config {
     pub key: KeyConfig,
     /// Key-provider health probe interval; `None` when turned off.
     pub key_probe: Option<Duration>,
+    pub enroll_rate_per_min: std::num::NonZeroU32,
     pub dev_mode: bool,
     pub ui_dir: Option<PathBuf>,
     pub log_filter: String,
@@ -136,6 +137,13 @@ impl Config {
                 "must be between 0 (off) and 86400",
             ));
         }
+        let enroll_rate = raw.enroll_rate_per_min.unwrap_or(30);
+        if !(1..=100_000).contains(&enroll_rate) {
+            errors.push(err(
+                name("enroll_rate_per_min"),
+                "must be between 1 and 100000",
+            ));
+        }
         let max_body = raw.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=64 * 1024 * 1024).contains(&max_body) {
             errors.push(err(
@@ -205,6 +213,10 @@ impl Config {
                 admin_token: raw.admin_token,
                 key,
                 key_probe: (probe_s > 0).then(|| Duration::from_secs(probe_s)),
+                enroll_rate_per_min: u32::try_from(enroll_rate)
+                    .ok()
+                    .and_then(std::num::NonZeroU32::new)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
                 dev_mode,
                 ui_dir: raw.ui_dir,
                 log_filter: raw.log.unwrap_or_else(|| "info".into()),
@@ -275,6 +287,11 @@ impl Config {
                 self.key_probe
                     .map_or("0 (off)".into(), |d| d.as_secs().to_string()),
                 o("key_probe_secs"),
+            ),
+            (
+                "enroll_rate_per_min",
+                self.enroll_rate_per_min.to_string(),
+                o("enroll_rate_per_min"),
             ),
             ("dev_mode", self.dev_mode.to_string(), o("dev_mode")),
             ("ui_dir", opt(&self.ui_dir), o("ui_dir")),

@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub tpm_pcrs: Option<String>,
     /// Seconds between key-provider health probes; 0 turns them off (`PEAT_KEY_PROBE_SECS`).
     pub key_probe_secs: Option<u64>,
+    /// Enrollment attempts allowed per source address and minute (`PEAT_ENROLL_RATE_PER_MIN`).
+    pub enroll_rate_per_min: Option<u64>,
     /// Explicit development mode (`PEAT_DEV_MODE`).
     pub dev_mode: Option<bool>,
     /// Directory of an operator UI build served at `/_/` (`PEAT_UI_DIR`).
@@ -124,6 +126,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_TPM_TCTI", "tpm_tcti"),
     ("PEAT_TPM_PCRS", "tpm_pcrs"),
     ("PEAT_KEY_PROBE_SECS", "key_probe_secs"),
+    ("PEAT_ENROLL_RATE_PER_MIN", "enroll_rate_per_min"),
     ("PEAT_DEV_MODE", "dev_mode"),
     ("PEAT_UI_DIR", "ui_dir"),
     ("PEAT_LOG", "log"),
@@ -242,6 +245,7 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "tpm_tcti" => raw.tpm_tcti = Some(v),
         "tpm_pcrs" => raw.tpm_pcrs = Some(v),
         "key_probe_secs" => raw.key_probe_secs = Some(num(&v)?),
+        "enroll_rate_per_min" => raw.enroll_rate_per_min = Some(num(&v)?),
         "dev_mode" => {
             raw.dev_mode = Some(match v.to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,

@@ -31,7 +31,7 @@ impl Schema {
 /// `state.redb`: tenancy, keys, sinks, audit.
 pub static STATE: Schema = Schema {
     name: "state",
-    migrations: &[state_v1, state_v2, state_v3],
+    migrations: &[state_v1, state_v2, state_v3, state_v4],
 };
 
 /// `cdc.redb`: the outbox and everything that churns with it.
@@ -41,7 +41,7 @@ pub static OUTBOX: Schema = Schema {
 };
 
 /// The state schema this build writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -318,6 +318,22 @@ fn state_v2(wtx: &WriteTransaction) -> Result<(), StoreError> {
 /// State schema 3: CDC source bindings.
 fn state_v3(wtx: &WriteTransaction) -> Result<(), StoreError> {
     create(wtx, &[Table::Sources])
+}
+
+/// State schema 4: enrollment (bootstrap tokens, certificates, revocations, approvals).
+fn state_v4(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    create(
+        wtx,
+        &[
+            Table::BootTokens,
+            Table::BootTokensByFormation,
+            Table::Certificates,
+            Table::Revocations,
+            Table::Enrollments,
+            Table::EnrollReplay,
+            Table::EnrollSettings,
+        ],
+    )
 }
 
 /// Outbox schema 1.

@@ -24,8 +24,9 @@ pub use codec::Record;
 pub use db::{CommitStats, Schema, Store, StoreOptions, OUTBOX, SCHEMA_VERSION, STATE};
 pub use error::StoreError;
 pub use records::{
-    AdminTokenRecord, ApiTokenRecord, AuditHeadRecord, AuditRecord, DeadLetterRecord, DocRecord,
-    EventRecord, FormationRecord, OrgRecord, QuotasRecord, SinkRecord, SourceRecord,
+    AdminTokenRecord, ApiTokenRecord, AuditHeadRecord, AuditRecord, BootTokenRecord, CertRecord,
+    DeadLetterRecord, DocRecord, EnrollSettingsRecord, EventRecord, FormationRecord, OrgRecord,
+    PendingRecord, QuotasRecord, RevocationRecord, SinkRecord, SourceRecord,
 };
 pub use tables::{keys, Table};
 pub use txn::{ReadView, Reader, Txn};

@@ -109,6 +109,106 @@ impl Record for AuditHeadRecord {
     const VERSION: u8 = 1;
 }
 
+/// A bootstrap token for enrollment: the secret is shown once; only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootTokenRecord {
+    pub token_id: String,
+    pub org_id: String,
+    pub app_id: String,
+    pub label: String,
+    pub secret_hash: [u8; 32],
+    pub tier: u8,
+    pub permissions: u8,
+    /// `None`: unlimited until expiry or revocation.
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub revoked_at_ms: Option<u64>,
+    pub created_by: String,
+}
+
+impl Record for BootTokenRecord {
+    const KIND: &'static str = "boot-token";
+    const VERSION: u8 = 1;
+}
+
+/// An issued certificate, kept for the inventory, renewal and revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    pub certificate: Vec<u8>,
+    pub subject: [u8; 32],
+    pub node_id: String,
+    pub tier: u8,
+    pub permissions: u8,
+    pub issued_at_ms: u64,
+    pub expires_at_ms: u64,
+    /// How it was granted: `open`, `token:<id>`, `oidc:<issuer>#<sub>`, `approval:<id>`, `renewal`.
+    pub granted_via: String,
+}
+
+impl Record for CertRecord {
+    const KIND: &'static str = "certificate";
+    const VERSION: u8 = 1;
+}
+
+/// A revoked subject key; never deleted while its formation lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    pub subject: [u8; 32],
+    pub reason: String,
+    pub revoked_at_ms: u64,
+    pub revoked_by: String,
+}
+
+impl Record for RevocationRecord {
+    const KIND: &'static str = "revocation";
+    const VERSION: u8 = 1;
+}
+
+/// An enrollment awaiting (or past) an operator's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    pub enrollment_id: String,
+    /// The signed request as received (binary form).
+    pub request: Vec<u8>,
+    pub tier: u8,
+    pub permissions: u8,
+    /// Who the identity check said the requester is.
+    pub identity: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    /// 0 pending, 1 approved, 2 denied.
+    pub state: u8,
+    pub decided_by: Option<String>,
+    pub decided_at_ms: Option<u64>,
+    pub reason: Option<String>,
+    /// Fingerprint of the certificate issued on approval.
+    pub certificate: Option<[u8; 32]>,
+}
+
+impl Record for PendingRecord {
+    const KIND: &'static str = "enrollment";
+    const VERSION: u8 = 1;
+}
+
+/// Per-formation enrollment settings; absent means the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollSettingsRecord {
+    pub validity_secs: u64,
+    pub window_secs: u64,
+    pub backdate_secs: u64,
+    pub deliver_formation_secret: bool,
+    pub open_tier: u8,
+    pub open_permissions: u8,
+    pub approval_ttl_secs: u64,
+}
+
+impl Record for EnrollSettingsRecord {
+    const KIND: &'static str = "enroll-settings";
+    const VERSION: u8 = 1;
+}
+
 /// A CDC sink's definition; its delivery cursor lives in the outbox database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkRecord {

@@ -11,6 +11,13 @@
 //! audit_by_org       org_uid (16) seq u64 BE     -> empty
 //! sinks              org_id 0x00 sink_id         -> SinkRecord
 //! sources            org_id 0x00 app_id          -> SourceRecord
+//! boot_tokens        token_id                    -> BootTokenRecord
+//! boot_tokens_by_formation  org 0x00 app 0x00 token_id -> empty
+//! certificates       org 0x00 app 0x00 fingerprint (32) -> CertRecord
+//! revocations        org 0x00 app 0x00 subject (32)     -> RevocationRecord
+//! enrollments        org 0x00 app 0x00 enrollment_id    -> PendingRecord
+//! enroll_replay      expires_ms u64 BE ‖ SHA-256 of the request -> empty
+//! enroll_settings    org_id 0x00 app_id          -> EnrollSettingsRecord
 //!
 //! cdc.redb (outbox schema):
 //! meta               utf-8 name                  -> raw (schema_version, next_lsn, gateway_id, …)
@@ -37,6 +44,13 @@ pub enum Table {
     AuditByOrg,
     Sinks,
     Sources,
+    BootTokens,
+    BootTokensByFormation,
+    Certificates,
+    Revocations,
+    Enrollments,
+    EnrollReplay,
+    EnrollSettings,
     Events,
     Docs,
     Cursors,
@@ -60,6 +74,13 @@ impl Table {
             Table::AuditByOrg => "audit_by_org",
             Table::Sinks => "sinks",
             Table::Sources => "sources",
+            Table::BootTokens => "boot_tokens",
+            Table::BootTokensByFormation => "boot_tokens_by_formation",
+            Table::Certificates => "certificates",
+            Table::Revocations => "revocations",
+            Table::Enrollments => "enrollments",
+            Table::EnrollReplay => "enroll_replay",
+            Table::EnrollSettings => "enroll_settings",
             Table::Events => "events",
             Table::Docs => "docs",
             Table::Cursors => "cursors",
@@ -118,6 +139,19 @@ pub mod keys {
     pub fn audit_by_org(org_uid: &[u8; 16], seq: u64) -> Vec<u8> {
         let mut k = org_uid.to_vec();
         k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    /// `org 0x00 app 0x00 tail`: a row owned by one formation.
+    pub fn formation_row(org: &str, app: &str, tail: &[u8]) -> Vec<u8> {
+        let mut k = sealed_prefix(org, app);
+        k.extend_from_slice(tail);
+        k
+    }
+
+    pub fn replay(expires_ms: u64, digest: &[u8; 32]) -> Vec<u8> {
+        let mut k = expires_ms.to_be_bytes().to_vec();
+        k.extend_from_slice(digest);
         k
     }
 

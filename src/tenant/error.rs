@@ -19,6 +19,11 @@ pub enum TenantError {
     QuotaExceeded { quota: &'static str, limit: u32 },
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    #[error("too many {what}; retry in {retry_after_secs} s")]
+    RateLimited {
+        what: &'static str,
+        retry_after_secs: u32,
+    },
     #[error("sealed key material could not be opened")]
     Key(#[from] KeyError),
     #[error("stored genesis is malformed")]
@@ -44,6 +49,7 @@ impl TenantError {
                 | Self::Conflict { .. }
                 | Self::QuotaExceeded { .. }
                 | Self::Invalid { .. }
+                | Self::RateLimited { .. }
         )
     }
 
@@ -56,6 +62,7 @@ impl TenantError {
             Self::Conflict { .. } => "conflict",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Invalid { .. } => "invalid",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Key(_) => "key_error",
             Self::Mesh(_) => "mesh_error",
             Self::Store(_) => "store_error",

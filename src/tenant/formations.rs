@@ -7,7 +7,7 @@ use super::service::Tenancy;
 use super::{now_ms, validate_id, OrgScope, TenantError};
 use crate::keys::{random_secret32, RecordIdentity};
 use crate::mesh::{MembershipPolicy, MeshGenesis};
-use crate::store::{keys, FormationRecord, Reader, Record, Table};
+use crate::store::{keys, FormationRecord, Reader, Record, Table, Txn};
 
 /// Largest page of `GET /orgs/{org}/formations`.
 pub const MAX_FORMATION_PAGE: usize = 1000;
@@ -65,6 +65,25 @@ fn genesis_identity<'a>(org: &'a str, app: &'a str) -> RecordIdentity<'a> {
         kind: GENESIS_KIND,
         codec_version: GENESIS_CODEC,
     }
+}
+
+fn key_settings(org: &str, app: &str) -> Vec<u8> {
+    keys::formation(org, app)
+}
+
+/// Removes every enrollment row under `prefix` (a formation's or an org's): bootstrap tokens
+/// die with their formation, and so do its certificates, revocations and approvals.
+pub(crate) fn delete_enrollment_rows(t: &mut Txn<'_>, prefix: &[u8]) -> Result<(), TenantError> {
+    for (k, _) in t.scan(Table::BootTokensByFormation, prefix, None, usize::MAX)? {
+        if let Some(id) = k.rsplit(|b| *b == 0).next() {
+            t.delete(Table::BootTokens, id.to_vec());
+        }
+        t.delete(Table::BootTokensByFormation, k);
+    }
+    t.delete_prefix(Table::Certificates, prefix)?;
+    t.delete_prefix(Table::Revocations, prefix)?;
+    t.delete_prefix(Table::Enrollments, prefix)?;
+    Ok(())
 }
 
 impl Tenancy {
@@ -212,7 +231,10 @@ impl Tenancy {
                     .ok_or(TenantError::NotFound { what: "formation" })?;
                 t.delete(Table::Sources, key.clone());
                 t.delete(Table::Formations, key);
-                t.delete_prefix(Table::Sealed, &keys::sealed_prefix(&org_id, &app_id))?;
+                let rows = keys::sealed_prefix(&org_id, &app_id);
+                t.delete_prefix(Table::Sealed, &rows)?;
+                delete_enrollment_rows(t, &rows)?;
+                t.delete(Table::EnrollSettings, key_settings(&org_id, &app_id));
                 Ok((rec.formation_uid, Some((org.org_id, org.org_uid))))
             },
         )
@@ -220,6 +242,34 @@ impl Tenancy {
     }
 
     /// Opens the sealed genesis; the export is audited before it is returned.
+    /// The formation and its opened genesis (which holds the authority key: never log it).
+    pub(crate) async fn open_genesis(
+        &self,
+        org_id: &str,
+        app_id: &str,
+    ) -> Result<(Formation, MeshGenesis), TenantError> {
+        let (org, app) = (org_id.to_owned(), app_id.to_owned());
+        let (rec, sealed) = self
+            .store
+            .read(move |r| {
+                let rec: FormationRecord = r
+                    .get(Table::Formations, &keys::formation(&org, &app))?
+                    .ok_or(TenantError::NotFound { what: "formation" })?;
+                let sealed = r
+                    .get_raw(Table::Sealed, &keys::sealed(&org, &app, GENESIS_KIND))?
+                    .ok_or(TenantError::NotFound {
+                        what: "formation genesis",
+                    })?;
+                Ok::<_, TenantError>((rec, sealed))
+            })
+            .await?;
+        let plain = self
+            .keyring
+            .open(genesis_identity(org_id, app_id), &sealed)
+            .await?;
+        Ok((Formation::try_from(rec)?, MeshGenesis::decode(&plain)?))
+    }
+
     pub async fn export_credentials(
         &self,
         scope: &OrgScope,
@@ -227,25 +277,7 @@ impl Tenancy {
     ) -> Result<CredentialsExport, TenantError> {
         let org_id = scope.org_id().to_owned();
         let app = app_id.to_owned();
-        let sealed = {
-            let (org_id, app) = (org_id.clone(), app.clone());
-            self.store
-                .read(move |r| {
-                    if !r.exists(Table::Formations, &keys::formation(&org_id, &app))? {
-                        return Err(TenantError::NotFound { what: "formation" });
-                    }
-                    r.get_raw(Table::Sealed, &keys::sealed(&org_id, &app, GENESIS_KIND))?
-                        .ok_or(TenantError::NotFound {
-                            what: "formation genesis",
-                        })
-                })
-                .await?
-        };
-        let plain = self
-            .keyring
-            .open(genesis_identity(&org_id, &app), &sealed)
-            .await?;
-        let genesis = MeshGenesis::decode(&plain)?;
+        let (_, genesis) = self.open_genesis(&org_id, &app).await?;
         let creds = genesis.credentials();
         let export = CredentialsExport {
             mesh_id: genesis.mesh_id(),

@@ -25,14 +25,18 @@ mod sinks;
 mod sources;
 mod tokens;
 
+pub(crate) use audit::{append as audit_append, Event as AuditEvent};
 pub use audit::{AuditEntry, AuditPage, ChainReport};
 pub use clock::now_ms;
 pub use error::TenantError;
 pub use formations::{CredentialsExport, Formation, NewFormation};
 pub use ids::validate_id;
+pub(crate) use ids::{random_token_id, random_uid};
+pub(crate) use orgs::load_org;
 pub use orgs::{NewOrg, Org, OrgPatch, Quotas, QuotasPatch};
 pub use principal::{Actor, Need, OrgScope, Principal, Role};
 pub use rekey::RewrapReport;
+pub(crate) use service::{random_secret, token_hash};
 pub use service::{AdminAuth, AdminBootstrap, Tenancy};
 pub use sinks::{
     parse_mqtt_url, split_password, with_password, MqttAddr, NewSink, SinkDef, SinkPatch,

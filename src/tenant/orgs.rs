@@ -320,6 +320,8 @@ impl Tenancy {
                 t.delete_prefix(Table::Sealed, &prefix)?;
                 t.delete_prefix(Table::Sinks, &prefix)?;
                 t.delete_prefix(Table::Sources, &prefix)?;
+                t.delete_prefix(Table::EnrollSettings, &prefix)?;
+                super::formations::delete_enrollment_rows(t, &prefix)?;
                 let tokens = t.scan(Table::ApiTokensByOrg, &prefix, None, usize::MAX)?;
                 for (k, _) in tokens {
                     if let Some(token_id) = keys::suffix_str(&k, &prefix) {

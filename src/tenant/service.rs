@@ -277,6 +277,37 @@ impl Tenancy {
         res
     }
 
+    /// One audit record with a free-form outcome (enrollment decisions carry their reason).
+    pub(crate) async fn record_event(
+        &self,
+        actor: &Actor,
+        org: Option<String>,
+        action: &'static str,
+        target: String,
+        outcome: String,
+    ) -> Result<(), TenantError> {
+        let actor = actor.clone();
+        self.store
+            .write(move |t| -> Result<(), TenantError> {
+                let org_rec = match &org {
+                    Some(id) => t.get::<crate::store::OrgRecord>(Table::Orgs, &keys::org(id))?,
+                    None => None,
+                };
+                audit::append(
+                    t,
+                    Event {
+                        org: org_rec.as_ref().map(|o| (o.org_id.as_str(), o.org_uid)),
+                        actor: &actor,
+                        action,
+                        target: &target,
+                        outcome: &outcome,
+                    },
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
     pub(crate) async fn record_refusal(
         &self,
         actor: &Actor,

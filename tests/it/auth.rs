@@ -21,6 +21,8 @@ enum Who {
 #[derive(Clone, Copy, Debug)]
 enum Rule {
     Public,
+    /// Device-facing and unauthenticated: every caller gets the same validation answer.
+    Device,
     /// Admin only, not scoped to an org in the path.
     Gateway,
     /// Org-scoped; the listed roles may call it.
@@ -37,6 +39,33 @@ const INGEST: &[&str] = &["org-admin", "operator", "ingest"];
 fn expectation(method: &str, path: &str) -> Rule {
     match (method, path) {
         (_, "/health" | "/ready" | "/metrics" | "/openapi.json") => Rule::Public,
+        (
+            _,
+            "/orgs/{org_id}/formations/{app_id}/enroll"
+            | "/orgs/{org_id}/formations/{app_id}/renew"
+            | "/orgs/{org_id}/formations/{app_id}/enroll/{enrollment_id}",
+        ) => Rule::Device,
+        ("post", "/orgs/{org_id}/tokens") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/formations/{app_id}/tokens") => Rule::Org(MANAGE),
+        ("get" | "delete", "/orgs/{org_id}/tokens/{token_id}") => Rule::Org(MANAGE),
+        ("post", "/orgs/{org_id}/tokens/{token_id}/revoke") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/formations/{app_id}/enrollment-settings") => Rule::Org(READ),
+        ("put", "/orgs/{org_id}/formations/{app_id}/enrollment-settings") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/enrollments") => Rule::Org(READ),
+        (
+            "post",
+            "/orgs/{org_id}/enrollments/{enrollment_id}/approve"
+            | "/orgs/{org_id}/enrollments/{enrollment_id}/deny",
+        ) => Rule::Org(OPERATE),
+        (
+            "get",
+            "/orgs/{org_id}/formations/{app_id}/certificates"
+            | "/orgs/{org_id}/formations/{app_id}/certificates/{fingerprint}"
+            | "/orgs/{org_id}/formations/{app_id}/revocations",
+        ) => Rule::Org(READ),
+        ("post", "/orgs/{org_id}/formations/{app_id}/certificates/{fingerprint}/revoke") => {
+            Rule::Org(OPERATE)
+        }
         ("post", "/orgs") => Rule::Gateway,
         ("get", "/audit") => Rule::Gateway,
         ("get", "/orgs") => Rule::Org(READ),
@@ -90,6 +119,15 @@ fn harmless_body(method: &str, path: &str) -> Option<Value> {
         }
         ("post", "/orgs/{org_id}/formations") => Some(json!({"app_id": "bad id"})),
         ("post", "/orgs/{org_id}/api-tokens") => Some(json!({"name": "", "role": "viewer"})),
+        ("post", "/orgs/{org_id}/tokens") => Some(json!({"app_id": "mesh-a", "max_uses": 0})),
+        (
+            "post",
+            "/orgs/{org_id}/enrollments/{enrollment_id}/deny"
+            | "/orgs/{org_id}/formations/{app_id}/certificates/{fingerprint}/revoke",
+        ) => Some(json!({"reason": "x"})),
+        ("put", "/orgs/{org_id}/formations/{app_id}/enrollment-settings") => {
+            Some(json!({"validity_secs": 1}))
+        }
         _ => None,
     }
 }
@@ -166,7 +204,9 @@ async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking(
                         },
                     )
                     .replace("{token_id}", "0000000000000000")
-                    .replace("{sink_id}", "0000000000000000");
+                    .replace("{sink_id}", "0000000000000000")
+                    .replace("{enrollment_id}", "00000000000000000000000000000000")
+                    .replace("{fingerprint}", &"0".repeat(64));
                 let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 let (status, body) = g
                     .call(m, &concrete, tok.as_deref(), harmless_body(method, path))
@@ -174,6 +214,7 @@ async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking(
                 let ctx = format!("{method} {concrete} as {who:?}: {status} {body}");
                 match (rule, who) {
                     (Rule::Public, _) => assert_eq!(status, 200, "{ctx}"),
+                    (Rule::Device, _) => assert!([404, 415].contains(&status), "{ctx}"),
                     (_, Who::Nobody | Who::BadToken) => {
                         assert_eq!(status, 401, "{ctx}");
                         assert_eq!(error_code(&body), "unauthenticated", "{ctx}");

@@ -9,7 +9,7 @@ use crate::cdc::{file_sink, ingest, setup, status_when, upsert};
 use crate::harness::{Gateway, GatewayOpts, ADMIN};
 
 /// Reads SSE events (event name, id, data) until `n` arrived or a deadline passed.
-async fn read_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, String, Value)> {
+pub async fn read_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, String, Value)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = String::new();
     let mut out = Vec::new();
@@ -40,7 +40,7 @@ async fn read_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, Str
     out
 }
 
-async fn open(g: &Gateway, last: Option<&str>) -> reqwest::Response {
+pub async fn open(g: &Gateway, last: Option<&str>) -> reqwest::Response {
     let mut r = reqwest::Client::new()
         .get(format!("{}/orgs/acme/events/stream", g.base()))
         .bearer_auth(ADMIN);

@@ -11,6 +11,7 @@ mod crash;
 mod crud;
 mod demo;
 mod docs;
+mod enroll;
 mod events;
 mod kms;
 mod secrets;
