@@ -20,6 +20,7 @@ mod events;
 mod extract;
 mod formations;
 mod health;
+mod identity;
 mod orgs;
 mod sinks;
 mod sources;
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     let book = events::routes(book);
     let book = enroll::routes(book);
     let book = authority::routes(book);
+    let book = identity::routes(book);
     let (routes, openapi) = book.finish(env!("CARGO_PKG_VERSION"));
     let state = state.with_openapi(openapi);
     let routes = routes.merge(ui::routes(&state));

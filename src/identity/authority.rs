@@ -11,6 +11,8 @@ use super::bootstrap::{self, BOOT_TOKEN_PREFIX};
 use super::certs;
 use super::events::{EnrollEvent, EnrollEvents};
 use super::limits::EnrollLimits;
+use super::oidc::Oidc;
+use super::rules::{self, Verdict};
 use super::settings::{self, EnrollSettings};
 use crate::mesh::{
     CertificateFields, EnrollmentRequest, MembershipPolicy, MeshCertificate, MeshTier, Permissions,
@@ -82,6 +84,12 @@ enum Admission {
     Open,
     Token(Zeroizing<String>),
     Renewal,
+    /// An identity provider vouched for the requester and a claim rule allowed it.
+    Granted {
+        tier: MeshTier,
+        permissions: Permissions,
+        via: String,
+    },
 }
 
 /// The formation authority: decides enrollments, issues certificates.
@@ -90,6 +98,7 @@ pub struct Authority {
     tenancy: Tenancy,
     limits: EnrollLimits,
     events: EnrollEvents,
+    oidc: Oidc,
 }
 
 pub(crate) fn device_actor(subject: &[u8; 32]) -> Actor {
@@ -147,10 +156,52 @@ fn prune_replay(t: &mut Txn<'_>, now: u64) -> Result<(), TenantError> {
 impl Authority {
     pub fn new(tenancy: Tenancy, limits: EnrollLimits) -> Self {
         Self {
+            oidc: Oidc::new(tenancy.clone()),
             tenancy,
             limits,
             events: EnrollEvents::default(),
         }
+    }
+
+    pub fn oidc(&self) -> &Oidc {
+        &self.oidc
+    }
+
+    /// Verifies an identity-provider token and applies the org's claim rules.
+    async fn federated(
+        &self,
+        org: &str,
+        app: &str,
+        token: &str,
+    ) -> Result<Result<Admission, String>, TenantError> {
+        let identity = match self.oidc.verify(org, token).await? {
+            Ok(i) => i,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let o = org.to_owned();
+        let (rules, no_match) = self
+            .tenancy
+            .store()
+            .read(move |r| Ok::<_, TenantError>((rules::load_all(r, &o)?, rules::no_match(r, &o)?)))
+            .await?;
+        let who = format!("oidc:{}#{}", identity.issuer, identity.subject);
+        Ok(
+            match rules::evaluate(&rules, &identity.claims, Some(app), no_match) {
+                Verdict::Allow {
+                    tier,
+                    permissions,
+                    rule_id,
+                } => Ok(Admission::Granted {
+                    tier,
+                    permissions,
+                    via: match rule_id {
+                        Some(id) => format!("{who} (rule {id})"),
+                        None => who,
+                    },
+                }),
+                Verdict::Deny { reason, .. } => Err(format!("{reason} ({who})")),
+            },
+        )
     }
 
     pub fn tenancy(&self) -> &Tenancy {
@@ -245,10 +296,10 @@ impl Authority {
                     Ok(Admission::Token(Zeroizing::new(token.to_owned())))
                 }
                 _ if token.is_empty() => Err(format!(
-                    "this formation's policy is {}: a bootstrap token is required",
+                    "this formation's policy is {}: a bootstrap token or an identity-provider token is required",
                     formation.policy.name()
                 )),
-                _ => Err("the token is not a bootstrap token of this gateway".to_owned()),
+                _ => self.federated(org, app, token).await?,
             }
         };
 
@@ -410,6 +461,11 @@ fn decide(
             ),
             Err(reason) => return deny(reason.to_owned()),
         },
+        Admission::Granted {
+            tier,
+            permissions,
+            via,
+        } => (tier, permissions, via),
         Admission::Renewal => match certs::current_for(t, org, app, &req.subject, now)? {
             Some(c) if c.node_id == req.node_id => (c.tier, c.permissions, "renewal".to_owned()),
             Some(_) => return deny("renewal must keep the node id of the current certificate".into()),

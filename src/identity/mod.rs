@@ -20,6 +20,8 @@ pub mod bootstrap;
 pub mod certs;
 mod events;
 mod limits;
+pub mod oidc;
+pub mod rules;
 pub mod settings;
 
 pub use approvals::PendingInfo;

@@ -31,7 +31,7 @@ impl Schema {
 /// `state.redb`: tenancy, keys, sinks, audit.
 pub static STATE: Schema = Schema {
     name: "state",
-    migrations: &[state_v1, state_v2, state_v3, state_v4],
+    migrations: &[state_v1, state_v2, state_v3, state_v4, state_v5],
 };
 
 /// `cdc.redb`: the outbox and everything that churns with it.
@@ -41,7 +41,7 @@ pub static OUTBOX: Schema = Schema {
 };
 
 /// The state schema this build writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -332,6 +332,19 @@ fn state_v4(wtx: &WriteTransaction) -> Result<(), StoreError> {
             Table::Enrollments,
             Table::EnrollReplay,
             Table::EnrollSettings,
+        ],
+    )
+}
+
+/// State schema 5: identity providers, their cached keys, claim rules, org identity settings.
+fn state_v5(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    create(
+        wtx,
+        &[
+            Table::Idps,
+            Table::IdpKeys,
+            Table::PolicyRules,
+            Table::IdentitySettings,
         ],
     )
 }

@@ -25,8 +25,9 @@ pub use db::{CommitStats, Schema, Store, StoreOptions, OUTBOX, SCHEMA_VERSION, S
 pub use error::StoreError;
 pub use records::{
     AdminTokenRecord, ApiTokenRecord, AuditHeadRecord, AuditRecord, BootTokenRecord, CertRecord,
-    DeadLetterRecord, DocRecord, EnrollSettingsRecord, EventRecord, FormationRecord, OrgRecord,
-    PendingRecord, QuotasRecord, RevocationRecord, SinkRecord, SourceRecord,
+    DeadLetterRecord, DocRecord, EnrollSettingsRecord, EventRecord, FormationRecord,
+    IdentitySettingsRecord, IdpKeysRecord, IdpRecord, OrgRecord, PendingRecord, QuotasRecord,
+    RevocationRecord, RuleRecord, SinkRecord, SourceRecord,
 };
 pub use tables::{keys, Table};
 pub use txn::{ReadView, Reader, Txn};

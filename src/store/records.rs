@@ -209,6 +209,77 @@ impl Record for EnrollSettingsRecord {
     const VERSION: u8 = 1;
 }
 
+/// An org's OpenID provider. The client secret, when set, is a sealed record of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdpRecord {
+    pub idp_id: String,
+    pub issuer: String,
+    pub audience: String,
+    pub algorithms: Vec<String>,
+    pub client_id: Option<String>,
+    pub has_client_secret: bool,
+    pub tls_ca_pem: Option<String>,
+    pub enabled: bool,
+    pub introspection: bool,
+    pub max_staleness_secs: u64,
+    pub clock_skew_secs: u64,
+    pub min_refresh_secs: u64,
+    pub created_at_ms: u64,
+}
+
+impl Record for IdpRecord {
+    const KIND: &'static str = "idp";
+    const VERSION: u8 = 1;
+}
+
+/// What was last fetched from an IdP; served while it is unreachable, up to a staleness limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdpKeysRecord {
+    pub jwks_json: String,
+    pub jwks_uri: String,
+    pub introspection_endpoint: Option<String>,
+    pub fetched_at_ms: u64,
+    pub last_attempt_ms: u64,
+    pub last_error: Option<String>,
+}
+
+impl Record for IdpKeysRecord {
+    const KIND: &'static str = "idp-keys";
+    const VERSION: u8 = 1;
+}
+
+/// One claim rule; `conditions` hold (claim path, operator byte, JSON value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    pub rule_id: String,
+    pub priority: u32,
+    pub deny: bool,
+    pub conditions: Vec<(String, u8, String)>,
+    pub tier: u8,
+    pub permissions: u8,
+    pub formations: Vec<String>,
+    pub description: String,
+    pub created_at_ms: u64,
+}
+
+impl Record for RuleRecord {
+    const KIND: &'static str = "rule";
+    const VERSION: u8 = 1;
+}
+
+/// What an org's claims get when no rule matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentitySettingsRecord {
+    pub no_match_allow: bool,
+    pub no_match_tier: u8,
+    pub no_match_permissions: u8,
+}
+
+impl Record for IdentitySettingsRecord {
+    const KIND: &'static str = "identity-settings";
+    const VERSION: u8 = 1;
+}
+
 /// A CDC sink's definition; its delivery cursor lives in the outbox database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkRecord {

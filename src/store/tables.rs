@@ -18,6 +18,10 @@
 //! enrollments        org 0x00 app 0x00 enrollment_id    -> PendingRecord
 //! enroll_replay      expires_ms u64 BE ‖ SHA-256 of the request -> empty
 //! enroll_settings    org_id 0x00 app_id          -> EnrollSettingsRecord
+//! idps               org_id 0x00 idp_id          -> IdpRecord
+//! idp_keys           org_id 0x00 idp_id          -> IdpKeysRecord (discovery + JWKS cache)
+//! policy_rules       org_id 0x00 rule_id         -> RuleRecord
+//! identity_settings  org_id                      -> IdentitySettingsRecord
 //!
 //! cdc.redb (outbox schema):
 //! meta               utf-8 name                  -> raw (schema_version, next_lsn, gateway_id, …)
@@ -51,6 +55,10 @@ pub enum Table {
     Enrollments,
     EnrollReplay,
     EnrollSettings,
+    Idps,
+    IdpKeys,
+    PolicyRules,
+    IdentitySettings,
     Events,
     Docs,
     Cursors,
@@ -81,6 +89,10 @@ impl Table {
             Table::Enrollments => "enrollments",
             Table::EnrollReplay => "enroll_replay",
             Table::EnrollSettings => "enroll_settings",
+            Table::Idps => "idps",
+            Table::IdpKeys => "idp_keys",
+            Table::PolicyRules => "policy_rules",
+            Table::IdentitySettings => "identity_settings",
             Table::Events => "events",
             Table::Docs => "docs",
             Table::Cursors => "cursors",

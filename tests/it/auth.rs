@@ -46,6 +46,17 @@ fn expectation(method: &str, path: &str) -> Rule {
             | "/orgs/{org_id}/formations/{app_id}/enroll/{enrollment_id}",
         ) => Rule::Device,
         ("post", "/orgs/{org_id}/tokens") => Rule::Org(MANAGE),
+        ("post", "/orgs/{org_id}/idps" | "/orgs/{org_id}/idps/{idp_id}/refresh") => {
+            Rule::Org(MANAGE)
+        }
+        ("patch" | "delete", "/orgs/{org_id}/idps/{idp_id}") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/idps" | "/orgs/{org_id}/idps/{idp_id}") => Rule::Org(READ),
+        ("post", "/orgs/{org_id}/policy-rules") => Rule::Org(MANAGE),
+        ("delete", "/orgs/{org_id}/policy-rules/{rule_id}") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/policy-rules") => Rule::Org(READ),
+        ("post", "/orgs/{org_id}/policy-rules/evaluate") => Rule::Org(READ),
+        ("get", "/orgs/{org_id}/identity-settings") => Rule::Org(READ),
+        ("put", "/orgs/{org_id}/identity-settings") => Rule::Org(MANAGE),
         ("get", "/orgs/{org_id}/formations/{app_id}/tokens") => Rule::Org(MANAGE),
         ("get" | "delete", "/orgs/{org_id}/tokens/{token_id}") => Rule::Org(MANAGE),
         ("post", "/orgs/{org_id}/tokens/{token_id}/revoke") => Rule::Org(MANAGE),
@@ -109,6 +120,7 @@ fn harmless_body(method: &str, path: &str) -> Option<Value> {
         ("post", "/orgs") => Some(json!({"org_id": "", "display_name": "x"})),
         ("patch", "/orgs/{org_id}/sinks/{sink_id}") => Some(json!({"enabled": true})),
         ("post", "/orgs/{org_id}/sinks/{sink_id}/dead-letters") => Some(json!({"action": "nope"})),
+        ("patch", "/orgs/{org_id}/idps/{idp_id}") => Some(json!({"enabled": true})),
         ("patch", _) => Some(json!({"display_name": ""})),
         ("post", "/orgs/{org_id}/sinks") => {
             Some(json!({"sink_type": {"File": {"name": "bad name"}}}))
@@ -120,6 +132,12 @@ fn harmless_body(method: &str, path: &str) -> Option<Value> {
         ("post", "/orgs/{org_id}/formations") => Some(json!({"app_id": "bad id"})),
         ("post", "/orgs/{org_id}/api-tokens") => Some(json!({"name": "", "role": "viewer"})),
         ("post", "/orgs/{org_id}/tokens") => Some(json!({"app_id": "mesh-a", "max_uses": 0})),
+        ("post", "/orgs/{org_id}/idps") => {
+            Some(json!({"issuer": "http://idp.example", "audience": "a"}))
+        }
+        ("post", "/orgs/{org_id}/policy-rules") => Some(json!({"conditions": []})),
+        ("post", "/orgs/{org_id}/policy-rules/evaluate") => Some(json!({"claims": {}})),
+        ("put", "/orgs/{org_id}/identity-settings") => Some(json!({"no_match": "maybe"})),
         (
             "post",
             "/orgs/{org_id}/enrollments/{enrollment_id}/deny"
@@ -206,7 +224,9 @@ async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking(
                     .replace("{token_id}", "0000000000000000")
                     .replace("{sink_id}", "0000000000000000")
                     .replace("{enrollment_id}", "00000000000000000000000000000000")
-                    .replace("{fingerprint}", &"0".repeat(64));
+                    .replace("{fingerprint}", &"0".repeat(64))
+                    .replace("{idp_id}", "0000000000000000")
+                    .replace("{rule_id}", "0000000000000000");
                 let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 let (status, body) = g
                     .call(m, &concrete, tok.as_deref(), harmless_body(method, path))

@@ -14,6 +14,7 @@ mod docs;
 mod enroll;
 mod events;
 mod kms;
+mod oidc;
 mod secrets;
 mod sink_mqtt;
 mod sink_nats;

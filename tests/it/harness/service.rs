@@ -274,3 +274,14 @@ pub async fn openbao() -> Service {
 pub async fn moto() -> Service {
     Service::start("moto", "moto_server", &["-H", "127.0.0.1", "-p", "{port}"]).await
 }
+
+/// panva/oidc-provider (tests/oidc/server.mjs): a real OpenID provider issuing signed JWTs.
+pub async fn oidc() -> Service {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
+    assert!(
+        dir.join("node_modules/oidc-provider").exists(),
+        "oidc-provider is not installed; run scripts/setup (npm ci in tests/oidc)"
+    );
+    let script = dir.join("server.mjs").display().to_string();
+    Service::start("oidc-provider", "node", &[script.as_str(), "{port}"]).await
+}

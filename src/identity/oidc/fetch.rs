@@ -1,0 +1,148 @@
+//! Talking to an OpenID provider: discovery, JWKS and token introspection, each with a
+//! timeout, no redirects, and https only (plain http is accepted for loopback providers).
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// A JWKS or discovery document larger than this is refused.
+const MAX_DOC: usize = 256 * 1024;
+
+/// An https URL, or http to a loopback host; `what` names the setting in the error.
+pub fn check_url(what: &str, url: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(url).map_err(|e| format!("{what} is not a URL: {e}"))?;
+    let loopback = matches!(u.host(), Some(url::Host::Domain("localhost")))
+        || matches!(u.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+        || matches!(u.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+    match u.scheme() {
+        "https" => Ok(u),
+        "http" if loopback => Ok(u),
+        _ => Err(format!(
+            "{what} must be https:// (plain http only to a loopback address)"
+        )),
+    }
+}
+
+pub(crate) fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .connect_timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(pem) = ca_pem {
+        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+            .map_err(|e| format!("tls_ca_pem: {e}"))?;
+        b = b.add_root_certificate(cert).tls_built_in_root_certs(false);
+    }
+    b.build()
+        .map_err(|e| format!("building the HTTP client: {e}"))
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let resp = http
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {}", short(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("GET {url}: HTTP {}", resp.status().as_u16()));
+    }
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("GET {url}: {}", short(&e)))?;
+    if bytes.len() > MAX_DOC {
+        return Err(format!("GET {url}: answer larger than {MAX_DOC} bytes"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| format!("GET {url}: not JSON: {e}"))
+}
+
+fn short(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection refused or unreachable".into()
+    } else {
+        e.to_string()
+    }
+}
+
+/// What discovery and the JWKS said.
+pub struct Fetched {
+    pub jwks_json: String,
+    pub jwks_uri: String,
+    pub introspection_endpoint: Option<String>,
+}
+
+/// Discovery (the issuer it names must be exactly ours), then the JWKS it points to.
+pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Fetched, String> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let doc = get_json(http, &url).await?;
+    if doc["issuer"].as_str() != Some(issuer) {
+        return Err(format!(
+            "discovery names issuer {} but the provider is configured as {issuer}",
+            doc["issuer"]
+        ));
+    }
+    let jwks_uri = doc["jwks_uri"]
+        .as_str()
+        .ok_or("discovery has no jwks_uri")?
+        .to_owned();
+    check_url("jwks_uri", &jwks_uri)?;
+    let jwks = get_json(http, &jwks_uri).await?;
+    if !jwks["keys"].is_array() {
+        return Err(format!("{jwks_uri} holds no `keys` array"));
+    }
+    let introspection_endpoint = doc["introspection_endpoint"].as_str().map(str::to_owned);
+    Ok(Fetched {
+        jwks_json: jwks.to_string(),
+        jwks_uri,
+        introspection_endpoint,
+    })
+}
+
+/// RFC 7662 introspection with client credentials; the claims when `active` is true.
+pub async fn introspect(
+    http: &reqwest::Client,
+    endpoint: &str,
+    client_id: &str,
+    client_secret: &str,
+    token: &str,
+) -> Result<Option<Value>, String> {
+    check_url("introspection_endpoint", endpoint)?;
+    let resp = http
+        .post(endpoint)
+        .basic_auth(client_id, Some(client_secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .map_err(|e| format!("introspection: {}", short(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("introspection: HTTP {}", resp.status().as_u16()));
+    }
+    let v: Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("introspection: not JSON: {e}"))?;
+    Ok((v["active"] == true).then_some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_url;
+
+    #[test]
+    fn only_https_or_loopback_http_is_accepted() {
+        assert!(check_url("issuer", "https://idp.example").is_ok());
+        assert!(check_url("issuer", "http://127.0.0.1:8080").is_ok());
+        assert!(check_url("issuer", "http://localhost:1").is_ok());
+        assert!(check_url("issuer", "http://[::1]:1").is_ok());
+        assert!(check_url("issuer", "http://idp.example").is_err());
+        assert!(check_url("issuer", "ftp://idp.example").is_err());
+        assert!(check_url("issuer", "not a url").is_err());
+    }
+}
