@@ -101,6 +101,11 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         revoke_cert,
         doc("Revoke the certificate's key: every certificate of that key stops being valid", operate, Some(reason_schema(true)), 200),
     )
+    .post(
+        "/orgs/{org_id}/formations/{app_id}/certificates/publish",
+        publish_all,
+        doc("Write every current certificate and every revocation to the node through the formation's sidecar", operate, None, 200),
+    )
     .get(
         "/orgs/{org_id}/formations/{app_id}/revocations",
         list_revocations,
@@ -126,7 +131,8 @@ fn settings_schema() -> Value {
         "deliver_formation_secret": {"type": "boolean", "default": false},
         "open_tier": {"type": "string", "default": "Edge"},
         "open_permissions": {"type": "array", "items": {"type": "string"}, "default": ["STANDARD"]},
-        "approval_ttl_secs": {"type": "integer", "minimum": 60, "default": 86400}}})
+        "approval_ttl_secs": {"type": "integer", "minimum": 60, "default": 86400},
+        "publish_documents": {"type": "boolean", "default": false, "description": "write certificate and revocation documents to the node through the formation's sidecar binding"}}})
 }
 
 fn reason_schema(required: bool) -> Value {
@@ -281,6 +287,7 @@ fn settings_json(v: &EnrollSettings) -> Value {
         "open_tier": v.open_tier.name(),
         "open_permissions": v.open_permissions.names(),
         "approval_ttl_secs": v.approval_ttl_secs,
+        "publish_documents": v.publish_documents,
     })
 }
 
@@ -294,6 +301,7 @@ struct SettingsIn {
     open_tier: Option<String>,
     open_permissions: Option<Vec<String>>,
     approval_ttl_secs: Option<u64>,
+    publish_documents: Option<bool>,
 }
 
 async fn get_settings(
@@ -336,6 +344,7 @@ async fn put_settings(
             d.open_permissions,
         )?,
         approval_ttl_secs: b.approval_ttl_secs.unwrap_or(d.approval_ttl_secs),
+        publish_documents: b.publish_documents.unwrap_or(d.publish_documents),
     };
     let saved = settings::put(&s.tenancy, &scope, ids.second(), new).await?;
     Ok(Json(settings_json(&saved)))
@@ -408,6 +417,12 @@ async fn approve(
         .authority
         .decide(&scope, ids.second(), true, reason)
         .await?;
+    if let Some(fp) = &out.fingerprint {
+        let c = certs::get(&s.tenancy, &scope, &out.app_id, fp).await?;
+        if let Ok(cert) = crate::mesh::MeshCertificate::decode(&c.certificate) {
+            super::enroll::publish_issued(&s, ids.org(), &out.app_id, &cert);
+        }
+    }
     Ok(Json(pending_json(&out)))
 }
 
@@ -509,7 +524,13 @@ async fn revoke_cert(
         b.reason.unwrap_or_default(),
     )
     .await?;
-    Ok(Json(revocation_json(&r)))
+    let mut out = revocation_json(&r);
+    let settings = settings::get(&s.tenancy, &scope, ids.second()).await?;
+    if settings.publish_documents {
+        let doc = certs::revocation_document(&r)?;
+        out["published"] = publish(&s, ids.org(), ids.second(), vec![doc]).await;
+    }
+    Ok(Json(out))
 }
 
 async fn list_revocations(
@@ -537,4 +558,43 @@ async fn list_revocations(
         "revocations": list.iter().map(revocation_json).collect::<Vec<_>>(),
         "documents": documents,
     })))
+}
+
+/// Writes documents to the formation's node; the outcome as JSON for the answer.
+pub(crate) async fn publish(
+    s: &AppState,
+    org: &str,
+    app: &str,
+    docs: Vec<certs::Document>,
+) -> Value {
+    let Some(client) = s.sources.client(org, app) else {
+        return json!({"ok": false, "error": "the formation has no sidecar binding (PUT …/source)"});
+    };
+    let mut written = 0;
+    let mut errors = Vec::new();
+    for (collection, doc_id, json) in docs {
+        match client.put(collection, &doc_id, &json).await {
+            Ok(()) => written += 1,
+            Err(e) => {
+                tracing::warn!(org, app, collection, doc_id, error = %e, "publishing to the node failed");
+                errors.push(
+                    json!({"collection": collection, "doc_id": doc_id, "error": e.to_string()}),
+                );
+            }
+        }
+    }
+    json!({"ok": errors.is_empty(), "written": written, "errors": errors})
+}
+
+async fn publish_all(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<impl IntoResponse, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Operate, "publish certificates")
+        .await?;
+    let docs = certs::documents(&s.tenancy, &scope, ids.second()).await?;
+    Ok(Json(publish(&s, ids.org(), ids.second(), docs).await))
 }

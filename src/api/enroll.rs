@@ -212,6 +212,9 @@ async fn decide(
             }
         })?;
     count(&s, outcome.decision.name());
+    if let Decision::Approved { certificate, .. } = &outcome.decision {
+        publish_issued(&s, ids.org(), ids.second(), certificate);
+    }
     let status = match outcome.decision {
         Decision::Approved { .. } => StatusCode::OK,
         Decision::Pending { .. } => StatusCode::ACCEPTED,
@@ -328,4 +331,34 @@ async fn poll(State(s): State<AppState>, ids: Ids) -> Result<impl IntoResponse, 
         out["fingerprint"] = json!(p.fingerprint);
     }
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(out)))
+}
+
+/// Writes a newly issued certificate to the node when the formation publishes documents; in
+/// the background, so the device's answer does not wait on the node.
+pub(crate) fn publish_issued(
+    s: &AppState,
+    org: &str,
+    app: &str,
+    cert: &crate::mesh::MeshCertificate,
+) {
+    let Ok(bytes) = cert.encode() else {
+        return;
+    };
+    let (s, org, app) = (s.clone(), org.to_owned(), app.to_owned());
+    tokio::spawn(async move {
+        let wanted = s
+            .authority
+            .publishes_documents(&org, &app)
+            .await
+            .unwrap_or(false);
+        if !wanted {
+            return;
+        }
+        match crate::identity::certs::certificate_document(&bytes, crate::tenant::now_ms()) {
+            Ok(doc) => {
+                super::authority::publish(&s, &org, &app, vec![doc]).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "certificate document not built"),
+        }
+    });
 }

@@ -298,3 +298,32 @@ impl Authority {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_untouched_enrollment_expires_and_a_decided_one_keeps_its_state() {
+        let mut p = PendingRecord {
+            enrollment_id: "e".into(),
+            request: Vec::new(),
+            tier: 3,
+            permissions: 3,
+            identity: "token:x".into(),
+            created_at_ms: 1_000,
+            expires_at_ms: 2_000,
+            state: 0,
+            decided_by: None,
+            decided_at_ms: None,
+            reason: None,
+            certificate: None,
+        };
+        assert_eq!(state_of(&p, 1_999), "pending");
+        assert_eq!(state_of(&p, 2_000), "expired");
+        p.state = 1;
+        assert_eq!(state_of(&p, 9_999), "approved");
+        p.state = 2;
+        assert_eq!(state_of(&p, 9_999), "denied");
+    }
+}

@@ -163,6 +163,17 @@ impl Authority {
         }
     }
 
+    /// Whether the formation writes its certificate documents to its node.
+    pub async fn publishes_documents(&self, org: &str, app: &str) -> Result<bool, TenantError> {
+        let (o, a) = (org.to_owned(), app.to_owned());
+        Ok(self
+            .tenancy
+            .store()
+            .read(move |r| settings::read(r, &o, &a))
+            .await?
+            .publish_documents)
+    }
+
     pub fn oidc(&self) -> &Oidc {
         &self.oidc
     }

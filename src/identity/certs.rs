@@ -1,5 +1,8 @@
 //! The inventory of issued certificates, revocation by subject key, and the revocation list.
 
+use crate::mesh::documents::{
+    doc_id, CertificateEntry, RevocationEntry, CERTIFICATES, REVOCATIONS,
+};
 use crate::mesh::{MeshCertificate, MeshTier, Permissions};
 use crate::store::{keys, CertRecord, Reader, RevocationRecord, Table, Txn};
 use crate::tenant::{load_org, now_ms, OrgScope, Tenancy, TenantError};
@@ -293,4 +296,66 @@ pub async fn revocations(
                 .collect()
         })
         .await
+}
+
+/// A document for the node: (collection, doc id, JSON text).
+pub type Document = (&'static str, String, String);
+
+/// The certificate document peat-mesh's certificate store reads.
+pub fn certificate_document(cert_bytes: &[u8], now: u64) -> Result<Document, TenantError> {
+    let cert = MeshCertificate::decode(cert_bytes)?;
+    let entry = CertificateEntry::new(&cert, now)?;
+    let json = serde_json::to_string(&entry)
+        .map_err(|e| TenantError::invalid("certificate", e.to_string()))?;
+    Ok((CERTIFICATES, doc_id(&cert.fields.subject), json))
+}
+
+pub fn revocation_document(r: &Revocation) -> Result<Document, TenantError> {
+    let entry = RevocationEntry {
+        subject: doc_id(&r.subject),
+        reason: r.reason.clone(),
+        timestamp_ms: r.revoked_at_ms,
+    };
+    let json = serde_json::to_string(&entry)
+        .map_err(|e| TenantError::invalid("revocation", e.to_string()))?;
+    Ok((REVOCATIONS, doc_id(&r.subject), json))
+}
+
+/// Everything the node should hold: the newest current certificate of each unrevoked key, and
+/// every revocation.
+pub async fn documents(
+    tenancy: &Tenancy,
+    scope: &OrgScope,
+    app: &str,
+) -> Result<Vec<Document>, TenantError> {
+    let now = now_ms();
+    let mut newest: std::collections::BTreeMap<[u8; 32], CertInfo> = Default::default();
+    let mut after = None;
+    loop {
+        let page = list(tenancy, scope, app, after.clone(), MAX_PAGE).await?;
+        let done = page.len() < MAX_PAGE;
+        after = page.last().map(|c| c.fingerprint.clone());
+        for c in page {
+            if c.state(now) != "valid" {
+                continue;
+            }
+            let keep = newest
+                .get(&c.subject)
+                .is_none_or(|b| c.issued_at_ms > b.issued_at_ms);
+            if keep {
+                newest.insert(c.subject, c);
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    for c in newest.values() {
+        out.push(certificate_document(&c.certificate, now)?);
+    }
+    for r in revocations(tenancy, scope, app).await? {
+        out.push(revocation_document(&r)?);
+    }
+    Ok(out)
 }

@@ -20,6 +20,9 @@ pub struct EnrollSettings {
     pub open_permissions: Permissions,
     /// How long a pending enrollment waits for an operator.
     pub approval_ttl_secs: u64,
+    /// Write certificate and revocation documents to the co-located node (through the
+    /// formation's sidecar binding) as they are issued and revoked.
+    pub publish_documents: bool,
 }
 
 impl Default for EnrollSettings {
@@ -32,6 +35,7 @@ impl Default for EnrollSettings {
             open_tier: MeshTier::Edge,
             open_permissions: Permissions::STANDARD,
             approval_ttl_secs: 24 * 3600,
+            publish_documents: false,
         }
     }
 }
@@ -64,6 +68,7 @@ impl EnrollSettings {
             open_tier: MeshTier::from_byte("enroll settings", r.open_tier)?,
             open_permissions: Permissions::from_wire(r.open_permissions),
             approval_ttl_secs: r.approval_ttl_secs,
+            publish_documents: r.publish_documents,
         })
     }
 
@@ -76,6 +81,7 @@ impl EnrollSettings {
             open_tier: self.open_tier.to_byte(),
             open_permissions: self.open_permissions.bits(),
             approval_ttl_secs: self.approval_ttl_secs,
+            publish_documents: self.publish_documents,
         }
     }
 }

@@ -202,6 +202,8 @@ pub struct EnrollSettingsRecord {
     pub open_tier: u8,
     pub open_permissions: u8,
     pub approval_ttl_secs: u64,
+    /// Write certificate and revocation documents to the node through the bound sidecar.
+    pub publish_documents: bool,
 }
 
 impl Record for EnrollSettingsRecord {

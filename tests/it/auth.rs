@@ -77,6 +77,7 @@ fn expectation(method: &str, path: &str) -> Rule {
         ("post", "/orgs/{org_id}/formations/{app_id}/certificates/{fingerprint}/revoke") => {
             Rule::Org(OPERATE)
         }
+        ("post", "/orgs/{org_id}/formations/{app_id}/certificates/publish") => Rule::Org(OPERATE),
         ("post", "/orgs") => Rule::Gateway,
         ("get", "/audit") => Rule::Gateway,
         ("get", "/orgs") => Rule::Org(READ),

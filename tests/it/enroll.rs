@@ -703,3 +703,163 @@ async fn settings_change_validity_and_deliver_the_formation_secret() {
         .to_string()
         .contains(creds["formation_secret"].as_str().unwrap()));
 }
+
+#[tokio::test]
+async fn expired_and_revoked_bootstrap_tokens_admit_nobody() {
+    let (g, mesh_id, _) = formation("Controlled", &[]).await;
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/tokens",
+            Some(json!({"app_id": "mesh", "expires_at": now_ms() - 1})),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    let (s, _) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/tokens",
+            Some(json!({"app_id": "nope"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let short = boot_token(&g, json!({"app_id": "mesh", "expires_at": now_ms() + 1500})).await;
+    let revoked = boot_token(&g, json!({"app_id": "mesh"})).await;
+    let id = &revoked[4..20];
+    let (s, t) = g
+        .admin(
+            Method::POST,
+            &format!("/orgs/acme/tokens/{id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!((s, t["state"].as_str()), (200, Some("revoked")));
+    let (s, _) = g
+        .admin(
+            Method::POST,
+            &format!("/orgs/acme/tokens/{id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 409);
+    let (s, body) = enroll_json(
+        &g,
+        ENROLL,
+        &request(&device(0x91), &mesh_id, "r", MeshTier::Edge, &revoked),
+    )
+    .await;
+    assert_eq!(
+        (s, body["reason"].as_str()),
+        (403, Some("bootstrap token revoked"))
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let (s, body) = enroll_json(
+        &g,
+        ENROLL,
+        &request(&device(0x92), &mesh_id, "e", MeshTier::Edge, &short),
+    )
+    .await;
+    assert_eq!(
+        (s, body["reason"].as_str()),
+        (403, Some("bootstrap token expired"))
+    );
+    // A token of this org does not open another formation.
+    g.create_formation("acme", "other").await;
+    let other = boot_token(&g, json!({"app_id": "other"})).await;
+    let (s, body) = enroll_json(
+        &g,
+        ENROLL,
+        &request(&device(0x93), &mesh_id, "o", MeshTier::Edge, &other),
+    )
+    .await;
+    assert_eq!(
+        (s, body["reason"].as_str()),
+        (403, Some("invalid bootstrap token"))
+    );
+}
+
+#[tokio::test]
+async fn certificates_and_revocations_are_published_to_the_node_as_peat_documents() {
+    use peat_gateway::cdc::source::simulator::Simulator;
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let (g, mesh_id, authority) = formation("Open", &[]).await;
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/source",
+            Some(json!({"endpoint": sim.url(), "collections": ["tracks"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/enrollment-settings",
+            Some(json!({"publish_documents": true})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let key = device(0xe1);
+    let subject = hex::encode(key.verifying_key().to_bytes());
+    let (s, body) = enroll_json(
+        &g,
+        ENROLL,
+        &request(&key, &mesh_id, "tac-1", MeshTier::Edge, ""),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let doc = loop {
+        if let Some(d) = sim.document("certificates", &subject) {
+            break d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "certificate document never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let entry: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(entry["subject"], subject);
+    assert_eq!(entry["issuer"], authority);
+    assert_eq!(
+        (entry["node_id"].as_str(), entry["tier"].as_str()),
+        (Some("tac-1"), Some("Edge"))
+    );
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(entry["cert_data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        hex::encode(&bytes),
+        body["certificate"].as_str().unwrap(),
+        "cert_data is authoritative"
+    );
+
+    let fp = body["fingerprint"].as_str().unwrap();
+    let (s, r) = g
+        .admin(
+            Method::POST,
+            &format!("/orgs/acme/formations/mesh/certificates/{fp}/revoke"),
+            Some(json!({"reason": "lost in the field"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["published"]["ok"], true, "{r}");
+    let rev: Value = serde_json::from_str(&sim.document("revocations", &subject).unwrap()).unwrap();
+    assert_eq!(
+        (rev["subject"].as_str(), rev["reason"].as_str()),
+        (Some(subject.as_str()), Some("lost in the field"))
+    );
+
+    // Republishing writes the revocation again and no revoked certificate.
+    let (s, p) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/formations/mesh/certificates/publish",
+            None,
+        )
+        .await;
+    assert_eq!((s, p["written"].as_u64()), (200, Some(1)), "{p}");
+}

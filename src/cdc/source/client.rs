@@ -291,6 +291,21 @@ impl SidecarClient {
         Ok(r.json_data)
     }
 
+    /// Writes a document on the node (replacing it); `json` must be a JSON object's text.
+    pub async fn put(&self, collection: &str, doc_id: &str, json: &str) -> Result<(), SourceError> {
+        let _: serde_json::Value = self
+            .unary(
+                "PutDocument",
+                &super::wire::PutDocumentRequest {
+                    collection: collection.into(),
+                    doc_id: doc_id.into(),
+                    json_data: json.into(),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn subscribe(&self, collections: &[String]) -> Result<ChangeStream, SourceError> {
         let req = SubscribeRequest {
             collections: collections.to_vec(),

@@ -54,6 +54,7 @@ pub struct SourceHealth {
 
 struct Running {
     def: SourceDef,
+    client: SidecarClient,
     health: Arc<Mutex<SourceHealth>>,
     stop: watch::Sender<bool>,
 }
@@ -137,7 +138,7 @@ impl Sources {
             let capture = Capture {
                 outbox: self.outbox.clone(),
                 def: d.clone(),
-                client,
+                client: client.clone(),
                 health: health.clone(),
                 stop: stop_rx,
             };
@@ -146,12 +147,20 @@ impl Sources {
                 key,
                 Running {
                     def: d,
+                    client,
                     health,
                     stop,
                 },
             );
         }
         Ok(())
+    }
+
+    /// The client of the formation's bound sidecar, to write documents to its node.
+    pub fn client(&self, org: &str, app: &str) -> Option<SidecarClient> {
+        lock(&self.running)
+            .get(&(org.to_owned(), app.to_owned()))
+            .map(|r| r.client.clone())
     }
 
     pub fn health(&self, org: &str, app: &str) -> Option<SourceHealth> {

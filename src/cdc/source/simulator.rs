@@ -236,6 +236,13 @@ impl Simulator {
         self.inner.put(collection, doc_id, json);
     }
 
+    /// The document's JSON text as the node holds it.
+    pub fn document(&self, collection: &str, doc_id: &str) -> Option<String> {
+        lock(&self.inner.docs)
+            .get(&(collection.into(), doc_id.into()))
+            .cloned()
+    }
+
     /// A delete received from a peer: the re-read finds nothing, UPSERT without data.
     pub fn remote_delete(&self, collection: &str, doc_id: &str) {
         self.inner.remote_delete(collection, doc_id);
