@@ -7,6 +7,7 @@ pub mod cdc;
 pub mod config;
 pub mod identity;
 pub mod keys;
+pub mod listen;
 pub mod mesh;
 pub mod metrics;
 pub mod secret;

@@ -90,3 +90,47 @@ pub fn server_config(
     b.with_single_cert(chain, key)
         .map_err(|e| format!("server certificate: {e}"))
 }
+
+/// The API listener's TLS: the server certificate, and with `client_ca_pem` a check of client
+/// certificates against that CA (required, or optional so routes can decide).
+pub fn server_config_for_listener(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: Option<&str>,
+    require_client_cert: bool,
+) -> Result<rustls::ServerConfig, String> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("certificate: no PEM certificate found".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            "private key: no PEM private key (PKCS#8, PKCS#1 or SEC1) found".to_owned()
+        }
+        other => format!("private key: {other}"),
+    })?;
+    let b = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let b = match client_ca_pem {
+        Some(pem) => {
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(pem, "client CA")?),
+                provider(),
+            );
+            let v = if require_client_cert {
+                v
+            } else {
+                v.allow_unauthenticated()
+            };
+            b.with_client_cert_verifier(v.build().map_err(|e| format!("client CA: {e}"))?)
+        }
+        None => b.with_no_client_auth(),
+    };
+    b.with_single_cert(chain, key).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => "private key does not match the certificate".into(),
+        other => format!("certificate or key: {other}"),
+    })
+}

@@ -5,10 +5,7 @@
 //! binary EnrollmentResponse when the client sends `Accept: application/octet-stream`, else
 //! JSON. Malformed input is a 4xx JSON error; every decision (including refusals) is audited.
 
-use std::net::{IpAddr, SocketAddr};
-
-use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,6 +17,7 @@ use zeroize::Zeroizing;
 
 use super::book::{Access, Doc, RouteBook};
 use super::extract::{ApiBytes, Ids};
+use super::peer::Peer;
 use super::{ApiError, AppState};
 use crate::identity::{Decision, EnrollInput, EnrollOutcome};
 use crate::mesh::{EnrollmentRequest, EnrollmentResponse, EnrollmentStatus, MeshTier};
@@ -70,22 +68,6 @@ fn request_schema() -> Value {
             "token": {"type": "string", "description": "bootstrap token (or empty)"},
             "timestamp_ms": {"type": "integer"},
             "signature": {"type": "string", "description": "Ed25519 by public_key over the binary request up to the signature, 128 hex"}}})
-}
-
-/// The client's address, when the listener knows it (TCP).
-pub(crate) struct Peer(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Peer(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
-    }
 }
 
 #[derive(Deserialize)]
@@ -159,7 +141,7 @@ fn wants_binary(headers: &HeaderMap) -> bool {
 async fn enroll(
     State(s): State<AppState>,
     ids: Ids,
-    Peer(peer): Peer,
+    peer: Peer,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes<MAX_BODY>,
 ) -> Result<Response, ApiError> {
@@ -169,7 +151,7 @@ async fn enroll(
 async fn renew(
     State(s): State<AppState>,
     ids: Ids,
-    Peer(peer): Peer,
+    peer: Peer,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes<MAX_BODY>,
 ) -> Result<Response, ApiError> {
@@ -188,7 +170,7 @@ fn count(s: &AppState, decision: &str) {
 async fn decide(
     s: AppState,
     ids: Ids,
-    peer: Option<IpAddr>,
+    peer: Peer,
     headers: HeaderMap,
     body: &[u8],
     renewal: bool,
@@ -201,8 +183,9 @@ async fn decide(
             ids.second(),
             EnrollInput {
                 request,
-                source: peer,
+                source: peer.ip,
                 renewal,
+                client_cert: peer.client_cert,
             },
         )
         .await

@@ -22,6 +22,7 @@ mod formations;
 mod health;
 mod identity;
 mod orgs;
+mod peer;
 mod sinks;
 mod sources;
 mod stack;
@@ -30,6 +31,7 @@ mod tokens;
 mod ui;
 
 pub use error::ApiError;
+pub use peer::PeerInfo;
 pub use state::{AppState, KeyStatus};
 
 use axum::Router;

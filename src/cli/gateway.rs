@@ -121,6 +121,8 @@ const KEY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 
 struct Running {
     listener: TcpListener,
+    /// TLS on the listener when configured.
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     state: AppState,
     store: Store,
     key_probe: Option<std::time::Duration>,
@@ -323,12 +325,19 @@ async fn bind(
         }
     };
     let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "peat-gateway ready");
+    let tls = match &cfg.tls {
+        // Checked when the configuration was read; failing here still stops start-up.
+        Some(t) => Some(t.server_config().map_err(|e| anyhow::anyhow!("TLS: {e}"))?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, data_dir = %cfg.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "peat-gateway ready");
     if demo {
         print_demo_guide(&addr.to_string(), &cfg.data_dir);
     }
     Ok(Running {
         listener,
+        tls,
         state,
         store,
         key_probe: cfg.key_probe,
@@ -358,11 +367,22 @@ impl Running {
         });
         let sources = self.state.sources.clone();
         let app = api::router(self.state);
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving HTTP");
+        let app = app.into_make_service_with_connect_info::<api::PeerInfo>();
+        let served = match self.tls {
+            Some(cfg) => {
+                let listener = peat_gateway::listen::TlsListener::new(self.listener, cfg)
+                    .context("starting the TLS listener")?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+        }
+        .context("serving HTTP");
         tracing::info!("listener closed; stopping sinks and flushing the stores");
         let _ = stop.send(true);
         let _ = housekeeping.await;

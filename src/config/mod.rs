@@ -11,6 +11,7 @@
 
 mod keys;
 mod raw;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ pub struct Config {
     /// Key-provider health probe interval; `None` when turned off.
     pub key_probe: Option<Duration>,
     pub enroll_rate_per_min: std::num::NonZeroU32,
+    /// TLS on the API listener; `None` is plain HTTP.
+    pub tls: Option<crate::listen::TlsMaterial>,
     pub dev_mode: bool,
     pub ui_dir: Option<PathBuf>,
     pub log_filter: String,
@@ -144,6 +147,7 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
+        let tls = tls::listener_tls(&raw, &name, &mut errors);
         let max_body = raw.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=64 * 1024 * 1024).contains(&max_body) {
             errors.push(err(
@@ -213,6 +217,7 @@ impl Config {
                 admin_token: raw.admin_token,
                 key,
                 key_probe: (probe_s > 0).then(|| Duration::from_secs(probe_s)),
+                tls,
                 enroll_rate_per_min: u32::try_from(enroll_rate)
                     .ok()
                     .and_then(std::num::NonZeroU32::new)
@@ -292,6 +297,21 @@ impl Config {
                 "enroll_rate_per_min",
                 self.enroll_rate_per_min.to_string(),
                 o("enroll_rate_per_min"),
+            ),
+            (
+                "tls",
+                match &self.tls {
+                    None => "off (plain HTTP)".into(),
+                    Some(t) => format!(
+                        "on (client certificates: {})",
+                        match (&t.client_ca_pem, t.require_client_cert) {
+                            (None, _) => "not asked for",
+                            (Some(_), false) => "checked when presented",
+                            (Some(_), true) => "required",
+                        }
+                    ),
+                },
+                o("tls_cert"),
             ),
             ("dev_mode", self.dev_mode.to_string(), o("dev_mode")),
             ("ui_dir", opt(&self.ui_dir), o("ui_dir")),

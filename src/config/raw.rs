@@ -42,6 +42,14 @@ pub struct RawConfig {
     pub tpm_tcti: Option<String>,
     /// PCRs the TPM-sealed KEK is bound to, e.g. `sha256:0,2,7` (`PEAT_TPM_PCRS`).
     pub tpm_pcrs: Option<String>,
+    /// PEM certificate chain of the API listener; turns on TLS (`PEAT_GATEWAY_TLS_CERT`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate (`PEAT_GATEWAY_TLS_KEY`).
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates client certificates are checked against (`PEAT_GATEWAY_TLS_CLIENT_CA`).
+    pub tls_client_ca: Option<PathBuf>,
+    /// `optional` (default) or `required` (`PEAT_GATEWAY_TLS_CLIENT_AUTH`).
+    pub tls_client_auth: Option<String>,
     /// Seconds between key-provider health probes; 0 turns them off (`PEAT_KEY_PROBE_SECS`).
     pub key_probe_secs: Option<u64>,
     /// Enrollment attempts allowed per source address and minute (`PEAT_ENROLL_RATE_PER_MIN`).
@@ -126,6 +134,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_TPM_TCTI", "tpm_tcti"),
     ("PEAT_TPM_PCRS", "tpm_pcrs"),
     ("PEAT_KEY_PROBE_SECS", "key_probe_secs"),
+    ("PEAT_GATEWAY_TLS_CERT", "tls_cert"),
+    ("PEAT_GATEWAY_TLS_KEY", "tls_key"),
+    ("PEAT_GATEWAY_TLS_CLIENT_CA", "tls_client_ca"),
+    ("PEAT_GATEWAY_TLS_CLIENT_AUTH", "tls_client_auth"),
     ("PEAT_ENROLL_RATE_PER_MIN", "enroll_rate_per_min"),
     ("PEAT_DEV_MODE", "dev_mode"),
     ("PEAT_UI_DIR", "ui_dir"),
@@ -245,6 +257,10 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "tpm_tcti" => raw.tpm_tcti = Some(v),
         "tpm_pcrs" => raw.tpm_pcrs = Some(v),
         "key_probe_secs" => raw.key_probe_secs = Some(num(&v)?),
+        "tls_cert" => raw.tls_cert = Some(v.into()),
+        "tls_key" => raw.tls_key = Some(v.into()),
+        "tls_client_ca" => raw.tls_client_ca = Some(v.into()),
+        "tls_client_auth" => raw.tls_client_auth = Some(v),
         "enroll_rate_per_min" => raw.enroll_rate_per_min = Some(num(&v)?),
         "dev_mode" => {
             raw.dev_mode = Some(match v.to_ascii_lowercase().as_str() {

@@ -33,6 +33,8 @@ pub struct EnrollInput {
     pub source: Option<IpAddr>,
     /// A renewal: the subject must hold a current certificate; no token needed.
     pub renewal: bool,
+    /// The verified client certificate of the TLS connection (DER), if one was presented.
+    pub client_cert: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 #[derive(Debug)]
@@ -178,6 +180,19 @@ impl Authority {
         &self.oidc
     }
 
+    /// A verified client certificate's names through the org's claim rules.
+    async fn certified(
+        &self,
+        org: &str,
+        app: &str,
+        der: &[u8],
+    ) -> Result<Result<Admission, String>, TenantError> {
+        match super::x509::claims(der) {
+            Ok((who, claims)) => self.apply_rules(org, app, who, &claims).await,
+            Err(reason) => Ok(Err(reason)),
+        }
+    }
+
     /// Verifies an identity-provider token and applies the org's claim rules.
     async fn federated(
         &self,
@@ -189,30 +204,38 @@ impl Authority {
             Ok(i) => i,
             Err(reason) => return Ok(Err(reason)),
         };
+        let who = format!("oidc:{}#{}", identity.issuer, identity.subject);
+        self.apply_rules(org, app, who, &identity.claims).await
+    }
+
+    async fn apply_rules(
+        &self,
+        org: &str,
+        app: &str,
+        who: String,
+        claims: &serde_json::Value,
+    ) -> Result<Result<Admission, String>, TenantError> {
         let o = org.to_owned();
         let (rules, no_match) = self
             .tenancy
             .store()
             .read(move |r| Ok::<_, TenantError>((rules::load_all(r, &o)?, rules::no_match(r, &o)?)))
             .await?;
-        let who = format!("oidc:{}#{}", identity.issuer, identity.subject);
-        Ok(
-            match rules::evaluate(&rules, &identity.claims, Some(app), no_match) {
-                Verdict::Allow {
-                    tier,
-                    permissions,
-                    rule_id,
-                } => Ok(Admission::Granted {
-                    tier,
-                    permissions,
-                    via: match rule_id {
-                        Some(id) => format!("{who} (rule {id})"),
-                        None => who,
-                    },
-                }),
-                Verdict::Deny { reason, .. } => Err(format!("{reason} ({who})")),
-            },
-        )
+        Ok(match rules::evaluate(&rules, claims, Some(app), no_match) {
+            Verdict::Allow {
+                tier,
+                permissions,
+                rule_id,
+            } => Ok(Admission::Granted {
+                tier,
+                permissions,
+                via: match rule_id {
+                    Some(id) => format!("{who} (rule {id})"),
+                    None => who,
+                },
+            }),
+            Verdict::Deny { reason, .. } => Err(format!("{reason} ({who})")),
+        })
     }
 
     pub fn tenancy(&self) -> &Tenancy {
@@ -306,10 +329,13 @@ impl Authority {
                 _ if token.starts_with(BOOT_TOKEN_PREFIX) => {
                     Ok(Admission::Token(Zeroizing::new(token.to_owned())))
                 }
-                _ if token.is_empty() => Err(format!(
-                    "this formation's policy is {}: a bootstrap token or an identity-provider token is required",
-                    formation.policy.name()
-                )),
+                _ if token.is_empty() => match &input.client_cert {
+                    Some(der) => self.certified(org, app, der).await?,
+                    None => Err(format!(
+                        "this formation's policy is {}: a bootstrap token, an identity-provider token or a client certificate is required",
+                        formation.policy.name()
+                    )),
+                },
                 _ => self.federated(org, app, token).await?,
             }
         };

@@ -23,6 +23,7 @@ mod limits;
 pub mod oidc;
 pub mod rules;
 pub mod settings;
+pub mod x509;
 
 pub use approvals::PendingInfo;
 pub use authority::{Authority, Decision, EnrollInput, EnrollOutcome};

@@ -20,6 +20,7 @@ mod sink_mqtt;
 mod sink_nats;
 mod sink_webhook;
 mod source;
+mod tls;
 #[cfg(feature = "tpm")]
 mod tpm;
 mod ui;

@@ -14,6 +14,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_peat-gateway");
 #[derive(Clone)]
 pub struct GatewayOpts {
     pub env: Vec<(String, String)>,
+    /// The CA the harness trusts when the gateway serves TLS (then it speaks https).
+    pub tls_ca: Option<String>,
+    /// The client certificate (PEM, key PEM) the harness's own client presents.
+    pub tls_identity: Option<(String, String)>,
 }
 
 impl GatewayOpts {
@@ -24,7 +28,24 @@ impl GatewayOpts {
                 ("PEAT_KEK".into(), KEK_A.into()),
                 ("PEAT_ADMIN_TOKEN".into(), ADMIN.into()),
             ],
+            tls_ca: None,
+            tls_identity: None,
         }
+    }
+
+    /// The harness's own client presents this certificate (for required client certificates).
+    pub fn tls_identity(mut self, leaf: (String, String)) -> Self {
+        self.tls_identity = Some(leaf);
+        self
+    }
+
+    /// Serve TLS with these files; the harness trusts `ca_pem`.
+    pub fn tls(self, cert_path: &str, key_path: &str, ca_pem: &str) -> Self {
+        let mut o = self
+            .with("PEAT_GATEWAY_TLS_CERT", cert_path)
+            .with("PEAT_GATEWAY_TLS_KEY", key_path);
+        o.tls_ca = Some(ca_pem.to_owned());
+        o
     }
 
     pub fn with(mut self, k: &str, v: &str) -> Self {
@@ -58,11 +79,9 @@ impl Gateway {
             opts,
             child: None,
             runs: 0,
-            client: Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("http client"),
+            client: Client::new(),
         };
+        g.client = g.client_with(g.opts.tls_identity.as_ref());
         g.spawn_and_wait().await;
         g
     }
@@ -72,7 +91,26 @@ impl Gateway {
     }
 
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.opts.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// An HTTP client for this gateway, presenting `identity` (cert PEM + key PEM) over TLS.
+    pub fn client_with(&self, identity: Option<&(String, String)>) -> Client {
+        let mut b = Client::builder().timeout(Duration::from_secs(10));
+        if let Some(ca) = &self.opts.tls_ca {
+            b = b
+                .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+                .tls_built_in_root_certs(false);
+        }
+        if let Some((cert, key)) = identity {
+            b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
+        }
+        b.build().expect("http client")
     }
 
     fn log_path(&self, run: u32, stream: &str) -> PathBuf {
@@ -200,6 +238,7 @@ impl Gateway {
     pub async fn restart_with(&mut self, opts: GatewayOpts) {
         assert!(self.stop(), "gateway did not stop cleanly");
         self.opts = opts;
+        self.client = self.client_with(self.opts.tls_identity.as_ref());
         self.spawn_and_wait().await;
     }
 

@@ -1,6 +1,7 @@
 //! Test harness: real processes on ephemeral loopback ports, each in its own temp dir.
 
 pub mod gateway;
+pub mod pki;
 pub mod service;
 
 pub use gateway::{Gateway, GatewayOpts};
