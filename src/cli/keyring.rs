@@ -73,6 +73,10 @@ pub(crate) mod tpm {
         TpmSettings {
             tcti: t.tcti.clone(),
             pcrs: t.pcrs.clone(),
+            auth: t
+                .auth
+                .as_ref()
+                .map(|a| TpmSettings::auth_from_secret(a.expose())),
         }
     }
 

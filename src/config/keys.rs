@@ -21,11 +21,13 @@ pub enum KeyConfig {
     Plaintext,
 }
 
-/// Where the TPM is and which PCRs the KEK is bound to.
+/// Where the TPM is, which PCRs the KEK is bound to, and its auth value if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TpmConfig {
     pub tcti: String,
     pub pcrs: Vec<u8>,
+    /// The auth value the sealed KEK needs (`PEAT_TPM_AUTH`).
+    pub auth: Option<crate::secret::Secret>,
 }
 
 /// The kernel's TPM resource manager.
@@ -142,7 +144,14 @@ pub(super) fn select_key(
                     format!("'{tcti}' is not a TCTI; use device:/dev/tpmrm0, swtpm:host=…,port=… or tabrmd"),
                 )]);
             }
-            Ok(KeyConfig::Tpm(TpmConfig { tcti, pcrs }))
+            let auth = raw.tpm_auth.clone();
+            if auth.as_ref().is_some_and(|a| a.expose().len() < 8) {
+                return Err(vec![err(
+                    name("tpm_auth"),
+                    "must be at least 8 characters (the TPM's lockout limits guesses, not length)",
+                )]);
+            }
+            Ok(KeyConfig::Tpm(TpmConfig { tcti, pcrs, auth }))
         }
         "vault" => vault_settings(raw, name).map(KeyConfig::Vault),
         "aws-kms" => kms_settings(raw, name).map(KeyConfig::AwsKms),

@@ -274,7 +274,16 @@ impl Config {
                 "key_provider",
                 match &self.key {
                     KeyConfig::Local(_) => "local (KEK [redacted])".into(),
-                    KeyConfig::Tpm(t) => format!("tpm ({}, PCRs {:?})", t.tcti, t.pcrs),
+                    KeyConfig::Tpm(t) => format!(
+                        "tpm ({}, PCRs {:?}, auth value {})",
+                        t.tcti,
+                        t.pcrs,
+                        if t.auth.is_some() {
+                            "[redacted]"
+                        } else {
+                            "none"
+                        }
+                    ),
                     KeyConfig::Vault(v) => format!(
                         "vault ({} {}/{}, credentials [redacted])",
                         v.addr, v.mount, v.key

@@ -42,6 +42,8 @@ pub struct RawConfig {
     pub tpm_tcti: Option<String>,
     /// PCRs the TPM-sealed KEK is bound to, e.g. `sha256:0,2,7` (`PEAT_TPM_PCRS`).
     pub tpm_pcrs: Option<String>,
+    /// Auth value the TPM-sealed KEK needs (`PEAT_TPM_AUTH`).
+    pub tpm_auth: Option<Secret>,
     /// PEM certificate chain of the API listener; turns on TLS (`PEAT_GATEWAY_TLS_CERT`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of that certificate (`PEAT_GATEWAY_TLS_KEY`).
@@ -133,6 +135,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_KEY_PROVIDER", "key_provider"),
     ("PEAT_TPM_TCTI", "tpm_tcti"),
     ("PEAT_TPM_PCRS", "tpm_pcrs"),
+    ("PEAT_TPM_AUTH", "tpm_auth"),
     ("PEAT_KEY_PROBE_SECS", "key_probe_secs"),
     ("PEAT_GATEWAY_TLS_CERT", "tls_cert"),
     ("PEAT_GATEWAY_TLS_KEY", "tls_key"),
@@ -256,6 +259,7 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "key_provider" => raw.key_provider = Some(v),
         "tpm_tcti" => raw.tpm_tcti = Some(v),
         "tpm_pcrs" => raw.tpm_pcrs = Some(v),
+        "tpm_auth" => raw.tpm_auth = Some(Secret::new(v)),
         "key_probe_secs" => raw.key_probe_secs = Some(num(&v)?),
         "tls_cert" => raw.tls_cert = Some(v.into()),
         "tls_key" => raw.tls_key = Some(v.into()),

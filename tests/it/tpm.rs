@@ -13,6 +13,7 @@ async fn seal_and_unseal_survive_a_tpm_restart_and_refuse_changed_pcrs() {
     let plain = TpmSettings {
         tcti: sw.tcti(),
         pcrs: vec![],
+        auth: None,
     };
     let t = Instant::now();
     let kek = tokio::task::spawn_blocking({
@@ -50,6 +51,7 @@ async fn seal_and_unseal_survive_a_tpm_restart_and_refuse_changed_pcrs() {
     let bound = TpmSettings {
         tcti: sw.tcti(),
         pcrs: vec![16],
+        auth: None,
     };
     let k16 = tpm::init(&bound, dir16.path()).unwrap();
     assert_eq!(*tpm::unseal(&bound, dir16.path()).unwrap(), *k16);
@@ -68,6 +70,7 @@ async fn seal_and_unseal_survive_a_tpm_restart_and_refuse_changed_pcrs() {
     let other = TpmSettings {
         tcti: sw.tcti(),
         pcrs: vec![7],
+        auth: None,
     };
     assert!(tpm::unseal(&other, dir16.path())
         .unwrap_err()
@@ -417,4 +420,51 @@ async fn migrate_keys_moves_local_records_into_the_tpm() {
         (s, &again["formation_secret"]),
         (200, &creds["formation_secret"])
     );
+}
+
+#[tokio::test]
+async fn an_auth_value_guards_the_seal_and_wrong_guesses_end_in_a_lockout_message() {
+    let sw = service::swtpm().await;
+    let dir = tempfile::tempdir().unwrap();
+    let with = |secret: &str, pcrs: Vec<u8>| TpmSettings {
+        tcti: sw.tcti(),
+        pcrs,
+        auth: Some(TpmSettings::auth_from_secret(secret)),
+    };
+    // PCR policy and auth value together.
+    let both = with("correct horse battery", vec![16]);
+    let kek = tpm::init(&both, dir.path()).unwrap();
+    assert_eq!(*tpm::unseal(&both, dir.path()).unwrap(), *kek);
+    let none = TpmSettings {
+        tcti: sw.tcti(),
+        pcrs: vec![16],
+        auth: None,
+    };
+    let err = tpm::unseal(&none, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("set PEAT_TPM_AUTH"), "{err}");
+
+    // Auth value only: wrong guesses are refused, then the TPM locks out.
+    let dir2 = tempfile::tempdir().unwrap();
+    let good = with("correct horse battery", vec![]);
+    let kek2 = tpm::init(&good, dir2.path()).unwrap();
+    assert_eq!(*tpm::unseal(&good, dir2.path()).unwrap(), *kek2);
+    let wrong = with("wrong guess 123", vec![]);
+    let first = tpm::unseal(&wrong, dir2.path()).unwrap_err().to_string();
+    assert!(
+        first.contains("wrong auth value") && first.contains("PEAT_TPM_AUTH"),
+        "{first}"
+    );
+    let mut locked = None;
+    for _ in 0..40 {
+        let e = tpm::unseal(&wrong, dir2.path()).unwrap_err().to_string();
+        if e.contains("dictionary-attack lockout") {
+            locked = Some(e);
+            break;
+        }
+    }
+    let locked = locked.expect("the TPM locks out after repeated wrong auth values");
+    assert!(locked.contains("tpm2_dictionarylockout"), "{locked}");
+    // Locked out, even the right value waits: said so, not "wrong value".
+    let e = tpm::unseal(&good, dir2.path()).unwrap_err().to_string();
+    assert!(e.contains("dictionary-attack lockout"), "{e}");
 }
