@@ -11,7 +11,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::book::{Access, Doc, RouteBook};
+use super::book::{doc, Access, RouteBook};
 use super::extract::{ApiBytes, ApiJson, ApiQuery, Caller, Ids};
 use super::orgs::Page;
 use super::{ApiError, AppState};
@@ -22,15 +22,6 @@ use crate::identity::{
 use crate::mesh::documents::{doc_id, RevocationEntry, REVOCATIONS};
 use crate::mesh::{MeshTier, Permissions};
 use crate::tenant::{now_ms, Need, TenantError};
-
-fn doc(summary: &'static str, access: Access, body: Option<Value>, ok: u16) -> Doc {
-    Doc {
-        summary,
-        access,
-        body,
-        ok,
-    }
-}
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
     let manage = Access::Org(Need::Manage);
@@ -141,7 +132,11 @@ fn reason_schema(required: bool) -> Value {
         "properties": {"reason": {"type": "string", "maxLength": 256}}})
 }
 
-fn tier(field: &'static str, s: Option<&str>, default: MeshTier) -> Result<MeshTier, TenantError> {
+pub(crate) fn tier(
+    field: &'static str,
+    s: Option<&str>,
+    default: MeshTier,
+) -> Result<MeshTier, TenantError> {
     match s {
         None => Ok(default),
         Some(s) => MeshTier::from_name(s).ok_or_else(|| TenantError::Invalid {
@@ -151,7 +146,7 @@ fn tier(field: &'static str, s: Option<&str>, default: MeshTier) -> Result<MeshT
     }
 }
 
-fn permissions(
+pub(crate) fn permissions(
     field: &'static str,
     names: Option<&[String]>,
     default: Permissions,

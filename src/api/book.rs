@@ -46,6 +46,16 @@ pub(crate) struct Doc {
     pub ok: u16,
 }
 
+/// A [`Doc`] in one line.
+pub(crate) fn doc(summary: &'static str, access: Access, body: Option<Value>, ok: u16) -> Doc {
+    Doc {
+        summary,
+        access,
+        body,
+        ok,
+    }
+}
+
 pub(crate) struct RouteBook {
     router: Router<AppState>,
     paths: Map<String, Value>,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use super::book::{Access, Doc, RouteBook};
+use super::book::{doc, Access, RouteBook};
 use super::extract::{ApiJson, Caller, Ids};
 use super::{ApiError, AppState};
 use crate::identity::oidc::{IdpConfig, IdpInfo};
@@ -17,15 +17,6 @@ use crate::identity::rules::{self, Condition, NoMatch, Op, Rule, Verdict};
 use crate::mesh::{MeshTier, Permissions};
 use crate::secret::Secret;
 use crate::tenant::{Need, TenantError};
-
-fn doc(summary: &'static str, access: Access, body: Option<Value>, ok: u16) -> Doc {
-    Doc {
-        summary,
-        access,
-        body,
-        ok,
-    }
-}
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
     let manage = Access::Org(Need::Manage);
@@ -257,29 +248,6 @@ struct RuleIn {
     description: String,
 }
 
-fn tier_of(field: &'static str, s: Option<&str>) -> Result<MeshTier, TenantError> {
-    s.map_or(Ok(MeshTier::Edge), |s| {
-        MeshTier::from_name(s).ok_or_else(|| TenantError::Invalid {
-            field,
-            reason: "must be Enterprise, Regional, Tactical or Edge".into(),
-        })
-    })
-}
-
-fn perms_of(field: &'static str, names: Option<&[String]>) -> Result<Permissions, TenantError> {
-    let Some(names) = names else {
-        return Ok(Permissions::STANDARD);
-    };
-    names.iter().try_fold(Permissions::default(), |acc, n| {
-        Permissions::from_name(n)
-            .map(|p| acc.union(p))
-            .ok_or_else(|| TenantError::Invalid {
-                field,
-                reason: format!("unknown permission '{n}'"),
-            })
-    })
-}
-
 fn rule_json(r: &Rule) -> Value {
     json!({
         "rule_id": r.rule_id, "priority": r.priority, "effect": if r.deny { "deny" } else { "allow" },
@@ -328,8 +296,12 @@ async fn create_rule(
         priority: b.priority.unwrap_or(100),
         deny,
         conditions,
-        tier: tier_of("tier", b.tier.as_deref())?,
-        permissions: perms_of("permissions", b.permissions.as_deref())?,
+        tier: super::authority::tier("tier", b.tier.as_deref(), MeshTier::Edge)?,
+        permissions: super::authority::permissions(
+            "permissions",
+            b.permissions.as_deref(),
+            Permissions::STANDARD,
+        )?,
         formations: b.formations,
         description: b.description,
     };
@@ -446,8 +418,12 @@ async fn put_settings(
     };
     let n = NoMatch {
         allow,
-        tier: tier_of("tier", b.tier.as_deref())?,
-        permissions: perms_of("permissions", b.permissions.as_deref())?,
+        tier: super::authority::tier("tier", b.tier.as_deref(), MeshTier::Edge)?,
+        permissions: super::authority::permissions(
+            "permissions",
+            b.permissions.as_deref(),
+            Permissions::STANDARD,
+        )?,
     };
     rules::set_no_match(&s.tenancy, &scope, n).await?;
     Ok(Json(no_match_json(&n)))
