@@ -57,6 +57,8 @@ pub struct Metrics {
     pub key_records_checked: Gauge,
     pub key_provider_up: Gauge,
     pub enroll_decisions: Family<EnrollLabels, Counter>,
+    pub auth_failures: Counter,
+    pub auth_blocked: Counter,
     pub key_probe_failures: Counter,
     pub cdc_appended: Counter,
     pub cdc_unchanged: Counter,
@@ -146,6 +148,18 @@ impl Metrics {
             "enroll_decisions",
             "Enrollment and renewal answers by decision (failed attempts included)",
             enroll_decisions.clone(),
+        );
+        let auth_failures = Counter::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused for a missing, malformed or wrong token",
+            auth_failures.clone(),
+        );
+        let auth_blocked = Counter::default();
+        registry.register(
+            "auth_blocked",
+            "Requests answered 429 because their source or token id failed too often",
+            auth_blocked.clone(),
         );
         let key_probe_failures = Counter::default();
         registry.register(
@@ -247,6 +261,8 @@ impl Metrics {
             key_records_checked,
             key_provider_up,
             enroll_decisions,
+            auth_failures,
+            auth_blocked,
             key_probe_failures,
             cdc_appended,
             cdc_unchanged,

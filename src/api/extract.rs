@@ -6,6 +6,7 @@ use axum::http::request::Parts;
 use axum::Json;
 use serde::de::DeserializeOwned;
 
+use super::guard::Key;
 use super::{ApiError, AppState};
 use crate::tenant::{validate_id, Principal, TenantError};
 
@@ -128,7 +129,50 @@ impl FromRequestParts<AppState> for Caller {
                 Some(token.trim().to_owned())
             }
         };
-        let p = state.tenancy.authenticate(bearer.as_deref()).await?;
-        Ok(Caller(p))
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<super::PeerInfo>>()
+            .map(|c| c.0.addr.ip());
+        let mut keys = Vec::with_capacity(2);
+        if let Some(ip) = peer {
+            keys.push(Key::Source(ip));
+        }
+        if let Some(id) = bearer.as_deref().and_then(token_id_of) {
+            keys.push(Key::Token(id.to_owned()));
+        }
+        if let Some(wait) = state.auth_guard.blocked_for(&keys) {
+            state.metrics.auth_blocked.inc();
+            return Err(ApiError::from(TenantError::RateLimited {
+                what: "failed authentications",
+                retry_after_secs: wait,
+            }));
+        }
+        match state.tenancy.authenticate(bearer.as_deref()).await {
+            Ok(p) => Ok(Caller(p)),
+            Err(TenantError::Unauthenticated) => {
+                state.metrics.auth_failures.inc();
+                state.auth_guard.failed(&keys);
+                let source = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+                let what = match bearer.as_deref() {
+                    None => "no token",
+                    Some(t) if token_id_of(t).is_some() => "unknown or wrong token",
+                    Some(_) => "malformed token",
+                };
+                // Audited as refused; the presented token itself is never recorded.
+                let _ = state
+                    .tenancy
+                    .record_auth_failure(&source, parts.uri.path(), what)
+                    .await;
+                Err(TenantError::Unauthenticated.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
+}
+
+/// The non-secret id part of an org API token (`pgt_<id>_…`), if it has one.
+fn token_id_of(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix("pgt_")?;
+    let id = rest.get(..16)?;
+    id.bytes().all(|b| b.is_ascii_hexdigit()).then_some(id)
 }

@@ -19,6 +19,7 @@ mod error;
 mod events;
 mod extract;
 mod formations;
+mod guard;
 mod health;
 mod identity;
 mod orgs;
@@ -31,6 +32,7 @@ mod tokens;
 mod ui;
 
 pub use error::ApiError;
+pub use guard::AuthGuard;
 pub use peer::PeerInfo;
 pub use state::{AppState, KeyStatus};
 

@@ -25,6 +25,7 @@ pub struct KeyStatus {
 #[derive(Clone)]
 pub struct AppState {
     pub tenancy: Tenancy,
+    pub auth_guard: super::AuthGuard,
     pub authority: Authority,
     pub cdc: Dispatcher,
     pub sources: Sources,
@@ -47,6 +48,9 @@ impl AppState {
         max_body_bytes: usize,
     ) -> Self {
         Self {
+            auth_guard: super::AuthGuard::new(
+                std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN),
+            ),
             authority: Authority::new(
                 tenancy.clone(),
                 EnrollLimits::new(
@@ -68,6 +72,12 @@ impl AppState {
     /// Enrollment attempts allowed per source address and minute.
     pub fn with_enroll_rate(mut self, per_minute: std::num::NonZeroU32) -> Self {
         self.authority = Authority::new(self.tenancy.clone(), EnrollLimits::new(per_minute));
+        self
+    }
+
+    /// Failed authentications allowed per source address (and per token id) and minute.
+    pub fn with_auth_failure_rate(mut self, per_minute: std::num::NonZeroU32) -> Self {
+        self.auth_guard = super::AuthGuard::new(per_minute);
         self
     }
 

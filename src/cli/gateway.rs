@@ -300,7 +300,8 @@ async fn prepare(
         cfg.max_body_bytes,
     )
     .with_ui_dir(cfg.ui_dir.clone())
-    .with_enroll_rate(cfg.enroll_rate_per_min))
+    .with_enroll_rate(cfg.enroll_rate_per_min)
+    .with_auth_failure_rate(cfg.auth_failures_per_min))
 }
 
 async fn bind(

@@ -37,6 +37,7 @@ pub struct Config {
     /// Key-provider health probe interval; `None` when turned off.
     pub key_probe: Option<Duration>,
     pub enroll_rate_per_min: std::num::NonZeroU32,
+    pub auth_failures_per_min: std::num::NonZeroU32,
     /// TLS on the API listener; `None` is plain HTTP.
     pub tls: Option<crate::listen::TlsMaterial>,
     pub dev_mode: bool,
@@ -148,6 +149,13 @@ impl Config {
             ));
         }
         let tls = tls::listener_tls(&raw, &name, &mut errors);
+        let auth_failures = raw.auth_failures_per_min.unwrap_or(10);
+        if !(1..=100_000).contains(&auth_failures) {
+            errors.push(err(
+                name("auth_failures_per_min"),
+                "must be between 1 and 100000",
+            ));
+        }
         let max_body = raw.max_body_bytes.unwrap_or(64 * 1024);
         if !(1024..=64 * 1024 * 1024).contains(&max_body) {
             errors.push(err(
@@ -218,6 +226,10 @@ impl Config {
                 key,
                 key_probe: (probe_s > 0).then(|| Duration::from_secs(probe_s)),
                 tls,
+                auth_failures_per_min: u32::try_from(auth_failures)
+                    .ok()
+                    .and_then(std::num::NonZeroU32::new)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
                 enroll_rate_per_min: u32::try_from(enroll_rate)
                     .ok()
                     .and_then(std::num::NonZeroU32::new)
@@ -301,6 +313,11 @@ impl Config {
                 self.key_probe
                     .map_or("0 (off)".into(), |d| d.as_secs().to_string()),
                 o("key_probe_secs"),
+            ),
+            (
+                "auth_failures_per_min",
+                self.auth_failures_per_min.to_string(),
+                o("auth_failures_per_min"),
             ),
             (
                 "enroll_rate_per_min",

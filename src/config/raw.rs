@@ -54,6 +54,9 @@ pub struct RawConfig {
     pub tls_client_auth: Option<String>,
     /// Seconds between key-provider health probes; 0 turns them off (`PEAT_KEY_PROBE_SECS`).
     pub key_probe_secs: Option<u64>,
+    /// Failed authentications allowed per source address and per token id and minute
+    /// (`PEAT_AUTH_FAILURES_PER_MIN`).
+    pub auth_failures_per_min: Option<u64>,
     /// Enrollment attempts allowed per source address and minute (`PEAT_ENROLL_RATE_PER_MIN`).
     pub enroll_rate_per_min: Option<u64>,
     /// Explicit development mode (`PEAT_DEV_MODE`).
@@ -142,6 +145,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_GATEWAY_TLS_CLIENT_CA", "tls_client_ca"),
     ("PEAT_GATEWAY_TLS_CLIENT_AUTH", "tls_client_auth"),
     ("PEAT_ENROLL_RATE_PER_MIN", "enroll_rate_per_min"),
+    ("PEAT_AUTH_FAILURES_PER_MIN", "auth_failures_per_min"),
     ("PEAT_DEV_MODE", "dev_mode"),
     ("PEAT_UI_DIR", "ui_dir"),
     ("PEAT_LOG", "log"),
@@ -235,6 +239,7 @@ pub fn load(
             errors.push(err(*var, message));
         }
     }
+    resolve_secret_refs(&mut raw, &origin, &env, &mut errors);
     if let Some(v) = env("RUST_LOG").filter(|_| raw.log.is_none()) {
         origin.insert("log", "env RUST_LOG".into());
         raw.log = Some(v);
@@ -266,6 +271,7 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "tls_client_ca" => raw.tls_client_ca = Some(v.into()),
         "tls_client_auth" => raw.tls_client_auth = Some(v),
         "enroll_rate_per_min" => raw.enroll_rate_per_min = Some(num(&v)?),
+        "auth_failures_per_min" => raw.auth_failures_per_min = Some(num(&v)?),
         "dev_mode" => {
             raw.dev_mode = Some(match v.to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,
@@ -300,4 +306,72 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         _ => return Err("unknown setting".into()),
     }
     Ok(())
+}
+
+/// Reads `file:/path` and `credential:NAME` (a systemd credential in `$CREDENTIALS_DIRECTORY`)
+/// references in the secret settings, so secrets need not sit in the environment or the
+/// config file. One trailing newline is dropped; an unreadable or empty source is an error
+/// naming the setting, never an empty secret.
+fn resolve_secret_refs(
+    raw: &mut RawConfig,
+    origin: &BTreeMap<&'static str, String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let name = |key: &'static str| -> String {
+        origin
+            .get(key)
+            .and_then(|o| o.strip_prefix("env ").map(str::to_owned))
+            .unwrap_or_else(|| key.to_owned())
+    };
+    let creds = env("CREDENTIALS_DIRECTORY");
+    let mut resolve = |key: &'static str, slot: &mut Option<Secret>| {
+        let Some(v) = slot.as_ref() else { return };
+        let path = if let Some(p) = v.expose().strip_prefix("file:") {
+            std::path::PathBuf::from(p)
+        } else if let Some(c) = v.expose().strip_prefix("credential:") {
+            match &creds {
+                Some(dir) if !c.is_empty() && !c.contains('/') => Path::new(dir).join(c),
+                Some(_) => {
+                    errors.push(err(
+                        name(key),
+                        "credential:NAME takes a bare credential name",
+                    ));
+                    return;
+                }
+                None => {
+                    errors.push(err(
+                        name(key),
+                        "refers to a systemd credential but CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)",
+                    ));
+                    return;
+                }
+            }
+        } else {
+            return;
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let text = zeroize::Zeroizing::new(text);
+                let value = text.strip_suffix('\n').unwrap_or(&text);
+                let value = value.strip_suffix('\r').unwrap_or(value);
+                if value.is_empty() {
+                    errors.push(err(name(key), format!("{} is empty", path.display())));
+                } else {
+                    *slot = Some(Secret::new(value.to_owned()));
+                }
+            }
+            Err(e) => errors.push(err(
+                name(key),
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        }
+    };
+    resolve("admin_token", &mut raw.admin_token);
+    resolve("kek", &mut raw.kek);
+    resolve("tpm_auth", &mut raw.tpm_auth);
+    resolve("aws_secret_access_key", &mut raw.aws_secret_access_key);
+    resolve("aws_session_token", &mut raw.aws_session_token);
+    resolve("vault_token", &mut raw.vault_token);
+    resolve("vault_secret_id", &mut raw.vault_secret_id);
 }

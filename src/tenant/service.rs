@@ -308,6 +308,28 @@ impl Tenancy {
             .await
     }
 
+    /// An authentication failure in the audit log (never the presented token).
+    pub async fn record_auth_failure(
+        &self,
+        source: &str,
+        path: &str,
+        what: &'static str,
+    ) -> Result<(), TenantError> {
+        let actor = Actor {
+            id: format!("source:{source}"),
+            role: "anonymous",
+        };
+        let path: String = path.chars().take(200).collect();
+        self.record_event(
+            &actor,
+            None,
+            "auth.failure",
+            path,
+            format!("refused: {what}"),
+        )
+        .await
+    }
+
     pub(crate) async fn record_refusal(
         &self,
         actor: &Actor,

@@ -165,7 +165,9 @@ async fn token(g: &Gateway, org: &str, role: &str) -> String {
 
 #[tokio::test]
 async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking() {
-    let g = Gateway::start(GatewayOpts::standard()).await;
+    // Hundreds of deliberate failures from one address: the failure limit is tested elsewhere.
+    let g =
+        Gateway::start(GatewayOpts::standard().with("PEAT_AUTH_FAILURES_PER_MIN", "100000")).await;
     for org in ["org-a", "org-b"] {
         g.admin(
             Method::POST,
@@ -336,4 +338,69 @@ async fn expired_tokens_are_refused() {
     tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
     let (s, _) = g.call(Method::GET, "/orgs/acme", Some(tok), None).await;
     assert_eq!(s, 401);
+}
+
+#[tokio::test]
+async fn repeated_authentication_failures_get_429_then_recover_and_are_audited() {
+    let g = Gateway::start(GatewayOpts::standard().with("PEAT_AUTH_FAILURES_PER_MIN", "60")).await;
+    let mut statuses = Vec::new();
+    for _ in 0..61 {
+        let (s, _) = g
+            .call(
+                Method::GET,
+                "/orgs",
+                Some("pgt_0123456789abcdef_guess"),
+                None,
+            )
+            .await;
+        statuses.push(s);
+    }
+    assert!(statuses[..60].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(
+        statuses[60], 401,
+        "the failure that exhausts the budget still answers 401"
+    );
+    let r = g
+        .req(Method::GET, "/orgs", Some(crate::harness::ADMIN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        429,
+        "the source is blocked, whatever it presents"
+    );
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=61).contains(&wait), "{wait}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(error_code(&body), "rate_limited");
+
+    // The budget refills (one failure a second here): the admin gets in again.
+    tokio::time::sleep(std::time::Duration::from_millis(wait * 1000 + 100)).await;
+    let (s, _) = g.admin(Method::GET, "/orgs", None).await;
+    assert_eq!(s, 200);
+    let (_, audit) = g.admin(Method::GET, "/audit?limit=1000", None).await;
+    let text = audit.to_string();
+    assert!(
+        text.contains("auth.failure") && text.contains("source:127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("guess"),
+        "the presented token is never recorded"
+    );
+    let m = g
+        .req(Method::GET, "/metrics", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("auth_failures_total 61"), "{m}");
+    assert!(m.contains("auth_blocked_total 1"), "{m}");
 }

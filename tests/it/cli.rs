@@ -194,3 +194,66 @@ async fn sigterm_shuts_down_cleanly_and_logs_it() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn secrets_come_from_files_and_systemd_credentials_never_from_the_environment_text() {
+    let d = tempfile::tempdir().unwrap();
+    let creds = d.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("peat-admin"), format!("{ADMIN}\n")).unwrap();
+    let kek_file = d.path().join("kek");
+    std::fs::write(&kek_file, format!("{KEK_A}\n")).unwrap();
+    let kek_ref = format!("file:{}", kek_file.display());
+    let creds_dir = creds.display().to_string();
+    let opts = GatewayOpts::standard()
+        .with("PEAT_KEK", &kek_ref)
+        .with("PEAT_ADMIN_TOKEN", "credential:peat-admin")
+        .with("CREDENTIALS_DIRECTORY", &creds_dir);
+    let g = Gateway::start(opts).await;
+    // The token read from the credential authenticates; the KEK from the file seals.
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh").await;
+    let (code, out, err) = run(
+        &["check-config"],
+        &[
+            ("PEAT_KEK", &kek_ref),
+            ("PEAT_ADMIN_TOKEN", "credential:peat-admin"),
+            ("CREDENTIALS_DIRECTORY", &creds_dir),
+            ("PEAT_GATEWAY_DATA_DIR", "data"),
+        ],
+        d.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(KEK_A) && !out.contains(ADMIN), "{out}");
+
+    // Each broken reference names its setting and what is wrong.
+    let empty = d.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let empty_ref = format!("file:{}", empty.display());
+    for (env, want) in [
+        (
+            vec![("PEAT_KEK", "file:/nonexistent/kek")],
+            "PEAT_KEK: cannot read /nonexistent/kek",
+        ),
+        (vec![("PEAT_KEK", empty_ref.as_str())], "is empty"),
+        (
+            vec![
+                ("PEAT_KEK", KEK_A),
+                ("PEAT_ADMIN_TOKEN", "credential:peat-admin"),
+            ],
+            "CREDENTIALS_DIRECTORY is not set",
+        ),
+        (
+            vec![
+                ("PEAT_KEK", KEK_A),
+                ("PEAT_ADMIN_TOKEN", "credential:../x"),
+                ("CREDENTIALS_DIRECTORY", creds_dir.as_str()),
+            ],
+            "bare credential name",
+        ),
+    ] {
+        let (code, _, err) = run(&["check-config"], &env, d.path());
+        assert_eq!(code, 2, "{env:?}: {err}");
+        assert!(err.contains(want), "{env:?}: wanted '{want}' in {err}");
+    }
+}
