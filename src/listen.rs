@@ -1,22 +1,30 @@
-//! The API's listeners: plain TCP, or TLS (rustls) with an optional or required client
-//! certificate. TLS handshakes run in their own tasks with a deadline, so a slow or silent
-//! client never holds up the accept loop.
+//! The API's listeners and the loop that serves them: plain TCP, TLS (rustls) with an optional
+//! or required client certificate, and a Unix socket for local tools, several at once. Each
+//! connection is bounded (a connection limit, a deadline for the TLS handshake and for request
+//! headers, so slow or silent clients cannot pile up), and shutdown lets requests in flight
+//! finish.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 
-/// Longest a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Finished handshakes waiting for the server to pick them up.
-const BACKLOG: usize = 64;
+/// Who is on the other end: its address (none on the Unix socket) and, over TLS, the client
+/// certificate it presented, already verified against the client CA.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub addr: Option<SocketAddr>,
+    /// DER of the verified end-entity client certificate, when one was presented.
+    pub client_cert: Option<Arc<Vec<u8>>>,
+}
 
-/// The listener's TLS material, read and checked at start-up.
+/// The listener's TLS material, read and checked at start-up (and again at each reload).
 pub struct TlsMaterial {
     pub cert_pem: String,
     pub key_pem: zeroize::Zeroizing<String>,
@@ -58,60 +66,250 @@ impl TlsMaterial {
     }
 }
 
-/// Accepts TCP connections and hands over those whose TLS handshake completed.
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
+/// The TLS settings in use; replaced whole by a reload, read per connection.
+#[derive(Clone)]
+pub struct TlsState(Arc<RwLock<Arc<rustls::ServerConfig>>>);
 
-impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, rx) = mpsc::channel(BACKLOG);
-        let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            loop {
-                let (stream, addr) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                if tx.is_closed() {
-                    return;
-                }
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, addr)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake refused"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(Self { rx, local })
+impl TlsState {
+    pub fn new(cfg: Arc<rustls::ServerConfig>) -> Self {
+        Self(Arc::new(RwLock::new(cfg)))
+    }
+
+    pub fn replace(&self, cfg: Arc<rustls::ServerConfig>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cfg;
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(
+            self.0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+/// One bound listener.
+pub enum Bound {
+    Tcp {
+        listener: TcpListener,
+        tls: Option<TlsState>,
+    },
+    Unix {
+        listener: UnixListener,
+        path: PathBuf,
+    },
+}
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The accept task only ends with the runtime; nothing more will come.
-            None => std::future::pending().await,
+/// Bounds on every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once across all listeners; further ones wait in the backlog.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake and for each request's headers.
+    pub handshake_and_header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            handshake_and_header_timeout: Duration::from_secs(10),
         }
     }
+}
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+/// Binds a Unix socket at `path` with `mode` and, when given, owner `uid:gid`. A stale
+/// socket file (nobody listening) is replaced; a live one is an error.
+pub fn bind_unix(
+    path: &std::path::Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<UnixListener, String> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!("{} exists and is not a socket", path.display()));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!("{} is in use by a running process", path.display()));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("removing the stale {}: {e}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("setting the mode of {}: {e}", path.display()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| {
+            format!(
+                "setting the owner of {} to {uid}:{gid}: {e}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(l)
+}
+
+type Io = Box<dyn IoStream>;
+trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> IoStream for T {}
+
+/// Serves `app` on every listener until `shutdown` resolves, then waits for requests in
+/// flight (up to 10 s) and removes Unix socket files.
+pub async fn serve(
+    bound: Vec<Bound>,
+    app: axum::Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut loops = Vec::new();
+    let mut sockets = Vec::new();
+    for b in bound {
+        if let Bound::Unix { path, .. } = &b {
+            sockets.push(path.clone());
+        }
+        loops.push(tokio::spawn(accept_loop(
+            b,
+            app.clone(),
+            limits,
+            permits.clone(),
+            graceful.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    match Arc::try_unwrap(graceful) {
+        Ok(g) => {
+            if tokio::time::timeout(Duration::from_secs(10), g.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("requests still running after 10 s; closing them");
+            }
+        }
+        Err(_) => tracing::warn!("connections still being set up at shutdown"),
+    }
+    for p in sockets {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+async fn accept_loop(
+    bound: Bound,
+    app: axum::Router,
+    limits: Limits,
+    permits: Arc<Semaphore>,
+    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
+        };
+        let accepted: Result<(Io, PeerInfo, Option<TlsState>), std::io::Error> = tokio::select! {
+            r = accept(&bound) => r,
+            _ = stop.changed() => return,
+        };
+        let (io, peer, tls) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (io, peer) = match tls {
+                None => (io, peer),
+                Some(tls) => {
+                    match tokio::time::timeout(
+                        limits.handshake_and_header_timeout,
+                        tls.acceptor().accept(io),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => {
+                            let client_cert = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|c| Arc::new(c.as_ref().to_vec()));
+                            (
+                                Box::new(stream) as Io,
+                                PeerInfo {
+                                    client_cert,
+                                    ..peer
+                                },
+                            )
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = ?peer.addr, error = %e, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = ?peer.addr, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer.clone()));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.handshake_and_header_timeout)
+                .serve_connection(TokioIo::new(io), svc);
+            let _ = watcher.watch(conn).await;
+        });
+    }
+}
+
+async fn accept(bound: &Bound) -> Result<(Io, PeerInfo, Option<TlsState>), std::io::Error> {
+    match bound {
+        Bound::Tcp { listener, tls } => {
+            let (s, addr) = listener.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok((
+                Box::new(s),
+                PeerInfo {
+                    addr: Some(addr),
+                    client_cert: None,
+                },
+                tls.clone(),
+            ))
+        }
+        Bound::Unix { listener, .. } => {
+            let (s, _) = listener.accept().await?;
+            Ok((
+                Box::new(s),
+                PeerInfo {
+                    addr: None,
+                    client_cert: None,
+                },
+                None,
+            ))
+        }
     }
 }

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub key_provider_up: Gauge,
     pub enroll_decisions: Family<EnrollLabels, Counter>,
     pub auth_failures: Counter,
+    pub tls_reloads: Counter,
+    pub tls_reload_failures: Counter,
     pub auth_blocked: Counter,
     pub key_probe_failures: Counter,
     pub cdc_appended: Counter,
@@ -154,6 +156,18 @@ impl Metrics {
             "auth_failures",
             "Requests refused for a missing, malformed or wrong token",
             auth_failures.clone(),
+        );
+        let tls_reloads = Counter::default();
+        registry.register(
+            "tls_reloads",
+            "Listener certificate reloads that took effect",
+            tls_reloads.clone(),
+        );
+        let tls_reload_failures = Counter::default();
+        registry.register(
+            "tls_reload_failures",
+            "Listener certificate reloads refused (the previous material stayed in use)",
+            tls_reload_failures.clone(),
         );
         let auth_blocked = Counter::default();
         registry.register(
@@ -262,6 +276,8 @@ impl Metrics {
             key_provider_up,
             enroll_decisions,
             auth_failures,
+            tls_reloads,
+            tls_reload_failures,
             auth_blocked,
             key_probe_failures,
             cdc_appended,

@@ -132,7 +132,8 @@ impl FromRequestParts<AppState> for Caller {
         let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<super::PeerInfo>>()
-            .map(|c| c.0.addr.ip());
+            .and_then(|c| c.0.addr)
+            .map(|a| a.ip());
         let mut keys = Vec::with_capacity(2);
         if let Some(ip) = peer {
             keys.push(Key::Source(ip));
@@ -152,7 +153,7 @@ impl FromRequestParts<AppState> for Caller {
             Err(TenantError::Unauthenticated) => {
                 state.metrics.auth_failures.inc();
                 state.auth_guard.failed(&keys);
-                let source = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+                let source = peer.map_or_else(|| "local socket".to_owned(), |ip| ip.to_string());
                 let what = match bearer.as_deref() {
                     None => "no token",
                     Some(t) if token_id_of(t).is_some() => "unknown or wrong token",

@@ -13,6 +13,7 @@ use peat_gateway::cdc::source::Sources;
 use peat_gateway::cdc::{Dispatcher, FullPolicy, Outbox};
 use peat_gateway::config::{self, Config, KeyConfig};
 use peat_gateway::keys::Keyring;
+use peat_gateway::listen;
 use peat_gateway::mesh::MembershipPolicy;
 use peat_gateway::metrics::Metrics;
 use peat_gateway::store::{CommitStats, Store, StoreOptions};
@@ -120,9 +121,10 @@ struct Seed {
 const KEY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Running {
-    listener: TcpListener,
-    /// TLS on the listener when configured.
-    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    listeners: Vec<listen::Bound>,
+    limits: listen::Limits,
+    /// TLS settings in use, and where they come from, for reloads.
+    tls: Option<(listen::TlsState, TlsFiles)>,
     state: AppState,
     store: Store,
     key_probe: Option<std::time::Duration>,
@@ -328,17 +330,37 @@ async fn bind(
     let addr = listener.local_addr().context("reading the bound address")?;
     let tls = match &cfg.tls {
         // Checked when the configuration was read; failing here still stops start-up.
-        Some(t) => Some(t.server_config().map_err(|e| anyhow::anyhow!("TLS: {e}"))?),
+        Some(t) => Some(listen::TlsState::new(
+            t.server_config().map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+        )),
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut listeners = vec![listen::Bound::Tcp {
+        listener,
+        tls: tls.clone(),
+    }];
+    if let Some(u) = &cfg.unix_socket {
+        let l = listen::bind_unix(&u.path, u.mode, u.owner).map_err(|e| {
+            anyhow::anyhow!("cannot listen on the Unix socket (PEAT_GATEWAY_UNIX_SOCKET): {e}")
+        })?;
+        tracing::info!(path = %u.path.display(), mode = format!("{:o}", u.mode), "listening on the Unix socket");
+        listeners.push(listen::Bound::Unix {
+            listener: l,
+            path: u.path.clone(),
+        });
+    }
     tracing::info!(%addr, scheme, data_dir = %cfg.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "peat-gateway ready");
     if demo {
         print_demo_guide(&addr.to_string(), &cfg.data_dir);
     }
     Ok(Running {
-        listener,
-        tls,
+        listeners,
+        limits: listen::Limits {
+            max_connections: cfg.max_connections,
+            ..listen::Limits::default()
+        },
+        tls: tls.map(|t| (t, TlsFiles::from(cfg))),
         state,
         store,
         key_probe: cfg.key_probe,
@@ -367,26 +389,19 @@ impl Running {
             ))
         });
         let sources = self.state.sources.clone();
+        let metrics = self.state.metrics.clone();
         let app = api::router(self.state);
-        let app = app.into_make_service_with_connect_info::<api::PeerInfo>();
-        let served = match self.tls {
-            Some(cfg) => {
-                let listener = peat_gateway::listen::TlsListener::new(self.listener, cfg)
-                    .context("starting the TLS listener")?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
-            }
-            None => {
-                axum::serve(self.listener, app)
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
-            }
-        }
-        .context("serving HTTP");
+        let reloads = self.tls.map(|(state, files)| {
+            tokio::spawn(tls_reloads(state, files, metrics, stop.subscribe()))
+        });
+        listen::serve(self.listeners, app, self.limits, shutdown_signal()).await;
+        let served: anyhow::Result<()> = Ok(());
         tracing::info!("listener closed; stopping sinks and flushing the stores");
         let _ = stop.send(true);
         let _ = housekeeping.await;
+        if let Some(r) = reloads {
+            let _ = r.await;
+        }
         if let Some(p) = key_probe {
             let _ = p.await;
         }
@@ -623,4 +638,97 @@ fn print_demo_guide(addr: &str, data_dir: &Path) {
             .display()
     );
     println!();
+}
+
+/// Where the listener's TLS material comes from, to read it again.
+struct TlsFiles {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    client_ca: Option<std::path::PathBuf>,
+    require_client_cert: bool,
+}
+
+impl From<&Config> for TlsFiles {
+    fn from(cfg: &Config) -> Self {
+        let p = cfg.tls_paths.clone().unwrap_or_default();
+        Self {
+            cert: p.cert,
+            key: p.key,
+            client_ca: p.client_ca,
+            require_client_cert: cfg.tls.as_ref().is_some_and(|t| t.require_client_cert),
+        }
+    }
+}
+
+impl TlsFiles {
+    fn load(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, String> {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        let cert_pem = read(&self.cert)?;
+        let end = listen::cert_not_after(&cert_pem)
+            .map_err(|e| format!("{} {e}", self.cert.display()))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if end <= now {
+            return Err(format!("{}: the certificate expired", self.cert.display()));
+        }
+        let m = listen::TlsMaterial {
+            cert_pem,
+            key_pem: zeroize::Zeroizing::new(read(&self.key)?),
+            client_ca_pem: match &self.client_ca {
+                Some(p) => Some(read(p)?),
+                None => None,
+            },
+            require_client_cert: self.require_client_cert,
+        };
+        m.server_config()
+    }
+
+    /// The newest modification time of the files, to notice a replacement.
+    fn stamp(&self) -> Option<std::time::SystemTime> {
+        [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .max()
+    }
+}
+
+/// Reloads the listener's certificate, key and client CA on SIGHUP and when the files change
+/// (checked every 5 s). A failed reload keeps the material in use and says why.
+async fn tls_reloads(
+    state: listen::TlsState,
+    files: TlsFiles,
+    metrics: Arc<peat_gateway::metrics::Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut seen = files.stamp();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        let why = tokio::select! {
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => "SIGHUP",
+            _ = tick.tick() => {
+                let now = files.stamp();
+                if now == seen { continue; }
+                seen = now;
+                "file change"
+            }
+            _ = stop.changed() => return,
+        };
+        match files.load() {
+            Ok(cfg) => {
+                state.replace(cfg);
+                metrics.tls_reloads.inc();
+                tracing::info!(trigger = why, "listener TLS material reloaded");
+            }
+            Err(e) => {
+                metrics.tls_reload_failures.inc();
+                tracing::error!(trigger = why, error = %e, "TLS reload failed; the previous certificate stays in use");
+            }
+        }
+    }
 }

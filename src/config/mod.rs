@@ -27,6 +27,22 @@ pub use self::raw::{
 use crate::cdc::{FullPolicy, OutboxConfig};
 pub use crate::secret::Secret;
 use crate::tenant::Quotas;
+/// The files of the listener's TLS material.
+#[derive(Debug, Clone, Default)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The Unix socket listener: path, file mode, optional `uid:gid` owner.
+#[derive(Debug, Clone)]
+pub struct UnixSocket {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub owner: Option<(u32, u32)>,
+}
+
 /// Validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -40,6 +56,11 @@ pub struct Config {
     pub auth_failures_per_min: std::num::NonZeroU32,
     /// TLS on the API listener; `None` is plain HTTP.
     pub tls: Option<crate::listen::TlsMaterial>,
+    /// Where the TLS material was read from, for reloads.
+    pub tls_paths: Option<TlsPaths>,
+    /// A Unix socket served besides the TCP listener.
+    pub unix_socket: Option<UnixSocket>,
+    pub max_connections: usize,
     pub dev_mode: bool,
     pub ui_dir: Option<PathBuf>,
     pub log_filter: String,
@@ -149,6 +170,19 @@ impl Config {
             ));
         }
         let tls = tls::listener_tls(&raw, &name, &mut errors);
+        let tls_paths = match (&raw.tls_cert, &raw.tls_key) {
+            (Some(c), Some(k)) if tls.is_some() => Some(TlsPaths {
+                cert: c.clone(),
+                key: k.clone(),
+                client_ca: raw.tls_client_ca.clone(),
+            }),
+            _ => None,
+        };
+        let unix_socket = tls::unix_socket(&raw, &name, &mut errors);
+        let max_connections = raw.max_connections.unwrap_or(256);
+        if !(1..=65_536).contains(&max_connections) {
+            errors.push(err(name("max_connections"), "must be between 1 and 65536"));
+        }
         let auth_failures = raw.auth_failures_per_min.unwrap_or(10);
         if !(1..=100_000).contains(&auth_failures) {
             errors.push(err(
@@ -226,6 +260,9 @@ impl Config {
                 key,
                 key_probe: (probe_s > 0).then(|| Duration::from_secs(probe_s)),
                 tls,
+                tls_paths,
+                unix_socket,
+                max_connections: usize::try_from(max_connections).unwrap_or(256),
                 auth_failures_per_min: u32::try_from(auth_failures)
                     .ok()
                     .and_then(std::num::NonZeroU32::new)
@@ -313,6 +350,24 @@ impl Config {
                 self.key_probe
                     .map_or("0 (off)".into(), |d| d.as_secs().to_string()),
                 o("key_probe_secs"),
+            ),
+            (
+                "unix_socket",
+                self.unix_socket.as_ref().map_or("(none)".into(), |u| {
+                    format!(
+                        "{} mode {:o}{}",
+                        u.path.display(),
+                        u.mode,
+                        u.owner
+                            .map_or(String::new(), |(a, b)| format!(" owner {a}:{b}"))
+                    )
+                }),
+                o("unix_socket"),
+            ),
+            (
+                "max_connections",
+                self.max_connections.to_string(),
+                o("max_connections"),
             ),
             (
                 "auth_failures_per_min",

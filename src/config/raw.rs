@@ -52,6 +52,14 @@ pub struct RawConfig {
     pub tls_client_ca: Option<PathBuf>,
     /// `optional` (default) or `required` (`PEAT_GATEWAY_TLS_CLIENT_AUTH`).
     pub tls_client_auth: Option<String>,
+    /// A Unix socket to serve the API on as well, for local tools (`PEAT_GATEWAY_UNIX_SOCKET`).
+    pub unix_socket: Option<PathBuf>,
+    /// Its file mode, octal (`PEAT_GATEWAY_UNIX_SOCKET_MODE`, default 660).
+    pub unix_socket_mode: Option<String>,
+    /// Its owner as `uid:gid` (`PEAT_GATEWAY_UNIX_SOCKET_OWNER`).
+    pub unix_socket_owner: Option<String>,
+    /// Connections served at once (`PEAT_GATEWAY_MAX_CONNECTIONS`, default 256).
+    pub max_connections: Option<u64>,
     /// Seconds between key-provider health probes; 0 turns them off (`PEAT_KEY_PROBE_SECS`).
     pub key_probe_secs: Option<u64>,
     /// Failed authentications allowed per source address and per token id and minute
@@ -144,6 +152,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_GATEWAY_TLS_KEY", "tls_key"),
     ("PEAT_GATEWAY_TLS_CLIENT_CA", "tls_client_ca"),
     ("PEAT_GATEWAY_TLS_CLIENT_AUTH", "tls_client_auth"),
+    ("PEAT_GATEWAY_UNIX_SOCKET", "unix_socket"),
+    ("PEAT_GATEWAY_UNIX_SOCKET_MODE", "unix_socket_mode"),
+    ("PEAT_GATEWAY_UNIX_SOCKET_OWNER", "unix_socket_owner"),
+    ("PEAT_GATEWAY_MAX_CONNECTIONS", "max_connections"),
     ("PEAT_ENROLL_RATE_PER_MIN", "enroll_rate_per_min"),
     ("PEAT_AUTH_FAILURES_PER_MIN", "auth_failures_per_min"),
     ("PEAT_DEV_MODE", "dev_mode"),
@@ -270,6 +282,10 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "tls_key" => raw.tls_key = Some(v.into()),
         "tls_client_ca" => raw.tls_client_ca = Some(v.into()),
         "tls_client_auth" => raw.tls_client_auth = Some(v),
+        "unix_socket" => raw.unix_socket = Some(v.into()),
+        "unix_socket_mode" => raw.unix_socket_mode = Some(v),
+        "unix_socket_owner" => raw.unix_socket_owner = Some(v),
+        "max_connections" => raw.max_connections = Some(num(&v)?),
         "enroll_rate_per_min" => raw.enroll_rate_per_min = Some(num(&v)?),
         "auth_failures_per_min" => raw.auth_failures_per_min = Some(num(&v)?),
         "dev_mode" => {

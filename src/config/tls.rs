@@ -1,4 +1,4 @@
-//! The API listener's TLS settings, read and checked at start-up.
+//! The API listeners' settings: TLS material and the Unix socket, read and checked at start-up.
 
 use super::raw::{err, ConfigError, RawConfig, ENV_VARS};
 
@@ -127,4 +127,69 @@ pub(super) fn listener_tls(
             Some(m)
         }
     }
+}
+
+/// The Unix socket setting: a path whose directory exists, an octal mode, an owner `uid:gid`.
+pub(super) fn unix_socket(
+    raw: &RawConfig,
+    name: &dyn Fn(&'static str) -> String,
+    errors: &mut Vec<ConfigError>,
+) -> Option<super::UnixSocket> {
+    let Some(path) = &raw.unix_socket else {
+        for key in ["unix_socket_mode", "unix_socket_owner"] {
+            let set = match key {
+                "unix_socket_mode" => raw.unix_socket_mode.is_some(),
+                _ => raw.unix_socket_owner.is_some(),
+            };
+            if set {
+                errors.push(err(name(key), "set only with PEAT_GATEWAY_UNIX_SOCKET"));
+            }
+        }
+        return None;
+    };
+    if !path.is_absolute() || path.parent().is_none_or(|d| !d.is_dir()) {
+        errors.push(err(
+            name("unix_socket"),
+            format!(
+                "{} must be an absolute path in an existing directory",
+                path.display()
+            ),
+        ));
+        return None;
+    }
+    let mode = match u32::from_str_radix(raw.unix_socket_mode.as_deref().unwrap_or("660"), 8) {
+        Ok(m) if m <= 0o777 && m & 0o007 == 0 => m,
+        Ok(_) => {
+            errors.push(err(
+                name("unix_socket_mode"),
+                "must be octal like 660 and give nothing to others (the socket is the admin API)",
+            ));
+            return None;
+        }
+        Err(_) => {
+            errors.push(err(name("unix_socket_mode"), "must be octal, like 660"));
+            return None;
+        }
+    };
+    let owner = match raw.unix_socket_owner.as_deref() {
+        None => None,
+        Some(o) => match o
+            .split_once(':')
+            .map(|(u, g)| (u.parse::<u32>(), g.parse::<u32>()))
+        {
+            Some((Ok(u), Ok(g))) => Some((u, g)),
+            _ => {
+                errors.push(err(
+                    name("unix_socket_owner"),
+                    "must be numeric uid:gid, like 0:994",
+                ));
+                return None;
+            }
+        },
+    };
+    Some(super::UnixSocket {
+        path: path.clone(),
+        mode,
+        owner,
+    })
 }
