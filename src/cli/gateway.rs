@@ -358,7 +358,7 @@ async fn bind(
         listeners,
         limits: listen::Limits {
             max_connections: cfg.max_connections,
-            ..listen::Limits::default()
+            handshake_and_header_timeout: cfg.header_timeout,
         },
         tls: tls.map(|t| (t, TlsFiles::from(cfg))),
         state,

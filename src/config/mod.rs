@@ -61,6 +61,7 @@ pub struct Config {
     /// A Unix socket served besides the TCP listener.
     pub unix_socket: Option<UnixSocket>,
     pub max_connections: usize,
+    pub header_timeout: Duration,
     pub dev_mode: bool,
     pub ui_dir: Option<PathBuf>,
     pub log_filter: String,
@@ -179,6 +180,13 @@ impl Config {
             _ => None,
         };
         let unix_socket = tls::unix_socket(&raw, &name, &mut errors);
+        let header_timeout = raw.header_timeout_secs.unwrap_or(10);
+        if !(1..=300).contains(&header_timeout) {
+            errors.push(err(
+                name("header_timeout_secs"),
+                "must be between 1 and 300",
+            ));
+        }
         let max_connections = raw.max_connections.unwrap_or(256);
         if !(1..=65_536).contains(&max_connections) {
             errors.push(err(name("max_connections"), "must be between 1 and 65536"));
@@ -263,6 +271,7 @@ impl Config {
                 tls_paths,
                 unix_socket,
                 max_connections: usize::try_from(max_connections).unwrap_or(256),
+                header_timeout: Duration::from_secs(header_timeout),
                 auth_failures_per_min: u32::try_from(auth_failures)
                     .ok()
                     .and_then(std::num::NonZeroU32::new)
@@ -368,6 +377,11 @@ impl Config {
                 "max_connections",
                 self.max_connections.to_string(),
                 o("max_connections"),
+            ),
+            (
+                "header_timeout_secs",
+                self.header_timeout.as_secs().to_string(),
+                o("header_timeout_secs"),
             ),
             (
                 "auth_failures_per_min",

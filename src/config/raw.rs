@@ -60,6 +60,9 @@ pub struct RawConfig {
     pub unix_socket_owner: Option<String>,
     /// Connections served at once (`PEAT_GATEWAY_MAX_CONNECTIONS`, default 256).
     pub max_connections: Option<u64>,
+    /// Seconds a client has for the TLS handshake and each request's headers
+    /// (`PEAT_GATEWAY_HEADER_TIMEOUT_SECS`, default 10).
+    pub header_timeout_secs: Option<u64>,
     /// Seconds between key-provider health probes; 0 turns them off (`PEAT_KEY_PROBE_SECS`).
     pub key_probe_secs: Option<u64>,
     /// Failed authentications allowed per source address and per token id and minute
@@ -156,6 +159,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_GATEWAY_UNIX_SOCKET_MODE", "unix_socket_mode"),
     ("PEAT_GATEWAY_UNIX_SOCKET_OWNER", "unix_socket_owner"),
     ("PEAT_GATEWAY_MAX_CONNECTIONS", "max_connections"),
+    ("PEAT_GATEWAY_HEADER_TIMEOUT_SECS", "header_timeout_secs"),
     ("PEAT_ENROLL_RATE_PER_MIN", "enroll_rate_per_min"),
     ("PEAT_AUTH_FAILURES_PER_MIN", "auth_failures_per_min"),
     ("PEAT_DEV_MODE", "dev_mode"),
@@ -286,6 +290,7 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "unix_socket_mode" => raw.unix_socket_mode = Some(v),
         "unix_socket_owner" => raw.unix_socket_owner = Some(v),
         "max_connections" => raw.max_connections = Some(num(&v)?),
+        "header_timeout_secs" => raw.header_timeout_secs = Some(num(&v)?),
         "enroll_rate_per_min" => raw.enroll_rate_per_min = Some(num(&v)?),
         "auth_failures_per_min" => raw.auth_failures_per_min = Some(num(&v)?),
         "dev_mode" => {

@@ -301,3 +301,128 @@ async fn every_partial_or_broken_tls_setting_stops_start_up_naming_the_piece() {
     assert_eq!(code, Some(0), "{err}");
     println!("{}", messages.join("\n"));
 }
+
+#[tokio::test]
+async fn certificates_reload_on_sighup_and_a_broken_reload_keeps_the_old_one() {
+    let old_ca = Ca::new("Old CA");
+    let new_ca = Ca::new("New CA");
+    let dir = tempfile::tempdir().unwrap().keep();
+    let (cert, key) = old_ca.server();
+    let cert_f = file(&dir, "srv.pem", &cert);
+    let key_f = file(&dir, "srv.key", &key);
+    let g = Gateway::start(GatewayOpts::standard().tls(&cert_f, &key_f, &old_ca.pem)).await;
+    let trusting = |ca: &Ca| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+            .tls_built_in_root_certs(false)
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let health = format!("{}/health", g.base());
+    assert!(trusting(&old_ca).get(&health).send().await.is_ok());
+
+    // A broken replacement (certificate without its key) is refused; the old one keeps serving.
+    let (new_cert, new_key) = new_ca.server();
+    std::fs::write(&cert_f, &new_cert).unwrap();
+    g.signal("HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        trusting(&old_ca).get(&health).send().await.is_ok(),
+        "old material still in use"
+    );
+    // Completing the pair and signalling again switches to the new certificate.
+    std::fs::write(&key_f, &new_key).unwrap();
+    g.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while trusting(&new_ca).get(&health).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(trusting(&old_ca).get(&health).send().await.is_err());
+    let out = g.all_output();
+    assert!(
+        out.contains("TLS reload failed") && out.contains("previous certificate stays in use"),
+        "{out}"
+    );
+    assert!(out.contains("listener TLS material reloaded"), "{out}");
+}
+
+#[tokio::test]
+async fn a_silent_client_is_cut_off_after_the_header_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let g =
+        Gateway::start(GatewayOpts::standard().with("PEAT_GATEWAY_HEADER_TIMEOUT_SECS", "1")).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", g.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(8), s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "the gateway closed the half-sent request");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Other clients were served meanwhile.
+    let (st, _) = g.call(Method::GET, "/health", None, None).await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test]
+async fn the_api_is_served_on_a_unix_socket_with_its_mode_beside_tcp() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    // A stale socket file from a crash is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let uid = std::fs::metadata(dir.path()).unwrap().uid();
+    let gid = std::fs::metadata(dir.path()).unwrap().gid();
+    let mut g = Gateway::start(
+        GatewayOpts::standard()
+            .with("PEAT_GATEWAY_UNIX_SOCKET", sock.to_str().unwrap())
+            .with("PEAT_GATEWAY_UNIX_SOCKET_MODE", "600")
+            .with("PEAT_GATEWAY_UNIX_SOCKET_OWNER", &format!("{uid}:{gid}")),
+    )
+    .await;
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    s.write_all(format!("GET /orgs HTTP/1.1\r\nHost: local\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n", crate::harness::ADMIN).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (st, _) = g.call(Method::GET, "/health", None, None).await;
+    assert_eq!(st, 200, "TCP at the same time");
+    // A socket in use by a running gateway is not taken over; a clean stop removes it.
+    let other = tempfile::tempdir().unwrap();
+    let out = g
+        .command()
+        .env("PEAT_GATEWAY_BIND", "127.0.0.1:0")
+        .env("PEAT_GATEWAY_DATA_DIR", other.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(g.stop());
+    assert!(!sock.exists(), "removed on a clean stop");
+    // Giving others access is refused.
+    let bad = g
+        .command()
+        .arg("check-config")
+        .env("PEAT_GATEWAY_UNIX_SOCKET_MODE", "666")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -217,6 +217,18 @@ impl Gateway {
         }
     }
 
+    /// Sends a signal (`HUP`, `TERM`, …) to the running gateway.
+    pub fn signal(&self, name: &str) {
+        if let Some(c) = &self.child {
+            let st = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(c.id().to_string())
+                .status()
+                .expect("kill");
+            assert!(st.success());
+        }
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
