@@ -58,6 +58,7 @@ pub struct Metrics {
     pub key_provider_up: Gauge,
     pub enroll_decisions: Family<EnrollLabels, Counter>,
     pub auth_failures: Counter,
+    pub refused_sources: Counter,
     pub tls_reloads: Counter,
     pub tls_reload_failures: Counter,
     pub auth_blocked: Counter,
@@ -169,6 +170,12 @@ impl Metrics {
             "Listener certificate reloads refused (the previous material stayed in use)",
             tls_reload_failures.clone(),
         );
+        let refused_sources = Counter::default();
+        registry.register(
+            "refused_sources",
+            "Requests refused because their address is not on an allow-list",
+            refused_sources.clone(),
+        );
         let auth_blocked = Counter::default();
         registry.register(
             "auth_blocked",
@@ -276,6 +283,7 @@ impl Metrics {
             key_provider_up,
             enroll_decisions,
             auth_failures,
+            refused_sources,
             tls_reloads,
             tls_reload_failures,
             auth_blocked,

@@ -175,6 +175,14 @@ async fn decide(
     body: &[u8],
     renewal: bool,
 ) -> Result<Response, ApiError> {
+    if !s.tenancy.org_allows(ids.org(), peer.ip).await? {
+        s.metrics.refused_sources.inc();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_source",
+            "this address is not on the org's allow-list",
+        ));
+    }
     let request = parse(&headers, body).inspect_err(|_| count(&s, "invalid"))?;
     let outcome = s
         .authority

@@ -149,6 +149,20 @@ impl FromRequestParts<AppState> for Caller {
             }));
         }
         match state.tenancy.authenticate(bearer.as_deref()).await {
+            Ok(p @ Principal::Org { .. }) => {
+                let Principal::Org { org_id, .. } = &p else {
+                    return Ok(Caller(p));
+                };
+                if !state.tenancy.org_allows(org_id, peer).await? {
+                    state.metrics.refused_sources.inc();
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::FORBIDDEN,
+                        "forbidden_source",
+                        "this address is not on the org's allow-list",
+                    ));
+                }
+                Ok(Caller(p))
+            }
             Ok(p) => Ok(Caller(p)),
             Err(TenantError::Unauthenticated) => {
                 state.metrics.auth_failures.inc();

@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     let book = book::RouteBook::new();
     let book = health::routes(book);
     let book = orgs::routes(book);
+    let book = orgs::network_routes(book);
     let book = formations::routes(book);
     let book = tokens::routes(book);
     let book = audit::routes(book);

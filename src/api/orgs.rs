@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -261,4 +262,79 @@ async fn remove(
         tracing::warn!(error = %e, "source sync failed");
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) fn network_routes(book: RouteBook) -> RouteBook {
+    book.get(
+        "/orgs/{org_id}/network",
+        get_network,
+        Doc {
+            summary: "Networks the org's tokens and devices may come from (empty: any)",
+            access: Access::Org(Need::Read),
+            body: None,
+            ok: 200,
+        },
+    )
+    .put(
+        "/orgs/{org_id}/network",
+        put_network,
+        Doc {
+            summary:
+                "Replace the org's network allow-list `{allow: [\"10.1.0.0/16\", …]}` (empty: any)",
+            access: Access::Org(Need::Manage),
+            body: Some(
+                serde_json::json!({"type": "object", "required": ["allow"], "properties": {
+                "allow": {"type": "array", "items": {"type": "string"}}}}),
+            ),
+            ok: 200,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkIn {
+    allow: Vec<String>,
+}
+
+async fn get_network(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<impl IntoResponse, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Read, "read the org's networks")
+        .await?;
+    s.tenancy.get_org(&scope).await?;
+    let nets = s.tenancy.org_networks(scope.org_id()).await?;
+    Ok(Json(
+        serde_json::json!({"allow": nets.iter().map(ToString::to_string).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn put_network(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+    ApiJson(b): ApiJson<NetworkIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    let scope = s
+        .tenancy
+        .authorize(&p, ids.org(), Need::Manage, "change the org's networks")
+        .await?;
+    let nets = if b.allow.is_empty() {
+        Vec::new()
+    } else {
+        crate::config::parse_networks(&b.allow.join(",")).map_err(|e| {
+            crate::tenant::TenantError::Invalid {
+                field: "allow",
+                reason: e,
+            }
+        })?
+    };
+    s.tenancy.set_org_networks(&scope, nets.clone()).await?;
+    Ok(Json(
+        serde_json::json!({"allow": nets.iter().map(ToString::to_string).collect::<Vec<_>>()}),
+    ))
 }

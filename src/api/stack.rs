@@ -20,6 +20,34 @@ pub(crate) fn wrap(routes: Router<AppState>, state: &AppState) -> Router<AppStat
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            allowed_source,
+        ))
+}
+
+/// The global allow-list: a TCP client from another network gets 403 before anything else,
+/// but for `/health` (liveness says only "ok" and the version, and probes come from anywhere).
+async fn allowed_source(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !state.allow.is_empty() && req.uri().path() != "/health" {
+        let ip = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<super::PeerInfo>>()
+            .and_then(|c| c.0.addr)
+            .map(|a| a.ip());
+        if let Some(ip) = ip {
+            if !state.allow.iter().any(|n| n.contains(&ip)) {
+                state.metrics.refused_sources.inc();
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden_source",
+                    "this address is not on the gateway's allow-list (PEAT_GATEWAY_ALLOW)",
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(req).await
 }
 
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -25,6 +25,8 @@ pub struct KeyStatus {
 #[derive(Clone)]
 pub struct AppState {
     pub tenancy: Tenancy,
+    /// Networks allowed on TCP; empty: all.
+    pub allow: Arc<Vec<ipnet::IpNet>>,
     pub auth_guard: super::AuthGuard,
     pub authority: Authority,
     pub cdc: Dispatcher,
@@ -48,6 +50,7 @@ impl AppState {
         max_body_bytes: usize,
     ) -> Self {
         Self {
+            allow: Arc::new(Vec::new()),
             auth_guard: super::AuthGuard::new(
                 std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN),
             ),
@@ -72,6 +75,12 @@ impl AppState {
     /// Enrollment attempts allowed per source address and minute.
     pub fn with_enroll_rate(mut self, per_minute: std::num::NonZeroU32) -> Self {
         self.authority = Authority::new(self.tenancy.clone(), EnrollLimits::new(per_minute));
+        self
+    }
+
+    /// Only these networks reach the API over TCP (the Unix socket is not affected).
+    pub fn with_allow_list(mut self, allow: Vec<ipnet::IpNet>) -> Self {
+        self.allow = Arc::new(allow);
         self
     }
 

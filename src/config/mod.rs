@@ -27,6 +27,26 @@ pub use self::raw::{
 use crate::cdc::{FullPolicy, OutboxConfig};
 pub use crate::secret::Secret;
 use crate::tenant::Quotas;
+/// Comma-separated networks (`10.0.0.0/8`) or addresses (`192.168.1.5`, taken as one host).
+pub fn parse_networks(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("'{s}' is not a network (10.0.0.0/8) or an address"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|v| {
+            if v.is_empty() {
+                Err("lists no network; unset it to allow every network".into())
+            } else {
+                Ok(v)
+            }
+        })
+}
+
 /// The files of the listener's TLS material.
 #[derive(Debug, Clone, Default)]
 pub struct TlsPaths {
@@ -62,6 +82,8 @@ pub struct Config {
     pub unix_socket: Option<UnixSocket>,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// Networks allowed on the TCP/TLS listener; empty: all.
+    pub allow: Vec<ipnet::IpNet>,
     pub dev_mode: bool,
     pub ui_dir: Option<PathBuf>,
     pub log_filter: String,
@@ -180,6 +202,16 @@ impl Config {
             _ => None,
         };
         let unix_socket = tls::unix_socket(&raw, &name, &mut errors);
+        let allow = match raw.allow.as_deref() {
+            None => Vec::new(),
+            Some(list) => match parse_networks(list) {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(err(name("allow"), e));
+                    Vec::new()
+                }
+            },
+        };
         let header_timeout = raw.header_timeout_secs.unwrap_or(10);
         if !(1..=300).contains(&header_timeout) {
             errors.push(err(
@@ -272,6 +304,7 @@ impl Config {
                 unix_socket,
                 max_connections: usize::try_from(max_connections).unwrap_or(256),
                 header_timeout: Duration::from_secs(header_timeout),
+                allow,
                 auth_failures_per_min: u32::try_from(auth_failures)
                     .ok()
                     .and_then(std::num::NonZeroU32::new)
@@ -372,6 +405,19 @@ impl Config {
                     )
                 }),
                 o("unix_socket"),
+            ),
+            (
+                "allow",
+                if self.allow.is_empty() {
+                    "(every network)".into()
+                } else {
+                    self.allow
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+                o("allow"),
             ),
             (
                 "max_connections",

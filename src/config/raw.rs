@@ -58,6 +58,9 @@ pub struct RawConfig {
     pub unix_socket_mode: Option<String>,
     /// Its owner as `uid:gid` (`PEAT_GATEWAY_UNIX_SOCKET_OWNER`).
     pub unix_socket_owner: Option<String>,
+    /// Networks allowed to reach the TCP/TLS listener, comma-separated CIDRs
+    /// (`PEAT_GATEWAY_ALLOW`); unset: every network.
+    pub allow: Option<String>,
     /// Connections served at once (`PEAT_GATEWAY_MAX_CONNECTIONS`, default 256).
     pub max_connections: Option<u64>,
     /// Seconds a client has for the TLS handshake and each request's headers
@@ -159,6 +162,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_GATEWAY_UNIX_SOCKET_MODE", "unix_socket_mode"),
     ("PEAT_GATEWAY_UNIX_SOCKET_OWNER", "unix_socket_owner"),
     ("PEAT_GATEWAY_MAX_CONNECTIONS", "max_connections"),
+    ("PEAT_GATEWAY_ALLOW", "allow"),
     ("PEAT_GATEWAY_HEADER_TIMEOUT_SECS", "header_timeout_secs"),
     ("PEAT_ENROLL_RATE_PER_MIN", "enroll_rate_per_min"),
     ("PEAT_AUTH_FAILURES_PER_MIN", "auth_failures_per_min"),
@@ -290,6 +294,7 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "unix_socket_mode" => raw.unix_socket_mode = Some(v),
         "unix_socket_owner" => raw.unix_socket_owner = Some(v),
         "max_connections" => raw.max_connections = Some(num(&v)?),
+        "allow" => raw.allow = Some(v),
         "header_timeout_secs" => raw.header_timeout_secs = Some(num(&v)?),
         "enroll_rate_per_min" => raw.enroll_rate_per_min = Some(num(&v)?),
         "auth_failures_per_min" => raw.auth_failures_per_min = Some(num(&v)?),

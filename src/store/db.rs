@@ -31,7 +31,7 @@ impl Schema {
 /// `state.redb`: tenancy, keys, sinks, audit.
 pub static STATE: Schema = Schema {
     name: "state",
-    migrations: &[state_v1, state_v2, state_v3, state_v4, state_v5],
+    migrations: &[state_v1, state_v2, state_v3, state_v4, state_v5, state_v6],
 };
 
 /// `cdc.redb`: the outbox and everything that churns with it.
@@ -41,7 +41,7 @@ pub static OUTBOX: Schema = Schema {
 };
 
 /// The state schema this build writes.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -347,6 +347,11 @@ fn state_v5(wtx: &WriteTransaction) -> Result<(), StoreError> {
             Table::IdentitySettings,
         ],
     )
+}
+
+/// State schema 6: per-org network allow-lists.
+fn state_v6(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    create(wtx, &[Table::OrgNetworks])
 }
 
 /// Outbox schema 1.

@@ -26,8 +26,8 @@ pub use error::StoreError;
 pub use records::{
     AdminTokenRecord, ApiTokenRecord, AuditHeadRecord, AuditRecord, BootTokenRecord, CertRecord,
     DeadLetterRecord, DocRecord, EnrollSettingsRecord, EventRecord, FormationRecord,
-    IdentitySettingsRecord, IdpKeysRecord, IdpRecord, OrgRecord, PendingRecord, QuotasRecord,
-    RevocationRecord, RuleRecord, SinkRecord, SourceRecord,
+    IdentitySettingsRecord, IdpKeysRecord, IdpRecord, OrgNetworkRecord, OrgRecord, PendingRecord,
+    QuotasRecord, RevocationRecord, RuleRecord, SinkRecord, SourceRecord,
 };
 pub use tables::{keys, Table};
 pub use txn::{ReadView, Reader, Txn};

@@ -282,6 +282,17 @@ impl Record for IdentitySettingsRecord {
     const VERSION: u8 = 1;
 }
 
+/// Networks an org's tokens and devices may come from (CIDR text); empty: any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgNetworkRecord {
+    pub allow: Vec<String>,
+}
+
+impl Record for OrgNetworkRecord {
+    const KIND: &'static str = "org-network";
+    const VERSION: u8 = 1;
+}
+
 /// A CDC sink's definition; its delivery cursor lives in the outbox database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkRecord {

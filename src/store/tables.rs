@@ -22,6 +22,7 @@
 //! idp_keys           org_id 0x00 idp_id          -> IdpKeysRecord (discovery + JWKS cache)
 //! policy_rules       org_id 0x00 rule_id         -> RuleRecord
 //! identity_settings  org_id                      -> IdentitySettingsRecord
+//! org_networks       org_id                      -> OrgNetworkRecord
 //!
 //! cdc.redb (outbox schema):
 //! meta               utf-8 name                  -> raw (schema_version, next_lsn, gateway_id, …)
@@ -59,6 +60,7 @@ pub enum Table {
     IdpKeys,
     PolicyRules,
     IdentitySettings,
+    OrgNetworks,
     Events,
     Docs,
     Cursors,
@@ -93,6 +95,7 @@ impl Table {
             Table::IdpKeys => "idp_keys",
             Table::PolicyRules => "policy_rules",
             Table::IdentitySettings => "identity_settings",
+            Table::OrgNetworks => "org_networks",
             Table::Events => "events",
             Table::Docs => "docs",
             Table::Cursors => "cursors",

@@ -17,6 +17,7 @@ mod clock;
 mod error;
 mod formations;
 mod ids;
+mod network;
 mod orgs;
 mod principal;
 mod rekey;

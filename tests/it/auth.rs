@@ -46,6 +46,8 @@ fn expectation(method: &str, path: &str) -> Rule {
             | "/orgs/{org_id}/formations/{app_id}/enroll/{enrollment_id}",
         ) => Rule::Device,
         ("post", "/orgs/{org_id}/tokens") => Rule::Org(MANAGE),
+        ("get", "/orgs/{org_id}/network") => Rule::Org(READ),
+        ("put", "/orgs/{org_id}/network") => Rule::Org(MANAGE),
         ("post", "/orgs/{org_id}/idps" | "/orgs/{org_id}/idps/{idp_id}/refresh") => {
             Rule::Org(MANAGE)
         }
@@ -133,6 +135,7 @@ fn harmless_body(method: &str, path: &str) -> Option<Value> {
         ("post", "/orgs/{org_id}/formations") => Some(json!({"app_id": "bad id"})),
         ("post", "/orgs/{org_id}/api-tokens") => Some(json!({"name": "", "role": "viewer"})),
         ("post", "/orgs/{org_id}/tokens") => Some(json!({"app_id": "mesh-a", "max_uses": 0})),
+        ("put", "/orgs/{org_id}/network") => Some(json!({"allow": ["not a network"]})),
         ("post", "/orgs/{org_id}/idps") => {
             Some(json!({"issuer": "http://idp.example", "audience": "a"}))
         }
@@ -403,4 +406,74 @@ async fn repeated_authentication_failures_get_429_then_recover_and_are_audited()
         .unwrap();
     assert!(m.contains("auth_failures_total 61"), "{m}");
     assert!(m.contains("auth_blocked_total 1"), "{m}");
+}
+
+#[tokio::test]
+async fn allow_lists_refuse_other_networks_globally_and_per_org() {
+    // Globally: only 10.0.0.0/8 may connect, and the test runs on 127.0.0.1.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let g = Gateway::start(
+        GatewayOpts::standard()
+            .with("PEAT_GATEWAY_ALLOW", "10.0.0.0/8,127.0.0.1")
+            .with("PEAT_GATEWAY_UNIX_SOCKET", sock.to_str().unwrap()),
+    )
+    .await;
+    let (s, _) = g.admin(Method::GET, "/orgs", None).await;
+    assert_eq!(s, 200, "127.0.0.1 is listed");
+    drop(g);
+    let g = Gateway::start(GatewayOpts::standard().with("PEAT_GATEWAY_ALLOW", "10.0.0.0/8")).await;
+    let (s, b) = g.admin(Method::GET, "/orgs", None).await;
+    assert_eq!((s, error_code(&b)), (403, "forbidden_source"));
+    let bad = g
+        .command()
+        .arg("check-config")
+        .env("PEAT_GATEWAY_ALLOW", "10.0.0.0/33")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr)
+        .contains("PEAT_GATEWAY_ALLOW: '10.0.0.0/33' is not a network"));
+    drop(g);
+
+    // Per org: the org's tokens and its enrollment route only from its networks.
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh").await;
+    let viewer = token(&g, "acme", "viewer").await;
+    let (s, _) = g.call(Method::GET, "/orgs/acme", Some(&viewer), None).await;
+    assert_eq!(s, 200);
+    let (s, n) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/network",
+            Some(json!({"allow": ["10.20.0.0/16"]})),
+        )
+        .await;
+    assert_eq!((s, n["allow"][0].as_str()), (200, Some("10.20.0.0/16")));
+    let (s, b) = g.call(Method::GET, "/orgs/acme", Some(&viewer), None).await;
+    assert_eq!((s, error_code(&b)), (403, "forbidden_source"));
+    let (s, b) = g
+        .call(
+            Method::POST,
+            "/orgs/acme/formations/mesh/enroll",
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!((s, error_code(&b)), (403, "forbidden_source"));
+    let (s, _) = g.admin(Method::GET, "/orgs/acme", None).await;
+    assert_eq!(s, 200, "the gateway admin is bound by the global list only");
+    let (s, _) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/network",
+            Some(json!({"allow": []})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = g.call(Method::GET, "/orgs/acme", Some(&viewer), None).await;
+    assert_eq!(s, 200, "an empty list allows every network again");
+    let (_, audit) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
+    assert!(audit.to_string().contains("org.network.update"));
 }
