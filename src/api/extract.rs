@@ -148,7 +148,21 @@ impl FromRequestParts<AppState> for Caller {
                 retry_after_secs: wait,
             }));
         }
-        match state.tenancy.authenticate(bearer.as_deref()).await {
+        let cert = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<super::PeerInfo>>()
+            .and_then(|c| c.0.client_cert.clone());
+        let by_cert = match (&bearer, cert) {
+            (None, Some(der)) if !state.client_roles.is_empty() => {
+                Some(cert_principal(state, &der).await)
+            }
+            _ => None,
+        };
+        let authenticated = match by_cert {
+            Some(p) => p,
+            None => state.tenancy.authenticate(bearer.as_deref()).await,
+        };
+        match authenticated {
             Ok(p @ Principal::Org { .. }) => {
                 let Principal::Org { org_id, .. } = &p else {
                     return Ok(Caller(p));
@@ -190,4 +204,37 @@ fn token_id_of(token: &str) -> Option<&str> {
     let rest = token.strip_prefix("pgt_")?;
     let id = rest.get(..16)?;
     id.bytes().all(|b| b.is_ascii_hexdigit()).then_some(id)
+}
+
+/// The caller a verified client certificate stands for, by the first matching mapping.
+async fn cert_principal(state: &AppState, der: &[u8]) -> Result<Principal, TenantError> {
+    let (_, claims) =
+        crate::identity::x509::claims(der).map_err(|_| TenantError::Unauthenticated)?;
+    let x = &claims["x509"];
+    let values = |field: &str| -> Vec<String> {
+        let v = match field {
+            "cn" => &x["cn"],
+            "ou" => &x["ou"],
+            "email" => &x["san"]["email"],
+            _ => &x["san"]["dns"],
+        };
+        match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let rule = state
+        .client_roles
+        .iter()
+        .find(|r| values(&r.field).iter().any(|v| r.matches(v)))
+        .ok_or(TenantError::Unauthenticated)?;
+    let who = x["cn"].as_str().unwrap_or("certificate").to_owned();
+    match &rule.grant {
+        None => Ok(Principal::Admin { dev_open: false }),
+        Some((org, role)) => state.tenancy.cert_principal(org, role, &who).await,
+    }
 }

@@ -27,6 +27,8 @@ pub struct AppState {
     pub tenancy: Tenancy,
     /// Networks allowed on TCP; empty: all.
     pub allow: Arc<Vec<ipnet::IpNet>>,
+    /// Client certificates that act as API callers.
+    pub client_roles: Arc<Vec<crate::config::CertRole>>,
     pub auth_guard: super::AuthGuard,
     pub authority: Authority,
     pub cdc: Dispatcher,
@@ -51,6 +53,7 @@ impl AppState {
     ) -> Self {
         Self {
             allow: Arc::new(Vec::new()),
+            client_roles: Arc::new(Vec::new()),
             auth_guard: super::AuthGuard::new(
                 std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN),
             ),
@@ -81,6 +84,12 @@ impl AppState {
     /// Only these networks reach the API over TCP (the Unix socket is not affected).
     pub fn with_allow_list(mut self, allow: Vec<ipnet::IpNet>) -> Self {
         self.allow = Arc::new(allow);
+        self
+    }
+
+    /// Client certificates mapped to the admin or an org role (used when no bearer token).
+    pub fn with_client_roles(mut self, roles: Vec<crate::config::CertRole>) -> Self {
+        self.client_roles = Arc::new(roles);
         self
     }
 

@@ -304,7 +304,8 @@ async fn prepare(
     .with_ui_dir(cfg.ui_dir.clone())
     .with_enroll_rate(cfg.enroll_rate_per_min)
     .with_auth_failure_rate(cfg.auth_failures_per_min)
-    .with_allow_list(cfg.allow.clone()))
+    .with_allow_list(cfg.allow.clone())
+    .with_client_roles(cfg.client_roles.clone()))
 }
 
 async fn bind(

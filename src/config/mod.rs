@@ -12,6 +12,7 @@
 mod keys;
 mod raw;
 mod tls;
+pub use self::tls::CertRole;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -82,6 +83,8 @@ pub struct Config {
     pub unix_socket: Option<UnixSocket>,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// Client certificates that act as API callers, first match wins.
+    pub client_roles: Vec<CertRole>,
     /// Networks allowed on the TCP/TLS listener; empty: all.
     pub allow: Vec<ipnet::IpNet>,
     pub dev_mode: bool,
@@ -202,6 +205,7 @@ impl Config {
             _ => None,
         };
         let unix_socket = tls::unix_socket(&raw, &name, &mut errors);
+        let client_roles = tls::client_roles(&raw, &name, &mut errors);
         let allow = match raw.allow.as_deref() {
             None => Vec::new(),
             Some(list) => match parse_networks(list) {
@@ -305,6 +309,7 @@ impl Config {
                 max_connections: usize::try_from(max_connections).unwrap_or(256),
                 header_timeout: Duration::from_secs(header_timeout),
                 allow,
+                client_roles,
                 auth_failures_per_min: u32::try_from(auth_failures)
                     .ok()
                     .and_then(std::num::NonZeroU32::new)

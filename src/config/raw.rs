@@ -52,6 +52,9 @@ pub struct RawConfig {
     pub tls_client_ca: Option<PathBuf>,
     /// `optional` (default) or `required` (`PEAT_GATEWAY_TLS_CLIENT_AUTH`).
     pub tls_client_auth: Option<String>,
+    /// Client certificates as API callers: `cn:ops-*=acme/operator; email:root@kit=admin`
+    /// (`PEAT_GATEWAY_TLS_CLIENT_ROLES`).
+    pub tls_client_roles: Option<String>,
     /// A Unix socket to serve the API on as well, for local tools (`PEAT_GATEWAY_UNIX_SOCKET`).
     pub unix_socket: Option<PathBuf>,
     /// Its file mode, octal (`PEAT_GATEWAY_UNIX_SOCKET_MODE`, default 660).
@@ -158,6 +161,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_GATEWAY_TLS_KEY", "tls_key"),
     ("PEAT_GATEWAY_TLS_CLIENT_CA", "tls_client_ca"),
     ("PEAT_GATEWAY_TLS_CLIENT_AUTH", "tls_client_auth"),
+    ("PEAT_GATEWAY_TLS_CLIENT_ROLES", "tls_client_roles"),
     ("PEAT_GATEWAY_UNIX_SOCKET", "unix_socket"),
     ("PEAT_GATEWAY_UNIX_SOCKET_MODE", "unix_socket_mode"),
     ("PEAT_GATEWAY_UNIX_SOCKET_OWNER", "unix_socket_owner"),
@@ -290,6 +294,7 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "tls_key" => raw.tls_key = Some(v.into()),
         "tls_client_ca" => raw.tls_client_ca = Some(v.into()),
         "tls_client_auth" => raw.tls_client_auth = Some(v),
+        "tls_client_roles" => raw.tls_client_roles = Some(v),
         "unix_socket" => raw.unix_socket = Some(v.into()),
         "unix_socket_mode" => raw.unix_socket_mode = Some(v),
         "unix_socket_owner" => raw.unix_socket_owner = Some(v),

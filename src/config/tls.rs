@@ -193,3 +193,77 @@ pub(super) fn unix_socket(
         owner,
     })
 }
+
+/// One mapping from a client certificate to an API caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRole {
+    /// `cn`, `ou`, `email` or `dns`.
+    pub field: String,
+    /// Exact, or a prefix when it ends with `*`.
+    pub pattern: String,
+    /// `None`: the gateway admin; else (org, role name).
+    pub grant: Option<(String, String)>,
+}
+
+impl CertRole {
+    pub fn matches(&self, value: &str) -> bool {
+        match self.pattern.strip_suffix('*') {
+            Some(prefix) => value.starts_with(prefix),
+            None => value == self.pattern,
+        }
+    }
+}
+
+/// `cn:ops-*=acme/operator; email:root@kit.example=admin`, checked; needs a client CA.
+pub(super) fn client_roles(
+    raw: &RawConfig,
+    name: &dyn Fn(&'static str) -> String,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<CertRole> {
+    let Some(text) = raw.tls_client_roles.as_deref() else {
+        return Vec::new();
+    };
+    if raw.tls_client_ca.is_none() {
+        errors.push(err(
+            name("tls_client_roles"),
+            "client certificates are only checked with PEAT_GATEWAY_TLS_CLIENT_CA; set it (and TLS) or unset this",
+        ));
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let parsed = entry.split_once('=').and_then(|(matcher, grant)| {
+            let (field, pattern) = matcher.trim().split_once(':')?;
+            let field = field.trim().to_ascii_lowercase();
+            if !["cn", "ou", "email", "dns"].contains(&field.as_str()) || pattern.trim().is_empty()
+            {
+                return None;
+            }
+            let grant = match grant.trim() {
+                "admin" => None,
+                g => {
+                    let (org, role) = g.split_once('/')?;
+                    if crate::tenant::Role::from_name(role.trim()).is_none()
+                        || crate::tenant::validate_id("org", org.trim()).is_err()
+                    {
+                        return None;
+                    }
+                    Some((org.trim().to_owned(), role.trim().to_owned()))
+                }
+            };
+            Some(CertRole {
+                field,
+                pattern: pattern.trim().to_owned(),
+                grant,
+            })
+        });
+        match parsed {
+            Some(r) => out.push(r),
+            None => errors.push(err(
+                name("tls_client_roles"),
+                format!("'{entry}' is not `cn|ou|email|dns:<value or prefix*>=admin` or `=<org>/<role>` (roles: org-admin, operator, viewer, ingest)"),
+            )),
+        }
+    }
+    out
+}

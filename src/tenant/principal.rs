@@ -118,7 +118,12 @@ impl Principal {
                 role: "admin",
             },
             Principal::Org { token_id, role, .. } => Actor {
-                id: format!("token:{token_id}"),
+                // A client certificate names itself (`x509:<cn>`); tokens by their id.
+                id: if token_id.starts_with("x509:") {
+                    token_id.clone()
+                } else {
+                    format!("token:{token_id}")
+                },
                 role: role.name(),
             },
         }

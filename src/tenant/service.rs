@@ -191,6 +191,28 @@ impl Tenancy {
         }
     }
 
+    /// An org caller authenticated by a client certificate (the org must exist).
+    pub async fn cert_principal(
+        &self,
+        org: &str,
+        role: &str,
+        who: &str,
+    ) -> Result<Principal, TenantError> {
+        let role = super::Role::from_name(role).ok_or(TenantError::Unauthenticated)?;
+        let o = org.to_owned();
+        let rec = self
+            .store
+            .read(move |r| super::orgs::load_org(r, &o))
+            .await
+            .map_err(|_| TenantError::Unauthenticated)?;
+        Ok(Principal::Org {
+            org_id: rec.org_id,
+            org_uid: rec.org_uid,
+            token_id: format!("x509:{who}"),
+            role,
+        })
+    }
+
     /// Clears `p` for `need` on `org_id`; a refusal is written to the audit log first.
     pub async fn authorize(
         &self,

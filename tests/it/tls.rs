@@ -426,3 +426,106 @@ async fn the_api_is_served_on_a_unix_socket_with_its_mode_beside_tcp() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn client_certificates_map_to_the_admin_or_an_org_role() {
+    let ca = Ca::new("Kit CA");
+    let cards = Ca::new("Card CA");
+    let dir = tempfile::tempdir().unwrap().keep();
+    let (cert, key) = ca.server();
+    let g = Gateway::start(
+        GatewayOpts::standard()
+            .tls(
+                &file(&dir, "s.pem", &cert),
+                &file(&dir, "s.key", &key),
+                &ca.pem,
+            )
+            .with(
+                "PEAT_GATEWAY_TLS_CLIENT_CA",
+                &file(&dir, "cards.pem", &cards.pem),
+            )
+            .with(
+                "PEAT_GATEWAY_TLS_CLIENT_ROLES",
+                "cn:console=admin; cn:ops-*=acme/operator; email:view@kit.example=acme/viewer",
+            ),
+    )
+    .await;
+    g.create_org("acme", "Acme").await;
+    let console = cards.client("console", "hq", "c@kit.example");
+    let ops = cards.client("ops-laptop-3", "field", "o@kit.example");
+    let viewer = cards.client("someone", "field", "view@kit.example");
+    let stranger = cards.client("visitor", "guests", "v@kit.example");
+    let call = |leaf: &(String, String), m: Method, path: &str, body: Option<Value>| {
+        let c = g.client_with(Some(leaf));
+        let url = format!("{}{path}", g.base());
+        async move {
+            let mut r = c.request(m, url);
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(
+        call(
+            &console,
+            Method::POST,
+            "/orgs",
+            Some(json!({"org_id": "beta", "display_name": "Beta"}))
+        )
+        .await,
+        201
+    );
+    assert_eq!(call(&ops, Method::GET, "/orgs/acme", None).await, 200);
+    assert_eq!(
+        call(
+            &ops,
+            Method::POST,
+            "/orgs",
+            Some(json!({"org_id": "gamma", "display_name": "G"}))
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        call(&ops, Method::GET, "/orgs/beta", None).await,
+        404,
+        "another org is invisible"
+    );
+    assert_eq!(call(&viewer, Method::GET, "/orgs/acme", None).await, 200);
+    assert_eq!(
+        call(
+            &viewer,
+            Method::PATCH,
+            "/orgs/acme",
+            Some(json!({"display_name": "x"}))
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        call(&stranger, Method::GET, "/orgs/acme", None).await,
+        401,
+        "no mapping, no access"
+    );
+    let (_, audit) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
+    assert!(audit.to_string().contains("x509:someone"), "{audit}");
+
+    // A mapping without a client CA, or a malformed one, is refused at start-up.
+    let out = g
+        .command()
+        .arg("check-config")
+        .env_remove("PEAT_GATEWAY_TLS_CLIENT_CA")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("PEAT_GATEWAY_TLS_CLIENT_ROLES: client certificates are only checked"));
+    let out = g
+        .command()
+        .arg("check-config")
+        .env("PEAT_GATEWAY_TLS_CLIENT_ROLES", "cn:x=acme/root")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
