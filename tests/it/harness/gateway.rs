@@ -337,7 +337,41 @@ pub async fn split(resp: Response) -> (u16, Value) {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
+        // Every test's gateway output is scanned: no secret may ever be logged.
+        if !std::thread::panicking() {
+            if let Some(leak) = secret_in(&self.all_output()) {
+                panic!("the gateway logged a secret ({leak}):\n{}", self.all_output());
+            }
+        }
     }
+}
+
+/// Secrets the suite uses, and shapes of secrets the gateway issues, found in `text`.
+/// Generated admin tokens (`pga_…`) are printed once on purpose and are not counted.
+pub fn secret_in(text: &str) -> Option<&'static str> {
+    const FIXED: &[(&str, &str)] = &[
+        (super::KEK_A, "test KEK A"),
+        (super::KEK_B, "test KEK B"),
+        (super::ADMIN, "configured admin token"),
+        ("PRIVATE KEY-----", "a PEM private key"),
+        ("secret-gateway", "an IdP client secret"),
+        ("correct horse battery", "a TPM auth value"),
+        ("node-token-123", "a sidecar token"),
+    ];
+    if let Some((_, what)) = FIXED.iter().find(|(s, _)| text.contains(s)) {
+        return Some(what);
+    }
+    // `pgt_<16 hex>_<secret>` and `peb_<16 hex>_<secret>`: an id alone may appear, a secret not.
+    for prefix in ["pgt_", "peb_"] {
+        for (i, _) in text.match_indices(prefix) {
+            let rest = &text[i + 4..];
+            let id_ok = rest.len() > 17 && rest[..16].bytes().all(|b| b.is_ascii_hexdigit());
+            if id_ok && rest.as_bytes()[16] == b'_' && rest[17..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-') {
+                return Some(if prefix == "pgt_" { "an API token" } else { "a bootstrap token" });
+            }
+        }
+    }
+    None
 }
 
 /// Every file under `dir`, recursively.
