@@ -360,25 +360,7 @@ impl Tenancy {
         target: String,
         outcome: &'static str,
     ) -> Result<(), TenantError> {
-        let actor = actor.clone();
-        self.store
-            .write(move |t| -> Result<(), TenantError> {
-                let org_rec = match &org {
-                    Some(id) => t.get::<crate::store::OrgRecord>(Table::Orgs, &keys::org(id))?,
-                    None => None,
-                };
-                audit::append(
-                    t,
-                    Event {
-                        org: org_rec.as_ref().map(|o| (o.org_id.as_str(), o.org_uid)),
-                        actor: &actor,
-                        action,
-                        target: &target,
-                        outcome,
-                    },
-                )?;
-                Ok(())
-            })
+        self.record_event(actor, org, action, target, outcome.to_owned())
             .await
     }
 

@@ -93,7 +93,10 @@ fn no_panicking_shortcuts_on_runtime_paths() {
 #[test]
 fn the_suite_wide_log_scan_recognizes_the_secrets_it_looks_for() {
     use crate::harness::gateway::secret_in;
-    assert_eq!(secret_in("starting; token id 0123456789abcdef revoked"), None);
+    assert_eq!(
+        secret_in("starting; token id 0123456789abcdef revoked"),
+        None
+    );
     assert_eq!(secret_in("pga_AbCdEf printed once for the operator"), None);
     assert!(secret_in("bearer pgt_0123456789abcdef_s3cr3t").is_some());
     assert!(secret_in("token peb_fedcba9876543210_xYz").is_some());

@@ -396,14 +396,7 @@ async fn repeated_authentication_failures_get_429_then_recover_and_are_audited()
         !text.contains("guess"),
         "the presented token is never recorded"
     );
-    let m = g
-        .req(Method::GET, "/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = g.metrics().await;
     assert!(m.contains("auth_failures_total 61"), "{m}");
     assert!(m.contains("auth_blocked_total 1"), "{m}");
 }

@@ -334,14 +334,7 @@ async fn forged_stale_replayed_foreign_and_malformed_requests_are_refused() {
         1,
         "only the good request got one"
     );
-    let m = g
-        .req(Method::GET, "/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = g.metrics().await;
     assert!(
         m.contains("enroll_decisions_total{decision=\"denied\"} 4"),
         "{m}"

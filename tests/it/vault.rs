@@ -226,14 +226,7 @@ async fn ready_reports_a_vault_that_went_away_after_start_up_and_its_return() {
         !reason.contains("root"),
         "the token must not show: {reason}"
     );
-    let m = g
-        .req(Method::GET, "/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = g.metrics().await;
     assert!(m.contains("key_provider_up 0"), "{m}");
     assert!(!m.contains("key_probe_failures_total 0\n"), "{m}");
 

@@ -281,6 +281,17 @@ impl Gateway {
         split(resp).await
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.req(Method::GET, "/metrics", None)
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call(method, path, Some(ADMIN), body).await
     }
@@ -340,7 +351,10 @@ impl Drop for Gateway {
         // Every test's gateway output is scanned: no secret may ever be logged.
         if !std::thread::panicking() {
             if let Some(leak) = secret_in(&self.all_output()) {
-                panic!("the gateway logged a secret ({leak}):\n{}", self.all_output());
+                panic!(
+                    "the gateway logged a secret ({leak}):\n{}",
+                    self.all_output()
+                );
             }
         }
     }
@@ -366,8 +380,15 @@ pub fn secret_in(text: &str) -> Option<&'static str> {
         for (i, _) in text.match_indices(prefix) {
             let rest = &text[i + 4..];
             let id_ok = rest.len() > 17 && rest[..16].bytes().all(|b| b.is_ascii_hexdigit());
-            if id_ok && rest.as_bytes()[16] == b'_' && rest[17..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-') {
-                return Some(if prefix == "pgt_" { "an API token" } else { "a bootstrap token" });
+            if id_ok
+                && rest.as_bytes()[16] == b'_'
+                && rest[17..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Some(if prefix == "pgt_" {
+                    "an API token"
+                } else {
+                    "a bootstrap token"
+                });
             }
         }
     }
