@@ -189,6 +189,36 @@ struct WebhookBody {
     url: String,
     #[serde(default)]
     allow_private: bool,
+    tls_ca_pem: Option<String>,
+    client_cert_pem: Option<String>,
+    client_key_pem: Option<crate::secret::Secret>,
+}
+
+/// A client certificate the sink presents, into its sealed secrets: both or neither, and a key
+/// that matches the certificate. Never shown again.
+fn client_cert(
+    cert: Option<String>,
+    key: Option<crate::secret::Secret>,
+    secrets: &mut SinkSecrets,
+) -> Result<(), TenantError> {
+    match (cert, key) {
+        (None, None) => Ok(()),
+        (Some(cert), Some(key)) => {
+            crate::tls::client_config(None, Some((&cert, key.expose()))).map_err(|e| {
+                TenantError::Invalid {
+                    field: "client_key_pem",
+                    reason: e,
+                }
+            })?;
+            secrets.client_cert_pem = Some(cert);
+            secrets.client_key_pem = Some(key.expose().to_owned());
+            Ok(())
+        }
+        _ => Err(TenantError::Invalid {
+            field: "client_cert_pem",
+            reason: "give client_cert_pem and client_key_pem together".into(),
+        }),
+    }
 }
 
 #[derive(Deserialize)]
@@ -197,6 +227,8 @@ struct MqttBody {
     url: String,
     topic_prefix: String,
     tls_ca_pem: Option<String>,
+    client_cert_pem: Option<String>,
+    client_key_pem: Option<crate::secret::Secret>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +242,8 @@ struct NatsBody {
     creds: Option<crate::secret::Secret>,
     /// An nkey seed (`SU…`); sealed, never shown.
     nkey_seed: Option<crate::secret::Secret>,
+    client_cert_pem: Option<String>,
+    client_key_pem: Option<crate::secret::Secret>,
 }
 
 /// The upstream shape `{"<Type>": {…}}`; types this binary lacks are refused, never accepted
@@ -239,6 +273,7 @@ fn spec_of(v: Value) -> Result<(SinkSpec, SinkSecrets), TenantError> {
             let mut secrets = SinkSecrets::default();
             secrets.nats_creds = b.creds.map(|c| c.expose().to_owned());
             secrets.nats_nkey_seed = b.nkey_seed.map(|c| c.expose().to_owned());
+            client_cert(b.client_cert_pem, b.client_key_pem, &mut secrets)?;
             Ok((
                 SinkSpec::Nats {
                     subject_prefix: b.subject_prefix,
@@ -251,25 +286,33 @@ fn spec_of(v: Value) -> Result<(SinkSpec, SinkSecrets), TenantError> {
         }
         "Mqtt" => {
             let b: MqttBody = serde_json::from_value(body).map_err(parse)?;
+            let mut secrets = SinkSecrets::default();
+            client_cert(b.client_cert_pem, b.client_key_pem, &mut secrets)?;
             Ok((
                 SinkSpec::Mqtt {
                     url: b.url,
                     topic_prefix: b.topic_prefix,
                     tls_ca_pem: b.tls_ca_pem,
                 },
-                SinkSecrets::default(),
+                secrets,
             ))
         }
         "Webhook" => {
             let b: WebhookBody = serde_json::from_value(body).map_err(parse)?;
             crate::cdc::sink::webhook::check_url(&b.url, b.allow_private)
                 .map_err(|e| invalid(format!("Webhook url {e}")))?;
+            if let Some(pem) = &b.tls_ca_pem {
+                crate::tls::roots(pem, "sink_type.Webhook.tls_ca_pem").map_err(&invalid)?;
+            }
+            let mut secrets = SinkSecrets::default();
+            client_cert(b.client_cert_pem, b.client_key_pem, &mut secrets)?;
             Ok((
                 SinkSpec::Webhook {
                     url: b.url,
                     allow_private: b.allow_private,
+                    tls_ca_pem: b.tls_ca_pem,
                 },
-                SinkSecrets::default(),
+                secrets,
             ))
         }
         "Kafka" | "RedisStreams" => Err(invalid(format!(
@@ -314,8 +357,12 @@ impl From<SinkDef> for SinkOut {
             } => {
                 json!({"Mqtt": {"url": redact_url(&url), "topic_prefix": topic_prefix, "tls_ca_pem": tls_ca_pem}})
             }
-            SinkSpec::Webhook { url, allow_private } => {
-                json!({"Webhook": {"url": url, "allow_private": allow_private}})
+            SinkSpec::Webhook {
+                url,
+                allow_private,
+                tls_ca_pem,
+            } => {
+                json!({"Webhook": {"url": url, "allow_private": allow_private, "tls_ca_pem": tls_ca_pem}})
             }
         };
         Self {

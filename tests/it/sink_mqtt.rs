@@ -217,3 +217,80 @@ async fn mqtt_over_tls_trusts_the_given_ca_only() {
         "{st}"
     );
 }
+
+#[tokio::test]
+async fn a_broker_requiring_client_certificates_admits_the_sink_that_presents_one() {
+    use crate::harness::pki::Ca;
+    let ca = Ca::new("Broker CA");
+    let (srv, key) = ca.server();
+    let clients = Ca::new("Client CA");
+    let broker = Service::start_with_files(
+        "mosquitto",
+        "mosquitto",
+        &["-c", "{dir}/m.conf"],
+        &[
+            (
+                "m.conf",
+                "listener {port} 127.0.0.1\nallow_anonymous true\ncertfile {dir}/srv.pem\nkeyfile {dir}/srv.key\ncafile {dir}/clients.pem\nrequire_certificate true\nlog_dest stderr\n",
+            ),
+            ("srv.pem", &srv),
+            ("srv.key", &key),
+            ("clients.pem", &clients.pem),
+        ],
+    )
+    .await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let (cert, ckey) = clients.client("gateway-7", "sinks", "gw7@kit.example");
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(json!({"sink_type": {"Mqtt": {"url": url, "topic_prefix": "peat", "tls_ca_pem": ca.pem,
+                "client_cert_pem": cert, "client_key_pem": ckey}}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(
+        !b.to_string().contains("PRIVATE KEY"),
+        "the key is never shown: {b}"
+    );
+    let with = b["sink_id"].as_str().unwrap().to_owned();
+    let (_, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(json!({"sink_type": {"Mqtt": {"url": url, "topic_prefix": "peat", "tls_ca_pem": ca.pem}}})),
+        )
+        .await;
+    let without = b["sink_id"].as_str().unwrap().to_owned();
+    assert_eq!(ingest(&g, batch(0)).await.0, 202);
+    let st = status_when(&g, &with, |st| st["delivered"] == 10).await;
+    assert_eq!(st["delivered"], 10, "{st}");
+    let st = status_when(&g, &without, |st| st["last_error"].is_string()).await;
+    assert_eq!(
+        (st["delivered"].as_u64(), st["state"].as_str()),
+        (Some(0), Some("disconnected")),
+        "{st}"
+    );
+    // Half a client identity, or a key that is not the certificate's, is refused.
+    let (other_cert, _) = clients.client("x", "y", "z@kit.example");
+    for body in [
+        json!({"url": url, "topic_prefix": "p", "client_cert_pem": other_cert}),
+        json!({"url": url, "topic_prefix": "p", "client_cert_pem": other_cert, "client_key_pem": ckey}),
+    ] {
+        let (s, e) = g
+            .admin(
+                Method::POST,
+                "/orgs/acme/sinks",
+                Some(json!({"sink_type": {"Mqtt": body}})),
+            )
+            .await;
+        assert_eq!(s, 422, "{e}");
+    }
+    g.assert_data_dir_lacks(
+        ckey.lines().nth(1).unwrap().as_bytes(),
+        "the sink's client key",
+    );
+}

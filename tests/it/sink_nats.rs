@@ -364,3 +364,55 @@ async fn tls_with_a_private_ca_and_nkey_authentication() {
     .await;
     assert_eq!(st["state"], "disconnected", "{st}");
 }
+
+#[tokio::test]
+async fn a_nats_server_verifying_client_certificates_admits_the_sink_that_presents_one() {
+    use crate::harness::pki::Ca;
+    let ca = Ca::new("NATS CA");
+    let (srv, key) = ca.server();
+    let clients = Ca::new("Client CA");
+    let conf = "listen: 127.0.0.1:{port}\njetstream { store_dir: \"{dir}/js\" }\n\
+         tls { cert_file: \"{dir}/srv.pem\", key_file: \"{dir}/srv.key\", ca_file: \"{dir}/clients.pem\", verify: true }\n";
+    let nats = Service::start_with_files(
+        "nats",
+        "nats-server",
+        &["-c", "{dir}/nats.conf"],
+        &[
+            ("nats.conf", conf),
+            ("srv.pem", &srv),
+            ("srv.key", &key),
+            ("clients.pem", &clients.pem),
+        ],
+    )
+    .await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let url = format!("tls://127.0.0.1:{}", nats.port);
+    let (cert, ckey) = clients.client("gateway-7", "sinks", "gw7@kit.example");
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(json!({"sink_type": {"Nats": {"subject_prefix": "peat", "url": url, "tls_ca_pem": ca.pem,
+                "client_cert_pem": cert, "client_key_pem": ckey}}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let with = b["sink_id"].as_str().unwrap().to_owned();
+    let (_, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(json!({"sink_type": {"Nats": {"subject_prefix": "other", "url": url, "tls_ca_pem": ca.pem}}})),
+        )
+        .await;
+    let without = b["sink_id"].as_str().unwrap().to_owned();
+    assert_eq!(ingest(&g, batch(0)).await.0, 202);
+    let st = status_when(&g, &with, |st| st["delivered"] == 10).await;
+    assert_eq!(st["delivered"], 10, "{st}");
+    let st = status_when(&g, &without, |st| st["last_error"].is_string()).await;
+    assert_eq!(
+        st["delivered"], 0,
+        "no client certificate, no connection: {st}"
+    );
+}

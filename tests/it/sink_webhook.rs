@@ -259,3 +259,77 @@ async fn metadata_addresses_are_refused_at_configuration() {
         .await;
     assert_eq!(s, 201, "an explicit allow_private permits it");
 }
+
+/// A receiver over TLS that admits only clients with a certificate from `clients`.
+async fn mtls_receiver(
+    ca: &crate::harness::pki::Ca,
+    clients: &crate::harness::pki::Ca,
+) -> (Shared, u16) {
+    use peat_gateway::listen::{serve, Bound, Limits, TlsState};
+    let shared: Shared = Arc::default();
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(shared.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (cert, key) = ca.server();
+    let cfg = peat_gateway::tls::server_config_for_listener(&cert, &key, Some(&clients.pem), true)
+        .unwrap();
+    let tls = TlsState::new(Arc::new(cfg));
+    tokio::spawn(serve(
+        vec![Bound::Tcp {
+            listener: l,
+            tls: Some(tls),
+        }],
+        app,
+        Limits::default(),
+        std::future::pending(),
+    ));
+    (shared, port)
+}
+
+#[tokio::test]
+async fn a_receiver_requiring_client_certificates_gets_batches_from_the_sink_that_presents_one() {
+    use crate::harness::pki::Ca;
+    let ca = Ca::new("Receiver CA");
+    let clients = Ca::new("Client CA");
+    let (r, port) = mtls_receiver(&ca, &clients).await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let url = format!("https://127.0.0.1:{port}/hook");
+    let (cert, ckey) = clients.client("gateway-7", "sinks", "gw7@kit.example");
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(
+                json!({"sink_type": {"Webhook": {"url": url, "tls_ca_pem": ca.pem,
+                "client_cert_pem": cert, "client_key_pem": ckey}}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let secret = b["signing_secret"].as_str().unwrap();
+    r.lock().unwrap().key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let with = b["sink_id"].as_str().unwrap().to_owned();
+    let (_, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(json!({"sink_type": {"Webhook": {"url": url, "tls_ca_pem": ca.pem}}})),
+        )
+        .await;
+    let without = b["sink_id"].as_str().unwrap().to_owned();
+    assert_eq!(ingest(&g, json!([upsert("t-1", 1)])).await.0, 202);
+    let events = wait_events(&r, 1).await;
+    assert_eq!(events.len(), 1, "delivered over mTLS");
+    let st = status_when(&g, &with, |st| st["delivered"] == 1).await;
+    assert_eq!(st["delivered"], 1, "{st}");
+    let st = status_when(&g, &without, |st| st["last_error"].is_string()).await;
+    assert_eq!(
+        st["delivered"], 0,
+        "no client certificate, no delivery: {st}"
+    );
+}

@@ -92,10 +92,17 @@ pub fn build(
                     creds: secrets.nats_creds.clone(),
                     nkey_seed: secrets.nats_nkey_seed.clone(),
                     tls_ca_pem: tls_ca_pem.clone(),
+                    client: secrets
+                        .client_identity()
+                        .map(|(c, k)| (c.to_owned(), zeroize::Zeroizing::new(k.to_owned()))),
                 },
             )?))
         }
-        SinkSpec::Webhook { url, allow_private } => {
+        SinkSpec::Webhook {
+            url,
+            allow_private,
+            tls_ca_pem,
+        } => {
             let key = secrets
                 .webhook_key
                 .clone()
@@ -104,6 +111,8 @@ pub fn build(
                 url,
                 *allow_private,
                 zeroize::Zeroizing::new(key),
+                tls_ca_pem.as_deref(),
+                secrets.client_identity(),
             )?))
         }
         SinkSpec::Mqtt {
@@ -119,6 +128,7 @@ pub fn build(
             def.org_id.clone(),
             &def.sink_id,
             tls_ca_pem.as_deref(),
+            secrets.client_identity(),
         )?)),
     }
 }

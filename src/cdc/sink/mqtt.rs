@@ -36,11 +36,15 @@ impl MqttSink {
         org: String,
         sink_id: &str,
         tls_ca_pem: Option<&str>,
+        client: Option<(&str, &str)>,
     ) -> Result<Self, String> {
         let addr = parse_url(url).map_err(|e| format!("MQTT url {e}"))?;
+        if client.is_some() && !addr.tls {
+            return Err("a client certificate needs an mqtts:// URL".into());
+        }
         let tls = if addr.tls {
             Some(std::sync::Arc::new(crate::tls::client_config(
-                tls_ca_pem, None,
+                tls_ca_pem, client,
             )?))
         } else {
             None

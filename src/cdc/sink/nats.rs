@@ -24,6 +24,19 @@ pub struct NatsAuth {
     pub creds: Option<String>,
     pub nkey_seed: Option<String>,
     pub tls_ca_pem: Option<String>,
+    /// Client certificate chain and key (PEM) presented to the server.
+    pub client: Option<(String, zeroize::Zeroizing<String>)>,
+}
+
+impl NatsAuth {
+    fn client(&self) -> Option<(&str, &str)> {
+        self.client.as_ref().map(|(c, k)| (c.as_str(), k.as_str()))
+    }
+
+    fn tls(&self) -> Option<Result<rustls::ClientConfig, String>> {
+        (self.tls_ca_pem.is_some() || self.client.is_some())
+            .then(|| crate::tls::client_config(self.tls_ca_pem.as_deref(), self.client()))
+    }
 }
 
 pub struct NatsSink {
@@ -74,8 +87,8 @@ impl NatsSink {
         stream: Option<String>,
         auth: NatsAuth,
     ) -> Result<Self, String> {
-        if let Some(pem) = &auth.tls_ca_pem {
-            crate::tls::client_config(Some(pem), None)?;
+        if let Some(r) = auth.tls() {
+            r?;
         }
         let stream =
             stream.unwrap_or_else(|| format!("peat-{}-{}", token(&org), prefix.replace('.', "_")));
@@ -118,10 +131,10 @@ impl NatsSink {
         if let Some(seed) = &self.auth.nkey_seed {
             opts = opts.nkey(seed.clone());
         }
-        if let Some(pem) = &self.auth.tls_ca_pem {
-            opts = opts.require_tls(true).tls_client_config(
-                crate::tls::client_config(Some(pem), None).map_err(SinkError::Transient)?,
-            );
+        if let Some(cfg) = self.auth.tls() {
+            opts = opts
+                .require_tls(true)
+                .tls_client_config(cfg.map_err(SinkError::Transient)?);
         }
         let shown = crate::secret::redact_url(&self.url);
         let client = opts

@@ -113,13 +113,25 @@ enum Outcome {
 }
 
 impl WebhookSink {
-    pub fn new(url: &str, allow_private: bool, key: Zeroizing<Vec<u8>>) -> Result<Self, String> {
+    pub fn new(
+        url: &str,
+        allow_private: bool,
+        key: Zeroizing<Vec<u8>>,
+        tls_ca_pem: Option<&str>,
+        client: Option<(&str, &str)>,
+    ) -> Result<Self, String> {
         let url = check_url(url, allow_private).map_err(|e| format!("webhook url {e}"))?;
-        let client = reqwest::Client::builder()
+        let mut b = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("peat-gateway/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("peat-gateway/", env!("CARGO_PKG_VERSION")));
+        if tls_ca_pem.is_some() || client.is_some() {
+            // One rustls setup for every TLS client: the private CA (or the web roots) and the
+            // client certificate, never verification turned off.
+            b = b.use_preconfigured_tls(crate::tls::client_config(tls_ca_pem, client)?);
+        }
+        let client = b
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
         Ok(Self {
