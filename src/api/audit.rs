@@ -98,8 +98,7 @@ async fn list(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<PageOut>, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "read the audit log")
+        .scope(&p, &ids, Need::Manage, "read the audit log")
         .await?;
     let page = s
         .tenancy

@@ -193,8 +193,7 @@ async fn create_token(
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "create bootstrap tokens")
+        .scope(&p, &ids, Need::Manage, "create bootstrap tokens")
         .await?;
     let new = NewBootToken {
         app_id: body.app_id,
@@ -224,8 +223,7 @@ async fn list_tokens(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "list bootstrap tokens")
+        .scope(&p, &ids, Need::Manage, "list bootstrap tokens")
         .await?;
     let list = bootstrap::list(&s.tenancy, &scope, ids.second()).await?;
     Ok(Json(
@@ -239,8 +237,7 @@ async fn get_token(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "read bootstrap tokens")
+        .scope(&p, &ids, Need::Manage, "read bootstrap tokens")
         .await?;
     Ok(Json(token_json(
         &bootstrap::get(&s.tenancy, &scope, ids.second()).await?,
@@ -253,8 +250,7 @@ async fn revoke_token(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "revoke bootstrap tokens")
+        .scope(&p, &ids, Need::Manage, "revoke bootstrap tokens")
         .await?;
     let info = bootstrap::revoke(&s.tenancy, &scope, ids.second(), false).await?;
     Ok(Json(info.as_ref().map(token_json).unwrap_or(Value::Null)))
@@ -266,8 +262,7 @@ async fn delete_token(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "delete bootstrap tokens")
+        .scope(&p, &ids, Need::Manage, "delete bootstrap tokens")
         .await?;
     bootstrap::revoke(&s.tenancy, &scope, ids.second(), true).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -305,8 +300,7 @@ async fn get_settings(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read enrollment settings")
+        .scope(&p, &ids, Need::Read, "read enrollment settings")
         .await?;
     Ok(Json(settings_json(
         &settings::get(&s.tenancy, &scope, ids.second()).await?,
@@ -321,8 +315,7 @@ async fn put_settings(
     ApiJson(b): ApiJson<SettingsIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "change enrollment settings")
+        .scope(&p, &ids, Need::Manage, "change enrollment settings")
         .await?;
     let d = EnrollSettings::default();
     let new = EnrollSettings {
@@ -368,10 +361,7 @@ async fn list_enrollments(
     ids: Ids,
     ApiQuery(q): ApiQuery<StatusQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "list enrollments")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Read, "list enrollments").await?;
     let list = s.authority.list_enrollments(&scope, q.status).await?;
     Ok(Json(
         json!({"enrollments": list.iter().map(pending_json).collect::<Vec<_>>()}),
@@ -391,8 +381,7 @@ async fn approve(
     ApiBytes(body): ApiBytes<4096>,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Operate, "approve enrollments")
+        .scope(&p, &ids, Need::Operate, "approve enrollments")
         .await?;
     // The body is optional here: an approval needs no reason.
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
@@ -427,10 +416,7 @@ async fn deny(
     ids: Ids,
     ApiJson(b): ApiJson<ReasonIn>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Operate, "deny enrollments")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Operate, "deny enrollments").await?;
     let reason = b
         .reason
         .filter(|r| !r.trim().is_empty())
@@ -466,10 +452,7 @@ async fn list_certs(
     ids: Ids,
     ApiQuery(q): ApiQuery<Page>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "list certificates")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Read, "list certificates").await?;
     let limit = q.limit.unwrap_or(100);
     let list = certs::list(&s.tenancy, &scope, ids.second(), q.after, limit).await?;
     let next = (list.len() >= limit.clamp(1, certs::MAX_PAGE))
@@ -486,10 +469,7 @@ async fn get_cert(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read certificates")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Read, "read certificates").await?;
     let fp = ids.0.get(2).map_or("", String::as_str);
     let c = certs::get(&s.tenancy, &scope, ids.second(), fp).await?;
     Ok(Json(cert_json(&c, true)))
@@ -507,8 +487,7 @@ async fn revoke_cert(
     ApiJson(b): ApiJson<ReasonIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Operate, "revoke certificates")
+        .scope(&p, &ids, Need::Operate, "revoke certificates")
         .await?;
     let fp = ids.0.get(2).map_or("", String::as_str);
     let r = certs::revoke(
@@ -534,8 +513,7 @@ async fn list_revocations(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read the revocation list")
+        .scope(&p, &ids, Need::Read, "read the revocation list")
         .await?;
     let list = certs::revocations(&s.tenancy, &scope, ids.second()).await?;
     let documents: Vec<Value> = list
@@ -587,8 +565,7 @@ async fn publish_all(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Operate, "publish certificates")
+        .scope(&p, &ids, Need::Operate, "publish certificates")
         .await?;
     let docs = certs::documents(&s.tenancy, &scope, ids.second()).await?;
     Ok(Json(publish(&s, ids.org(), ids.second(), docs).await))

@@ -143,10 +143,7 @@ async fn ingest(
     headers: HeaderMap,
     ApiBytes(body): ApiBytes<MAX_INGEST_BYTES>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Ingest, "append changes")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Ingest, "append changes").await?;
     let f = s.tenancy.get_formation(&scope, ids.second()).await?;
     let changes = parse(&headers, &body)?;
     let src = FormationRef {

@@ -142,10 +142,7 @@ async fn stream(
     ids: Ids,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "watch events")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Read, "watch events").await?;
     // The org must exist; its absence answers 404 like every org route.
     s.tenancy.get_org(&scope).await?;
     let outbox = s.cdc.outbox().clone();

@@ -119,10 +119,7 @@ async fn create(
     ids: Ids,
     ApiJson(body): ApiJson<CreateFormation>,
 ) -> Result<(StatusCode, Json<FormationOut>), ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "create formations")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Manage, "create formations").await?;
     let policy = body
         .enrollment_policy
         .as_deref()
@@ -164,10 +161,7 @@ async fn list(
     ids: Ids,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Vec<FormationOut>>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "list formations")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Read, "list formations").await?;
     let list = s
         .tenancy
         .list_formations(&scope, page.after, page.limit.unwrap_or(100))
@@ -180,10 +174,7 @@ async fn get_one(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<Json<FormationOut>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read formations")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Read, "read formations").await?;
     Ok(Json(
         s.tenancy.get_formation(&scope, ids.second()).await?.into(),
     ))
@@ -194,10 +185,7 @@ async fn remove(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<StatusCode, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "delete formations")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Manage, "delete formations").await?;
     let uid = s.tenancy.delete_formation(&scope, ids.second()).await?;
     s.cdc.forget_formations(vec![uid]).await;
     if let Err(e) = s.sources.sync().await {
@@ -212,8 +200,7 @@ async fn credentials(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "export credentials")
+        .scope(&p, &ids, Need::Manage, "export credentials")
         .await?;
     let c = s.tenancy.export_credentials(&scope, ids.second()).await?;
     let body = json!({

@@ -121,8 +121,7 @@ async fn create_idp(
     ApiJson(b): ApiJson<IdpIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "add identity providers")
+        .scope(&p, &ids, Need::Manage, "add identity providers")
         .await?;
     let config = IdpConfig {
         issuer: b.issuer,
@@ -151,8 +150,7 @@ async fn list_idps(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "list identity providers")
+        .scope(&p, &ids, Need::Read, "list identity providers")
         .await?;
     let list = s.authority.oidc().list(&scope).await?;
     Ok(Json(
@@ -166,8 +164,7 @@ async fn get_idp(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read identity providers")
+        .scope(&p, &ids, Need::Read, "read identity providers")
         .await?;
     Ok(Json(idp_json(
         &s.authority.oidc().get(&scope, ids.second()).await?,
@@ -187,8 +184,7 @@ async fn patch_idp(
     ApiJson(b): ApiJson<EnabledIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "change identity providers")
+        .scope(&p, &ids, Need::Manage, "change identity providers")
         .await?;
     Ok(Json(idp_json(
         &s.authority
@@ -204,8 +200,7 @@ async fn delete_idp(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "remove identity providers")
+        .scope(&p, &ids, Need::Manage, "remove identity providers")
         .await?;
     s.authority.oidc().delete(&scope, ids.second()).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -217,8 +212,7 @@ async fn refresh_idp(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "refresh identity providers")
+        .scope(&p, &ids, Need::Manage, "refresh identity providers")
         .await?;
     Ok(Json(idp_json(
         &s.authority.oidc().refresh_now(&scope, ids.second()).await?,
@@ -263,10 +257,7 @@ async fn create_rule(
     ids: Ids,
     ApiJson(b): ApiJson<RuleIn>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "add claim rules")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Manage, "add claim rules").await?;
     let deny = match b.effect.as_deref() {
         None | Some("allow") => false,
         Some("deny") => true,
@@ -314,10 +305,7 @@ async fn list_rules(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "list claim rules")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Read, "list claim rules").await?;
     let list = rules::list(&s.tenancy, &scope).await?;
     Ok(Json(
         json!({"rules": list.iter().map(rule_json).collect::<Vec<_>>()}),
@@ -330,8 +318,7 @@ async fn delete_rule(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "remove claim rules")
+        .scope(&p, &ids, Need::Manage, "remove claim rules")
         .await?;
     rules::delete(&s.tenancy, &scope, ids.second()).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -351,8 +338,7 @@ async fn evaluate(
     ApiJson(b): ApiJson<EvaluateIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "evaluate claim rules")
+        .scope(&p, &ids, Need::Read, "evaluate claim rules")
         .await?;
     if !b.claims.is_object() {
         return Err(TenantError::invalid("claims", "must be a JSON object").into());
@@ -393,8 +379,7 @@ async fn get_settings(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read identity settings")
+        .scope(&p, &ids, Need::Read, "read identity settings")
         .await?;
     Ok(Json(no_match_json(
         &rules::get_no_match(&s.tenancy, &scope).await?,
@@ -408,8 +393,7 @@ async fn put_settings(
     ApiJson(b): ApiJson<SettingsIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "change identity settings")
+        .scope(&p, &ids, Need::Manage, "change identity settings")
         .await?;
     let allow = match b.no_match.as_str() {
         "deny" => false,

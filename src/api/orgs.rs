@@ -219,10 +219,7 @@ async fn get_one(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<Json<OrgOut>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read the org")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Read, "read the org").await?;
     Ok(Json(s.tenancy.get_org(&scope).await?.into()))
 }
 
@@ -232,10 +229,7 @@ async fn update(
     ids: Ids,
     ApiJson(body): ApiJson<PatchOrg>,
 ) -> Result<Json<OrgOut>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "change the org")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Manage, "change the org").await?;
     if body.quotas.is_some() {
         s.tenancy.authorize_admin(&p, "change quotas").await?;
     }
@@ -252,9 +246,7 @@ async fn remove(
     ids: Ids,
 ) -> Result<StatusCode, ApiError> {
     // An org token of another org must learn nothing: scope first (404), then require admin (403).
-    s.tenancy
-        .authorize(&p, ids.org(), Need::Manage, "delete the org")
-        .await?;
+    s.scope(&p, &ids, Need::Manage, "delete the org").await?;
     let actor = s.tenancy.authorize_admin(&p, "delete orgs").await?;
     let uids = s.tenancy.delete_org(&actor, ids.org()).await?;
     s.cdc.forget_formations(uids).await;
@@ -303,8 +295,7 @@ async fn get_network(
     ids: Ids,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read the org's networks")
+        .scope(&p, &ids, Need::Read, "read the org's networks")
         .await?;
     s.tenancy.get_org(&scope).await?;
     let nets = s.tenancy.org_networks(scope.org_id()).await?;
@@ -320,8 +311,7 @@ async fn put_network(
     ApiJson(b): ApiJson<NetworkIn>,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "change the org's networks")
+        .scope(&p, &ids, Need::Manage, "change the org's networks")
         .await?;
     let nets = if b.allow.is_empty() {
         Vec::new()

@@ -408,10 +408,7 @@ async fn create(
     ids: Ids,
     ApiJson(body): ApiJson<CreateSink>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "create sinks")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Manage, "create sinks").await?;
     let start = match body.start.as_deref() {
         None | Some("earliest") => SinkStart::Earliest,
         Some("latest") => SinkStart::Latest,
@@ -458,10 +455,7 @@ async fn list(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<Json<Vec<SinkOut>>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "list sinks")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Read, "list sinks").await?;
     let defs = s.tenancy.list_sinks(&scope).await?;
     Ok(Json(defs.into_iter().map(SinkOut::from).collect()))
 }
@@ -517,10 +511,7 @@ async fn delete(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<StatusCode, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "delete sinks")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Manage, "delete sinks").await?;
     s.tenancy.delete_sink(&scope, ids.second()).await?;
     resync(&s).await;
     Ok(StatusCode::NO_CONTENT)

@@ -117,10 +117,7 @@ async fn put_source(
     ids: Ids,
     ApiJson(body): ApiJson<PutSource>,
 ) -> Result<Json<Value>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "bind sources")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Manage, "bind sources").await?;
     let d = s
         .tenancy
         .put_source(
@@ -147,10 +144,7 @@ async fn get_source(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<Json<Value>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Read, "read sources")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Read, "read sources").await?;
     let d = s.tenancy.get_source(&scope, ids.second()).await?;
     Ok(Json(view(&s, &d)))
 }
@@ -160,10 +154,7 @@ async fn delete_source(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<StatusCode, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "unbind sources")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Manage, "unbind sources").await?;
     s.tenancy.delete_source(&scope, ids.second()).await?;
     resync(&s).await;
     Ok(StatusCode::NO_CONTENT)

@@ -81,6 +81,17 @@ impl AppState {
         self
     }
 
+    /// The caller's scope on the path's org for `need` (the refusal is audited).
+    pub(crate) async fn scope(
+        &self,
+        p: &crate::tenant::Principal,
+        ids: &super::extract::Ids,
+        need: crate::tenant::Need,
+        what: &'static str,
+    ) -> Result<crate::tenant::OrgScope, super::ApiError> {
+        Ok(self.tenancy.authorize(p, ids.org(), need, what).await?)
+    }
+
     /// Only these networks reach the API over TCP (the Unix socket is not affected).
     pub fn with_allow_list(mut self, allow: Vec<ipnet::IpNet>) -> Self {
         self.allow = Arc::new(allow);

@@ -90,10 +90,7 @@ async fn create(
     ids: Ids,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "issue API tokens")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Manage, "issue API tokens").await?;
     let role = Role::from_name(&body.role).ok_or_else(|| TenantError::Invalid {
         field: "role",
         reason: "must be org-admin, operator, viewer or ingest".into(),
@@ -123,10 +120,7 @@ async fn list(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<Json<Vec<TokenOut>>, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "list API tokens")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Manage, "list API tokens").await?;
     let list = s.tenancy.list_api_tokens(&scope).await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
@@ -136,10 +130,7 @@ async fn revoke(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<StatusCode, ApiError> {
-    let scope = s
-        .tenancy
-        .authorize(&p, ids.org(), Need::Manage, "revoke API tokens")
-        .await?;
+    let scope = s.scope(&p, &ids, Need::Manage, "revoke API tokens").await?;
     s.tenancy.revoke_api_token(&scope, ids.second()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
