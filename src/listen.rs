@@ -22,6 +22,8 @@ pub struct PeerInfo {
     pub addr: Option<SocketAddr>,
     /// DER of the verified end-entity client certificate, when one was presented.
     pub client_cert: Option<Arc<Vec<u8>>>,
+    /// Over TLS or the local Unix socket: fit for secrets in answers.
+    pub secure: bool,
 }
 
 /// The listener's TLS material, read and checked at start-up (and again at each reload).
@@ -255,6 +257,7 @@ async fn accept_loop(
                                 Box::new(stream) as Io,
                                 PeerInfo {
                                     client_cert,
+                                    secure: true,
                                     ..peer
                                 },
                             )
@@ -296,6 +299,7 @@ async fn accept(bound: &Bound) -> Result<(Io, PeerInfo, Option<TlsState>), std::
                 PeerInfo {
                     addr: Some(addr),
                     client_cert: None,
+                    secure: false,
                 },
                 tls.clone(),
             ))
@@ -307,6 +311,7 @@ async fn accept(bound: &Bound) -> Result<(Io, PeerInfo, Option<TlsState>), std::
                 PeerInfo {
                     addr: None,
                     client_cert: None,
+                    secure: true,
                 },
                 None,
             ))

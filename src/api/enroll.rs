@@ -194,6 +194,7 @@ async fn decide(
                 source: peer.ip,
                 renewal,
                 client_cert: peer.client_cert,
+                secure_channel: peer.secure,
             },
         )
         .await
@@ -291,6 +292,9 @@ fn to_json(org: &str, app: &str, o: EnrollOutcome) -> Result<Value, ApiError> {
             out["expires_at_ms"] = json!(o.expires_at_ms);
             if let Some(secret) = formation_secret {
                 out["formation_secret"] = json!(B64.encode(secret.as_ref()));
+            }
+            if let Some(why) = o.secret_withheld {
+                out["formation_secret_withheld"] = json!(why);
             }
         }
         Decision::Pending { enrollment_id } => {

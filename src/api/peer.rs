@@ -13,6 +13,8 @@ pub use crate::listen::PeerInfo;
 pub(crate) struct Peer {
     pub ip: Option<IpAddr>,
     pub client_cert: Option<Arc<Vec<u8>>>,
+    /// TLS or the Unix socket.
+    pub secure: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
@@ -23,6 +25,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
         Ok(Peer {
             ip: info.and_then(|c| c.0.addr).map(|a| a.ip()),
             client_cert: info.and_then(|c| c.0.client_cert.clone()),
+            secure: info.is_some_and(|c| c.0.secure),
         })
     }
 }

@@ -35,6 +35,8 @@ pub struct EnrollInput {
     pub renewal: bool,
     /// The verified client certificate of the TLS connection (DER), if one was presented.
     pub client_cert: Option<std::sync::Arc<Vec<u8>>>,
+    /// The request came over TLS (or the local socket): the formation secret may travel.
+    pub secure_channel: bool,
 }
 
 #[derive(Debug)]
@@ -79,6 +81,8 @@ pub struct EnrollOutcome {
     pub mesh_id: String,
     pub authority_public_key: [u8; 32],
     pub expires_at_ms: Option<u64>,
+    /// Why the formation secret the settings deliver was not sent.
+    pub secret_withheld: Option<&'static str>,
 }
 
 /// How the requester proved who it is, before the formation's policy applies.
@@ -277,6 +281,7 @@ impl Authority {
             mesh_id: formation.mesh_id.clone(),
             authority_public_key: formation.authority_public_key,
             expires_at_ms: None,
+            secret_withheld: None,
         };
         let actor = device_actor(&req.subject);
         let target = format!("org/{org}/formation/{app}/node/{}", req.node_id);
@@ -401,7 +406,29 @@ impl Authority {
         {
             outcome.expires_at_ms = Some(certificate.fields.expires_at_ms);
             if deliver_secret {
-                *formation_secret = Some(genesis.formation_secret());
+                let node = format!(
+                    "org/{org}/formation/{app}/node/{}",
+                    certificate.fields.node_id
+                );
+                // The formation secret opens every node's transport key: only over TLS.
+                let note = if input.secure_channel {
+                    *formation_secret = Some(genesis.formation_secret());
+                    "delivered"
+                } else {
+                    outcome.secret_withheld = Some(
+                        "the connection is not TLS: enroll over https to receive the formation secret",
+                    );
+                    "withheld: the connection is not TLS"
+                };
+                self.tenancy
+                    .record_event(
+                        &device_actor(&certificate.fields.subject),
+                        Some(org.to_owned()),
+                        "enroll.formation-secret",
+                        node,
+                        note.to_owned(),
+                    )
+                    .await?;
             }
         }
         outcome.decision = decision;

@@ -690,11 +690,19 @@ async fn settings_change_validity_and_deliver_the_formation_secret() {
         (c.fields.tier, c.fields.permissions.bits()),
         (MeshTier::Tactical, 0x01)
     );
-    assert_eq!(body["formation_secret"], creds["formation_secret"]);
+    // Plain HTTP: the secret is withheld, and the answer and the audit log say why.
+    assert!(body.get("formation_secret").is_none(), "{body}");
+    assert!(body["formation_secret_withheld"]
+        .as_str()
+        .unwrap()
+        .contains("not TLS"));
     let (_, audit) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
-    assert!(!audit
-        .to_string()
-        .contains(creds["formation_secret"].as_str().unwrap()));
+    let text = audit.to_string();
+    assert!(
+        text.contains("enroll.formation-secret") && text.contains("withheld"),
+        "{text}"
+    );
+    assert!(!text.contains(creds["formation_secret"].as_str().unwrap()));
 }
 
 #[tokio::test]

@@ -110,6 +110,17 @@ async fn a_client_certificate_enrolls_through_the_claim_rules() {
         .await;
     assert_eq!(s, 201, "{r}");
     let path = format!("{}/orgs/acme/formations/mesh/enroll", g.base());
+    let (s, _) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/enrollment-settings",
+            Some(json!({"deliver_formation_secret": true})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, creds) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
+        .await;
 
     let card = cards.client("truck-7", "field-ops", "truck7@kit.example");
     let req = request(&device(0x71), mesh_id, "truck-7", MeshTier::Tactical, "");
@@ -123,6 +134,10 @@ async fn a_client_certificate_enrolls_through_the_claim_rules() {
     let (s, body): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["tier"], "Tactical");
+    assert_eq!(
+        body["formation_secret"], creds["formation_secret"],
+        "over TLS the secret travels"
+    );
 
     // Another card of the same CA that no rule allows, and no card at all.
     let other = cards.client("visitor", "guests", "v@kit.example");
