@@ -24,6 +24,7 @@ mod health;
 mod identity;
 mod orgs;
 mod peer;
+mod sink_body;
 mod sinks;
 mod sources;
 mod stack;

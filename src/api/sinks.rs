@@ -13,9 +13,7 @@ use super::extract::{ApiJson, Caller, Ids};
 use super::{ApiError, AppState};
 use crate::cdc::{cloud_event, rfc3339_ms, Command, SinkState};
 use crate::secret::redact_url;
-use crate::tenant::{
-    Need, NewSink, SinkDef, SinkPatch, SinkSecrets, SinkSpec, SinkStart, TenantError,
-};
+use crate::tenant::{Need, NewSink, SinkDef, SinkPatch, SinkSpec, SinkStart, TenantError};
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
     let doc = |summary, need, body: Option<Value>, ok| Doc {
@@ -177,153 +175,6 @@ struct PatchSink {
     rate_limit_bytes_per_sec: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileBody {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebhookBody {
-    url: String,
-    #[serde(default)]
-    allow_private: bool,
-    tls_ca_pem: Option<String>,
-    client_cert_pem: Option<String>,
-    client_key_pem: Option<crate::secret::Secret>,
-}
-
-/// A client certificate the sink presents, into its sealed secrets: both or neither, and a key
-/// that matches the certificate. Never shown again.
-fn client_cert(
-    cert: Option<String>,
-    key: Option<crate::secret::Secret>,
-    secrets: &mut SinkSecrets,
-) -> Result<(), TenantError> {
-    match (cert, key) {
-        (None, None) => Ok(()),
-        (Some(cert), Some(key)) => {
-            crate::tls::client_config(None, Some((&cert, key.expose()))).map_err(|e| {
-                TenantError::Invalid {
-                    field: "client_key_pem",
-                    reason: e,
-                }
-            })?;
-            secrets.client_cert_pem = Some(cert);
-            secrets.client_key_pem = Some(key.expose().to_owned());
-            Ok(())
-        }
-        _ => Err(TenantError::Invalid {
-            field: "client_cert_pem",
-            reason: "give client_cert_pem and client_key_pem together".into(),
-        }),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MqttBody {
-    url: String,
-    topic_prefix: String,
-    tls_ca_pem: Option<String>,
-    client_cert_pem: Option<String>,
-    client_key_pem: Option<crate::secret::Secret>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NatsBody {
-    subject_prefix: String,
-    url: Option<String>,
-    stream: Option<String>,
-    tls_ca_pem: Option<String>,
-    /// Contents of a `.creds` file; sealed, never shown.
-    creds: Option<crate::secret::Secret>,
-    /// An nkey seed (`SU…`); sealed, never shown.
-    nkey_seed: Option<crate::secret::Secret>,
-    client_cert_pem: Option<String>,
-    client_key_pem: Option<crate::secret::Secret>,
-}
-
-/// The upstream shape `{"<Type>": {…}}`; types this binary lacks are refused, never accepted
-/// and dropped.
-fn spec_of(v: Value) -> Result<(SinkSpec, SinkSecrets), TenantError> {
-    let invalid = |r: String| TenantError::Invalid {
-        field: "sink_type",
-        reason: r,
-    };
-    let Value::Object(m) = v else {
-        return Err(invalid(
-            "must be an object like {\"Nats\":{\"subject_prefix\":\"peat\"}}".into(),
-        ));
-    };
-    let mut it = m.into_iter();
-    let (Some((kind, body)), None) = (it.next(), it.next()) else {
-        return Err(invalid("must name exactly one sink type".into()));
-    };
-    let parse = |e: serde_json::Error| invalid(format!("{kind}: {e}"));
-    match kind.as_str() {
-        "File" => {
-            let b: FileBody = serde_json::from_value(body).map_err(parse)?;
-            Ok((SinkSpec::File { name: b.name }, SinkSecrets::default()))
-        }
-        "Nats" => {
-            let b: NatsBody = serde_json::from_value(body).map_err(parse)?;
-            let mut secrets = SinkSecrets::default();
-            secrets.nats_creds = b.creds.map(|c| c.expose().to_owned());
-            secrets.nats_nkey_seed = b.nkey_seed.map(|c| c.expose().to_owned());
-            client_cert(b.client_cert_pem, b.client_key_pem, &mut secrets)?;
-            Ok((
-                SinkSpec::Nats {
-                    subject_prefix: b.subject_prefix,
-                    url: b.url,
-                    stream: b.stream,
-                    tls_ca_pem: b.tls_ca_pem,
-                },
-                secrets,
-            ))
-        }
-        "Mqtt" => {
-            let b: MqttBody = serde_json::from_value(body).map_err(parse)?;
-            let mut secrets = SinkSecrets::default();
-            client_cert(b.client_cert_pem, b.client_key_pem, &mut secrets)?;
-            Ok((
-                SinkSpec::Mqtt {
-                    url: b.url,
-                    topic_prefix: b.topic_prefix,
-                    tls_ca_pem: b.tls_ca_pem,
-                },
-                secrets,
-            ))
-        }
-        "Webhook" => {
-            let b: WebhookBody = serde_json::from_value(body).map_err(parse)?;
-            crate::cdc::sink::webhook::check_url(&b.url, b.allow_private)
-                .map_err(|e| invalid(format!("Webhook url {e}")))?;
-            if let Some(pem) = &b.tls_ca_pem {
-                crate::tls::roots(pem, "sink_type.Webhook.tls_ca_pem").map_err(&invalid)?;
-            }
-            let mut secrets = SinkSecrets::default();
-            client_cert(b.client_cert_pem, b.client_key_pem, &mut secrets)?;
-            Ok((
-                SinkSpec::Webhook {
-                    url: b.url,
-                    allow_private: b.allow_private,
-                    tls_ca_pem: b.tls_ca_pem,
-                },
-                secrets,
-            ))
-        }
-        "Kafka" | "RedisStreams" => Err(invalid(format!(
-            "the {kind} sink is not built into this binary; use File, Nats, Mqtt or Webhook"
-        ))),
-        other => Err(invalid(format!(
-            "unknown sink type '{other}'; use File, Nats, Mqtt or Webhook"
-        ))),
-    }
-}
-
 #[derive(Serialize)]
 struct SinkOut {
     sink_id: String,
@@ -420,7 +271,7 @@ async fn create(
             .into())
         }
     };
-    let (spec, secrets) = spec_of(body.sink_type)?;
+    let (spec, secrets) = super::sink_body::spec_of(body.sink_type)?;
     let def = s
         .tenancy
         .create_sink(

@@ -3,6 +3,7 @@
 mod admin;
 mod gateway;
 mod keyring;
+mod reload;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

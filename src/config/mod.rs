@@ -12,7 +12,7 @@
 mod keys;
 mod raw;
 mod tls;
-pub use self::tls::CertRole;
+pub use self::tls::{parse_networks, CertRole, TlsPaths, UnixSocket};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,42 +28,6 @@ pub use self::raw::{
 use crate::cdc::{FullPolicy, OutboxConfig};
 pub use crate::secret::Secret;
 use crate::tenant::Quotas;
-/// Comma-separated networks (`10.0.0.0/8`) or addresses (`192.168.1.5`, taken as one host).
-pub fn parse_networks(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<ipnet::IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| format!("'{s}' is not a network (10.0.0.0/8) or an address"))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|v| {
-            if v.is_empty() {
-                Err("lists no network; unset it to allow every network".into())
-            } else {
-                Ok(v)
-            }
-        })
-}
-
-/// The files of the listener's TLS material.
-#[derive(Debug, Clone, Default)]
-pub struct TlsPaths {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
-}
-
-/// The Unix socket listener: path, file mode, optional `uid:gid` owner.
-#[derive(Debug, Clone)]
-pub struct UnixSocket {
-    pub path: PathBuf,
-    pub mode: u32,
-    pub owner: Option<(u32, u32)>,
-}
-
 /// Validated configuration.
 #[derive(Debug)]
 pub struct Config {

@@ -1,5 +1,7 @@
 //! The API listeners' settings: TLS material and the Unix socket, read and checked at start-up.
 
+use std::path::PathBuf;
+
 use super::raw::{err, ConfigError, RawConfig, ENV_VARS};
 
 /// The listener's TLS files, read and checked; every incoherent combination is an error that
@@ -134,7 +136,7 @@ pub(super) fn unix_socket(
     raw: &RawConfig,
     name: &dyn Fn(&'static str) -> String,
     errors: &mut Vec<ConfigError>,
-) -> Option<super::UnixSocket> {
+) -> Option<UnixSocket> {
     let Some(path) = &raw.unix_socket else {
         for key in ["unix_socket_mode", "unix_socket_owner"] {
             let set = match key {
@@ -187,7 +189,7 @@ pub(super) fn unix_socket(
             }
         },
     };
-    Some(super::UnixSocket {
+    Some(UnixSocket {
         path: path.clone(),
         mode,
         owner,
@@ -266,4 +268,40 @@ pub(super) fn client_roles(
         }
     }
     out
+}
+
+/// Comma-separated networks (`10.0.0.0/8`) or addresses (`192.168.1.5`, taken as one host).
+pub fn parse_networks(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("'{s}' is not a network (10.0.0.0/8) or an address"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|v| {
+            if v.is_empty() {
+                Err("lists no network; unset it to allow every network".into())
+            } else {
+                Ok(v)
+            }
+        })
+}
+
+/// The files of the listener's TLS material.
+#[derive(Debug, Clone, Default)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The Unix socket listener: path, file mode, optional `uid:gid` owner.
+#[derive(Debug, Clone)]
+pub struct UnixSocket {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub owner: Option<(u32, u32)>,
 }

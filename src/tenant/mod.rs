@@ -22,6 +22,7 @@ mod orgs;
 mod principal;
 mod rekey;
 mod service;
+mod sink_codec;
 mod sinks;
 mod sources;
 mod tokens;
