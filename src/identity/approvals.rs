@@ -1,7 +1,7 @@
 //! Enrollments waiting for an operator (Strict formations): list, approve, deny, poll.
 //! Untouched enrollments expire after the formation's `approval_ttl_secs`.
 
-use super::authority::{device_actor, sign, Authority};
+use super::authority::{sign, Authority};
 use super::certs;
 use super::events::EnrollEvent;
 use super::settings;
@@ -260,7 +260,6 @@ impl Authority {
             enrollment_id: Some(out.enrollment_id.clone()),
             at_ms: now_ms(),
         });
-        let _ = device_actor;
         Ok(out)
     }
 

@@ -67,10 +67,6 @@ fn genesis_identity<'a>(org: &'a str, app: &'a str) -> RecordIdentity<'a> {
     }
 }
 
-fn key_settings(org: &str, app: &str) -> Vec<u8> {
-    keys::formation(org, app)
-}
-
 /// Removes every enrollment row under `prefix` (a formation's or an org's): bootstrap tokens
 /// die with their formation, and so do its certificates, revocations and approvals.
 pub(crate) fn delete_enrollment_rows(t: &mut Txn<'_>, prefix: &[u8]) -> Result<(), TenantError> {
@@ -234,7 +230,7 @@ impl Tenancy {
                 let rows = keys::sealed_prefix(&org_id, &app_id);
                 t.delete_prefix(Table::Sealed, &rows)?;
                 delete_enrollment_rows(t, &rows)?;
-                t.delete(Table::EnrollSettings, key_settings(&org_id, &app_id));
+                t.delete(Table::EnrollSettings, keys::formation(&org_id, &app_id));
                 Ok((rec.formation_uid, Some((org.org_id, org.org_uid))))
             },
         )
