@@ -299,46 +299,51 @@ impl Tenancy {
         org_id: &str,
     ) -> Result<Vec<[u8; 16]>, TenantError> {
         let org_id = org_id.to_owned();
+        let forgotten = org_id.clone();
         let target = format!("org/{org_id}");
-        self.mutate(
-            actor,
-            "org.delete",
-            target,
-            Some(org_id.clone()),
-            move |t| {
-                let rec = load_org(t, &org_id)?;
-                let prefix = keys::org_prefix(&org_id);
-                let uids = t
-                    .scan(Table::Formations, &prefix, None, usize::MAX)?
-                    .into_iter()
-                    .map(|(_, v)| {
-                        <crate::store::FormationRecord as crate::store::Record>::decode(&v)
-                            .map(|f| f.formation_uid)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                t.delete_prefix(Table::Formations, &prefix)?;
-                t.delete_prefix(Table::Sealed, &prefix)?;
-                t.delete_prefix(Table::Sinks, &prefix)?;
-                t.delete_prefix(Table::Sources, &prefix)?;
-                t.delete_prefix(Table::EnrollSettings, &prefix)?;
-                t.delete_prefix(Table::Idps, &prefix)?;
-                t.delete_prefix(Table::IdpKeys, &prefix)?;
-                t.delete_prefix(Table::PolicyRules, &prefix)?;
-                t.delete(Table::IdentitySettings, keys::org(&org_id));
-                t.delete(Table::OrgNetworks, keys::org(&org_id));
-                super::formations::delete_enrollment_rows(t, &prefix)?;
-                let tokens = t.scan(Table::ApiTokensByOrg, &prefix, None, usize::MAX)?;
-                for (k, _) in tokens {
-                    if let Some(token_id) = keys::suffix_str(&k, &prefix) {
-                        t.delete(Table::ApiTokens, token_id.as_bytes().to_vec());
+        let deleted = self
+            .mutate(
+                actor,
+                "org.delete",
+                target,
+                Some(org_id.clone()),
+                move |t| {
+                    let rec = load_org(t, &org_id)?;
+                    let prefix = keys::org_prefix(&org_id);
+                    let uids = t
+                        .scan(Table::Formations, &prefix, None, usize::MAX)?
+                        .into_iter()
+                        .map(|(_, v)| {
+                            <crate::store::FormationRecord as crate::store::Record>::decode(&v)
+                                .map(|f| f.formation_uid)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    t.delete_prefix(Table::Formations, &prefix)?;
+                    t.delete_prefix(Table::Sealed, &prefix)?;
+                    t.delete_prefix(Table::Sinks, &prefix)?;
+                    t.delete_prefix(Table::Sources, &prefix)?;
+                    t.delete_prefix(Table::EnrollSettings, &prefix)?;
+                    t.delete_prefix(Table::Idps, &prefix)?;
+                    t.delete_prefix(Table::IdpKeys, &prefix)?;
+                    t.delete_prefix(Table::PolicyRules, &prefix)?;
+                    t.delete(Table::IdentitySettings, keys::org(&org_id));
+                    t.delete(Table::OrgNetworks, keys::org(&org_id));
+                    super::formations::delete_enrollment_rows(t, &prefix)?;
+                    let tokens = t.scan(Table::ApiTokensByOrg, &prefix, None, usize::MAX)?;
+                    for (k, _) in tokens {
+                        if let Some(token_id) = keys::suffix_str(&k, &prefix) {
+                            t.delete(Table::ApiTokens, token_id.as_bytes().to_vec());
+                        }
+                        t.delete(Table::ApiTokensByOrg, k);
                     }
-                    t.delete(Table::ApiTokensByOrg, k);
-                }
-                t.delete(Table::Orgs, keys::org(&org_id));
-                Ok((uids, Some((rec.org_id, rec.org_uid))))
-            },
-        )
-        .await
+                    t.delete(Table::Orgs, keys::org(&org_id));
+                    Ok((uids, Some((rec.org_id, rec.org_uid))))
+                },
+            )
+            .await;
+        // A re-created org with this id starts without an allow-list.
+        self.forget_networks(&forgotten);
+        deleted
     }
 
     /// The whole audit log (gateway-wide entries included), newest first; admin only.

@@ -35,6 +35,9 @@ pub struct Tenancy {
     pub(crate) keyring: Keyring,
     pub(crate) default_quotas: Quotas,
     admin: AdminAuth,
+    /// Per-org network allow-lists, read once and kept current by this process's own writes
+    /// (checked on every org-token request, so not read from the store each time).
+    pub(crate) networks: super::network::NetworkCache,
 }
 
 const TOKEN_LABEL: &[u8] = b"peat-gateway:token:v1";
@@ -66,6 +69,7 @@ impl Tenancy {
             keyring,
             default_quotas,
             admin,
+            networks: Default::default(),
         }
     }
 
