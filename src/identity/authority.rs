@@ -257,23 +257,19 @@ impl Authority {
         app: &str,
         input: EnrollInput,
     ) -> Result<EnrollOutcome, TenantError> {
-        let quota = {
-            let o = org.to_owned();
+        // One read for the org's quota and the formation's settings.
+        let (quota, settings) = {
+            let (o, a) = (org.to_owned(), app.to_owned());
             self.tenancy
                 .store()
                 .read(move |r| {
-                    Ok::<_, TenantError>(load_org(r, &o)?.quotas.max_enrollments_per_hour)
+                    let quota = load_org(r, &o)?.quotas.max_enrollments_per_hour;
+                    Ok::<_, TenantError>((quota, settings::read(r, &o, &a)?))
                 })
                 .await?
         };
         self.limits.check(input.source, org, quota)?;
         let (formation, genesis) = self.tenancy.open_genesis(org, app).await?;
-        let (org_s, app_s) = (org.to_owned(), app.to_owned());
-        let settings = self
-            .tenancy
-            .store()
-            .read(move |r| settings::read(r, &org_s, &app_s))
-            .await?;
         let req = input.request;
         let now = now_ms();
         let mut outcome = EnrollOutcome {
