@@ -78,17 +78,8 @@ impl MeshCertificate {
 
     /// Strict decode: exact length, valid UTF-8, known tier byte.
     pub fn decode(bytes: &[u8]) -> Result<Self, MeshError> {
-        if bytes.len() < MIN_CERTIFICATE_LEN {
-            return Err(MeshError::TooShort {
-                what: WHAT,
-                total: bytes.len(),
-                min: MIN_CERTIFICATE_LEN,
-            });
-        }
-        let mut r = Reader::new(WHAT, bytes);
-        let subject = r.array()?;
-        let mesh_id = r.str_u8("mesh_id")?.to_owned();
-        let node_id = r.str_u8("node_id")?.to_owned();
+        let mut r = Reader::at_least(WHAT, bytes, MIN_CERTIFICATE_LEN)?;
+        let (subject, mesh_id, node_id) = r.subject_and_ids()?;
         let tier = MeshTier::from_byte(WHAT, r.u8()?)?;
         let permissions = Permissions::from_wire(r.u8()?);
         let issued_at_ms = r.u64()?;

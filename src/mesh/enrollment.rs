@@ -110,17 +110,8 @@ impl EnrollmentRequest {
 
     /// Strict decode: exact length (trailing bytes refused), valid UTF-8, known tier.
     pub fn decode(bytes: &[u8]) -> Result<Self, MeshError> {
-        if bytes.len() < MIN_REQUEST_LEN {
-            return Err(MeshError::TooShort {
-                what: REQ,
-                total: bytes.len(),
-                min: MIN_REQUEST_LEN,
-            });
-        }
-        let mut r = Reader::new(REQ, bytes);
-        let subject = r.array()?;
-        let mesh_id = r.str_u8("mesh_id")?.to_owned();
-        let node_id = r.str_u8("node_id")?.to_owned();
+        let mut r = Reader::at_least(REQ, bytes, MIN_REQUEST_LEN)?;
+        let (subject, mesh_id, node_id) = r.subject_and_ids()?;
         let requested_tier = MeshTier::from_byte(REQ, r.u8()?)?;
         let t = usize::from(r.u16()?);
         let token = Zeroizing::new(r.bytes(t)?.to_vec());
@@ -237,14 +228,7 @@ impl EnrollmentResponse {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, MeshError> {
-        if bytes.len() < MIN_RESPONSE_LEN {
-            return Err(MeshError::TooShort {
-                what: RESP,
-                total: bytes.len(),
-                min: MIN_RESPONSE_LEN,
-            });
-        }
-        let mut r = Reader::new(RESP, bytes);
+        let mut r = Reader::at_least(RESP, bytes, MIN_RESPONSE_LEN)?;
         let status_byte = r.u8()?;
         let reason = r.str_u16("reason")?.to_owned();
         let status = match status_byte {

@@ -14,6 +14,30 @@ impl<'a> Reader<'a> {
         Self { what, buf, pos: 0 }
     }
 
+    /// A reader over `buf`, refusing input shorter than the format's minimum up front.
+    pub(crate) fn at_least(
+        what: &'static str,
+        buf: &'a [u8],
+        min: usize,
+    ) -> Result<Self, MeshError> {
+        if buf.len() < min {
+            return Err(MeshError::TooShort {
+                what,
+                total: buf.len(),
+                min,
+            });
+        }
+        Ok(Self::new(what, buf))
+    }
+
+    /// The subject key, `mesh_id` and `node_id` that certificates and requests both begin with.
+    pub(crate) fn subject_and_ids(&mut self) -> Result<([u8; 32], String, String), MeshError> {
+        let subject = self.array()?;
+        let mesh_id = self.str_u8("mesh_id")?.to_owned();
+        let node_id = self.str_u8("node_id")?.to_owned();
+        Ok((subject, mesh_id, node_id))
+    }
+
     pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], MeshError> {
         let remaining = self.buf.len() - self.pos;
         if n > remaining {
