@@ -46,6 +46,15 @@ async fn wait_port(port: u16) {
     std::process::exit(1);
 }
 
+/// Every client's per-batch latencies, once all have finished.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Vec<f64>>>) -> Vec<f64> {
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap_or_default());
+    }
+    lat
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -150,10 +159,7 @@ async fn gateway(events: usize, batch: usize, clients: usize) -> Figures {
             lat
         }));
     }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap_or_default());
-    }
+    let lat = gather(tasks).await;
     let elapsed = started.elapsed();
     let _ = std::fs::remove_dir_all(&dir);
     report(
@@ -218,10 +224,7 @@ async fn jetstream(events: usize, batch: usize, clients: usize) -> Figures {
             lat
         }));
     }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap_or_default());
-    }
+    let lat = gather(tasks).await;
     let elapsed = started.elapsed();
     let _ = std::fs::remove_dir_all(&dir);
     report(
