@@ -52,13 +52,19 @@ impl TlsFiles {
         m.server_config()
     }
 
-    /// The newest modification time of the files, to notice a replacement.
-    fn stamp(&self) -> Option<std::time::SystemTime> {
+    /// What identifies each file's current content cheaply: modification time, inode and
+    /// length, so both rewriting a file and renaming a new one into place count as a change.
+    fn stamp(&self) -> Vec<Option<(std::time::SystemTime, u64, u64)>> {
+        use std::os::unix::fs::MetadataExt as _;
         [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
             .into_iter()
             .flatten()
-            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-            .max()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.ino(), m.len())))
+            })
+            .collect()
     }
 }
 
