@@ -364,6 +364,22 @@ async fn certificates_reload_on_sighup_and_a_broken_reload_keeps_the_old_one() {
         "{out}"
     );
     assert!(out.contains("listener TLS material reloaded"), "{out}");
+
+    // Replacing the files is enough: the change is noticed without a signal.
+    let third = Ca::new("Third CA");
+    let (c3, k3) = third.server();
+    let k3_path = std::path::Path::new(&key_f).with_extension("new");
+    std::fs::write(&k3_path, &k3).unwrap();
+    std::fs::write(&cert_f, &c3).unwrap();
+    std::fs::rename(&k3_path, &key_f).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while trusting(&third).get(&health).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replaced files were never picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
