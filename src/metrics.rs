@@ -333,7 +333,7 @@ impl Metrics {
             };
             set(
                 &self.sink_backlog.get_or_create(&l),
-                st.head_lsn.saturating_sub(status.cursor),
+                d.backlog(&def, &status),
             );
             set(&self.sink_delivered.get_or_create(&l), status.delivered);
             set(&self.sink_retries.get_or_create(&l), status.retried);

@@ -32,6 +32,36 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         },
         MAX_INGEST_BYTES,
     )
+    .get(
+        "/orgs/{org_id}/outbox",
+        outbox_status,
+        Doc {
+            summary: "The org's share of the outbox: events and bytes held, its quota share, the full policy",
+            access: Access::Org(Need::Read),
+            body: None,
+            ok: 200,
+        },
+    )
+}
+
+async fn outbox_status(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<Json<Value>, ApiError> {
+    let scope = s.scope(&p, &ids, Need::Read, "read the outbox").await?;
+    let org = s.tenancy.get_org(&scope).await?;
+    let outbox = s.cdc.outbox();
+    let fill = outbox.org_fill(&org.org_uid);
+    let share = outbox.org_share();
+    Ok(Json(json!({
+        "events": fill.events,
+        "bytes": fill.bytes,
+        "share_bytes": share,
+        "used_ratio": if share == 0 { 0.0 } else { fill.bytes as f64 / share as f64 },
+        "newest_lsn": fill.last_lsn,
+        "full_policy": outbox.policy().name(),
+    })))
 }
 
 fn schema() -> Value {
@@ -144,10 +174,14 @@ async fn ingest(
     ApiBytes(body): ApiBytes<MAX_INGEST_BYTES>,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s.scope(&p, &ids, Need::Ingest, "append changes").await?;
-    let f = s.tenancy.get_formation(&scope, ids.second()).await?;
+    let (f, org_uid) = s
+        .tenancy
+        .formation_with_org_uid(&scope, ids.second())
+        .await?;
     let changes = parse(&headers, &body)?;
     let src = FormationRef {
         org_id: f.org_id.clone(),
+        org_uid,
         app_id: f.app_id.clone(),
         formation_uid: f.formation_uid,
     };

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use serde_json::json;
@@ -44,8 +44,13 @@ fn resume_lsn(headers: &HeaderMap) -> Option<u64> {
 
 struct Cursor {
     s: AppState,
+    /// Held for the stream's life; given back when it ends.
+    _slot: super::streams::StreamSlot,
     org: String,
+    org_uid: [u8; 16],
     after: u64,
+    /// The org seq of the last event sent; `None` until known (a resume point not held).
+    seq: Option<u64>,
     head: tokio::sync::watch::Receiver<u64>,
     queue: std::collections::VecDeque<Event>,
     sinks: HashMap<String, &'static str>,
@@ -87,20 +92,29 @@ impl Cursor {
         }
     }
 
+    /// Reads the org's own events only; a jump in the org's seq is a gap.
     async fn fill(&mut self) -> Result<(), ()> {
         let outbox = self.s.cdc.outbox();
-        let page = outbox.read_after(self.after, PAGE).await.map_err(|_| ())?;
-        if let Some((first, _, _)) = page.first() {
-            if *first > self.after + 1 && self.after > 0 {
+        let page = outbox
+            .read_org_after(self.org_uid, self.after, PAGE)
+            .await
+            .map_err(|_| ())?;
+        if let Some((first, _, _, seq)) = page.first() {
+            let missed = match self.seq {
+                Some(last) => *seq > last + 1,
+                None => self.after > 0 && *seq > 1,
+            };
+            if missed {
                 let data = json!({"from_lsn": self.after + 1, "to_lsn": first - 1,
                     "reason": "no longer in the outbox (delivered to every sink, or dropped)"});
                 self.queue
                     .push_back(Event::default().event("gap").data(data.to_string()));
             }
         }
-        for (lsn, ev, _) in page {
+        for (lsn, ev, _, seq) in page {
             self.after = lsn;
-            if ev.org_id != self.org {
+            self.seq = Some(seq);
+            if ev.org_uid != self.org_uid {
                 continue;
             }
             let ce = cloud_event(outbox.gateway_id(), lsn, &ev);
@@ -119,13 +133,14 @@ impl Cursor {
             if let Some(e) = self.queue.pop_front() {
                 return Some((Ok(e), self));
             }
-            if *self.head.borrow() > self.after {
+            if *self.head.borrow() > self.after
+                && self.s.cdc.outbox().org_fill(&self.org_uid).seq > self.seq.unwrap_or(0)
+            {
+                let before = self.after;
                 self.fill().await.ok()?;
-                if !self.queue.is_empty() {
+                if self.after != before {
                     continue;
                 }
-                // Everything read belonged to other orgs; the cursor moved on.
-                continue;
             }
             tokio::select! {
                 r = self.head.changed() => r.ok()?,
@@ -140,19 +155,34 @@ async fn stream(
     State(s): State<AppState>,
     Caller(p): Caller,
     ids: Ids,
+    conn: Option<axum::Extension<crate::listen::ConnSlot>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s.scope(&p, &ids, Need::Read, "watch events").await?;
     // The org must exist; its absence answers 404 like every org route.
-    s.tenancy.get_org(&scope).await?;
+    let org = s.tenancy.get_org(&scope).await?;
+    let slot = s
+        .streams
+        .take(&p.actor().id)
+        .map_err(|why| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", why))?;
+    if let Some(axum::Extension(c)) = conn {
+        c.release();
+    }
     let outbox = s.cdc.outbox().clone();
     let s_events = s.authority.events().clone();
     let head = outbox.watch();
-    let after = resume_lsn(&headers).unwrap_or_else(|| outbox.head());
+    let (after, seq) = match resume_lsn(&headers) {
+        Some(0) => (0, Some(0)),
+        Some(lsn) => (lsn, outbox.org_resume_seq(org.org_uid, lsn).await?),
+        None => (outbox.head(), Some(outbox.org_fill(&org.org_uid).seq)),
+    };
     let cursor = Cursor {
+        _slot: slot,
         org: scope.org_id().to_owned(),
+        org_uid: org.org_uid,
         s,
         after,
+        seq,
         head,
         queue: Default::default(),
         sinks: HashMap::new(),

@@ -29,6 +29,7 @@ mod sinks;
 mod sources;
 mod stack;
 mod state;
+mod streams;
 mod tokens;
 mod ui;
 

@@ -194,6 +194,8 @@ async fn create(
             },
         )
         .await?;
+    // A new org takes its share of the outbox from now on.
+    resync(&s).await;
     Ok((StatusCode::CREATED, Json(org.into())))
 }
 
@@ -249,6 +251,7 @@ async fn remove(
     s.scope(&p, &ids, Need::Manage, "delete the org").await?;
     let actor = s.tenancy.authorize_admin(&p, "delete orgs").await?;
     let uids = s.tenancy.delete_org(&actor, ids.org()).await?;
+    // Syncing the pipeline also drops the org's outbox events and returns its share.
     s.cdc.forget_formations(uids).await;
     if let Err(e) = s.sources.sync().await {
         tracing::warn!(error = %e, "source sync failed");
@@ -327,4 +330,10 @@ async fn put_network(
     Ok(Json(
         serde_json::json!({"allow": nets.iter().map(ToString::to_string).collect::<Vec<_>>()}),
     ))
+}
+
+async fn resync(s: &AppState) {
+    if let Err(e) = s.cdc.sync().await {
+        tracing::warn!(error = %e, "sink sync failed");
+    }
 }

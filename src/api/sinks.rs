@@ -375,26 +375,28 @@ async fn status(
 ) -> Result<Json<Value>, ApiError> {
     let (_, def) = sink_of(&s, &p, &ids, Need::Read, "read sink status").await?;
     let outbox = s.cdc.outbox();
-    let head = outbox.head();
     let st = s.cdc.status(&def.sink_uid);
-    let cursor = match &st {
-        Some(st) => st.cursor,
-        None => outbox.cursor(def.sink_uid).await?.unwrap_or(0),
+    let (cursor, cursor_seq) = match &st {
+        Some(st) => (st.cursor, st.cursor_seq),
+        None => {
+            let c = outbox.cursor(def.sink_uid).await?.unwrap_or(0);
+            (c, outbox.org_seq_at(def.org_uid, c).await?)
+        }
     };
-    let next = outbox.read_after(cursor, 1).await?;
+    // Only the sink's own org's events count, so nothing of another org shows here.
+    let next = outbox.read_org_after(def.org_uid, cursor, 1).await?;
     let lag_seconds = next
         .first()
-        .map(|(_, e, _)| crate::tenant::now_ms().saturating_sub(e.observed_ms) as f64 / 1000.0)
+        .map(|(_, e, _, _)| crate::tenant::now_ms().saturating_sub(e.observed_ms) as f64 / 1000.0)
         .unwrap_or(0.0);
-    let backlog = head.saturating_sub(cursor);
-    let stats = outbox.stats();
-    let backlog_bytes = if stats.head_lsn == 0 {
+    let fill = outbox.org_fill(&def.org_uid);
+    let backlog = fill.seq.saturating_sub(cursor_seq);
+    // The org's events are of similar size; exact per-sink byte counts would cost a scan.
+    let backlog_bytes = if fill.events == 0 {
         0
     } else {
-        // Events are of similar size; exact per-sink byte counts would cost a scan.
-        let held = stats.bytes as f64;
-        let span = stats.head_lsn.max(1) as f64;
-        ((held / span) * backlog as f64).min(held) as u64
+        let held = fill.bytes as f64;
+        ((held / fill.events as f64) * backlog as f64).min(held) as u64
     };
     let (state, target, last_error, stalled_lsn, delivered, retried, dead, last, rate) = match st {
         Some(st) => (
@@ -426,7 +428,7 @@ async fn status(
         "state": state.name(),
         "target": target,
         "cursor_lsn": cursor,
-        "head_lsn": head,
+        "head_lsn": fill.last_lsn,
         "backlog_events": backlog,
         "backlog_bytes": backlog_bytes,
         "lag_seconds": lag_seconds,

@@ -39,6 +39,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub(crate) openapi: Arc<Value>,
     pub(crate) ui_dir: Option<Arc<std::path::PathBuf>>,
+    /// Live event streams per caller and in all.
+    pub(crate) streams: super::streams::StreamBudget,
 }
 
 impl AppState {
@@ -72,7 +74,14 @@ impl AppState {
             max_body_bytes,
             openapi: Arc::new(Value::Null),
             ui_dir: None,
+            streams: super::streams::StreamBudget::new(4, 64),
         }
+    }
+
+    /// Live event streams one caller may hold, and all callers together.
+    pub fn with_stream_budget(mut self, per_caller: usize, total: usize) -> Self {
+        self.streams = super::streams::StreamBudget::new(per_caller, total);
+        self
     }
 
     /// Enrollment attempts allowed per source address and minute.

@@ -62,6 +62,8 @@ pub struct SinkStatus {
     pub state: SinkState,
     pub target: String,
     pub cursor: u64,
+    /// How many of the org's events lie at or below the cursor (the backlog's base).
+    pub cursor_seq: u64,
     pub last_error: Option<String>,
     /// LSN of the event a stalled sink is stuck on.
     pub stalled_lsn: Option<u64>,
@@ -80,6 +82,7 @@ impl SinkStatus {
             state: SinkState::Starting,
             target,
             cursor: 0,
+            cursor_seq: 0,
             last_error: None,
             stalled_lsn: None,
             delivered: 0,
@@ -141,8 +144,19 @@ impl Dispatcher {
         &self.inner.outbox
     }
 
-    /// Starts loops for new sinks, restarts changed ones, stops removed ones.
+    /// Starts loops for new sinks, restarts changed ones, stops removed ones; shares the
+    /// outbox among the orgs and drops the events of deleted orgs.
     pub async fn sync(&self) -> Result<(), CdcError> {
+        let orgs = self.inner.tenancy.org_uids().await?;
+        let outbox = &self.inner.outbox;
+        outbox.set_org_count(orgs.len() as u64);
+        let live: std::collections::HashSet<[u8; 16]> = orgs.values().copied().collect();
+        for uid in outbox.known_orgs() {
+            if !live.contains(&uid) {
+                let n = outbox.forget_org(uid).await?;
+                tracing::info!(events = n, "dropped the outbox events of a deleted org");
+            }
+        }
         let defs = self.inner.tenancy.all_sinks().await?;
         // Secrets are opened only for loops about to start, not on every sync.
         let starting: Vec<&SinkDef> = {
@@ -202,6 +216,7 @@ impl Dispatcher {
             status: status.clone(),
             stop: stop_rx,
             commands: cmd_rx,
+            seqs: Vec::new(),
         };
         let task = tokio::spawn(async move {
             match built {
@@ -227,6 +242,15 @@ impl Dispatcher {
         lock(&self.inner.running)
             .get(sink_uid)
             .map(|r| lock(&r.status).clone())
+    }
+
+    /// Events of the sink's org after its cursor.
+    pub fn backlog(&self, def: &SinkDef, st: &SinkStatus) -> u64 {
+        self.inner
+            .outbox
+            .org_fill(&def.org_uid)
+            .seq
+            .saturating_sub(st.cursor_seq)
     }
 
     /// Every running sink's definition and status, for metrics.
@@ -282,6 +306,7 @@ impl Dispatcher {
         let id = format!("{gw}:test-{now}");
         let event = crate::store::EventRecord {
             org_id: def.org_id.clone(),
+            org_uid: def.org_uid,
             app_id: "_test".into(),
             collection: "_test".into(),
             doc_id: format!("test-{now}"),
@@ -327,6 +352,10 @@ impl Dispatcher {
         let gw = self.inner.outbox.gateway_id().to_owned();
         let mut delivered = Vec::new();
         for (lsn, dl) in parked {
+            // Parked by this sink's own loop; checked again so nothing crosses orgs.
+            if dl.event.org_uid != def.org_uid {
+                continue;
+            }
             let d = Delivery {
                 lsn,
                 id: event_id(&gw, lsn),
@@ -375,8 +404,14 @@ impl Dispatcher {
                     tracing::warn!(error = %e, "sink sync failed");
                 }
             }
-            let uids: Vec<[u8; 16]> = lock(&self.inner.running).keys().copied().collect();
-            match self.inner.outbox.trim(uids).await {
+            let mut by_org: HashMap<[u8; 16], Vec<[u8; 16]>> = HashMap::new();
+            for r in lock(&self.inner.running).values() {
+                by_org
+                    .entry(r.def.org_uid)
+                    .or_default()
+                    .push(r.def.sink_uid);
+            }
+            match self.inner.outbox.trim(by_org.into_iter().collect()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(events = n, "outbox trimmed"),
                 Err(e) => tracing::warn!(error = %e, "outbox trim failed"),
@@ -414,6 +449,8 @@ struct Loop {
     status: Arc<Mutex<SinkStatus>>,
     stop: watch::Receiver<bool>,
     commands: mpsc::Receiver<Command>,
+    /// (lsn, org seq) of the batch being delivered, so a committed cursor knows its seq.
+    seqs: Vec<(u64, u64)>,
 }
 
 /// Full jitter over an exponential step, capped.
@@ -478,7 +515,12 @@ impl Loop {
         let Some(mut cursor) = self.start_cursor().await else {
             return;
         };
-        self.set(|s| s.cursor = cursor);
+        let org = self.def.org_uid;
+        let seq = self.outbox.org_seq_at(org, cursor).await.unwrap_or(0);
+        self.set(|s| {
+            s.cursor = cursor;
+            s.cursor_seq = seq;
+        });
         let mut head = self.outbox.watch();
         while !self.stopped() {
             if !self.def.enabled {
@@ -486,7 +528,7 @@ impl Loop {
                 let _ = self.stop.changed().await;
                 return;
             }
-            let batch = match self.outbox.read_after(cursor, BATCH_EVENTS).await {
+            let batch = match self.outbox.read_org_after(org, cursor, BATCH_EVENTS).await {
                 Ok(b) => b,
                 Err(e) => {
                     self.set(|s| s.last_error = Some(e.to_string()));
@@ -507,8 +549,13 @@ impl Loop {
             let mut deliveries = Vec::new();
             let mut bytes = 0usize;
             let mut upto = last;
-            for (lsn, ev, _) in batch {
+            self.seqs.clear();
+            for (lsn, ev, _, seq) in batch {
+                if ev.org_uid != org {
+                    continue;
+                }
                 if !self.def.wants(&ev.app_id, &ev.collection) {
+                    self.seqs.push((lsn, seq));
                     continue;
                 }
                 let body = serde_json::to_vec(&cloud_event(self.outbox.gateway_id(), lsn, &ev))
@@ -518,6 +565,7 @@ impl Loop {
                     break;
                 }
                 bytes += body.len();
+                self.seqs.push((lsn, seq));
                 deliveries.push(Delivery {
                     lsn,
                     id: event_id(self.outbox.gateway_id(), lsn),
@@ -543,7 +591,18 @@ impl Loop {
 
     async fn commit(&mut self, cursor: u64) -> Result<(), CdcError> {
         self.outbox.set_cursor(self.def.sink_uid, cursor).await?;
-        self.set(|s| s.cursor = cursor);
+        let seq = self
+            .seqs
+            .iter()
+            .rev()
+            .find(|(lsn, _)| *lsn <= cursor)
+            .map(|(_, seq)| *seq);
+        self.set(|s| {
+            s.cursor = cursor;
+            if let Some(seq) = seq {
+                s.cursor_seq = seq;
+            }
+        });
         Ok(())
     }
 

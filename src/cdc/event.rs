@@ -225,6 +225,7 @@ mod tests {
             encrypted: false,
             content_hash: [1; 32],
             observed_ms: 0,
+            org_uid: [2; 16],
         };
         let v = cloud_event("gw1", 7, &e);
         assert_eq!(v["id"], "gw1:7");

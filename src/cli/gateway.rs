@@ -271,6 +271,21 @@ async fn prepare(
         data_dir: cfg.data_dir.clone(),
         default_nats_url: cfg.cdc_nats_url.clone(),
     };
+    let orgs = tenancy
+        .org_uids()
+        .await
+        .context("listing orgs for the outbox")?;
+    let stamped = outbox
+        .stamp_older_events(orgs)
+        .await
+        .context("indexing the outbox by org")?;
+    if stamped.indexed + stamped.orphaned > 0 {
+        tracing::info!(
+            indexed = stamped.indexed,
+            removed_of_deleted_orgs = stamped.orphaned,
+            "outbox indexed by org"
+        );
+    }
     let sources = Sources::new(outbox.clone(), tenancy.clone());
     let cdc = Dispatcher::new(outbox, tenancy.clone(), ctx);
     // Seeding first, so the sinks and sources it adds start with the rest.
@@ -305,7 +320,8 @@ async fn prepare(
     .with_enroll_rate(cfg.enroll_rate_per_min)
     .with_auth_failure_rate(cfg.auth_failures_per_min)
     .with_allow_list(cfg.allow.clone())
-    .with_client_roles(cfg.client_roles.clone()))
+    .with_client_roles(cfg.client_roles.clone())
+    .with_stream_budget(cfg.streams_per_caller, (cfg.max_connections / 4).max(8)))
 }
 
 async fn bind(
@@ -361,6 +377,11 @@ async fn bind(
         limits: listen::Limits {
             max_connections: cfg.max_connections,
             handshake_and_header_timeout: cfg.header_timeout,
+            // A request may run up to its time limit without a byte moving.
+            idle_timeout: cfg
+                .idle_timeout
+                .max(cfg.request_timeout + cfg.header_timeout),
+            admission: listen::Admission::new(cfg.allow.clone(), cfg.max_connections_per_source),
         },
         tls: tls.map(|t| (t, super::reload::TlsFiles::from(cfg))),
         state,

@@ -46,7 +46,10 @@ pub struct Config {
     /// A Unix socket served besides the TCP listener.
     pub unix_socket: Option<UnixSocket>,
     pub max_connections: usize,
+    pub max_connections_per_source: usize,
     pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub streams_per_caller: usize,
     /// Client certificates that act as API callers, first match wins.
     pub client_roles: Vec<CertRole>,
     /// Networks allowed on the TCP/TLS listener; empty: all.
@@ -191,6 +194,24 @@ impl Config {
         if !(1..=65_536).contains(&max_connections) {
             errors.push(err(name("max_connections"), "must be between 1 and 65536"));
         }
+        let per_source = raw.max_connections_per_source.unwrap_or(64);
+        if !(1..=65_536).contains(&per_source) {
+            errors.push(err(
+                name("max_connections_per_source"),
+                "must be between 1 and 65536",
+            ));
+        }
+        let idle = raw.idle_timeout_secs.unwrap_or(60);
+        if !(5..=3600).contains(&idle) {
+            errors.push(err(name("idle_timeout_secs"), "must be between 5 and 3600"));
+        }
+        let streams = raw.streams_per_caller.unwrap_or(4);
+        if !(1..=1024).contains(&streams) {
+            errors.push(err(
+                name("streams_per_caller"),
+                "must be between 1 and 1024",
+            ));
+        }
         let auth_failures = raw.auth_failures_per_min.unwrap_or(10);
         if !(1..=100_000).contains(&auth_failures) {
             errors.push(err(
@@ -271,7 +292,10 @@ impl Config {
                 tls_paths,
                 unix_socket,
                 max_connections: usize::try_from(max_connections).unwrap_or(256),
+                max_connections_per_source: usize::try_from(per_source).unwrap_or(64),
                 header_timeout: Duration::from_secs(header_timeout),
+                idle_timeout: Duration::from_secs(idle),
+                streams_per_caller: usize::try_from(streams).unwrap_or(4),
                 allow,
                 client_roles,
                 auth_failures_per_min: u32::try_from(auth_failures)
@@ -397,6 +421,21 @@ impl Config {
                 "header_timeout_secs",
                 self.header_timeout.as_secs().to_string(),
                 o("header_timeout_secs"),
+            ),
+            (
+                "max_connections_per_source",
+                self.max_connections_per_source.to_string(),
+                o("max_connections_per_source"),
+            ),
+            (
+                "idle_timeout_secs",
+                self.idle_timeout.as_secs().to_string(),
+                o("idle_timeout_secs"),
+            ),
+            (
+                "streams_per_caller",
+                self.streams_per_caller.to_string(),
+                o("streams_per_caller"),
             ),
             (
                 "auth_failures_per_min",

@@ -66,9 +66,19 @@ pub struct RawConfig {
     pub allow: Option<String>,
     /// Connections served at once (`PEAT_GATEWAY_MAX_CONNECTIONS`, default 256).
     pub max_connections: Option<u64>,
-    /// Seconds a client has for the TLS handshake and each request's headers
-    /// (`PEAT_GATEWAY_HEADER_TIMEOUT_SECS`, default 10).
+    /// Seconds a client has for the TLS handshake and each request's headers, and that a
+    /// response may wait on a client that does not read (`PEAT_GATEWAY_HEADER_TIMEOUT_SECS`,
+    /// default 10).
     pub header_timeout_secs: Option<u64>,
+    /// Connections one source address may hold at once
+    /// (`PEAT_GATEWAY_MAX_CONNECTIONS_PER_SOURCE`, default 64).
+    pub max_connections_per_source: Option<u64>,
+    /// Seconds a connection may pass with nothing read or written
+    /// (`PEAT_GATEWAY_IDLE_TIMEOUT_SECS`, default 60).
+    pub idle_timeout_secs: Option<u64>,
+    /// Live event streams one caller (token or certificate) may hold at once
+    /// (`PEAT_GATEWAY_STREAMS_PER_CALLER`, default 4).
+    pub streams_per_caller: Option<u64>,
     /// Seconds between key-provider health probes; 0 turns them off (`PEAT_KEY_PROBE_SECS`).
     pub key_probe_secs: Option<u64>,
     /// Failed authentications allowed per source address and per token id and minute
@@ -168,6 +178,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_GATEWAY_MAX_CONNECTIONS", "max_connections"),
     ("PEAT_GATEWAY_ALLOW", "allow"),
     ("PEAT_GATEWAY_HEADER_TIMEOUT_SECS", "header_timeout_secs"),
+    (
+        "PEAT_GATEWAY_MAX_CONNECTIONS_PER_SOURCE",
+        "max_connections_per_source",
+    ),
+    ("PEAT_GATEWAY_IDLE_TIMEOUT_SECS", "idle_timeout_secs"),
+    ("PEAT_GATEWAY_STREAMS_PER_CALLER", "streams_per_caller"),
     ("PEAT_ENROLL_RATE_PER_MIN", "enroll_rate_per_min"),
     ("PEAT_AUTH_FAILURES_PER_MIN", "auth_failures_per_min"),
     ("PEAT_DEV_MODE", "dev_mode"),
@@ -301,6 +317,9 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "max_connections" => raw.max_connections = Some(num(&v)?),
         "allow" => raw.allow = Some(v),
         "header_timeout_secs" => raw.header_timeout_secs = Some(num(&v)?),
+        "max_connections_per_source" => raw.max_connections_per_source = Some(num(&v)?),
+        "idle_timeout_secs" => raw.idle_timeout_secs = Some(num(&v)?),
+        "streams_per_caller" => raw.streams_per_caller = Some(num(&v)?),
         "enroll_rate_per_min" => raw.enroll_rate_per_min = Some(num(&v)?),
         "auth_failures_per_min" => raw.auth_failures_per_min = Some(num(&v)?),
         "dev_mode" => {

@@ -16,27 +16,39 @@ pub trait Record: Serialize + DeserializeOwned {
         Ok(out)
     }
 
+    /// Decodes the current version; a record with older versions overrides this and reads
+    /// them through [`decode_body`].
     fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let (&version, body) = bytes.split_first().ok_or(StoreError::Decode {
-            kind: Self::KIND,
-            reason: "empty value",
-        })?;
-        if version != Self::VERSION {
-            return Err(StoreError::Decode {
-                kind: Self::KIND,
-                reason: "unknown record version (migration missing)",
-            });
-        }
-        let (value, rest) = postcard::take_from_bytes(body).map_err(|_| StoreError::Decode {
-            kind: Self::KIND,
-            reason: "malformed body",
-        })?;
-        if !rest.is_empty() {
-            return Err(StoreError::Decode {
-                kind: Self::KIND,
-                reason: "trailing bytes",
-            });
-        }
-        Ok(value)
+        decode_current(bytes)
     }
+}
+
+/// The current version of `R`, refusing any other.
+pub fn decode_current<R: Record>(bytes: &[u8]) -> Result<R, StoreError> {
+    let (&version, body) = bytes.split_first().ok_or(StoreError::Decode {
+        kind: R::KIND,
+        reason: "empty value",
+    })?;
+    if version != R::VERSION {
+        return Err(StoreError::Decode {
+            kind: R::KIND,
+            reason: "unknown record version (migration missing)",
+        });
+    }
+    decode_body(R::KIND, body)
+}
+
+/// A postcard body with nothing after it.
+pub fn decode_body<T: DeserializeOwned>(kind: &'static str, body: &[u8]) -> Result<T, StoreError> {
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|_| StoreError::Decode {
+        kind,
+        reason: "malformed body",
+    })?;
+    if !rest.is_empty() {
+        return Err(StoreError::Decode {
+            kind,
+            reason: "trailing bytes",
+        });
+    }
+    Ok(value)
 }

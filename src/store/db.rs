@@ -37,7 +37,7 @@ pub static STATE: Schema = Schema {
 /// `cdc.redb`: the outbox and everything that churns with it.
 pub static OUTBOX: Schema = Schema {
     name: "outbox",
-    migrations: &[outbox_v1],
+    migrations: &[outbox_v1, outbox_v2],
 };
 
 /// The state schema this build writes.
@@ -366,6 +366,12 @@ fn outbox_v1(wtx: &WriteTransaction) -> Result<(), StoreError> {
             Table::DeadLetters,
         ],
     )
+}
+
+/// Outbox schema 2: each org's events indexed apart (tenant isolation, per-org quota). The
+/// index of older events is built at start-up, where org names can be resolved to uids.
+fn outbox_v2(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    create(wtx, &[Table::OrgEvents])
 }
 
 #[cfg(test)]

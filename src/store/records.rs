@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Record;
+use super::codec::{decode_body, decode_current};
+use super::{Record, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotasRecord {
@@ -330,11 +331,52 @@ pub struct EventRecord {
     pub encrypted: bool,
     pub content_hash: [u8; 32],
     pub observed_ms: u64,
+    /// The owning org's immutable uid: what every delivery path compares, never the name.
+    /// All zero for events written before version 2 until start-up stamps them.
+    pub org_uid: [u8; 16],
+}
+
+/// Version 1 of [`EventRecord`]: no org uid.
+#[derive(Deserialize)]
+struct EventRecordV1 {
+    org_id: String,
+    app_id: String,
+    collection: String,
+    doc_id: String,
+    op: u8,
+    data: Option<Vec<u8>>,
+    encrypted: bool,
+    content_hash: [u8; 32],
+    observed_ms: u64,
+}
+
+impl From<EventRecordV1> for EventRecord {
+    fn from(v: EventRecordV1) -> Self {
+        Self {
+            org_id: v.org_id,
+            app_id: v.app_id,
+            collection: v.collection,
+            doc_id: v.doc_id,
+            op: v.op,
+            data: v.data,
+            encrypted: v.encrypted,
+            content_hash: v.content_hash,
+            observed_ms: v.observed_ms,
+            org_uid: [0; 16],
+        }
+    }
 }
 
 impl Record for EventRecord {
     const KIND: &'static str = "event";
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        match bytes.first() {
+            Some(1) => decode_body::<EventRecordV1>(Self::KIND, &bytes[1..]).map(Into::into),
+            _ => decode_current(bytes),
+        }
+    }
 }
 
 /// Last captured state of one document: what suppresses duplicate notifications.
@@ -358,9 +400,27 @@ pub struct DeadLetterRecord {
     pub event: EventRecord,
 }
 
+#[derive(Deserialize)]
+struct DeadLetterRecordV1 {
+    reason: String,
+    parked_at_ms: u64,
+    event: EventRecordV1,
+}
+
 impl Record for DeadLetterRecord {
     const KIND: &'static str = "dead-letter";
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        match bytes.first() {
+            Some(1) => decode_body::<DeadLetterRecordV1>(Self::KIND, &bytes[1..]).map(|v| Self {
+                reason: v.reason,
+                parked_at_ms: v.parked_at_ms,
+                event: v.event.into(),
+            }),
+            _ => decode_current(bytes),
+        }
+    }
 }
 
 /// Where a formation's changes are captured from: a peat-node sidecar.

@@ -30,6 +30,7 @@
 //! docs               formation_uid (16) collection 0x00 doc_id -> DocRecord
 //! cursors            sink_uid (16)               -> lsn u64 BE (last acknowledged)
 //! dead_letters       sink_uid (16) lsn u64 BE    -> DeadLetterRecord
+//! org_events         org_uid (16) lsn u64 BE     -> org seq u64 LE ‖ stored bytes u64 LE (each org's events, in order)
 //! ```
 //! Identifiers never contain 0x00 (validated in `tenant/`), so `org 0x00` is an exact prefix.
 
@@ -65,6 +66,7 @@ pub enum Table {
     Docs,
     Cursors,
     DeadLetters,
+    OrgEvents,
 }
 
 impl Table {
@@ -100,6 +102,7 @@ impl Table {
             Table::Docs => "docs",
             Table::Cursors => "cursors",
             Table::DeadLetters => "dead_letters",
+            Table::OrgEvents => "org_events",
         }
     }
 }

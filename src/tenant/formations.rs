@@ -204,6 +204,26 @@ impl Tenancy {
         Formation::try_from(rec.ok_or(TenantError::NotFound { what: "formation" })?)
     }
 
+    /// The formation and its org's immutable uid, which every captured change carries.
+    pub async fn formation_with_org_uid(
+        &self,
+        scope: &OrgScope,
+        app_id: &str,
+    ) -> Result<(Formation, [u8; 16]), TenantError> {
+        let key = keys::formation(scope.org_id(), app_id);
+        let org_id = scope.org_id().to_owned();
+        let (rec, uid) = self
+            .store
+            .read(move |r| -> Result<_, TenantError> {
+                let org = super::orgs::load_org(r, &org_id)?;
+                let rec: Option<FormationRecord> = r.get(Table::Formations, &key)?;
+                Ok((rec, org.org_uid))
+            })
+            .await?;
+        let f = Formation::try_from(rec.ok_or(TenantError::NotFound { what: "formation" })?)?;
+        Ok((f, uid))
+    }
+
     /// Deletes the formation and every record it owns, in one transaction. Returns the
     /// formation's uid, which keys its records in the outbox database.
     pub async fn delete_formation(

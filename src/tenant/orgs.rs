@@ -124,6 +124,8 @@ impl From<Quotas> for QuotasRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Org {
     pub org_id: String,
+    /// Immutable, random per creation: a re-created org of the same id is another org.
+    pub org_uid: [u8; 16],
     pub display_name: String,
     pub quotas: Quotas,
     pub created_at_ms: u64,
@@ -133,6 +135,7 @@ impl From<OrgRecord> for Org {
     fn from(r: OrgRecord) -> Self {
         Self {
             org_id: r.org_id,
+            org_uid: r.org_uid,
             display_name: r.display_name,
             quotas: r.quotas.into(),
             created_at_ms: r.created_at_ms,
@@ -288,6 +291,24 @@ impl Tenancy {
             },
         )
         .await
+    }
+
+    /// Every org's id and immutable uid, for the CDC pipeline (no caller scope: the pipeline
+    /// uses them only to keep orgs apart).
+    pub async fn org_uids(
+        &self,
+    ) -> Result<std::collections::HashMap<String, [u8; 16]>, TenantError> {
+        self.store
+            .read(|r| {
+                r.scan(Table::Orgs, b"", None, usize::MAX)?
+                    .into_iter()
+                    .map(|(_, v)| {
+                        let o: OrgRecord = crate::store::Record::decode(&v)?;
+                        Ok((o.org_id, o.org_uid))
+                    })
+                    .collect()
+            })
+            .await
     }
 
     /// Deletes an org and everything it owns in one transaction (gateway admin only).

@@ -207,6 +207,8 @@ pub enum SinkStart {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkDef {
     pub org_id: String,
+    /// The owning org's immutable uid: a sink delivers only events carrying it.
+    pub org_uid: [u8; 16],
     pub sink_id: String,
     pub sink_uid: [u8; 16],
     pub spec: SinkSpec,
@@ -225,13 +227,14 @@ impl SinkDef {
             && (self.collections.is_empty() || self.collections.iter().any(|c| c == collection))
     }
 
-    fn from_record(r: SinkRecord) -> Result<Self, TenantError> {
+    fn from_record(r: SinkRecord, org_uid: [u8; 16]) -> Result<Self, TenantError> {
         let spec = decode_spec(&r.spec).ok_or(crate::store::StoreError::Decode {
             kind: "sink",
             reason: "unknown sink type",
         })?;
         Ok(Self {
             org_id: r.org_id,
+            org_uid,
             sink_id: r.sink_id,
             sink_uid: r.sink_uid,
             spec,
@@ -422,7 +425,10 @@ impl Tenancy {
                             sealed,
                         );
                     }
-                    Ok((SinkDef::from_record(rec)?, Some((org.org_id, org.org_uid))))
+                    Ok((
+                        SinkDef::from_record(rec, org.org_uid)?,
+                        Some((org.org_id, org.org_uid)),
+                    ))
                 },
             )
             .await?;
@@ -457,10 +463,12 @@ impl Tenancy {
         let org_id = scope.org_id().to_owned();
         self.store
             .read(move |r| {
-                load_org(r, &org_id)?;
+                let org = load_org(r, &org_id)?;
                 r.scan(Table::Sinks, &keys::org_prefix(&org_id), None, usize::MAX)?
                     .into_iter()
-                    .map(|(_, v)| SinkDef::from_record(crate::store::Record::decode(&v)?))
+                    .map(|(_, v)| {
+                        SinkDef::from_record(crate::store::Record::decode(&v)?, org.org_uid)
+                    })
                     .collect()
             })
             .await
@@ -468,8 +476,16 @@ impl Tenancy {
 
     pub async fn get_sink(&self, scope: &OrgScope, sink_id: &str) -> Result<SinkDef, TenantError> {
         let key = sink_key(scope.org_id(), sink_id);
-        let rec: Option<SinkRecord> = self.store.read(move |r| r.get(Table::Sinks, &key)).await?;
-        SinkDef::from_record(rec.ok_or(TenantError::NotFound { what: "sink" })?)
+        let org_id = scope.org_id().to_owned();
+        self.store
+            .read(move |r| {
+                let org = load_org(r, &org_id)?;
+                let rec: SinkRecord = r
+                    .get(Table::Sinks, &key)?
+                    .ok_or(TenantError::NotFound { what: "sink" })?;
+                SinkDef::from_record(rec, org.org_uid)
+            })
+            .await
     }
 
     /// Every sink of every org, for the dispatcher.
@@ -478,7 +494,11 @@ impl Tenancy {
             .read(|r| {
                 r.scan(Table::Sinks, b"", None, usize::MAX)?
                     .into_iter()
-                    .map(|(_, v)| SinkDef::from_record(crate::store::Record::decode(&v)?))
+                    .map(|(_, v)| {
+                        let rec: SinkRecord = crate::store::Record::decode(&v)?;
+                        let org = load_org(r, &rec.org_id)?;
+                        SinkDef::from_record(rec, org.org_uid)
+                    })
                     .collect()
             })
             .await
@@ -523,7 +543,10 @@ impl Tenancy {
                     rec.rate_limit_bytes_per_sec = r;
                 }
                 t.put(Table::Sinks, key, &rec)?;
-                Ok((SinkDef::from_record(rec)?, Some((org.org_id, org.org_uid))))
+                Ok((
+                    SinkDef::from_record(rec, org.org_uid)?,
+                    Some((org.org_id, org.org_uid)),
+                ))
             },
         )
         .await
@@ -552,7 +575,10 @@ impl Tenancy {
                     Table::Sealed,
                     &keys::sealed_prefix(&org_id, &secret_app(&rec.sink_id)),
                 )?;
-                Ok((SinkDef::from_record(rec)?, Some((org.org_id, org.org_uid))))
+                Ok((
+                    SinkDef::from_record(rec, org.org_uid)?,
+                    Some((org.org_id, org.org_uid)),
+                ))
             },
         )
         .await
@@ -580,6 +606,7 @@ mod tests {
     fn def(formations: &[&str], collections: &[&str]) -> SinkDef {
         SinkDef {
             org_id: "o".into(),
+            org_uid: [1; 16],
             sink_id: "s".into(),
             sink_uid: [0; 16],
             spec: SinkSpec::File { name: "x".into() },

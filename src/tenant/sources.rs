@@ -32,6 +32,8 @@ pub struct NewSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceDef {
     pub org_id: String,
+    /// The owning org's immutable uid, which every captured change carries.
+    pub org_uid: [u8; 16],
     pub app_id: String,
     pub formation_uid: [u8; 16],
     pub endpoint: String,
@@ -218,7 +220,7 @@ impl Tenancy {
                 }
                 t.put(Table::Sources, key, &rec)?;
                 Ok((
-                    def(&org_id, &app, f.formation_uid, rec),
+                    def(&org_id, org.org_uid, &app, f.formation_uid, rec),
                     Some((org.org_id, org.org_uid)),
                 ))
             },
@@ -241,7 +243,8 @@ impl Tenancy {
                 let rec: SourceRecord = r
                     .get(Table::Sources, &key)?
                     .ok_or(TenantError::NotFound { what: "source" })?;
-                Ok(def(&org, &app, f.formation_uid, rec))
+                let uid = load_org(r, &org)?.org_uid;
+                Ok(def(&org, uid, &app, f.formation_uid, rec))
             })
             .await
     }
@@ -280,7 +283,8 @@ impl Tenancy {
                     else {
                         continue;
                     };
-                    out.push(def(&f.org_id, &f.app_id, f.formation_uid, rec));
+                    let uid = load_org(r, &f.org_id)?.org_uid;
+                    out.push(def(&f.org_id, uid, &f.app_id, f.formation_uid, rec));
                 }
                 Ok(out)
             })
@@ -314,9 +318,16 @@ impl Tenancy {
     }
 }
 
-fn def(org: &str, app: &str, formation_uid: [u8; 16], r: SourceRecord) -> SourceDef {
+fn def(
+    org: &str,
+    org_uid: [u8; 16],
+    app: &str,
+    formation_uid: [u8; 16],
+    r: SourceRecord,
+) -> SourceDef {
     SourceDef {
         org_id: org.to_owned(),
+        org_uid,
         app_id: app.to_owned(),
         formation_uid,
         endpoint: r.endpoint,

@@ -100,6 +100,7 @@ fn expectation(method: &str, path: &str) -> Rule {
         ("put" | "delete", "/orgs/{org_id}/formations/{app_id}/source") => Rule::Org(MANAGE),
         ("get", "/orgs/{org_id}/formations/{app_id}/source") => Rule::Org(READ),
         ("get", "/orgs/{org_id}/events/stream") => Rule::Org(READ),
+        ("get", "/orgs/{org_id}/outbox") => Rule::Org(READ),
         ("get", "/orgs/{org_id}/sinks") => Rule::Org(READ),
         ("get", "/orgs/{org_id}/sinks/{sink_id}") => Rule::Org(READ),
         ("patch", "/orgs/{org_id}/sinks/{sink_id}") => Rule::Org(OPERATE),

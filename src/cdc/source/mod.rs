@@ -209,6 +209,7 @@ impl Capture {
     fn formation(&self) -> FormationRef {
         FormationRef {
             org_id: self.def.org_id.clone(),
+            org_uid: self.def.org_uid,
             app_id: self.def.app_id.clone(),
             formation_uid: self.def.formation_uid,
         }

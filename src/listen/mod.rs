@@ -1,8 +1,14 @@
 //! The API's listeners and the loop that serves them: plain TCP, TLS (rustls) with an optional
 //! or required client certificate, and a Unix socket for local tools, several at once. Each
 //! connection is bounded (a connection limit, a deadline for the TLS handshake and for request
-//! headers, so slow or silent clients cannot pile up), and shutdown lets requests in flight
-//! finish.
+//! headers, deadlines on stalled writes and idle connections, a cap per source address, the
+//! allow-list at accept, so slow, silent or non-reading clients cannot pile up), and shutdown
+//! lets requests in flight finish.
+
+mod admit;
+mod deadline;
+
+pub use admit::{canonical, Admission};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +17,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
@@ -107,12 +113,17 @@ pub enum Bound {
 }
 
 /// Bounds on every connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Limits {
     /// Connections served at once across all listeners; further ones wait in the backlog.
     pub max_connections: usize,
-    /// Time allowed for the TLS handshake and for each request's headers.
+    /// Time allowed for the TLS handshake, for each request's headers, and for a write the
+    /// client does not take.
     pub handshake_and_header_timeout: Duration,
+    /// A connection with nothing read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// The allow-list and the per-source cap, applied at accept on TCP listeners.
+    pub admission: Admission,
 }
 
 impl Default for Limits {
@@ -120,7 +131,24 @@ impl Default for Limits {
         Self {
             max_connections: 256,
             handshake_and_header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            admission: Admission::new(Vec::new(), 64),
         }
+    }
+}
+
+/// The connection's slot in the connection budget, in each request's extensions: a
+/// long-lived stream gives it back (and takes one of the stream budget instead), so streams
+/// never starve ordinary requests.
+#[derive(Clone)]
+pub struct ConnSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl ConnSlot {
+    pub fn release(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
     }
 }
 
@@ -180,7 +208,7 @@ pub async fn serve(
         loops.push(tokio::spawn(accept_loop(
             b,
             app.clone(),
-            limits,
+            limits.clone(),
             permits.clone(),
             graceful.clone(),
             stop_rx.clone(),
@@ -220,11 +248,11 @@ async fn accept_loop(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.changed() => return,
         };
-        let accepted: Result<(Io, PeerInfo, Option<TlsState>), std::io::Error> = tokio::select! {
-            r = accept(&bound) => r,
+        let accepted: Result<Accepted, std::io::Error> = tokio::select! {
+            r = accept(&bound, &limits.admission) => r,
             _ = stop.changed() => return,
         };
-        let (io, peer, tls) = match accepted {
+        let (io, peer, tls, held) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: wait rather than spin.
@@ -235,8 +263,15 @@ async fn accept_loop(
         };
         let app = app.clone();
         let watcher = graceful.watcher();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = held;
+            let slot = ConnSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
+            let io: Io = Box::new(deadline::Deadlines::new(
+                io,
+                limits.handshake_and_header_timeout,
+                limits.idle_timeout,
+            ));
             let (io, peer) = match tls {
                 None => (io, peer),
                 Some(tls) => {
@@ -277,6 +312,7 @@ async fn accept_loop(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(peer.clone()));
+                    req.extensions_mut().insert(slot.clone());
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 },
             );
@@ -289,12 +325,25 @@ async fn accept_loop(
     }
 }
 
-async fn accept(bound: &Bound) -> Result<(Io, PeerInfo, Option<TlsState>), std::io::Error> {
+type Accepted = (Io, PeerInfo, Option<TlsState>, Option<admit::Held>);
+
+/// The next admitted connection; refused ones are answered (plain TCP) or closed (TLS) here.
+async fn accept(bound: &Bound, admission: &Admission) -> Result<Accepted, std::io::Error> {
     match bound {
-        Bound::Tcp { listener, tls } => {
+        Bound::Tcp { listener, tls } => loop {
             let (s, addr) = listener.accept().await?;
+            let held = match admission.admit(addr.ip()) {
+                Ok(h) => h,
+                Err(refusal) => {
+                    tracing::debug!(peer = %addr, ?refusal, "connection refused at accept");
+                    if tls.is_none() {
+                        admission.answer(s, refusal);
+                    }
+                    continue;
+                }
+            };
             let _ = s.set_nodelay(true);
-            Ok((
+            return Ok((
                 Box::new(s),
                 PeerInfo {
                     addr: Some(addr),
@@ -302,8 +351,9 @@ async fn accept(bound: &Bound) -> Result<(Io, PeerInfo, Option<TlsState>), std::
                     secure: false,
                 },
                 tls.clone(),
-            ))
-        }
+                Some(held),
+            ));
+        },
         Bound::Unix { listener, .. } => {
             let (s, _) = listener.accept().await?;
             Ok((
@@ -313,6 +363,7 @@ async fn accept(bound: &Bound) -> Result<(Io, PeerInfo, Option<TlsState>), std::
                     client_cert: None,
                     secure: true,
                 },
+                None,
                 None,
             ))
         }

@@ -1,19 +1,26 @@
-//! The outbox: `cdc.redb`, events by LSN, per-document content hashes, per-sink cursors and
-//! dead letters, all written through the store's group-commit writer.
+//! The outbox: `cdc.redb`, events by LSN, each org's index of its events, per-document
+//! content hashes, per-sink cursors and dead letters, all written through the store's
+//! group-commit writer.
 
+mod append;
+mod orgs;
+
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::event::{canonical, Change, DocState, Op};
+use super::event::Change;
 use super::CdcError;
 use crate::store::{
     CommitStats, DeadLetterRecord, DocRecord, EventRecord, Reader, Record, Store, StoreOptions,
     Table, Txn, OUTBOX,
 };
 use crate::tenant::now_ms;
+use append::append_in;
+pub use orgs::{share_of, OrgFill, Stamped};
 
 const NEXT_LSN: &[u8] = b"next_lsn";
 const BYTES: &[u8] = b"bytes";
@@ -62,6 +69,8 @@ pub struct OutboxConfig {
 #[derive(Debug, Clone)]
 pub struct FormationRef {
     pub org_id: String,
+    /// The org's immutable uid: what isolates its events from every other org's.
+    pub org_uid: [u8; 16],
     pub app_id: String,
     pub formation_uid: [u8; 16],
 }
@@ -111,6 +120,14 @@ pub struct Outbox {
     cfg: OutboxConfig,
     head: Arc<watch::Sender<u64>>,
     counters: Arc<Counters>,
+    /// Each org's fill as last committed.
+    fills: Arc<Mutex<HashMap<[u8; 16], OrgFill>>>,
+    /// How many orgs share the quota.
+    orgs: Arc<AtomicU64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn read_u64(r: &impl Reader, key: &[u8]) -> Result<u64, CdcError> {
@@ -157,7 +174,7 @@ impl Outbox {
             schema: &OUTBOX,
         };
         let store = Store::open(&dir.join("cdc.redb"), &opts, on_commit)?;
-        let (gateway_id, head, bytes, dropped) =
+        let (gateway_id, head, bytes, dropped, fills) =
             store.read_blocking(|r| -> Result<_, CdcError> {
                 let id = r
                     .get_raw(Table::Meta, GATEWAY_ID)?
@@ -167,6 +184,7 @@ impl Outbox {
                     read_u64(r, NEXT_LSN)?.saturating_sub(1),
                     read_u64(r, BYTES)?,
                     read_u64(r, DROPPED)?,
+                    orgs::all_fills(r)?,
                 ))
             })?;
         let gateway_id = match gateway_id {
@@ -192,7 +210,144 @@ impl Outbox {
             cfg,
             head: Arc::new(watch::channel(head).0),
             counters: Arc::new(counters),
+            fills: Arc::new(Mutex::new(fills)),
+            orgs: Arc::new(AtomicU64::new(1)),
         })
+    }
+
+    /// Indexes events written before the per-org index (or without an org uid), resolving
+    /// org names with `orgs` (name → uid); events of orgs that no longer exist are removed.
+    /// Runs once, at start-up, before anything appends; a cut-short run resumes.
+    pub async fn stamp_older_events(
+        &self,
+        orgs: HashMap<String, [u8; 16]>,
+    ) -> Result<Stamped, CdcError> {
+        let done = self
+            .store
+            .read(|r| Ok::<_, CdcError>(r.exists(Table::Meta, orgs::INDEXED)?))
+            .await?;
+        if done {
+            return Ok(Stamped::default());
+        }
+        let orgs = Arc::new(orgs);
+        let mut total = Stamped::default();
+        let mut after = 0u64;
+        loop {
+            let o = orgs.clone();
+            let (st, last) = self
+                .store
+                .write(move |t| orgs::stamp_chunk(t, after, &o))
+                .await?;
+            total.indexed += st.indexed;
+            total.orphaned += st.orphaned;
+            match last {
+                Some(l) => {
+                    after = l;
+                    tracing::info!(
+                        indexed = total.indexed,
+                        orphaned = total.orphaned,
+                        upto_lsn = l,
+                        "indexing the outbox by org"
+                    );
+                }
+                None => break,
+            }
+        }
+        let fills = self
+            .store
+            .write(|t| -> Result<_, CdcError> {
+                t.put_raw(Table::Meta, orgs::INDEXED.to_vec(), vec![1]);
+                let used = read_u64(t, BYTES)?;
+                Ok((orgs::all_fills(t)?, used))
+            })
+            .await?;
+        *lock(&self.fills) = fills.0;
+        self.counters.bytes.store(fills.1, Ordering::Relaxed);
+        Ok(total)
+    }
+
+    /// How many orgs share the byte quota (each gets an equal share).
+    pub fn set_org_count(&self, n: u64) {
+        self.orgs.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// An org's share of the byte quota.
+    pub fn org_share(&self) -> u64 {
+        share_of(self.cfg.quota_bytes, self.orgs.load(Ordering::Relaxed))
+    }
+
+    /// Orgs holding (or having held) events.
+    pub fn known_orgs(&self) -> Vec<[u8; 16]> {
+        lock(&self.fills).keys().copied().collect()
+    }
+
+    /// An org's fill: its newest seq and the bytes its events hold.
+    pub fn org_fill(&self, org_uid: &[u8; 16]) -> OrgFill {
+        lock(&self.fills).get(org_uid).copied().unwrap_or_default()
+    }
+
+    /// The org's events after `after`, oldest first: (lsn, event, stored bytes, org seq).
+    /// Never an event of another org.
+    pub async fn read_org_after(
+        &self,
+        org_uid: [u8; 16],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, EventRecord, usize, u64)>, CdcError> {
+        self.store
+            .read(move |r| orgs::read_after(r, &org_uid, after, limit))
+            .await
+    }
+
+    /// How many of the org's events lie at or below `cursor`; the backlog after it is the
+    /// org's newest seq minus this.
+    pub async fn org_seq_at(&self, org_uid: [u8; 16], cursor: u64) -> Result<u64, CdcError> {
+        self.store
+            .read(move |r| orgs::seq_at(r, &org_uid, cursor))
+            .await
+    }
+
+    /// The org's seq at a resume point, when it can be known (see `orgs::resume_seq`).
+    pub async fn org_resume_seq(
+        &self,
+        org_uid: [u8; 16],
+        after: u64,
+    ) -> Result<Option<u64>, CdcError> {
+        self.store
+            .read(move |r| orgs::resume_seq(r, &org_uid, after))
+            .await
+    }
+
+    /// Removes every event of a deleted org and its figures.
+    pub async fn forget_org(&self, org_uid: [u8; 16]) -> Result<u64, CdcError> {
+        let mut removed = 0;
+        loop {
+            let (n, _) = self
+                .store
+                .write(move |t| -> Result<_, CdcError> {
+                    let (n, b) = orgs::trim_to(t, &org_uid, u64::MAX, TRIM_CHUNK)?;
+                    let used = read_u64(t, BYTES)?.saturating_sub(b);
+                    put_u64(t, BYTES, used);
+                    if n < TRIM_CHUNK as u64 {
+                        t.delete(Table::Meta, orgs::fill_key(&org_uid));
+                    }
+                    Ok((n, b))
+                })
+                .await?;
+            removed += n;
+            if n < TRIM_CHUNK as u64 {
+                break;
+            }
+        }
+        lock(&self.fills).remove(&org_uid);
+        self.reload_bytes().await?;
+        Ok(removed)
+    }
+
+    async fn reload_bytes(&self) -> Result<(), CdcError> {
+        let used = self.store.read(|r| read_u64(r, BYTES)).await?;
+        self.counters.bytes.store(used, Ordering::Relaxed);
+        Ok(())
     }
 
     /// This gateway's id: the first half of every event id.
@@ -250,10 +405,14 @@ impl Outbox {
             cfg.policy = p;
         }
         let now = now_ms();
-        let (outcomes, added, dropped, last) = self
+        let share = self.org_share();
+        let org_uid = src.org_uid;
+        let done = self
             .store
-            .write(move |t| append_in(t, &src, changes, cfg, now))
+            .write(move |t| append_in(t, &src, changes, cfg, share, now))
             .await?;
+        lock(&self.fills).insert(org_uid, done.fill);
+        let (outcomes, added, dropped, last) = (done.outcomes, done.added, done.dropped, done.last);
         let c = &self.counters;
         c.bytes.fetch_add(added, Ordering::Relaxed);
         if dropped.events > 0 {
@@ -265,7 +424,8 @@ impl Outbox {
             tracing::warn!(
                 events = dropped.events,
                 bytes = dropped.bytes,
-                "outbox full: dropped the oldest events (policy drop-oldest)"
+                org = %hex::encode(org_uid),
+                "the org's outbox share is full: dropped its oldest events (policy drop-oldest)"
             );
         }
         let n = outcomes
@@ -288,23 +448,6 @@ impl Outbox {
             outcomes,
             dropped: dropped.events,
         })
-    }
-
-    /// Up to `limit` events after `after`, with their stored size.
-    pub async fn read_after(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, EventRecord, usize)>, CdcError> {
-        self.store
-            .read(move |r| {
-                let key = after.to_be_bytes();
-                r.scan(Table::Events, b"", Some(&key), limit)?
-                    .into_iter()
-                    .map(|(k, v)| Ok((lsn_of(&k), EventRecord::decode(&v)?, v.len())))
-                    .collect()
-            })
-            .await
     }
 
     /// A sink's last acknowledged LSN; `None` before its first delivery.
@@ -396,50 +539,47 @@ impl Outbox {
             .await
     }
 
-    /// Removes events every listed sink has acknowledged. With no sinks, keeps everything:
-    /// the first sink created receives the backlog.
-    pub async fn trim(&self, sinks: Vec<[u8; 16]>) -> Result<u64, CdcError> {
-        if sinks.is_empty() {
-            return Ok(0);
-        }
+    /// Removes each org's events that every sink of that org has acknowledged. An org with
+    /// no sink keeps everything (its first sink receives the backlog), inside its share.
+    pub async fn trim(&self, orgs: Vec<([u8; 16], Vec<[u8; 16]>)>) -> Result<u64, CdcError> {
         let mut removed = 0;
-        loop {
-            let s = sinks.clone();
-            let (n, bytes) = self
-                .store
-                .write(move |t| -> Result<(u64, u64), CdcError> {
-                    let mut floor = u64::MAX;
-                    for uid in &s {
-                        let c = t
-                            .get_raw(Table::Cursors, uid)?
-                            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                            .map_or(0, u64::from_be_bytes);
-                        floor = floor.min(c);
-                    }
-                    let mut n = 0;
-                    let mut bytes = 0;
-                    for (k, v) in t.scan(Table::Events, b"", None, TRIM_CHUNK)? {
-                        if lsn_of(&k) > floor {
-                            break;
+        for (org, sinks) in orgs {
+            if sinks.is_empty() {
+                continue;
+            }
+            loop {
+                let s = sinks.clone();
+                let (n, bytes, fill) = self
+                    .store
+                    .write(move |t| -> Result<_, CdcError> {
+                        let mut floor = u64::MAX;
+                        for uid in &s {
+                            let c = t
+                                .get_raw(Table::Cursors, uid)?
+                                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                                .map_or(0, u64::from_be_bytes);
+                            floor = floor.min(c);
                         }
-                        bytes += v.len() as u64 + EVENT_OVERHEAD;
-                        t.delete(Table::Events, k);
-                        n += 1;
-                    }
-                    if n > 0 {
-                        let used = read_u64(t, BYTES)?.saturating_sub(bytes);
-                        put_u64(t, BYTES, used);
-                    }
-                    Ok((n, bytes))
-                })
-                .await?;
-            let c = &self.counters.bytes;
-            c.fetch_sub(bytes.min(c.load(Ordering::Relaxed)), Ordering::Relaxed);
-            removed += n;
-            if n < TRIM_CHUNK as u64 {
-                return Ok(removed);
+                        let (n, bytes) = orgs::trim_to(t, &org, floor, TRIM_CHUNK)?;
+                        if n > 0 {
+                            let used = read_u64(t, BYTES)?.saturating_sub(bytes);
+                            put_u64(t, BYTES, used);
+                        }
+                        Ok((n, bytes, orgs::read_fill(t, &org)?))
+                    })
+                    .await?;
+                if n > 0 {
+                    lock(&self.fills).insert(org, fill);
+                }
+                let c = &self.counters.bytes;
+                c.fetch_sub(bytes.min(c.load(Ordering::Relaxed)), Ordering::Relaxed);
+                removed += n;
+                if n < TRIM_CHUNK as u64 {
+                    break;
+                }
             }
         }
+        Ok(removed)
     }
 
     /// Ids of the documents of one collection whose last captured state is live.
@@ -506,104 +646,6 @@ impl Outbox {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Dropped {
-    events: u64,
-    bytes: u64,
-}
-
-type AppendResult = (Vec<Appended>, u64, Dropped, Option<u64>);
-
-fn append_in(
-    t: &mut Txn<'_>,
-    src: &FormationRef,
-    changes: Vec<Change>,
-    cfg: OutboxConfig,
-    now: u64,
-) -> Result<AppendResult, CdcError> {
-    let mut next = read_u64(t, NEXT_LSN)?.max(1);
-    let mut used = read_u64(t, BYTES)?;
-    let mut added = 0u64;
-    let mut outcomes = Vec::with_capacity(changes.len());
-    let mut last = None;
-    for c in changes {
-        let key = doc_key(&src.formation_uid, &c.collection, &c.doc_id);
-        let prev: Option<DocRecord> = t.get(Table::Docs, &key)?;
-        let canon = canonical(&c.state);
-        let new_hash = canon.as_ref().map(|(_, h)| *h);
-        let unchanged = match &prev {
-            Some(p) => p.content_hash == new_hash,
-            None => false,
-        };
-        if unchanged {
-            outcomes.push(Appended::Unchanged);
-            continue;
-        }
-        let (op, data, hash) = match canon {
-            Some((bytes, h)) => (Op::Upsert, Some(bytes), h),
-            None => (Op::Delete, None, [0; 32]),
-        };
-        let rec = EventRecord {
-            org_id: src.org_id.clone(),
-            app_id: src.app_id.clone(),
-            collection: c.collection,
-            doc_id: c.doc_id,
-            op: op.to_byte(),
-            data,
-            encrypted: matches!(c.state, DocState::Encrypted(_)),
-            content_hash: hash,
-            observed_ms: now,
-        };
-        let bytes = rec.encode()?;
-        added += bytes.len() as u64 + EVENT_OVERHEAD;
-        t.put_raw(Table::Events, next.to_be_bytes().to_vec(), bytes);
-        t.put(
-            Table::Docs,
-            key,
-            &DocRecord {
-                content_hash: new_hash,
-                lsn: next,
-            },
-        )?;
-        outcomes.push(Appended::Event(next));
-        last = Some(next);
-        next += 1;
-    }
-    let mut dropped = Dropped::default();
-    if used + added > cfg.quota_bytes {
-        if added > cfg.quota_bytes || cfg.policy == FullPolicy::Block {
-            return Err(CdcError::Full {
-                used,
-                quota: cfg.quota_bytes,
-            });
-        }
-        // Oldest first; the events of this append are not yet visible to the scan.
-        // Deletes stay pending until the operation ends, so page on from the last key seen.
-        let mut after: Option<Vec<u8>> = None;
-        while used + added > cfg.quota_bytes {
-            let page = t.scan(Table::Events, b"", after.as_deref(), 256)?;
-            if page.is_empty() {
-                break;
-            }
-            for (k, v) in page {
-                if used + added <= cfg.quota_bytes {
-                    break;
-                }
-                let b = v.len() as u64 + EVENT_OVERHEAD;
-                used = used.saturating_sub(b);
-                dropped.events += 1;
-                dropped.bytes += b;
-                after = Some(k.clone());
-                t.delete(Table::Events, k);
-            }
-        }
-        put_u64(t, DROPPED, read_u64(t, DROPPED)? + dropped.events);
-    }
-    put_u64(t, NEXT_LSN, next);
-    put_u64(t, BYTES, used + added);
-    Ok((outcomes, added, dropped, last))
-}
-
 /// Random-source failure while naming the gateway.
 #[derive(Debug)]
 struct StoreErrorRng;
@@ -611,5 +653,152 @@ struct StoreErrorRng;
 impl From<StoreErrorRng> for CdcError {
     fn from(_: StoreErrorRng) -> Self {
         CdcError::Tenant(crate::tenant::TenantError::Key(crate::keys::KeyError::Rng))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdc::DocState;
+
+    fn cfg(quota: u64) -> OutboxConfig {
+        OutboxConfig {
+            quota_bytes: quota,
+            policy: FullPolicy::Block,
+            compact_min_bytes: u64::MAX,
+        }
+    }
+
+    /// The layout of events written before org uids, as they sit in older files.
+    #[derive(serde::Serialize)]
+    struct V1 {
+        org_id: String,
+        app_id: String,
+        collection: String,
+        doc_id: String,
+        op: u8,
+        data: Option<Vec<u8>>,
+        encrypted: bool,
+        content_hash: [u8; 32],
+        observed_ms: u64,
+    }
+
+    fn v1(org: &str, doc: &str) -> Vec<u8> {
+        let mut out = vec![1u8];
+        postcard::to_io(
+            &V1 {
+                org_id: org.into(),
+                app_id: "mesh".into(),
+                collection: "tracks".into(),
+                doc_id: doc.into(),
+                op: 1,
+                data: Some(b"{}".to_vec()),
+                encrypted: false,
+                content_hash: [0; 32],
+                observed_ms: 1,
+            },
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn older_events_are_indexed_by_org_and_those_of_deleted_orgs_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_owned();
+        let o = tokio::task::spawn_blocking(move || Outbox::open(&d, 1 << 20, cfg(1 << 30), None))
+            .await
+            .unwrap()
+            .unwrap();
+        let names = ["alpha", "gone", "bravo", "alpha", "alpha"];
+        o.store
+            .write(move |t| -> Result<(), CdcError> {
+                let mut used = 0;
+                for (i, org) in names.iter().enumerate() {
+                    let raw = v1(org, &format!("d{i}"));
+                    used += raw.len() as u64 + EVENT_OVERHEAD;
+                    t.put_raw(Table::Events, (i as u64 + 1).to_be_bytes().to_vec(), raw);
+                }
+                put_u64(t, NEXT_LSN, 6);
+                put_u64(t, BYTES, used);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        let orgs = HashMap::from([("alpha".to_owned(), a), ("bravo".to_owned(), b)]);
+        let st = o.stamp_older_events(orgs.clone()).await.unwrap();
+        assert_eq!(
+            st,
+            Stamped {
+                indexed: 4,
+                orphaned: 1
+            }
+        );
+        let got = o.read_org_after(a, 0, 10).await.unwrap();
+        let lsns: Vec<(u64, u64)> = got.iter().map(|(l, _, _, s)| (*l, *s)).collect();
+        assert_eq!(lsns, [(1, 1), (4, 2), (5, 3)]);
+        assert!(got.iter().all(|(_, e, _, _)| e.org_uid == a));
+        assert_eq!(o.read_org_after(b, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(o.org_fill(&a).events, 3);
+        // Bytes held are the orgs' bytes together, and a second run changes nothing.
+        let total = o.org_fill(&a).bytes + o.org_fill(&b).bytes;
+        assert_eq!(o.stats().bytes, total);
+        assert_eq!(
+            o.stamp_older_events(orgs).await.unwrap(),
+            Stamped::default()
+        );
+        // New appends continue each org's seq.
+        let src = FormationRef {
+            org_id: "alpha".into(),
+            org_uid: a,
+            app_id: "mesh".into(),
+            formation_uid: [9; 16],
+        };
+        let change = Change {
+            collection: "tracks".into(),
+            doc_id: "new".into(),
+            state: DocState::Json(serde_json::json!({"v": 1})),
+        };
+        o.append(src, vec![change]).await.unwrap();
+        assert_eq!(o.org_seq_at(a, 5).await.unwrap(), 3);
+        assert_eq!(o.org_fill(&a).seq, 4);
+        o.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn trimming_and_forgetting_touch_only_the_named_org() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_owned();
+        let o = tokio::task::spawn_blocking(move || Outbox::open(&d, 1 << 20, cfg(1 << 30), None))
+            .await
+            .unwrap()
+            .unwrap();
+        o.stamp_older_events(HashMap::new()).await.unwrap();
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        for (org, uid) in [("a", a), ("b", b), ("a", a), ("b", b)] {
+            let src = FormationRef {
+                org_id: org.into(),
+                org_uid: uid,
+                app_id: "m".into(),
+                formation_uid: uid,
+            };
+            let c = Change {
+                collection: "t".into(),
+                doc_id: format!("{}", o.head()),
+                state: DocState::Json(serde_json::json!({})),
+            };
+            o.append(src, vec![c]).await.unwrap();
+        }
+        let sink = [7u8; 16];
+        o.set_cursor(sink, 4).await.unwrap();
+        assert_eq!(o.trim(vec![(a, vec![sink]), (b, vec![])]).await.unwrap(), 2);
+        assert!(o.read_org_after(a, 0, 10).await.unwrap().is_empty());
+        assert_eq!(o.read_org_after(b, 0, 10).await.unwrap().len(), 2);
+        assert_eq!(o.forget_org(b).await.unwrap(), 2);
+        assert_eq!(o.stats().bytes, 0);
+        assert!(o.known_orgs().contains(&a) && !o.known_orgs().contains(&b));
+        o.shutdown().await;
     }
 }

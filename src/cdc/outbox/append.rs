@@ -1,0 +1,133 @@
+//! One append: the changes that differ from the last captured state become events, indexed
+//! under their org, inside the org's share of the quota.
+
+use super::orgs::{self, OrgFill};
+use super::{
+    doc_key, put_u64, read_u64, Appended, FormationRef, FullPolicy, OutboxConfig, BYTES, DROPPED,
+    EVENT_OVERHEAD, NEXT_LSN,
+};
+use crate::cdc::event::{canonical, Change, DocState, Op};
+use crate::cdc::CdcError;
+use crate::store::{DocRecord, EventRecord, Reader, Record, Table, Txn};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Dropped {
+    pub events: u64,
+    pub bytes: u64,
+}
+
+pub(super) struct Done {
+    pub outcomes: Vec<Appended>,
+    pub added: u64,
+    pub dropped: Dropped,
+    pub last: Option<u64>,
+    pub fill: OrgFill,
+}
+
+pub(super) fn append_in(
+    t: &mut Txn<'_>,
+    src: &FormationRef,
+    changes: Vec<Change>,
+    cfg: OutboxConfig,
+    share: u64,
+    now: u64,
+) -> Result<Done, CdcError> {
+    let org = src.org_uid;
+    let mut next = read_u64(t, NEXT_LSN)?.max(1);
+    let used = read_u64(t, BYTES)?;
+    let mut fill = orgs::read_fill(t, &org)?;
+    let mut added = 0u64;
+    let mut outcomes = Vec::with_capacity(changes.len());
+    let mut last = None;
+    for c in changes {
+        let key = doc_key(&src.formation_uid, &c.collection, &c.doc_id);
+        let prev: Option<DocRecord> = t.get(Table::Docs, &key)?;
+        let canon = canonical(&c.state);
+        let new_hash = canon.as_ref().map(|(_, h)| *h);
+        let unchanged = match &prev {
+            Some(p) => p.content_hash == new_hash,
+            None => false,
+        };
+        if unchanged {
+            outcomes.push(Appended::Unchanged);
+            continue;
+        }
+        let (op, data, hash) = match canon {
+            Some((bytes, h)) => (Op::Upsert, Some(bytes), h),
+            None => (Op::Delete, None, [0; 32]),
+        };
+        let rec = EventRecord {
+            org_id: src.org_id.clone(),
+            app_id: src.app_id.clone(),
+            collection: c.collection,
+            doc_id: c.doc_id,
+            op: op.to_byte(),
+            data,
+            encrypted: matches!(c.state, DocState::Encrypted(_)),
+            content_hash: hash,
+            observed_ms: now,
+            org_uid: org,
+        };
+        let bytes = rec.encode()?;
+        let size = bytes.len() as u64 + EVENT_OVERHEAD;
+        added += size;
+        fill.seq += 1;
+        fill.events += 1;
+        fill.last_lsn = next;
+        t.put_raw(Table::Events, next.to_be_bytes().to_vec(), bytes);
+        t.put_raw(
+            Table::OrgEvents,
+            orgs::index_key(&org, next),
+            orgs::index_value(fill.seq, size),
+        );
+        t.put(
+            Table::Docs,
+            key,
+            &DocRecord {
+                content_hash: new_hash,
+                lsn: next,
+            },
+        )?;
+        outcomes.push(Appended::Event(next));
+        last = Some(next);
+        next += 1;
+    }
+    let mut dropped = Dropped::default();
+    // The org's share bounds it; the whole quota is a backstop while shares change.
+    let org_over = |freed: u64| fill.bytes.saturating_sub(freed) + added > share;
+    let all_over = |freed: u64| used.saturating_sub(freed) + added > cfg.quota_bytes;
+    if org_over(0) || all_over(0) {
+        if added > share || cfg.policy == FullPolicy::Block {
+            return Err(CdcError::Full {
+                used: fill.bytes,
+                quota: share,
+            });
+        }
+        // Only the org's own oldest events make room; the events of this append are not
+        // yet visible to the scan.
+        let (n, b) = orgs::drop_oldest(t, &org, |freed| org_over(freed) || all_over(freed))?;
+        if org_over(b) || all_over(b) {
+            return Err(CdcError::Full {
+                used: fill.bytes,
+                quota: share,
+            });
+        }
+        dropped = Dropped {
+            events: n,
+            bytes: b,
+        };
+        put_u64(t, DROPPED, read_u64(t, DROPPED)? + n);
+    }
+    fill.bytes = fill.bytes.saturating_sub(dropped.bytes) + added;
+    fill.events = fill.events.saturating_sub(dropped.events);
+    orgs::put_fill(t, &org, fill);
+    put_u64(t, NEXT_LSN, next);
+    put_u64(t, BYTES, used.saturating_sub(dropped.bytes) + added);
+    Ok(Done {
+        outcomes,
+        added,
+        dropped,
+        last,
+        fill,
+    })
+}
