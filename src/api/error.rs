@@ -97,6 +97,9 @@ impl From<TenantError> for ApiError {
                 Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
             }
             TenantError::NotFound { what } => Self::not_found(what),
+            TenantError::NotGranted { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "not_granted", e.to_string())
+            }
             TenantError::Conflict { .. } => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }

@@ -44,7 +44,11 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
     let probe = s.keys.health.report();
     // A provider not yet probed counts as ready: start-up already opened records with it.
     let keys_ok = s.keys.problem.is_none() && probe.ok != Some(false);
-    let ok = store_ok && keys_ok;
+    let links = s.sources.all_health();
+    let wrong = links.iter().filter(|(_, h)| h.wrong_node.is_some()).count();
+    let connected = links.iter().filter(|(_, h)| h.connected).count();
+    let sources_ok = wrong == 0;
+    let ok = store_ok && keys_ok && sources_ok;
     s.metrics.ready.set(i64::from(ok));
     let body = json!({
         "ready": ok,
@@ -67,6 +71,14 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
                     "round_trip_ms": probe.round_trip_ms,
                     "consecutive_failures": probe.consecutive_failures,
                 },
+            },
+            "sources": {
+                "ok": sources_ok,
+                "bound": links.len(),
+                "connected": connected,
+                "wrong_node": wrong,
+                "reason": (!sources_ok).then(|| format!(
+                    "{wrong} source(s) answer with another node id than the pinned one; capture from them is refused (see each formation's source status)")),
             },
         }
     });

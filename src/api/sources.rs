@@ -12,9 +12,10 @@ use super::extract::{ApiJson, Caller, Ids};
 use super::{ApiError, AppState};
 use crate::cdc::rfc3339_ms;
 use crate::secret::Secret;
-use crate::tenant::{Need, NewSource, SourceDef};
+use crate::tenant::{redact_endpoint, Need, NewSource, SourceDef};
 
 const PATH: &str = "/orgs/{org_id}/formations/{app_id}/source";
+const GRANTS: &str = "/orgs/{org_id}/source-grants";
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
     book.put(
@@ -33,7 +34,8 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
                     "client_cert_pem": {"type": "string", "description": "https:// endpoints: PEM client certificate (mTLS)"},
                     "client_key_pem": {"type": "string", "description": "its PEM private key; stored sealed, never shown"},
                     "full_policy": {"type": "string", "enum": ["block", "drop-oldest"],
-                        "description": "what this source does when the outbox is full; default PEAT_CDC_FULL_POLICY"}}})),
+                        "description": "what this source does when the outbox is full; default PEAT_CDC_FULL_POLICY"},
+                    "node_id": {"type": "string", "description": "the id the node was started with (--node-id): pinned, checked on every connect; a node answering with another id is refused"}}})),
             ok: 200,
         },
     )
@@ -42,6 +44,29 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         get_source,
         Doc {
             summary: "The binding and the capture's health: connection, node, last event, reconciliation",
+            access: Access::Org(Need::Read),
+            body: None,
+            ok: 200,
+        },
+    )
+    .put(
+        GRANTS,
+        put_grants,
+        Doc {
+            summary: "Grant the org the sidecar endpoints it may bind formations to (gateway admin only); a binding whose endpoint is no longer granted stops capturing",
+            access: Access::GatewayAdmin,
+            body: Some(json!({"type": "object", "additionalProperties": false,
+                "required": ["endpoints"], "properties": {
+                    "endpoints": {"type": "array", "maxItems": 64, "items": {"type": "string",
+                        "description": "unix:///path.sock, http://host:port or https://host:port, exactly as bindings name it"}}}})),
+            ok: 200,
+        },
+    )
+    .get(
+        GRANTS,
+        get_grants,
+        Doc {
+            summary: "The sidecar endpoints the org may bind formations to",
             access: Access::Org(Need::Read),
             body: None,
             ok: 200,
@@ -71,6 +96,13 @@ struct PutSource {
     tls_ca_pem: Option<String>,
     client_cert_pem: Option<String>,
     client_key_pem: Option<Secret>,
+    node_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Grants {
+    endpoints: Vec<String>,
 }
 
 fn default_reconcile() -> u64 {
@@ -80,7 +112,9 @@ fn default_reconcile() -> u64 {
 fn view(s: &AppState, d: &SourceDef) -> Value {
     let h = s.sources.health(&d.org_id, &d.app_id).unwrap_or_default();
     json!({
-        "endpoint": d.endpoint,
+        "endpoint": redact_endpoint(&d.endpoint),
+        "granted": d.granted,
+        "node_id": d.node_id,
         "collections": d.collections,
         "token": d.has_token.then_some("[redacted]"),
         "reconcile_secs": d.reconcile_secs,
@@ -89,6 +123,7 @@ fn view(s: &AppState, d: &SourceDef) -> Value {
         "client_cert_pem": d.client_cert_pem,
         "health": {
             "connected": h.connected,
+            "state": h.state(d),
             "node_id": h.node_id,
             "endpoint_addr": h.endpoint_addr,
             "last_event": h.last_event_ms.map(rfc3339_ms),
@@ -132,6 +167,7 @@ async fn put_source(
                 tls_ca_pem: body.tls_ca_pem,
                 client_cert_pem: body.client_cert_pem,
                 client_key_pem: body.client_key_pem,
+                node_id: body.node_id,
             },
         )
         .await?;
@@ -158,4 +194,39 @@ async fn delete_source(
     s.tenancy.delete_source(&scope, ids.second()).await?;
     resync(&s).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn put_grants(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+    ApiJson(body): ApiJson<Grants>,
+) -> Result<Json<Value>, ApiError> {
+    // Another org's token learns nothing: scope first (404), then require the admin (403).
+    s.scope(&p, &ids, Need::Read, "grant sidecar endpoints")
+        .await?;
+    let actor = s
+        .tenancy
+        .authorize_admin(&p, "grant sidecar endpoints")
+        .await?;
+    let endpoints = s
+        .tenancy
+        .put_source_grants(&actor, ids.org(), body.endpoints)
+        .await?;
+    resync(&s).await;
+    Ok(Json(
+        json!({"endpoints": endpoints.iter().map(|e| redact_endpoint(e)).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn get_grants(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<Json<Value>, ApiError> {
+    let scope = s.scope(&p, &ids, Need::Read, "read sidecar grants").await?;
+    let endpoints = s.tenancy.source_grants(&scope).await?;
+    Ok(Json(
+        json!({"endpoints": endpoints.iter().map(|e| redact_endpoint(e)).collect::<Vec<_>>()}),
+    ))
 }

@@ -583,6 +583,7 @@ async fn apply_config_sources(
                 && expose(&secrets_now.client_key_pem) == expose(&c.client_key_pem)
                 && d.tls_ca_pem == c.tls_ca_pem
                 && d.client_cert_pem == c.client_cert_pem
+                && d.node_id == c.node_id
         });
         if same {
             continue;
@@ -596,6 +597,7 @@ async fn apply_config_sources(
             tls_ca_pem: c.tls_ca_pem.clone(),
             client_cert_pem: c.client_cert_pem.clone(),
             client_key_pem: c.client_key_pem.clone(),
+            node_id: c.node_id.clone(),
         };
         match t.put_source(&scope, &c.app, new).await {
             Ok(_) => tracing::info!(org = %c.org, app = %c.app, endpoint = %c.endpoint, "source binding from the config file applied"),
@@ -623,6 +625,7 @@ async fn bind_demo_source(t: &Tenancy, node_url: &str) -> Result<(), TenantError
             tls_ca_pem: None,
             client_cert_pem: None,
             client_key_pem: None,
+            node_id: None,
         },
     )
     .await?;

@@ -154,6 +154,8 @@ pub struct SourceConfig {
     pub tls_ca_pem: Option<String>,
     pub client_cert_pem: Option<String>,
     pub client_key_pem: Option<Secret>,
+    /// The id the node is started with (`--node-id`), pinned and checked on every connect.
+    pub node_id: Option<String>,
 }
 
 /// Environment variable → config key. The one table of names operators use.

@@ -31,7 +31,9 @@ impl Schema {
 /// `state.redb`: tenancy, keys, sinks, audit.
 pub static STATE: Schema = Schema {
     name: "state",
-    migrations: &[state_v1, state_v2, state_v3, state_v4, state_v5, state_v6],
+    migrations: &[
+        state_v1, state_v2, state_v3, state_v4, state_v5, state_v6, state_v7,
+    ],
 };
 
 /// `cdc.redb`: the outbox and everything that churns with it.
@@ -41,7 +43,7 @@ pub static OUTBOX: Schema = Schema {
 };
 
 /// The state schema this build writes.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -352,6 +354,11 @@ fn state_v5(wtx: &WriteTransaction) -> Result<(), StoreError> {
 /// State schema 6: per-org network allow-lists.
 fn state_v6(wtx: &WriteTransaction) -> Result<(), StoreError> {
     create(wtx, &[Table::OrgNetworks])
+}
+
+/// State schema 7: sidecar endpoints the gateway admin grants each org.
+fn state_v7(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    create(wtx, &[Table::SourceGrants])
 }
 
 /// Outbox schema 1.

@@ -27,7 +27,7 @@ pub use records::{
     AdminTokenRecord, ApiTokenRecord, AuditHeadRecord, AuditRecord, BootTokenRecord, CertRecord,
     DeadLetterRecord, DocRecord, EnrollSettingsRecord, EventRecord, FormationRecord,
     IdentitySettingsRecord, IdpKeysRecord, IdpRecord, OrgNetworkRecord, OrgRecord, PendingRecord,
-    QuotasRecord, RevocationRecord, RuleRecord, SinkRecord, SourceRecord,
+    QuotasRecord, RevocationRecord, RuleRecord, SinkRecord, SourceGrantRecord, SourceRecord,
 };
 pub use tables::{keys, Table};
 pub use txn::{ReadView, Reader, Txn};

@@ -438,10 +438,52 @@ pub struct SourceRecord {
     /// This source's full-outbox policy: 0 the gateway's, 1 block, 2 drop-oldest.
     pub full_policy: u8,
     pub updated_at_ms: u64,
+    /// The node id the operator set (`--node-id`); every connect checks it when present.
+    pub node_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SourceRecordV1 {
+    endpoint: String,
+    collections: Vec<String>,
+    has_token: bool,
+    tls_ca_pem: Option<String>,
+    client_cert_pem: Option<String>,
+    reconcile_secs: u64,
+    full_policy: u8,
+    updated_at_ms: u64,
 }
 
 impl Record for SourceRecord {
     const KIND: &'static str = "source";
+    const VERSION: u8 = 2;
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        match bytes.first() {
+            Some(1) => decode_body::<SourceRecordV1>(Self::KIND, &bytes[1..]).map(|v| Self {
+                endpoint: v.endpoint,
+                collections: v.collections,
+                has_token: v.has_token,
+                tls_ca_pem: v.tls_ca_pem,
+                client_cert_pem: v.client_cert_pem,
+                reconcile_secs: v.reconcile_secs,
+                full_policy: v.full_policy,
+                updated_at_ms: v.updated_at_ms,
+                node_id: None,
+            }),
+            _ => decode_current(bytes),
+        }
+    }
+}
+
+/// The sidecar endpoints the gateway admin lets an org bind its formations to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceGrantRecord {
+    pub endpoints: Vec<String>,
+}
+
+impl Record for SourceGrantRecord {
+    const KIND: &'static str = "source-grant";
     const VERSION: u8 = 1;
 }
 

@@ -23,6 +23,7 @@
 //! policy_rules       org_id 0x00 rule_id         -> RuleRecord
 //! identity_settings  org_id                      -> IdentitySettingsRecord
 //! org_networks       org_id                      -> OrgNetworkRecord
+//! source_grants      org_id                      -> SourceGrantRecord (sidecar endpoints the admin granted)
 //!
 //! cdc.redb (outbox schema):
 //! meta               utf-8 name                  -> raw (schema_version, next_lsn, gateway_id, …)
@@ -62,6 +63,7 @@ pub enum Table {
     PolicyRules,
     IdentitySettings,
     OrgNetworks,
+    SourceGrants,
     Events,
     Docs,
     Cursors,
@@ -98,6 +100,7 @@ impl Table {
             Table::PolicyRules => "policy_rules",
             Table::IdentitySettings => "identity_settings",
             Table::OrgNetworks => "org_networks",
+            Table::SourceGrants => "source_grants",
             Table::Events => "events",
             Table::Docs => "docs",
             Table::Cursors => "cursors",

@@ -13,6 +13,9 @@ pub enum TenantError {
     Forbidden { action: &'static str },
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// Something only the gateway admin may grant, and has not.
+    #[error("{reason}")]
+    NotGranted { reason: String },
     #[error("{what} already exists")]
     Conflict { what: &'static str },
     #[error("quota {quota} reached (limit {limit})")]
@@ -45,6 +48,7 @@ impl TenantError {
         matches!(
             self,
             Self::Forbidden { .. }
+                | Self::NotGranted { .. }
                 | Self::NotFound { .. }
                 | Self::Conflict { .. }
                 | Self::QuotaExceeded { .. }
@@ -58,6 +62,7 @@ impl TenantError {
         match self {
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden { .. } => "forbidden",
+            Self::NotGranted { .. } => "not_granted",
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",
             Self::QuotaExceeded { .. } => "quota_exceeded",

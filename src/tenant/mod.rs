@@ -44,5 +44,5 @@ pub use sinks::{
     parse_mqtt_url, split_password, with_password, MqttAddr, NewSink, SinkDef, SinkPatch,
     SinkSecrets, SinkSpec, SinkStart,
 };
-pub use sources::{NewSource, SourceDef, SourceSecrets};
+pub use sources::{redact_endpoint, NewSource, SourceDef, SourceSecrets};
 pub use tokens::{IssuedToken, NewApiToken, TokenInfo};

@@ -349,6 +349,7 @@ impl Tenancy {
                     t.delete_prefix(Table::PolicyRules, &prefix)?;
                     t.delete(Table::IdentitySettings, keys::org(&org_id));
                     t.delete(Table::OrgNetworks, keys::org(&org_id));
+                    t.delete(Table::SourceGrants, keys::org(&org_id));
                     super::formations::delete_enrollment_rows(t, &prefix)?;
                     let tokens = t.scan(Table::ApiTokensByOrg, &prefix, None, usize::MAX)?;
                     for (k, _) in tokens {

@@ -8,7 +8,7 @@ use super::service::Tenancy;
 use super::{now_ms, OrgScope, TenantError};
 use crate::keys::RecordIdentity;
 use crate::secret::Secret;
-use crate::store::{keys, Reader, SourceRecord, Table};
+use crate::store::{keys, Reader, SourceGrantRecord, SourceRecord, Table};
 
 const TOKEN_KIND: &str = "source-token";
 const CLIENT_KEY_KIND: &str = "source-client-key";
@@ -26,6 +26,9 @@ pub struct NewSource {
     pub tls_ca_pem: Option<String>,
     pub client_cert_pem: Option<String>,
     pub client_key_pem: Option<Secret>,
+    /// The node id the operator gave the node (`--node-id`): pinned and checked on every
+    /// connect. Without it a node draws a new random id at every start.
+    pub node_id: Option<String>,
 }
 
 /// A binding as stored, with the formation it belongs to.
@@ -44,6 +47,10 @@ pub struct SourceDef {
     pub full_policy: Option<&'static str>,
     pub tls_ca_pem: Option<String>,
     pub client_cert_pem: Option<String>,
+    /// The pinned node id, when the operator set one.
+    pub node_id: Option<String>,
+    /// Whether the gateway admin grants the org this endpoint; capture runs only then.
+    pub granted: bool,
 }
 
 /// What a capture loop needs opened: the bearer token and the mTLS client key.
@@ -66,8 +73,7 @@ fn is_pem(s: &str, label: &str) -> bool {
     s.contains(&format!("-----BEGIN {label}")) && s.len() <= 64 * 1024
 }
 
-fn validate(new: &NewSource) -> Result<(), TenantError> {
-    let e = &new.endpoint;
+fn validate_endpoint(e: &str) -> Result<(), TenantError> {
     let unix_ok = e
         .strip_prefix("unix://")
         .is_some_and(|p| p.starts_with('/') && p.len() > 1);
@@ -78,6 +84,12 @@ fn validate(new: &NewSource) -> Result<(), TenantError> {
             "must be the sidecar's unix:///path/to.sock, http://host:port, or https://host:port for a TLS front",
         ));
     }
+    Ok(())
+}
+
+fn validate(new: &NewSource) -> Result<(), TenantError> {
+    let e = &new.endpoint;
+    validate_endpoint(e)?;
     let https = e.starts_with("https://");
     if !https
         && (new.tls_ca_pem.is_some()
@@ -147,6 +159,14 @@ fn validate(new: &NewSource) -> Result<(), TenantError> {
             ));
         }
     }
+    if let Some(n) = &new.node_id {
+        if n.is_empty() || n.len() > 128 || !n.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(TenantError::invalid(
+                "node_id",
+                "must be the id the node was started with (--node-id): 1 to 128 printable characters",
+            ));
+        }
+    }
     if !(10..=86_400).contains(&new.reconcile_secs) {
         return Err(TenantError::invalid(
             "reconcile_secs",
@@ -187,6 +207,7 @@ impl Tenancy {
             None => None,
         };
         let target = format!("org/{org_id}/formation/{app}/source");
+        let by_admin = scope.actor().role == "admin";
         self.mutate(
             scope.actor(),
             "source.put",
@@ -198,6 +219,17 @@ impl Tenancy {
                 let f: crate::store::FormationRecord = t
                     .get(Table::Formations, &key)?
                     .ok_or(TenantError::NotFound { what: "formation" })?;
+                let mut grants: SourceGrantRecord = t
+                    .get(Table::SourceGrants, &keys::org(&org_id))?
+                    .unwrap_or_default();
+                if !grants.endpoints.contains(&new.endpoint) {
+                    if !by_admin {
+                        return Err(not_granted(&org_id, &new.endpoint));
+                    }
+                    // The admin's own binding grants its endpoint.
+                    grants.endpoints.push(new.endpoint.clone());
+                    t.put(Table::SourceGrants, keys::org(&org_id), &grants)?;
+                }
                 let rec = SourceRecord {
                     endpoint: new.endpoint,
                     collections: new.collections,
@@ -207,6 +239,7 @@ impl Tenancy {
                     reconcile_secs: new.reconcile_secs,
                     full_policy: policy_byte(new.full_policy.as_deref()).unwrap_or(0),
                     updated_at_ms: now_ms(),
+                    node_id: new.node_id,
                 };
                 let token_key = keys::sealed(&org_id, &app, TOKEN_KIND);
                 match sealed {
@@ -220,7 +253,7 @@ impl Tenancy {
                 }
                 t.put(Table::Sources, key, &rec)?;
                 Ok((
-                    def(&org_id, org.org_uid, &app, f.formation_uid, rec),
+                    def(&org_id, org.org_uid, &app, f.formation_uid, rec, true),
                     Some((org.org_id, org.org_uid)),
                 ))
             },
@@ -244,7 +277,8 @@ impl Tenancy {
                     .get(Table::Sources, &key)?
                     .ok_or(TenantError::NotFound { what: "source" })?;
                 let uid = load_org(r, &org)?.org_uid;
-                Ok(def(&org, uid, &app, f.formation_uid, rec))
+                let granted = is_granted(r, &org, &rec.endpoint)?;
+                Ok(def(&org, uid, &app, f.formation_uid, rec, granted))
             })
             .await
     }
@@ -272,6 +306,53 @@ impl Tenancy {
         .await
     }
 
+    /// The sidecar endpoints the gateway admin grants the org.
+    pub async fn source_grants(&self, scope: &OrgScope) -> Result<Vec<String>, TenantError> {
+        let org_id = scope.org_id().to_owned();
+        self.store
+            .read(move |r| {
+                load_org(r, &org_id)?;
+                let g: Option<SourceGrantRecord> =
+                    r.get(Table::SourceGrants, &keys::org(&org_id))?;
+                Ok(g.unwrap_or_default().endpoints)
+            })
+            .await
+    }
+
+    /// Replaces the org's granted endpoints (gateway admin only; the caller checks). A
+    /// binding whose endpoint is no longer granted stops capturing.
+    pub async fn put_source_grants(
+        &self,
+        actor: &super::Actor,
+        org_id: &str,
+        endpoints: Vec<String>,
+    ) -> Result<Vec<String>, TenantError> {
+        if endpoints.len() > 64 {
+            return Err(TenantError::invalid("endpoints", "at most 64"));
+        }
+        for e in &endpoints {
+            validate_endpoint(e)?;
+        }
+        let org_id = org_id.to_owned();
+        let target = format!("org/{org_id}/source-grants");
+        self.mutate(
+            actor,
+            "source.grants",
+            target,
+            Some(org_id.clone()),
+            move |t| {
+                let org = load_org(t, &org_id)?;
+                let mut endpoints = endpoints;
+                endpoints.sort();
+                endpoints.dedup();
+                let rec = SourceGrantRecord { endpoints };
+                t.put(Table::SourceGrants, keys::org(&org_id), &rec)?;
+                Ok((rec.endpoints, Some((org.org_id, org.org_uid))))
+            },
+        )
+        .await
+    }
+
     /// Every binding, for the capture loops.
     pub async fn all_sources(&self) -> Result<Vec<SourceDef>, TenantError> {
         self.store
@@ -284,7 +365,15 @@ impl Tenancy {
                         continue;
                     };
                     let uid = load_org(r, &f.org_id)?.org_uid;
-                    out.push(def(&f.org_id, uid, &f.app_id, f.formation_uid, rec));
+                    let granted = is_granted(r, &f.org_id, &rec.endpoint)?;
+                    out.push(def(
+                        &f.org_id,
+                        uid,
+                        &f.app_id,
+                        f.formation_uid,
+                        rec,
+                        granted,
+                    ));
                 }
                 Ok(out)
             })
@@ -318,12 +407,39 @@ impl Tenancy {
     }
 }
 
+fn not_granted(org: &str, endpoint: &str) -> TenantError {
+    TenantError::NotGranted {
+        reason: format!(
+            "the endpoint {} is not granted to org {org}: the gateway admin grants the sidecar endpoints an org may bind (PUT /orgs/{org}/source-grants)",
+            redact_endpoint(endpoint)
+        ),
+    }
+}
+
+fn is_granted(r: &impl Reader, org: &str, endpoint: &str) -> Result<bool, TenantError> {
+    let g: Option<SourceGrantRecord> = r.get(Table::SourceGrants, &keys::org(org))?;
+    Ok(g.is_some_and(|g| g.endpoints.iter().any(|e| e == endpoint)))
+}
+
+/// An endpoint without its user-info part (credentials), fit for messages and views.
+pub fn redact_endpoint(e: &str) -> String {
+    let Some((scheme, rest)) = e.split_once("://") else {
+        return e.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[redacted]@{}", &rest[at + 1..]),
+        None => e.to_owned(),
+    }
+}
+
 fn def(
     org: &str,
     org_uid: [u8; 16],
     app: &str,
     formation_uid: [u8; 16],
     r: SourceRecord,
+    granted: bool,
 ) -> SourceDef {
     SourceDef {
         org_id: org.to_owned(),
@@ -341,6 +457,8 @@ fn def(
             2 => Some("drop-oldest"),
             _ => None,
         },
+        node_id: r.node_id,
+        granted,
     }
 }
 

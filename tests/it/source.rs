@@ -386,3 +386,108 @@ async fn an_mtls_sidecar_front_admits_the_gateway_with_its_client_certificate_on
         assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{b}");
     }
 }
+
+#[tokio::test]
+async fn an_org_binds_only_endpoints_the_admin_granted_and_a_pinned_node_is_checked() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let other = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let (_, t) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/api-tokens",
+            Some(json!({"name": "oa", "role": "org-admin"})),
+        )
+        .await;
+    let org_admin = t["token"].as_str().unwrap().to_owned();
+    let bind_as = |token: String, endpoint: String, node: Option<String>| {
+        let g = &g;
+        async move {
+            let mut body = json!({"endpoint": endpoint, "collections": ["tracks"]});
+            if let Some(n) = node {
+                body["node_id"] = json!(n);
+            }
+            g.call(
+                Method::PUT,
+                "/orgs/acme/formations/mesh/source",
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    // Another tenant's node (or any host) is refused to an org-admin until granted.
+    let (s, b) = bind_as(org_admin.clone(), other.url(), None).await;
+    assert_eq!((s, error_code(&b)), (403, "not_granted"), "{b}");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("source-grants"));
+    let (s, b) = g
+        .call(
+            Method::PUT,
+            "/orgs/acme/source-grants",
+            Some(&org_admin),
+            Some(json!({"endpoints": [sim.url()]})),
+        )
+        .await;
+    assert_eq!(s, 403, "only the gateway admin grants: {b}");
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/source-grants",
+            Some(json!({"endpoints": [sim.url()]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = bind_as(org_admin.clone(), other.url(), None).await;
+    assert_eq!(s, 403, "{b}");
+    // Granted, and pinned to the node's id.
+    let (s, b) = bind_as(org_admin.clone(), sim.url(), Some(sim.node_id())).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["node_id"], json!(sim.node_id()));
+    let st = source_when(&g, |b| b["health"]["state"] == "connected").await;
+    assert_eq!(st["health"]["state"], "connected", "{st}");
+    let (s, r) = g.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(s, 200, "{r}");
+
+    // Another node takes the endpoint: capture is refused and /ready says why.
+    sim.restart_as_new_node();
+    let st = source_when(&g, |b| b["health"]["state"] == "wrong_node").await;
+    sim.put("tracks", "after-swap", r#"{"v":1}"#);
+    assert_eq!(st["health"]["state"], "wrong_node", "{st}");
+    assert!(st["health"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("not the pinned node"));
+    let (s, r) = g.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(s, 503, "{r}");
+    assert_eq!(r["checks"]["sources"]["wrong_node"], 1, "{r}");
+    let sink = file_sink(&g, "all", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !sink_events(&g, "all")
+            .iter()
+            .any(|e| e["subject"] == "tracks/after-swap"),
+        "nothing is captured from a node that is not the pinned one"
+    );
+    let _ = sink;
+
+    // Withdrawing the grant stops the binding.
+    let (s, _) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/source-grants",
+            Some(json!({"endpoints": []})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let st = source_when(&g, |b| b["health"]["state"] == "not_granted").await;
+    assert_eq!(st["granted"], false, "{st}");
+    // The gateway admin's own binding grants its endpoint.
+    let (s, b) = bind_as(crate::harness::ADMIN.to_owned(), other.url(), None).await;
+    assert_eq!(s, 200, "{b}");
+    let (_, gr) = g.admin(Method::GET, "/orgs/acme/source-grants", None).await;
+    assert_eq!(gr["endpoints"], json!([other.url()]));
+}

@@ -24,6 +24,8 @@ pub enum SourceError {
     Malformed(String),
     #[error("the change stream ended without an end-of-stream frame (node restarted or cut off)")]
     Cut,
+    #[error("the node at the endpoint is {got}, not the pinned node {expected}: refusing to capture from it (another node took the endpoint, or the node was started without --node-id {expected})")]
+    WrongNode { expected: String, got: String },
 }
 
 /// How requests reach the sidecar.

@@ -50,6 +50,23 @@ pub struct SourceHealth {
     pub skipped_frames: u64,
     pub connects: u64,
     pub last_reconciliation: Option<Reconciliation>,
+    /// Set while the endpoint answers with another node id than the pinned one.
+    pub wrong_node: Option<String>,
+}
+
+impl SourceHealth {
+    /// One word for the link: `not_granted`, `wrong_node`, `connected` or `reconnecting`.
+    pub fn state(&self, def: &SourceDef) -> &'static str {
+        if !def.granted {
+            "not_granted"
+        } else if self.wrong_node.is_some() {
+            "wrong_node"
+        } else if self.connected {
+            "connected"
+        } else {
+            "reconnecting"
+        }
+    }
 }
 
 struct Running {
@@ -118,6 +135,11 @@ impl Sources {
         for d in defs {
             let key = (d.org_id.clone(), d.app_id.clone());
             if running.contains_key(&key) {
+                continue;
+            }
+            if !d.granted {
+                tracing::warn!(org = %d.org_id, app = %d.app_id,
+                    "the source's sidecar endpoint is not granted to its org; not capturing (PUT /orgs/{{org}}/source-grants)");
                 continue;
             }
             let sec = secrets.remove(&key).unwrap_or_default();
@@ -248,10 +270,27 @@ impl Capture {
         last_node: &mut Option<(String, String)>,
     ) -> Result<(), SourceError> {
         let st = self.client.status().await?;
+        if let Some(pinned) = &self.def.node_id {
+            if *pinned != st.node_id {
+                self.set(|h| h.wrong_node = Some(st.node_id.clone()));
+                return Err(SourceError::WrongNode {
+                    expected: pinned.clone(),
+                    got: st.node_id,
+                });
+            }
+        }
+        self.set(|h| h.wrong_node = None);
         let ident = (st.node_id.clone(), st.endpoint_addr.clone());
         if last_node.as_ref().is_some_and(|l| *l != ident) {
-            tracing::warn!(org = %self.def.org_id, app = %self.def.app_id, node = %st.node_id,
-                "a different node answers the sidecar endpoint; reconciling fully");
+            if self.def.node_id.is_some() {
+                tracing::info!(org = %self.def.org_id, app = %self.def.app_id, node = %st.node_id,
+                    "the pinned node restarted; reconciling");
+            } else {
+                // Without --node-id a node draws a new id at every start: a restart and a
+                // replacement look alike.
+                tracing::info!(org = %self.def.org_id, app = %self.def.app_id, node = %st.node_id,
+                    "the node restarted or was replaced (its id is random per start; pin node_id to tell them apart); reconciling");
+            }
         }
         *last_node = Some(ident);
         let mut stream = self.client.subscribe(&self.def.collections).await?;
