@@ -268,7 +268,7 @@ impl Authority {
                 })
                 .await?
         };
-        self.limits.check(input.source, org, quota)?;
+        self.limits.check_source(input.source)?;
         let (formation, genesis) = self.tenancy.open_genesis(org, app).await?;
         let req = input.request;
         let now = now_ms();
@@ -320,6 +320,7 @@ impl Authority {
             outcome.decision = Decision::Denied { reason };
             return Ok(outcome);
         }
+        self.limits.check_org(org, quota)?;
 
         let token = std::str::from_utf8(&req.token).unwrap_or("").trim();
         let admission = if input.renewal {

@@ -42,13 +42,8 @@ impl EnrollLimits {
         }
     }
 
-    /// Counts one attempt; `RateLimited` with the wait when a limit is reached.
-    pub fn check(
-        &self,
-        source: Option<IpAddr>,
-        org: &str,
-        org_per_hour: u32,
-    ) -> Result<(), TenantError> {
+    /// Counts one attempt against its source address, before anything else is looked at.
+    pub fn check_source(&self, source: Option<IpAddr>) -> Result<(), TenantError> {
         let clock = DefaultClock::default();
         if let Some(ip) = source {
             if self.per_source.len() > MAX_TRACKED {
@@ -61,6 +56,13 @@ impl EnrollLimits {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Counts one request against the org's hourly quota. Called only for requests that
+    /// verified (signature, mesh id, freshness), so junk cannot spend an org's budget.
+    pub fn check_org(&self, org: &str, org_per_hour: u32) -> Result<(), TenantError> {
+        let clock = DefaultClock::default();
         let Some(per_hour) = NonZeroU32::new(org_per_hour) else {
             return Err(TenantError::RateLimited {
                 what: "enrollments for this org (its quota is 0)",
@@ -102,9 +104,9 @@ mod tests {
         let l = EnrollLimits::new(NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN));
         let ip: IpAddr = "10.0.0.9".parse().unwrap();
         for _ in 0..3 {
-            l.check(Some(ip), "acme", 1000).unwrap();
+            l.check_source(Some(ip)).unwrap();
         }
-        match l.check(Some(ip), "acme", 1000) {
+        match l.check_source(Some(ip)) {
             Err(TenantError::RateLimited {
                 retry_after_secs, ..
             }) => {
@@ -113,10 +115,10 @@ mod tests {
             other => panic!("expected a rate limit, got {other:?}"),
         }
         // Another address is unaffected; the org budget is separate.
-        l.check(Some("10.0.0.10".parse().unwrap()), "acme", 1000)
-            .unwrap();
+        l.check_source(Some("10.0.0.10".parse().unwrap())).unwrap();
+        l.check_org("acme", 1000).unwrap();
         assert!(matches!(
-            l.check(None, "tiny", 0),
+            l.check_org("tiny", 0),
             Err(TenantError::RateLimited { .. })
         ));
     }

@@ -864,3 +864,49 @@ async fn certificates_and_revocations_are_published_to_the_node_as_peat_document
         .await;
     assert_eq!((s, p["written"].as_u64()), (200, Some(1)), "{p}");
 }
+
+#[tokio::test]
+async fn junk_requests_do_not_spend_the_orgs_enrollment_quota() {
+    let (g, mesh_id, _) = formation("Open", &[]).await;
+    let (s, b) = g
+        .admin(
+            Method::PATCH,
+            "/orgs/acme",
+            Some(json!({"quotas": {"max_enrollments_per_hour": 3}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // Well-formed requests that do not verify: forged signatures, a foreign mesh, stale.
+    for n in 0..6u8 {
+        let mut j = as_json(&request(
+            &device(0x90 + n),
+            &mesh_id,
+            "n",
+            MeshTier::Edge,
+            "",
+        ));
+        match n % 3 {
+            0 => j["signature"] = json!(hex::encode([n; 64])),
+            1 => j["mesh_id"] = json!("not-this-mesh"),
+            _ => j["timestamp_ms"] = json!(now_ms() - 3_600_000),
+        }
+        let (s, b) = g.call(Method::POST, ENROLL, None, Some(j)).await;
+        assert_eq!(s, 403, "junk is denied, not counted against the org: {b}");
+    }
+    for n in 0..3u8 {
+        let (s, b) = enroll_json(
+            &g,
+            ENROLL,
+            &request(&device(0xa0 + n), &mesh_id, "n", MeshTier::Edge, ""),
+        )
+        .await;
+        assert_eq!(s, 200, "valid request {n} within the quota of 3: {b}");
+    }
+    let (s, b) = enroll_json(
+        &g,
+        ENROLL,
+        &request(&device(0xaf), &mesh_id, "n", MeshTier::Edge, ""),
+    )
+    .await;
+    assert_eq!((s, error_code(&b)), (429, "rate_limited"), "{b}");
+}
