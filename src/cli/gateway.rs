@@ -132,6 +132,12 @@ struct Running {
 
 async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
     let started = std::time::Instant::now();
+    let changed = config::private::tighten(&cfg.data_dir)
+        .with_context(|| format!("making {} private", cfg.data_dir.display()))?;
+    for (path, old, new) in changed {
+        tracing::info!(path = %path.display(), old = format!("{old:o}"), new = format!("{new:o}"),
+            "tightened a data file's permissions: group and others lose access");
+    }
     if cfg.dev_mode {
         tracing::warn!("DEV MODE is on: do not run a kit like this");
     }

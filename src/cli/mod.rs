@@ -97,6 +97,8 @@ impl From<anyhow::Error> for Failure {
 }
 
 pub(crate) fn main() -> ExitCode {
+    // Every file the gateway creates (databases, sealed KEK, sink files) is its own alone.
+    peat_gateway::config::private::private_umask();
     let cli = Cli::parse();
     let result = match cli.cmd.unwrap_or(Cmd::Serve) {
         Cmd::Serve => gateway::serve(cli.config.as_deref()),

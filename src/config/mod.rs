@@ -10,6 +10,7 @@
 //! - Secrets are held in [`Secret`]; `Debug` and `check-config` print them redacted.
 
 mod keys;
+pub mod private;
 mod raw;
 mod tls;
 pub use self::tls::{parse_networks, CertRole, TlsPaths, UnixSocket};
@@ -516,14 +517,10 @@ impl Config {
     }
 }
 
-/// Creates the data directory if needed and proves it is writable.
+/// Creates the data directory if needed (private), refuses one others may write, and
+/// proves it is writable.
 fn check_data_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        format!(
-            "{} cannot be created ({e}); create it or choose a writable directory",
-            dir.display()
-        )
-    })?;
+    private::ensure_private_dir(dir)?;
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"ok")
         .and_then(|()| std::fs::remove_file(&probe))
