@@ -10,6 +10,7 @@ pub mod keys;
 pub mod listen;
 pub mod mesh;
 pub mod metrics;
+pub mod peer_read;
 pub mod secret;
 pub mod store;
 pub mod tenant;

@@ -13,6 +13,7 @@ mod demo;
 mod docs;
 mod enroll;
 mod events;
+mod flood;
 mod isolation;
 mod kms;
 mod listener;

@@ -13,6 +13,9 @@ use super::wire::{
 use crate::secret::Secret;
 
 const UNARY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest unary answer: a document list or a document (the node takes at most 4 MiB).
+const MAX_UNARY_ANSWER: usize = 16 * 1024 * 1024;
+const MAX_ERROR_ANSWER: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -67,9 +70,13 @@ impl Body {
         }
     }
 
-    async fn all(mut self) -> Result<Vec<u8>, String> {
+    /// The whole body, refused once it passes `max` bytes.
+    async fn all(mut self, max: usize) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
         while let Some(c) = self.chunk().await? {
+            if out.len() + c.len() > max {
+                return Err(format!("the node's answer is larger than {max} bytes"));
+            }
             out.extend_from_slice(&c);
         }
         Ok(out)
@@ -236,7 +243,13 @@ impl SidecarClient {
                 let (status, b) = self
                     .post(method, "application/json", body.clone(), false)
                     .await?;
-                let bytes = b.all().await.map_err(|e| self.unreachable(e))?;
+                // An error answer is small; a document is at most the node's request limit.
+                let max = if (200..300).contains(&status) {
+                    MAX_UNARY_ANSWER
+                } else {
+                    MAX_ERROR_ANSWER
+                };
+                let bytes = b.all(max).await.map_err(|e| self.unreachable(e))?;
                 Ok::<_, SourceError>((status, bytes))
             };
             match tokio::time::timeout(UNARY_TIMEOUT, call).await {
@@ -316,11 +329,19 @@ impl SidecarClient {
             0,
             &serde_json::to_vec(&req).map_err(|e| SourceError::Malformed(e.to_string()))?,
         );
-        let (status, resp) = self
-            .post("Subscribe", "application/connect+json", body, true)
-            .await?;
+        // The stream itself has no read deadline, but its answer must start in time.
+        let (status, resp) = tokio::time::timeout(
+            UNARY_TIMEOUT,
+            self.post("Subscribe", "application/connect+json", body, true),
+        )
+        .await
+        .map_err(|_| self.unreachable("Subscribe: no answer in time"))??;
         if !(200..300).contains(&status) {
-            let bytes = resp.all().await.unwrap_or_default();
+            let bytes = tokio::time::timeout(UNARY_TIMEOUT, resp.all(MAX_ERROR_ANSWER))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             let err: ConnectError = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(SourceError::Node {
                 code: if err.code.is_empty() {

@@ -48,13 +48,9 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
     if !resp.status().is_success() {
         return Err(format!("GET {url}: HTTP {}", resp.status().as_u16()));
     }
-    let bytes = resp
-        .bytes()
+    let bytes = crate::peer_read::capped(resp, MAX_DOC)
         .await
-        .map_err(|e| format!("GET {url}: {}", short(&e)))?;
-    if bytes.len() > MAX_DOC {
-        return Err(format!("GET {url}: answer larger than {MAX_DOC} bytes"));
-    }
+        .map_err(|e| format!("GET {url}: {e}"))?;
     serde_json::from_slice(&bytes).map_err(|e| format!("GET {url}: not JSON: {e}"))
 }
 
@@ -124,10 +120,11 @@ pub async fn introspect(
     if !resp.status().is_success() {
         return Err(format!("introspection: HTTP {}", resp.status().as_u16()));
     }
-    let v: Value = resp
-        .json()
+    let bytes = crate::peer_read::capped(resp, MAX_DOC)
         .await
-        .map_err(|e| format!("introspection: not JSON: {e}"))?;
+        .map_err(|e| format!("introspection: {e}"))?;
+    let v: Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("introspection: not JSON: {e}"))?;
     Ok((v["active"] == true).then_some(v))
 }
 

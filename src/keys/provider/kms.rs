@@ -161,7 +161,7 @@ impl AwsKms {
         }
         let resp = r.body(bytes).send().await.map_err(|e| e.to_string())?;
         let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let v: Value = crate::peer_read::json_or_null(resp, 1024 * 1024).await;
         if status.is_success() {
             return Ok(v);
         }

@@ -136,10 +136,13 @@ async fn send(
     answer(r.send().await.map_err(|e| e.to_string())?).await
 }
 
+/// Largest answer read from the key service.
+const MAX_ANSWER: usize = 1024 * 1024;
+
 /// The JSON body of a 2xx, or Vault's `errors` list as the reason.
 async fn answer(resp: reqwest::Response) -> Result<Value, String> {
     let status = resp.status();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    let v: Value = crate::peer_read::json_or_null(resp, MAX_ANSWER).await;
     if status.is_success() {
         return Ok(v);
     }

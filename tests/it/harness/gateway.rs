@@ -86,6 +86,11 @@ impl Gateway {
         g
     }
 
+    /// The running gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
