@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cdc;
 pub mod config;
+pub mod egress;
 pub mod identity;
 pub mod keys;
 pub mod listen;

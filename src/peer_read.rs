@@ -27,3 +27,51 @@ pub async fn json_or_null(resp: reqwest::Response, max: usize) -> Value {
         Err(_) => Value::Null,
     }
 }
+
+/// An error with every cause behind it (`a: b: c`), the way operators need to read it:
+/// a client library's top-level message rarely names the root cause.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        // Libraries often repeat their cause in their own message.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn every_cause_is_named_once() {
+        let e = E(
+            "error sending request",
+            Some(Box::new(E(
+                "connect",
+                Some(Box::new(E("Connection refused (os error 111)", None))),
+            ))),
+        );
+        assert_eq!(
+            super::chain(&e),
+            "error sending request: connect: Connection refused (os error 111)"
+        );
+    }
+}

@@ -284,6 +284,79 @@ pub(crate) fn network_routes(book: RouteBook) -> RouteBook {
             ok: 200,
         },
     )
+    .get(
+        "/orgs/{org_id}/egress",
+        get_egress,
+        Doc {
+            summary: "Internal networks and hosts the org's sinks and identity providers may reach (the public internet needs no grant)",
+            access: Access::Org(Need::Read),
+            body: None,
+            ok: 200,
+        },
+    )
+    .put(
+        "/orgs/{org_id}/egress",
+        put_egress,
+        Doc {
+            summary: "Grant the org internal networks and hosts for its outbound connections `{networks: [\"10.20.0.0/16\"], hosts: [\"broker.kit\"]}` (gateway admin only)",
+            access: Access::GatewayAdmin,
+            body: Some(serde_json::json!({"type": "object", "additionalProperties": false,
+                "properties": {
+                    "networks": {"type": "array", "maxItems": 64, "items": {"type": "string"}},
+                    "hosts": {"type": "array", "maxItems": 64, "items": {"type": "string"}}}})),
+            ok: 200,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressIn {
+    #[serde(default)]
+    networks: Vec<String>,
+    #[serde(default)]
+    hosts: Vec<String>,
+}
+
+fn egress_view(r: &crate::store::EgressRecord) -> serde_json::Value {
+    serde_json::json!({"networks": r.networks, "hosts": r.hosts})
+}
+
+async fn get_egress(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<impl IntoResponse, ApiError> {
+    let scope = s
+        .scope(&p, &ids, Need::Read, "read the org's egress")
+        .await?;
+    Ok(Json(egress_view(&s.tenancy.egress_grant(&scope).await?)))
+}
+
+async fn put_egress(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+    ApiJson(b): ApiJson<EgressIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    // Another org's token learns nothing: scope first (404), then require the admin (403).
+    s.scope(&p, &ids, Need::Read, "grant egress").await?;
+    let actor = s.tenancy.authorize_admin(&p, "grant egress").await?;
+    let nets = if b.networks.is_empty() {
+        Vec::new()
+    } else {
+        crate::config::parse_networks(&b.networks.join(",")).map_err(|e| {
+            crate::tenant::TenantError::Invalid {
+                field: "networks",
+                reason: e,
+            }
+        })?
+    };
+    let rec = s
+        .tenancy
+        .set_egress(&actor, ids.org(), nets, b.hosts)
+        .await?;
+    Ok(Json(egress_view(&rec)))
 }
 
 #[derive(Deserialize)]

@@ -77,10 +77,22 @@ struct NatsBody {
 
 /// The upstream shape `{"<Type>": {…}}`; types this binary lacks are refused, never accepted
 /// and dropped.
-pub(super) fn spec_of(v: Value) -> Result<(SinkSpec, SinkSecrets), TenantError> {
+pub(super) fn spec_of(
+    v: Value,
+    egress: &crate::egress::Egress,
+) -> Result<(SinkSpec, SinkSecrets), TenantError> {
     let invalid = |r: String| TenantError::Invalid {
         field: "sink_type",
         reason: r,
+    };
+    // A literal internal address is refused at creation; names are checked when connecting.
+    let literal = |url: &str| -> Result<(), TenantError> {
+        match url::Url::parse(url).ok().as_ref().and_then(url::Url::host) {
+            Some(h) => egress
+                .check_literal(&h)
+                .map_err(|reason| TenantError::NotGranted { reason }),
+            None => Ok(()),
+        }
     };
     let Value::Object(m) = v else {
         return Err(invalid(
@@ -99,6 +111,9 @@ pub(super) fn spec_of(v: Value) -> Result<(SinkSpec, SinkSecrets), TenantError> 
         }
         "Nats" => {
             let b: NatsBody = serde_json::from_value(body).map_err(parse)?;
+            if let Some(u) = &b.url {
+                literal(u)?;
+            }
             let mut secrets = SinkSecrets::default();
             secrets.nats_creds = b.creds.map(|c| c.expose().to_owned());
             secrets.nats_nkey_seed = b.nkey_seed.map(|c| c.expose().to_owned());
@@ -115,6 +130,7 @@ pub(super) fn spec_of(v: Value) -> Result<(SinkSpec, SinkSecrets), TenantError> 
         }
         "Mqtt" => {
             let b: MqttBody = serde_json::from_value(body).map_err(parse)?;
+            literal(&b.url)?;
             let mut secrets = SinkSecrets::default();
             client_cert(b.client_cert_pem, b.client_key_pem, &mut secrets)?;
             Ok((
@@ -128,7 +144,8 @@ pub(super) fn spec_of(v: Value) -> Result<(SinkSpec, SinkSecrets), TenantError> 
         }
         "Webhook" => {
             let b: WebhookBody = serde_json::from_value(body).map_err(parse)?;
-            crate::cdc::sink::webhook::check_url(&b.url, b.allow_private)
+            literal(&b.url)?;
+            crate::cdc::sink::webhook::check_url(&b.url, egress)
                 .map_err(|e| invalid(format!("Webhook url {e}")))?;
             if let Some(pem) = &b.tls_ca_pem {
                 crate::tls::roots(pem, "sink_type.Webhook.tls_ca_pem").map_err(&invalid)?;

@@ -131,7 +131,7 @@ fn filter_schema() -> Value {
 
 fn create_schema() -> Value {
     json!({"type": "object", "additionalProperties": false, "required": ["sink_type"], "properties": {
-        "sink_type": {"type": "object", "description": "{\"File\":{\"name\"}}, {\"Nats\":{\"subject_prefix\",\"url\"?,\"stream\"?}} {\"Mqtt\":{\"url\",\"topic_prefix\"}} or {\"Webhook\":{\"url\",\"allow_private\"?}}"},
+        "sink_type": {"type": "object", "description": "{\"File\":{\"name\"}}, {\"Nats\":{\"subject_prefix\",\"url\"?,\"stream\"?}} {\"Mqtt\":{\"url\",\"topic_prefix\"}} or {\"Webhook\":{\"url\"}}"},
         "enabled": {"type": "boolean"},
         "formations": filter_schema(),
         "collections": filter_schema(),
@@ -271,7 +271,8 @@ async fn create(
             .into())
         }
     };
-    let (spec, secrets) = super::sink_body::spec_of(body.sink_type)?;
+    let egress = s.tenancy.egress(scope.org_id());
+    let (spec, secrets) = super::sink_body::spec_of(body.sink_type, &egress)?;
     let def = s
         .tenancy
         .create_sink(

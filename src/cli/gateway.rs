@@ -68,6 +68,10 @@ pub(crate) fn demo(flag: Option<&Path>, args: DemoArgs) -> Result<ExitCode, Fail
         "PEAT_GATEWAY_BIND" => Some(args.bind.clone()),
         "PEAT_KEK" => Some(kek.clone()),
         "PEAT_KEY_PROVIDER" | "PEAT_ADMIN_TOKEN" | "PEAT_DEV_MODE" => None,
+        // The demo's brokers (--nats-url, --mqtt-url) run on this machine.
+        "PEAT_EGRESS_ALLOW" => {
+            Some(std::env::var(k).unwrap_or_else(|_| "127.0.0.0/8,::1,localhost".into()))
+        }
         other => std::env::var(other).ok(),
     })
     .map_err(Failure::Config)?;
@@ -273,9 +277,15 @@ async fn prepare(
         health: Default::default(),
     };
     metrics.key_provider_up.set(1);
+    tenancy.egress_policies().set_base(cfg.egress_allow.clone());
+    tenancy
+        .load_egress()
+        .await
+        .context("reading the orgs' egress grants")?;
     let ctx = SinkContext {
         data_dir: cfg.data_dir.clone(),
         default_nats_url: cfg.cdc_nats_url.clone(),
+        egress: tenancy.egress_policies(),
     };
     let orgs = tenancy
         .org_uids()

@@ -55,6 +55,8 @@ pub struct Config {
     pub client_roles: Vec<CertRole>,
     /// Networks allowed on the TCP/TLS listener; empty: all.
     pub allow: Vec<ipnet::IpNet>,
+    /// What every org's outbound connections may reach besides the public internet.
+    pub egress_allow: crate::egress::Grant,
     pub dev_mode: bool,
     pub ui_dir: Option<PathBuf>,
     pub log_filter: String,
@@ -184,6 +186,31 @@ impl Config {
                 }
             },
         };
+        let mut egress_allow = crate::egress::Grant::default();
+        for item in raw
+            .egress_allow
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            if let Ok(n) = item.parse::<ipnet::IpNet>() {
+                egress_allow.networks.push(n);
+            } else if let Ok(ip) = item.parse::<std::net::IpAddr>() {
+                egress_allow.networks.push(ipnet::IpNet::from(ip));
+            } else if item
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
+                egress_allow.hosts.push(item.to_ascii_lowercase());
+            } else {
+                errors.push(err(
+                    name("egress_allow"),
+                    format!("'{item}' is not a network (10.0.0.0/8), an address or a host name"),
+                ));
+            }
+        }
         let header_timeout = raw.header_timeout_secs.unwrap_or(10);
         if !(1..=300).contains(&header_timeout) {
             errors.push(err(
@@ -298,6 +325,7 @@ impl Config {
                 idle_timeout: Duration::from_secs(idle),
                 streams_per_caller: usize::try_from(streams).unwrap_or(4),
                 allow,
+                egress_allow,
                 client_roles,
                 auth_failures_per_min: u32::try_from(auth_failures)
                     .ok()
@@ -412,6 +440,20 @@ impl Config {
                         .join(",")
                 },
                 o("allow"),
+            ),
+            (
+                "egress_allow",
+                {
+                    let g = &self.egress_allow;
+                    let mut v: Vec<String> = g.networks.iter().map(ToString::to_string).collect();
+                    v.extend(g.hosts.iter().cloned());
+                    if v.is_empty() {
+                        "(public internet only)".into()
+                    } else {
+                        v.join(",")
+                    }
+                },
+                o("egress_allow"),
             ),
             (
                 "max_connections",

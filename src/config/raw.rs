@@ -64,6 +64,9 @@ pub struct RawConfig {
     /// Networks allowed to reach the TCP/TLS listener, comma-separated CIDRs
     /// (`PEAT_GATEWAY_ALLOW`); unset: every network.
     pub allow: Option<String>,
+    /// Internal networks (CIDRs) and host names every org's sinks and identity providers may
+    /// reach (`PEAT_EGRESS_ALLOW`); unset: the public internet only, plus per-org grants.
+    pub egress_allow: Option<String>,
     /// Connections served at once (`PEAT_GATEWAY_MAX_CONNECTIONS`, default 256).
     pub max_connections: Option<u64>,
     /// Seconds a client has for the TLS handshake and each request's headers, and that a
@@ -179,6 +182,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_GATEWAY_UNIX_SOCKET_OWNER", "unix_socket_owner"),
     ("PEAT_GATEWAY_MAX_CONNECTIONS", "max_connections"),
     ("PEAT_GATEWAY_ALLOW", "allow"),
+    ("PEAT_EGRESS_ALLOW", "egress_allow"),
     ("PEAT_GATEWAY_HEADER_TIMEOUT_SECS", "header_timeout_secs"),
     (
         "PEAT_GATEWAY_MAX_CONNECTIONS_PER_SOURCE",
@@ -318,6 +322,7 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "unix_socket_owner" => raw.unix_socket_owner = Some(v),
         "max_connections" => raw.max_connections = Some(num(&v)?),
         "allow" => raw.allow = Some(v),
+        "egress_allow" => raw.egress_allow = Some(v),
         "header_timeout_secs" => raw.header_timeout_secs = Some(num(&v)?),
         "max_connections_per_source" => raw.max_connections_per_source = Some(num(&v)?),
         "idle_timeout_secs" => raw.idle_timeout_secs = Some(num(&v)?),

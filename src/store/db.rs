@@ -356,9 +356,9 @@ fn state_v6(wtx: &WriteTransaction) -> Result<(), StoreError> {
     create(wtx, &[Table::OrgNetworks])
 }
 
-/// State schema 7: sidecar endpoints the gateway admin grants each org.
+/// State schema 7: what the gateway admin grants each org: sidecar endpoints, egress.
 fn state_v7(wtx: &WriteTransaction) -> Result<(), StoreError> {
-    create(wtx, &[Table::SourceGrants])
+    create(wtx, &[Table::SourceGrants, Table::Egress])
 }
 
 /// Outbox schema 1.

@@ -25,7 +25,7 @@ pub use db::{CommitStats, Schema, Store, StoreOptions, OUTBOX, SCHEMA_VERSION, S
 pub use error::StoreError;
 pub use records::{
     AdminTokenRecord, ApiTokenRecord, AuditHeadRecord, AuditRecord, BootTokenRecord, CertRecord,
-    DeadLetterRecord, DocRecord, EnrollSettingsRecord, EventRecord, FormationRecord,
+    DeadLetterRecord, DocRecord, EgressRecord, EnrollSettingsRecord, EventRecord, FormationRecord,
     IdentitySettingsRecord, IdpKeysRecord, IdpRecord, OrgNetworkRecord, OrgRecord, PendingRecord,
     QuotasRecord, RevocationRecord, RuleRecord, SinkRecord, SourceGrantRecord, SourceRecord,
 };

@@ -482,6 +482,19 @@ pub struct SourceGrantRecord {
     pub endpoints: Vec<String>,
 }
 
+/// The internal networks and host names the gateway admin lets an org's outbound
+/// connections reach (the public internet needs no grant).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressRecord {
+    pub networks: Vec<String>,
+    pub hosts: Vec<String>,
+}
+
+impl Record for EgressRecord {
+    const KIND: &'static str = "egress";
+    const VERSION: u8 = 1;
+}
+
 impl Record for SourceGrantRecord {
     const KIND: &'static str = "source-grant";
     const VERSION: u8 = 1;

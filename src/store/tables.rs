@@ -24,6 +24,7 @@
 //! identity_settings  org_id                      -> IdentitySettingsRecord
 //! org_networks       org_id                      -> OrgNetworkRecord
 //! source_grants      org_id                      -> SourceGrantRecord (sidecar endpoints the admin granted)
+//! egress             org_id                      -> EgressRecord (internal networks and hosts the admin granted)
 //!
 //! cdc.redb (outbox schema):
 //! meta               utf-8 name                  -> raw (schema_version, next_lsn, gateway_id, …)
@@ -64,6 +65,7 @@ pub enum Table {
     IdentitySettings,
     OrgNetworks,
     SourceGrants,
+    Egress,
     Events,
     Docs,
     Cursors,
@@ -101,6 +103,7 @@ impl Table {
             Table::IdentitySettings => "identity_settings",
             Table::OrgNetworks => "org_networks",
             Table::SourceGrants => "source_grants",
+            Table::Egress => "egress",
             Table::Events => "events",
             Table::Docs => "docs",
             Table::Cursors => "cursors",

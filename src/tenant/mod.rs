@@ -14,6 +14,7 @@
 
 mod audit;
 mod clock;
+mod egress;
 mod error;
 mod formations;
 mod ids;

@@ -350,6 +350,7 @@ impl Tenancy {
                     t.delete(Table::IdentitySettings, keys::org(&org_id));
                     t.delete(Table::OrgNetworks, keys::org(&org_id));
                     t.delete(Table::SourceGrants, keys::org(&org_id));
+                    t.delete(Table::Egress, keys::org(&org_id));
                     super::formations::delete_enrollment_rows(t, &prefix)?;
                     let tokens = t.scan(Table::ApiTokensByOrg, &prefix, None, usize::MAX)?;
                     for (k, _) in tokens {
@@ -363,8 +364,9 @@ impl Tenancy {
                 },
             )
             .await;
-        // A re-created org with this id starts without an allow-list.
+        // A re-created org with this id starts without an allow-list or egress grant.
         self.forget_networks(&forgotten);
+        self.egress.set(&forgotten, crate::egress::Grant::default());
         deleted
     }
 

@@ -38,6 +38,8 @@ pub struct Tenancy {
     /// Per-org network allow-lists, read once and kept current by this process's own writes
     /// (checked on every org-token request, so not read from the store each time).
     pub(crate) networks: super::network::NetworkCache,
+    /// Every org's egress grant, as last written.
+    pub(crate) egress: crate::egress::Policies,
 }
 
 const TOKEN_LABEL: &[u8] = b"peat-gateway:token:v1";
@@ -70,6 +72,7 @@ impl Tenancy {
             default_quotas,
             admin,
             networks: Default::default(),
+            egress: Default::default(),
         }
     }
 

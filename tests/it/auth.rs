@@ -48,6 +48,8 @@ fn expectation(method: &str, path: &str) -> Rule {
         ("post", "/orgs/{org_id}/tokens") => Rule::Org(MANAGE),
         ("get", "/orgs/{org_id}/network") => Rule::Org(READ),
         ("get", "/orgs/{org_id}/source-grants") => Rule::Org(READ),
+        ("get", "/orgs/{org_id}/egress") => Rule::Org(READ),
+        ("put", "/orgs/{org_id}/egress") => Rule::OrgPathAdminOnly,
         ("put", "/orgs/{org_id}/source-grants") => Rule::OrgPathAdminOnly,
         ("put", "/orgs/{org_id}/network") => Rule::Org(MANAGE),
         ("post", "/orgs/{org_id}/idps" | "/orgs/{org_id}/idps/{idp_id}/refresh") => {
@@ -140,6 +142,7 @@ fn harmless_body(method: &str, path: &str) -> Option<Value> {
         ("post", "/orgs/{org_id}/tokens") => Some(json!({"app_id": "mesh-a", "max_uses": 0})),
         ("put", "/orgs/{org_id}/network") => Some(json!({"allow": ["not a network"]})),
         ("put", "/orgs/{org_id}/source-grants") => Some(json!({"endpoints": ["ftp://x"]})),
+        ("put", "/orgs/{org_id}/egress") => Some(json!({"networks": ["not a network"]})),
         ("post", "/orgs/{org_id}/idps") => {
             Some(json!({"issuer": "http://idp.example", "audience": "a"}))
         }

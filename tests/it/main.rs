@@ -11,6 +11,7 @@ mod crash;
 mod crud;
 mod demo;
 mod docs;
+mod egress;
 mod enroll;
 mod events;
 mod flood;

@@ -51,6 +51,8 @@ pub trait Sink: Send {
 pub struct SinkContext {
     pub data_dir: PathBuf,
     pub default_nats_url: Option<String>,
+    /// Where each org's sinks may connect.
+    pub egress: crate::egress::Policies,
 }
 
 /// Builds the live sink for a definition; `secret` is its opened sealed secret (a webhook's
@@ -85,6 +87,7 @@ pub fn build(
             };
             Ok(Box::new(nats::NatsSink::new(
                 url,
+                ctx.egress.for_org(&def.org_id),
                 subject_prefix.clone(),
                 def.org_id.clone(),
                 stream.clone(),
@@ -107,9 +110,11 @@ pub fn build(
                 .webhook_key
                 .clone()
                 .ok_or_else(|| "the webhook's signing secret could not be opened".to_owned())?;
+            // `allow_private` no longer opens anything: the gateway admin grants networks.
+            let _ = allow_private;
             Ok(Box::new(webhook::WebhookSink::new(
                 url,
-                *allow_private,
+                ctx.egress.for_org(&def.org_id),
                 zeroize::Zeroizing::new(key),
                 tls_ca_pem.as_deref(),
                 secrets.client_identity(),
@@ -127,6 +132,7 @@ pub fn build(
             topic_prefix.clone(),
             def.org_id.clone(),
             &def.sink_id,
+            ctx.egress.for_org(&def.org_id),
             tls_ca_pem.as_deref(),
             secrets.client_identity(),
         )?)),

@@ -26,6 +26,7 @@ pub struct MqttSink {
     client_id: String,
     prefix: String,
     org: String,
+    egress: crate::egress::Egress,
     conn: Option<(AsyncClient, EventLoop)>,
 }
 
@@ -35,6 +36,7 @@ impl MqttSink {
         prefix: String,
         org: String,
         sink_id: &str,
+        egress: crate::egress::Egress,
         tls_ca_pem: Option<&str>,
         client: Option<(&str, &str)>,
     ) -> Result<Self, String> {
@@ -55,6 +57,7 @@ impl MqttSink {
             client_id: format!("peat-gw-{sink_id}"),
             prefix,
             org,
+            egress,
             conn: None,
         })
     }
@@ -70,10 +73,26 @@ impl MqttSink {
         )
     }
 
-    fn connection(&mut self) -> &mut (AsyncClient, EventLoop) {
+    /// The open connection, or a new one to an address the org's egress policy allows.
+    async fn connection(&mut self) -> Result<&mut (AsyncClient, EventLoop), SinkError> {
+        if self.conn.is_none() {
+            let a = &self.addr;
+            let host = self
+                .egress
+                .pinned_host(&a.host, a.port, a.tls)
+                .await
+                .map_err(SinkError::Transient)?;
+            self.conn = Some(self.connect_to(host));
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| SinkError::Transient("no MQTT connection".into()))
+    }
+
+    fn connect_to(&self, host: String) -> (AsyncClient, EventLoop) {
         let a = &self.addr;
         let tls = self.tls.clone();
-        let (host, port, id) = (a.host.clone(), a.port, self.client_id.clone());
+        let (port, id) = (a.port, self.client_id.clone());
         let creds = a.user.clone().map(|u| {
             (
                 u,
@@ -83,8 +102,8 @@ impl MqttSink {
                     .unwrap_or_default(),
             )
         });
-        self.conn.get_or_insert_with(|| {
-            let mut o = MqttOptions::new(id, host, port);
+        {
+            let mut o = MqttOptions::new(id, host.trim_matches(['[', ']']), port);
             // A persistent session keeps the broker's side of QoS 1 across reconnects.
             o.set_clean_session(false);
             o.set_keep_alive(Duration::from_secs(30));
@@ -99,12 +118,12 @@ impl MqttSink {
                 ));
             }
             AsyncClient::new(o, REQUEST_CAP)
-        })
+        }
     }
 
     async fn publish(&mut self, batch: &[Delivery]) -> Result<(), SinkError> {
         let topics: Vec<String> = batch.iter().map(|d| self.topic(d)).collect();
-        let (client, events) = self.connection();
+        let (client, events) = self.connection().await?;
         for (d, topic) in batch.iter().zip(topics) {
             client
                 .try_publish(topic, QoS::AtLeastOnce, false, d.body.clone())

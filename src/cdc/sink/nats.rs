@@ -41,6 +41,7 @@ impl NatsAuth {
 
 pub struct NatsSink {
     url: String,
+    egress: crate::egress::Egress,
     auth: NatsAuth,
     prefix: String,
     org: String,
@@ -82,6 +83,7 @@ pub fn untoken(t: &str) -> Option<String> {
 impl NatsSink {
     pub fn new(
         url: String,
+        egress: crate::egress::Egress,
         prefix: String,
         org: String,
         stream: Option<String>,
@@ -94,6 +96,7 @@ impl NatsSink {
             stream.unwrap_or_else(|| format!("peat-{}-{}", token(&org), prefix.replace('.', "_")));
         Ok(Self {
             url,
+            egress,
             auth,
             prefix,
             org,
@@ -123,6 +126,7 @@ impl NatsSink {
             return Ok(js.clone());
         }
         let (mut opts, addr) = connect_options(&self.url);
+        let addr = self.pin(&addr).await?;
         if let Some(creds) = &self.auth.creds {
             opts = opts.credentials(creds).map_err(|e| {
                 SinkError::Transient(format!("the sink's NATS credentials are malformed: {e}"))
@@ -139,6 +143,8 @@ impl NatsSink {
         let shown = crate::secret::redact_url(&self.url);
         let client = opts
             .connection_timeout(CONNECT_TIMEOUT)
+            // Servers the broker advertises would bypass the egress check.
+            .ignore_discovered_servers()
             .name("peat-gateway")
             .connect(addr.as_str())
             .await
@@ -147,6 +153,25 @@ impl NatsSink {
         js.set_timeout(ACK_TIMEOUT);
         self.js = Some(js.clone());
         Ok(js)
+    }
+
+    /// The URL with its host replaced by an address the org's egress policy allows (the
+    /// name itself over TLS).
+    async fn pin(&self, addr: &str) -> Result<String, SinkError> {
+        let Ok(mut u) = url::Url::parse(addr) else {
+            return Ok(addr.to_owned());
+        };
+        let host = u.host_str().unwrap_or_default().to_owned();
+        let tls = u.scheme() == "tls" || self.auth.tls().is_some();
+        let pinned = self
+            .egress
+            .pinned_host(&host, u.port().unwrap_or(4222), tls)
+            .await
+            .map_err(SinkError::Transient)?;
+        if pinned != host && u.set_host(Some(&pinned)).is_err() {
+            return Ok(addr.to_owned());
+        }
+        Ok(u.to_string())
     }
 
     /// Creates the stream when absent; refuses to use one that does not take our subjects.

@@ -9,10 +9,10 @@
 //! 2xx acknowledges the batch. 408, 429 and 5xx are retried, honouring `Retry-After`. Another
 //! 4xx means the receiver refuses something in the batch: the events are then sent one by one
 //! to find which, and that one stalls the sink for an operator. Redirects are not followed.
-//! Addresses that resolve to link-local or cloud-metadata ranges are refused unless the sink
-//! allows private targets.
+//! Where the webhook may point is the org's egress policy (`crate::egress`): internal
+//! addresses only when the gateway admin granted them, the name resolved once per connection
+//! and the connection made to the checked address.
 
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -29,40 +29,13 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 pub struct WebhookSink {
     url: reqwest::Url,
     key: Zeroizing<Vec<u8>>,
-    allow_private: bool,
+    egress: crate::egress::Egress,
     client: reqwest::Client,
 }
 
-/// Why an address is refused as a webhook target, if it is.
-pub fn forbidden_address(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            if o[0] == 169 && o[1] == 254 {
-                Some("link-local (169.254.0.0/16, where cloud metadata services live)")
-            } else if o == [100, 100, 100, 200] {
-                Some("a cloud metadata address")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                forbidden_address(IpAddr::V4(v4))
-            } else if s[0] & 0xffc0 == 0xfe80 {
-                Some("link-local (fe80::/10)")
-            } else if s == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254] {
-                Some("a cloud metadata address")
-            } else {
-                None
-            }
-        }
-    }
-}
-
-/// Checks a URL's literal host at configuration time; names are checked when resolved.
-pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, String> {
+/// Checks a URL's shape and, against `egress`, its literal host; names are checked when
+/// resolved.
+pub fn check_url(url: &str, egress: &crate::egress::Egress) -> Result<reqwest::Url, String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("is not a URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") {
         return Err("must be http:// or https://".into());
@@ -72,17 +45,7 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, String>
     }
     match u.host() {
         None => return Err("has no host".into()),
-        Some(url::Host::Ipv4(ip)) if !allow_private => {
-            if let Some(why) = forbidden_address(IpAddr::V4(ip)) {
-                return Err(format!("points at {why}; set allow_private to permit it"));
-            }
-        }
-        Some(url::Host::Ipv6(ip)) if !allow_private => {
-            if let Some(why) = forbidden_address(IpAddr::V6(ip)) {
-                return Err(format!("points at {why}; set allow_private to permit it"));
-            }
-        }
-        Some(_) => {}
+        Some(h) => egress.check_literal(&h)?,
     }
     Ok(u)
 }
@@ -115,13 +78,14 @@ enum Outcome {
 impl WebhookSink {
     pub fn new(
         url: &str,
-        allow_private: bool,
+        egress: crate::egress::Egress,
         key: Zeroizing<Vec<u8>>,
         tls_ca_pem: Option<&str>,
         client: Option<(&str, &str)>,
     ) -> Result<Self, String> {
-        let url = check_url(url, allow_private).map_err(|e| format!("webhook url {e}"))?;
+        let url = check_url(url, &egress).map_err(|e| format!("webhook url {e}"))?;
         let mut b = reqwest::Client::builder()
+            .dns_resolver(std::sync::Arc::new(crate::egress::Resolver(egress.clone())))
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
@@ -137,33 +101,18 @@ impl WebhookSink {
         Ok(Self {
             url,
             key,
-            allow_private,
+            egress,
             client,
         })
     }
 
-    async fn guard(&self) -> Result<(), SinkError> {
-        if self.allow_private {
-            return Ok(());
+    /// A literal address is checked against the policy as it is now; names are checked by
+    /// the resolver when the connection is made.
+    fn guard(&self) -> Result<(), SinkError> {
+        match self.url.host() {
+            Some(h) => self.egress.check_literal(&h).map_err(SinkError::Transient),
+            None => Ok(()),
         }
-        let host = self
-            .url
-            .host_str()
-            .unwrap_or_default()
-            .trim_matches(['[', ']']);
-        let port = self.url.port_or_known_default().unwrap_or(443);
-        let addrs = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| SinkError::Transient(format!("resolving {host}: {e}")))?;
-        for a in addrs {
-            if let Some(why) = forbidden_address(a.ip()) {
-                return Err(SinkError::Transient(format!(
-                    "{host} resolves to {}, {why}; refused (set allow_private to permit it)",
-                    a.ip()
-                )));
-            }
-        }
-        Ok(())
     }
 
     async fn post(&self, batch: &[Delivery]) -> Outcome {
@@ -198,14 +147,19 @@ impl WebhookSink {
         let resp = match resp {
             Ok(r) => r,
             Err(e) => {
-                return Outcome::Retry(SinkError::Transient(format!("POST {}: {e}", self.url)))
+                // Without the query: it may carry the receiver's own credentials.
+                return Outcome::Retry(SinkError::Transient(format!(
+                    "POST {}: {}",
+                    self.target(),
+                    crate::peer_read::chain(&e).replace(self.url.as_str(), &self.target())
+                )));
             }
         };
         let status = resp.status();
         if status.is_success() {
             return Outcome::Ok;
         }
-        let reason = format!("{} answered {status}", self.url);
+        let reason = format!("{} answered {status}", self.target());
         if status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS
             || status.is_server_error()
@@ -223,7 +177,7 @@ impl WebhookSink {
     }
 
     async fn deliver_batch(&self, batch: &[Delivery]) -> Result<(), SinkError> {
-        self.guard().await?;
+        self.guard()?;
         match self.post(batch).await {
             Outcome::Ok => Ok(()),
             Outcome::Retry(e) => Err(e),
@@ -288,18 +242,31 @@ mod tests {
     }
 
     #[test]
-    fn metadata_and_link_local_targets_are_refused_unless_allowed() {
-        for bad in [
+    fn internal_targets_are_refused_unless_the_admin_granted_them() {
+        let p = crate::egress::Policies::default();
+        let e = p.for_org("acme");
+        let bad = [
             "http://169.254.169.254/latest/meta-data",
             "http://[fe80::1]/x",
             "http://[::ffff:169.254.169.254]/",
             "http://100.100.100.200/",
-        ] {
-            assert!(check_url(bad, false).is_err(), "{bad}");
-            assert!(check_url(bad, true).is_ok(), "{bad}");
+            "http://127.0.0.1:9/hook",
+            "http://10.0.0.5/hook",
+        ];
+        for b in bad {
+            assert!(check_url(b, &e).is_err(), "{b}");
         }
-        assert!(check_url("http://127.0.0.1:9/hook", false).is_ok());
-        assert!(check_url("https://u:p@example.com/", false).is_err());
-        assert!(check_url("ftp://example.com/", false).is_err());
+        assert!(check_url("https://example.com/hook", &e).is_ok());
+        assert!(check_url("https://u:p@example.com/", &e).is_err());
+        assert!(check_url("ftp://example.com/", &e).is_err());
+        p.set(
+            "acme",
+            crate::egress::Grant {
+                networks: vec!["127.0.0.0/8".parse().unwrap()],
+                hosts: vec![],
+            },
+        );
+        assert!(check_url("http://127.0.0.1:9/hook", &e).is_ok());
+        assert!(check_url("http://10.0.0.5/hook", &e).is_err());
     }
 }

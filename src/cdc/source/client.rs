@@ -167,6 +167,11 @@ impl SidecarClient {
         }
     }
 
+    /// [`Self::unreachable`] with every cause of `e` (the root cause is what operators need).
+    fn unreachable_chain(&self, e: &dyn std::error::Error) -> SourceError {
+        self.unreachable(crate::peer_read::chain(e))
+    }
+
     /// One POST; `streaming` selects the client without a read timeout.
     async fn post(
         &self,
@@ -196,7 +201,11 @@ impl SidecarClient {
                 if let Some(b) = &bearer {
                     r = r.header("Authorization", b);
                 }
-                let resp = r.body(body).send().await.map_err(|e| self.unreachable(e))?;
+                let resp = r
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| self.unreachable_chain(&e))?;
                 Ok((resp.status().as_u16(), Body::Reqwest(resp)))
             }
             Transport::Unix { path } => {

@@ -24,8 +24,12 @@ pub fn check_url(what: &str, url: &str) -> Result<url::Url, String> {
     }
 }
 
-pub(crate) fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
+pub(crate) fn client(
+    ca_pem: Option<&str>,
+    egress: crate::egress::Egress,
+) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
+        .dns_resolver(std::sync::Arc::new(crate::egress::Resolver(egress)))
         .timeout(TIMEOUT)
         .connect_timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none());
@@ -38,7 +42,20 @@ pub(crate) fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("building the HTTP client: {e}"))
 }
 
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
+/// A URL whose host is an IP literal is checked here; names go through the resolver.
+fn literal_ok(egress: &crate::egress::Egress, url: &str) -> Result<(), String> {
+    match url::Url::parse(url).ok().as_ref().and_then(url::Url::host) {
+        Some(h) => egress.check_literal(&h),
+        None => Ok(()),
+    }
+}
+
+async fn get_json(
+    http: &reqwest::Client,
+    egress: &crate::egress::Egress,
+    url: &str,
+) -> Result<Value, String> {
+    literal_ok(egress, url)?;
     let resp = http
         .get(url)
         .header("accept", "application/json")
@@ -58,9 +75,12 @@ fn short(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
-        "connection refused or unreachable".into()
+        format!(
+            "connection refused or unreachable ({})",
+            crate::peer_read::chain(e)
+        )
     } else {
-        e.to_string()
+        crate::peer_read::chain(e)
     }
 }
 
@@ -72,12 +92,16 @@ pub struct Fetched {
 }
 
 /// Discovery (the issuer it names must be exactly ours), then the JWKS it points to.
-pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Fetched, String> {
+pub async fn discover(
+    http: &reqwest::Client,
+    egress: &crate::egress::Egress,
+    issuer: &str,
+) -> Result<Fetched, String> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
-    let doc = get_json(http, &url).await?;
+    let doc = get_json(http, egress, &url).await?;
     if doc["issuer"].as_str() != Some(issuer) {
         return Err(format!(
             "discovery names issuer {} but the provider is configured as {issuer}",
@@ -89,7 +113,7 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Fetched, S
         .ok_or("discovery has no jwks_uri")?
         .to_owned();
     check_url("jwks_uri", &jwks_uri)?;
-    let jwks = get_json(http, &jwks_uri).await?;
+    let jwks = get_json(http, egress, &jwks_uri).await?;
     if !jwks["keys"].is_array() {
         return Err(format!("{jwks_uri} holds no `keys` array"));
     }
@@ -104,12 +128,14 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Fetched, S
 /// RFC 7662 introspection with client credentials; the claims when `active` is true.
 pub async fn introspect(
     http: &reqwest::Client,
+    egress: &crate::egress::Egress,
     endpoint: &str,
     client_id: &str,
     client_secret: &str,
     token: &str,
 ) -> Result<Option<Value>, String> {
     check_url("introspection_endpoint", endpoint)?;
+    literal_ok(egress, endpoint)?;
     let resp = http
         .post(endpoint)
         .basic_auth(client_id, Some(client_secret))

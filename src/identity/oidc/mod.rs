@@ -356,8 +356,9 @@ impl Oidc {
                 return Ok(cached);
             }
         }
-        let result = match fetch::client(rec.tls_ca_pem.as_deref()) {
-            Ok(http) => fetch::discover(&http, &rec.issuer).await,
+        let egress = self.tenancy.egress(org);
+        let result = match fetch::client(rec.tls_ca_pem.as_deref(), egress.clone()) {
+            Ok(http) => fetch::discover(&http, &egress, &rec.issuer).await,
             Err(e) => Err(e),
         };
         let next = match (result, cached) {
@@ -538,11 +539,12 @@ impl Oidc {
                 rec.issuer
             )));
         };
-        let http = match fetch::client(rec.tls_ca_pem.as_deref()) {
+        let egress = self.tenancy.egress(org);
+        let http = match fetch::client(rec.tls_ca_pem.as_deref(), egress.clone()) {
             Ok(h) => h,
             Err(e) => return Ok(Err(e)),
         };
-        match fetch::introspect(&http, &endpoint, client_id, &secret, token).await {
+        match fetch::introspect(&http, &egress, &endpoint, client_id, &secret, token).await {
             Ok(Some(claims)) if !audience_holds(&claims, &rec.audience) => Ok(Err(format!(
                 "introspected token audience is not {}",
                 rec.audience

@@ -27,6 +27,8 @@ impl GatewayOpts {
             env: vec![
                 ("PEAT_KEK".into(), KEK_A.into()),
                 ("PEAT_ADMIN_TOKEN".into(), ADMIN.into()),
+                // The suite's brokers, receivers and providers all run on loopback.
+                ("PEAT_EGRESS_ALLOW".into(), "127.0.0.0/8,::1".into()),
             ],
             tls_ca: None,
             tls_identity: None,
