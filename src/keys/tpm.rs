@@ -16,7 +16,7 @@ use tss_esapi::handles::KeyHandle;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
-use tss_esapi::interface_types::session_handles::PolicySession;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
     Digest, EccPoint, KeyedHashScheme, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private,
     Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData,
@@ -201,6 +201,7 @@ fn pcr_session(
     pcrs: &[u8],
     trial: bool,
     password: bool,
+    salt: Option<KeyHandle>,
 ) -> Result<PolicySession, KeyError> {
     let kind = if trial {
         SessionType::Trial
@@ -209,7 +210,7 @@ fn pcr_session(
     };
     let session = ctx
         .start_auth_session(
-            None,
+            salt,
             None,
             None,
             kind,
@@ -238,6 +239,39 @@ fn pcr_session(
             .map_err(tpm_err("bind the policy to the auth value"))?;
     }
     Ok(policy)
+}
+
+/// An HMAC session salted with the storage primary and encrypting the first parameter both
+/// ways: a secret crossing the TPM bus under it (the KEK as drawn, sealed or unsealed) is
+/// encrypted with a key only this process and the TPM know.
+fn salted_session(ctx: &mut Context, parent: KeyHandle) -> Result<AuthSession, KeyError> {
+    let session = ctx
+        .start_auth_session(
+            Some(parent),
+            None,
+            None,
+            SessionType::Hmac,
+            SymmetricDefinition::AES_128_CFB,
+            HashingAlgorithm::Sha256,
+        )
+        .map_err(tpm_err("start a salted session"))?
+        .ok_or(KeyError::Tpm {
+            what: "start a salted session",
+            detail: "no session returned".into(),
+        })?;
+    let (attrs, mask) = SessionAttributesBuilder::new()
+        .with_decrypt(true)
+        .with_encrypt(true)
+        .build();
+    ctx.tr_sess_set_attributes(session, attrs, mask)
+        .map_err(tpm_err("configure the salted session"))?;
+    Ok(session)
+}
+
+/// Sessions start with continueSession set: without a resource manager they would stay
+/// loaded in the TPM after this process ends.
+fn flush_session(ctx: &mut Context, session: AuthSession) {
+    let _ = ctx.flush_context(tss_esapi::handles::SessionHandle::from(session).into());
 }
 
 fn sealed_object_template(policy: Option<Digest>, auth: bool) -> Result<Public, KeyError> {
@@ -285,7 +319,13 @@ pub fn seal_file(settings: &TpmSettings, path: &Path, kek: &[u8; 32]) -> Result<
     let policy = if settings.pcrs.is_empty() && settings.auth.is_none() {
         None
     } else {
-        let trial = pcr_session(&mut ctx, &settings.pcrs, true, settings.auth.is_some())?;
+        let trial = pcr_session(
+            &mut ctx,
+            &settings.pcrs,
+            true,
+            settings.auth.is_some(),
+            None,
+        )?;
         let digest = ctx
             .policy_get_digest(trial)
             .map_err(tpm_err("compute the PCR policy"))?;
@@ -302,9 +342,15 @@ pub fn seal_file(settings: &TpmSettings, path: &Path, kek: &[u8; 32]) -> Result<
         ),
         None => None,
     };
+    // The KEK goes to the TPM as TPM2_Create's first parameter, encrypted by the session.
+    let session = salted_session(&mut ctx, parent)?;
     let created = ctx
-        .execute_with_nullauth_session(|c| c.create(parent, template, auth, Some(data), None, None))
-        .map_err(tpm_err("seal the KEK"))?;
+        .execute_with_session(Some(session), |c| {
+            c.create(parent, template, auth, Some(data), None, None)
+        })
+        .map_err(tpm_err("seal the KEK"));
+    flush_session(&mut ctx, session);
+    let created = created?;
     let _ = ctx.flush_context(parent.into());
     let file = SealedFile {
         format: FORMAT,
@@ -335,8 +381,16 @@ pub fn init(settings: &TpmSettings, dir: &Path) -> Result<Zeroizing<[u8; 32]>, K
 /// 32 bytes from the TPM's random number generator.
 pub fn generate(settings: &TpmSettings) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     let mut ctx = context(&settings.tcti)?;
-    let random = ctx.get_random(32).map_err(tpm_err("draw random bytes"))?;
+    let parent = primary(&mut ctx)?;
+    // The response is encrypted by the session: the new KEK never crosses the bus in clear.
+    let session = salted_session(&mut ctx, parent)?;
+    let random = ctx
+        .execute_with_session(Some(session), |c| c.get_random(32))
+        .map_err(tpm_err("draw random bytes"));
+    flush_session(&mut ctx, session);
+    let _ = ctx.flush_context(parent.into());
     drop(ctx);
+    let random = random?;
     let mut kek = Zeroizing::new([0u8; 32]);
     if random.value().len() != 32 {
         return Err(KeyError::Malformed {
@@ -400,14 +454,17 @@ pub fn unseal_file(settings: &TpmSettings, path: &Path) -> Result<Zeroizing<[u8;
         ctx.tr_set_auth(object.into(), auth)
             .map_err(tpm_err("prepare the auth value"))?;
     }
+    // Either way the session is salted with the storage primary and encrypts the response,
+    // so the KEK leaves the TPM encrypted.
     let data = if file.pcrs.is_empty() && !file.auth {
-        ctx.execute_with_nullauth_session(|c| c.unseal(object.into()))
+        let session = salted_session(&mut ctx, parent)?;
+        let r = ctx.execute_with_session(Some(session), |c| c.unseal(object.into()));
+        flush_session(&mut ctx, session);
+        r
     } else {
-        let session = pcr_session(&mut ctx, &file.pcrs, false, file.auth)?;
+        let session = pcr_session(&mut ctx, &file.pcrs, false, file.auth, Some(parent))?;
         let r = ctx.execute_with_session(Some(session.into()), |c| c.unseal(object.into()));
-        // Sessions start with continueSession set: without a resource manager they would
-        // stay loaded in the TPM after this process ends.
-        let _ = ctx.flush_context(tss_esapi::handles::SessionHandle::from(session).into());
+        flush_session(&mut ctx, session.into());
         r
     }
     .map_err(|e| {

@@ -468,3 +468,40 @@ async fn an_auth_value_guards_the_seal_and_wrong_guesses_end_in_a_lockout_messag
     let e = tpm::unseal(&good, dir2.path()).unwrap_err().to_string();
     assert!(e.contains("dictionary-attack lockout"), "{e}");
 }
+
+#[tokio::test]
+async fn the_kek_never_crosses_the_tpm_bus_in_clear() {
+    let sw = service::swtpm_traced().await;
+    for (pcrs, auth) in [
+        (vec![], None),
+        (vec![16u8], None),
+        (vec![], Some("an auth value 1")),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = TpmSettings {
+            tcti: sw.tcti(),
+            pcrs: pcrs.clone(),
+            auth: auth.map(TpmSettings::auth_from_secret),
+        };
+        let (s, d) = (settings.clone(), dir.path().to_path_buf());
+        let kek = tokio::task::spawn_blocking(move || {
+            let kek = tpm::init(&s, &d).unwrap();
+            assert_eq!(*tpm::unseal(&s, &d).unwrap(), *kek);
+            kek
+        })
+        .await
+        .unwrap();
+        let bus = sw.bus_messages();
+        assert!(
+            bus.len() > 10,
+            "the trace holds the exchange: {}",
+            bus.len()
+        );
+        let seen = bus.iter().any(|m| m.windows(32).any(|w| w == kek.as_ref()));
+        assert!(
+            !seen,
+            "PCRs {pcrs:?}, auth {}: the KEK crossed the TPM bus in clear (drawn, sealed or unsealed)",
+            auth.is_some()
+        );
+    }
+}

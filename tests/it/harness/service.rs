@@ -246,8 +246,57 @@ pub async fn swtpm() -> Service {
     .await
 }
 
+/// A software TPM that logs every command and response it exchanges (the TPM bus, as an
+/// attacker with a probe on a captured kit would see it).
+pub async fn swtpm_traced() -> Service {
+    Service::start(
+        "swtpm",
+        "swtpm",
+        &[
+            "socket",
+            "--tpm2",
+            "--server",
+            "type=tcp,port={port},bindaddr=127.0.0.1",
+            "--ctrl",
+            "type=tcp,port={port1},bindaddr=127.0.0.1",
+            "--tpmstate",
+            "dir={dir}",
+            "--flags",
+            "not-need-init,startup-clear",
+            "--log",
+            "file={dir}/bus.log,level=20",
+        ],
+    )
+    .await
+}
+
 #[cfg(feature = "tpm")]
 impl Service {
+    /// Every command and response the traced TPM exchanged, as bytes.
+    pub fn bus_messages(&self) -> Vec<Vec<u8>> {
+        let log = std::fs::read_to_string(self.dir.path().join("bus.log")).unwrap_or_default();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut open = false;
+        for line in log.lines() {
+            let l = line.trim();
+            if l.starts_with("SWTPM_IO_Read:") || l.starts_with("SWTPM_IO_Write:") {
+                out.push(Vec::new());
+                open = true;
+            } else if open
+                && !l.is_empty()
+                && l.split(' ')
+                    .all(|h| h.len() == 2 && u8::from_str_radix(h, 16).is_ok())
+            {
+                if let Some(m) = out.last_mut() {
+                    m.extend(l.split(' ').filter_map(|h| u8::from_str_radix(h, 16).ok()));
+                }
+            } else {
+                open = false;
+            }
+        }
+        out
+    }
+
     /// The TCTI string for a swtpm service.
     pub fn tcti(&self) -> String {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
