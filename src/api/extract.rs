@@ -138,10 +138,14 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(ip) = peer {
             keys.push(Key::Source(ip));
         }
+        // A blocked source is refused before anything is checked. A token id being guessed at
+        // is not: its id is no secret, and its holder (who presents the right secret) must
+        // not be locked out by whoever guesses; wrong secrets for it get 429 below.
+        let source_keys = keys.clone();
         if let Some(id) = bearer.as_deref().and_then(token_id_of) {
             keys.push(Key::Token(id.to_owned()));
         }
-        if let Some(wait) = state.auth_guard.blocked_for(&keys) {
+        if let Some(wait) = state.auth_guard.blocked_for(&source_keys) {
             state.metrics.auth_blocked.inc();
             return Err(ApiError::from(TenantError::RateLimited {
                 what: "failed authentications",
@@ -180,6 +184,7 @@ impl FromRequestParts<AppState> for Caller {
             Ok(p) => Ok(Caller(p)),
             Err(TenantError::Unauthenticated) => {
                 state.metrics.auth_failures.inc();
+                let was_blocked = state.auth_guard.blocked_for(&keys);
                 state.auth_guard.failed(&keys);
                 let source = peer.map_or_else(|| "local socket".to_owned(), |ip| ip.to_string());
                 let what = match bearer.as_deref() {
@@ -192,6 +197,13 @@ impl FromRequestParts<AppState> for Caller {
                     .tenancy
                     .record_auth_failure(&source, parts.uri.path(), what)
                     .await;
+                if let Some(wait) = was_blocked {
+                    state.metrics.auth_blocked.inc();
+                    return Err(ApiError::from(TenantError::RateLimited {
+                        what: "failed authentications",
+                        retry_after_secs: wait,
+                    }));
+                }
                 Err(TenantError::Unauthenticated.into())
             }
             Err(e) => Err(e.into()),

@@ -477,3 +477,30 @@ async fn allow_lists_refuse_other_networks_globally_and_per_org() {
     let (_, audit) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
     assert!(audit.to_string().contains("org.network.update"));
 }
+
+#[tokio::test]
+async fn guessing_at_a_token_id_does_not_lock_out_its_holder() {
+    let g = Gateway::start(GatewayOpts::standard().with("PEAT_AUTH_FAILURES_PER_MIN", "5")).await;
+    g.create_org("acme", "Acme").await;
+    let tok = token(&g, "acme", "viewer").await;
+    // pgt_<id>_<secret>: the id is no secret; someone elsewhere guesses secrets for it.
+    let id = tok.rsplit_once('_').unwrap().0.to_owned();
+    let guesser = reqwest::Client::builder()
+        .local_address(Some("127.0.0.9".parse().unwrap()))
+        .build()
+        .unwrap();
+    let mut last = 0;
+    for i in 0..12 {
+        last = guesser
+            .get(format!("{}/orgs/acme", g.base()))
+            .bearer_auth(format!("{id}_wrongsecret{i}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+    }
+    assert_eq!(last, 429, "the guesser is stopped");
+    let (s, b) = g.call(Method::GET, "/orgs/acme", Some(&tok), None).await;
+    assert_eq!(s, 200, "the holder of the right secret still gets in: {b}");
+}
