@@ -343,12 +343,18 @@ impl Authority {
         };
 
         let digest: [u8; 32] = Sha256::digest(req.encode()?).into();
-        let replay_key = keys::replay(req.timestamp_ms.saturating_add(window), &digest);
+        // Keyed by the request alone: changing the window cannot make a used request new.
+        let replay_key = keys::replay(
+            req.timestamp_ms
+                .saturating_add(settings::MAX_WINDOW_SECS * 1000),
+            &digest,
+        );
         let signer = genesis.authority_signing_key();
         let mesh_id = formation.mesh_id.clone();
         let (org_s, app_s) = (org.to_owned(), app.to_owned());
         let policy = formation.policy;
-        let deliver_secret = settings.deliver_formation_secret;
+        // Never to an Open formation's devices (settings refuse it; older ones are held here).
+        let deliver_secret = settings.deliver_formation_secret && policy != MembershipPolicy::Open;
         let renewal = input.renewal;
         let event_req = req.clone();
         let decision = self

@@ -1,6 +1,6 @@
 //! Per-formation enrollment settings: certificate validity, freshness window, what is delivered.
 
-use crate::mesh::{MeshTier, Permissions};
+use crate::mesh::{MembershipPolicy, MeshTier, Permissions};
 use crate::store::{keys, EnrollSettingsRecord, Reader, Table};
 use crate::tenant::{load_org, OrgScope, Tenancy, TenantError};
 
@@ -53,7 +53,7 @@ impl EnrollSettings {
             }
         };
         range("validity_secs", self.validity_secs, 60, 400 * 86_400)?;
-        range("window_secs", self.window_secs, 10, 3600)?;
+        range("window_secs", self.window_secs, 10, MAX_WINDOW_SECS)?;
         range("backdate_secs", self.backdate_secs, 0, 3600)?;
         range("approval_ttl_secs", self.approval_ttl_secs, 60, 30 * 86_400)?;
         Ok(())
@@ -110,6 +110,10 @@ pub async fn get(
         .await
 }
 
+/// The widest freshness window a formation may allow; replay marks live this long past a
+/// request's own timestamp, whatever the window is now.
+pub const MAX_WINDOW_SECS: u64 = 3600;
+
 pub async fn put(
     tenancy: &Tenancy,
     scope: &OrgScope,
@@ -128,8 +132,14 @@ pub async fn put(
             Some(org.clone()),
             move |t| {
                 let o = load_org(t, &org)?;
-                if !t.exists(Table::Formations, &keys::formation(&org, &app))? {
-                    return Err(TenantError::NotFound { what: "formation" });
+                let f: crate::store::FormationRecord = t
+                    .get(Table::Formations, &keys::formation(&org, &app))?
+                    .ok_or(TenantError::NotFound { what: "formation" })?;
+                if rec.deliver_formation_secret && f.policy == MembershipPolicy::Open.to_byte() {
+                    return Err(TenantError::invalid(
+                        "deliver_formation_secret",
+                        "an Open formation admits any key, so it would hand the formation secret to anyone: use a Controlled or Strict formation to deliver it",
+                    ));
                 }
                 t.put(Table::EnrollSettings, keys::formation(&org, &app), &rec)?;
                 Ok(((), Some((o.org_id, o.org_uid))))

@@ -243,6 +243,26 @@ async fn forged_stale_replayed_foreign_and_malformed_requests_are_refused() {
             .starts_with("replayed request"),
         "{body}"
     );
+    // Narrowing (or widening) the window does not make a used request new.
+    for window in [60, 1200, 300] {
+        let (s, b) = g
+            .admin(
+                Method::PUT,
+                "/orgs/acme/formations/mesh/enrollment-settings",
+                Some(json!({"window_secs": window})),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let (s, body) = enroll_json(&g, ENROLL, &good).await;
+        assert_eq!(s, 403, "window {window}: {body}");
+        assert!(
+            body["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("replayed request"),
+            "{body}"
+        );
+    }
 
     let stale = EnrollmentRequest::signed(
         &key,
@@ -336,7 +356,7 @@ async fn forged_stale_replayed_foreign_and_malformed_requests_are_refused() {
     );
     let m = g.metrics().await;
     assert!(
-        m.contains("enroll_decisions_total{decision=\"denied\"} 4"),
+        m.contains("enroll_decisions_total{decision=\"denied\"} 7"),
         "{m}"
     );
     assert!(
@@ -666,11 +686,52 @@ async fn settings_change_validity_and_deliver_the_formation_secret() {
         )
         .await;
     assert_eq!(s, 422, "{b}");
+    // An Open formation admits any key: it never hands out the formation secret.
     let (s, b) = g
         .admin(
             Method::PUT,
             "/orgs/acme/formations/mesh/enrollment-settings",
-            Some(json!({"validity_secs": 3600, "deliver_formation_secret": true, "open_tier": "Tactical", "open_permissions": ["RELAY"]})),
+            Some(json!({"deliver_formation_secret": true})),
+        )
+        .await;
+    assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("Open"));
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/formations",
+            Some(json!({"app_id": "ctl", "enrollment_policy": "Controlled"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let ctl_mesh = b["mesh_id"].as_str().unwrap().to_owned();
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/ctl/enrollment-settings",
+            Some(json!({"deliver_formation_secret": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let tok = boot_token(&g, json!({"app_id": "ctl"})).await;
+    let (s, body) = enroll_json(
+        &g,
+        "/orgs/acme/formations/ctl/enroll",
+        &request(&device(0x82), &ctl_mesh, "n", MeshTier::Edge, &tok),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    // Plain HTTP: the secret is withheld, and the answer and the audit log say why.
+    assert!(body.get("formation_secret").is_none(), "{body}");
+    assert!(body["formation_secret_withheld"]
+        .as_str()
+        .unwrap()
+        .contains("not TLS"));
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/enrollment-settings",
+            Some(json!({"validity_secs": 3600, "open_tier": "Tactical", "open_permissions": ["RELAY"]})),
         )
         .await;
     assert_eq!(s, 200, "{b}");
@@ -690,12 +751,7 @@ async fn settings_change_validity_and_deliver_the_formation_secret() {
         (c.fields.tier, c.fields.permissions.bits()),
         (MeshTier::Tactical, 0x01)
     );
-    // Plain HTTP: the secret is withheld, and the answer and the audit log say why.
     assert!(body.get("formation_secret").is_none(), "{body}");
-    assert!(body["formation_secret_withheld"]
-        .as_str()
-        .unwrap()
-        .contains("not TLS"));
     let (_, audit) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
     let text = audit.to_string();
     assert!(
