@@ -39,7 +39,7 @@ async fn health() -> Json<Value> {
 }
 
 /// 200 when every check passes, else 503; the body names each check and why it failed.
-async fn ready(State(s): State<AppState>) -> impl IntoResponse {
+async fn ready(State(s): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let store_ok = !s.tenancy.store().is_poisoned();
     let probe = s.keys.health.report();
     // A provider not yet probed counts as ready: start-up already opened records with it.
@@ -87,10 +87,47 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body))
+    if s.detail_for(&headers).await {
+        return (status, Json(body));
+    }
+    // Without the admin token: which checks pass, nothing that names or counts anything.
+    let mut checks = serde_json::Map::new();
+    if let Some(all) = body["checks"].as_object() {
+        for (k, v) in all {
+            checks.insert(k.clone(), json!({"ok": v["ok"]}));
+        }
+    }
+    (
+        status,
+        Json(json!({"ready": ok, "checks": checks,
+            "detail": "send the admin token (or set PEAT_PUBLIC_DETAIL) for reasons and figures"})),
+    )
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+/// Metric families that name or count tenants, sinks or keys: shown to the admin only unless
+/// the operator made them public.
+const DETAIL_FAMILIES: &[&str] = &[
+    "peat_gateway_sink_",
+    "peat_gateway_orgs",
+    "peat_gateway_formations",
+    "peat_gateway_key_provider_info",
+    "peat_gateway_source",
+];
+
+fn without_detail(text: &str) -> String {
+    text.lines()
+        .filter(|l| {
+            let name = l
+                .strip_prefix("# HELP ")
+                .or_else(|| l.strip_prefix("# TYPE "))
+                .unwrap_or(l);
+            !DETAIL_FAMILIES.iter().any(|f| name.starts_with(f))
+        })
+        .flat_map(|l| [l, "\n"])
+        .collect()
+}
+
+async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     s.metrics.observe_cdc(&s.cdc);
     if let Ok((orgs, formations)) = s.tenancy.counts().await {
         s.metrics.orgs.set(i64::try_from(orgs).unwrap_or(i64::MAX));
@@ -108,7 +145,11 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
+        if s.detail_for(&headers).await {
+            s.metrics.render()
+        } else {
+            without_detail(&s.metrics.render())
+        },
     )
 }
 

@@ -41,6 +41,8 @@ pub struct AppState {
     pub(crate) ui_dir: Option<Arc<std::path::PathBuf>>,
     /// Live event streams per caller and in all.
     pub(crate) streams: super::streams::StreamBudget,
+    /// `/metrics` and `/ready` detail for callers without the admin token.
+    pub(crate) public_detail: bool,
 }
 
 impl AppState {
@@ -75,7 +77,35 @@ impl AppState {
             openapi: Arc::new(Value::Null),
             ui_dir: None,
             streams: super::streams::StreamBudget::new(4, 64),
+            public_detail: false,
         }
+    }
+
+    /// Health and metrics detail (sink ids, org counts, KEK id, reasons) without a token.
+    pub fn with_public_detail(mut self, on: bool) -> Self {
+        self.public_detail = on;
+        self
+    }
+
+    /// Whether this request may see health and metrics detail: when the operator made it
+    /// public, or for the gateway admin.
+    pub(crate) async fn detail_for(&self, headers: &axum::http::HeaderMap) -> bool {
+        if self.public_detail {
+            return true;
+        }
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        bearer.is_some()
+            && matches!(
+                self.tenancy.authenticate(bearer).await,
+                Ok(crate::tenant::Principal::Admin { .. })
+            )
     }
 
     /// Live event streams one caller may hold, and all callers together.

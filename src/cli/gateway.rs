@@ -337,7 +337,8 @@ async fn prepare(
     .with_auth_failure_rate(cfg.auth_failures_per_min)
     .with_allow_list(cfg.allow.clone())
     .with_client_roles(cfg.client_roles.clone())
-    .with_stream_budget(cfg.streams_per_caller, (cfg.max_connections / 4).max(8)))
+    .with_stream_budget(cfg.streams_per_caller, (cfg.max_connections / 4).max(8))
+    .with_public_detail(cfg.public_detail))
 }
 
 async fn bind(

@@ -58,6 +58,8 @@ pub struct Config {
     /// What every org's outbound connections may reach besides the public internet.
     pub egress_allow: crate::egress::Grant,
     pub dev_mode: bool,
+    /// Health and metrics detail without a token.
+    pub public_detail: bool,
     pub ui_dir: Option<PathBuf>,
     pub log_filter: String,
     pub request_timeout: Duration,
@@ -102,6 +104,7 @@ impl Config {
         }
 
         let dev_mode = raw.dev_mode.unwrap_or(false);
+        let public_detail = raw.public_detail.unwrap_or(false);
 
         if let Some(t) = &raw.admin_token {
             if t.expose().trim().len() < MIN_ADMIN_TOKEN {
@@ -336,6 +339,7 @@ impl Config {
                     .and_then(std::num::NonZeroU32::new)
                     .unwrap_or(std::num::NonZeroU32::MIN),
                 dev_mode,
+                public_detail,
                 ui_dir: raw.ui_dir,
                 log_filter: raw.log.unwrap_or_else(|| "info".into()),
                 request_timeout: Duration::from_secs(timeout_s),
@@ -506,6 +510,11 @@ impl Config {
                 o("tls_cert"),
             ),
             ("dev_mode", self.dev_mode.to_string(), o("dev_mode")),
+            (
+                "public_detail",
+                self.public_detail.to_string(),
+                o("public_detail"),
+            ),
             ("ui_dir", opt(&self.ui_dir), o("ui_dir")),
             ("log", self.log_filter.clone(), o("log")),
             (

@@ -91,6 +91,9 @@ pub struct RawConfig {
     pub enroll_rate_per_min: Option<u64>,
     /// Explicit development mode (`PEAT_DEV_MODE`).
     pub dev_mode: Option<bool>,
+    /// `/metrics` and `/ready` detail (sink ids, org counts, KEK id, reasons) without a token
+    /// (`PEAT_PUBLIC_DETAIL`); else to the admin only.
+    pub public_detail: Option<bool>,
     /// Directory of an operator UI build served at `/_/` (`PEAT_UI_DIR`).
     pub ui_dir: Option<PathBuf>,
     /// Log filter, e.g. `info` or `peat_gateway=debug` (`PEAT_LOG`, else `RUST_LOG`).
@@ -193,6 +196,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_ENROLL_RATE_PER_MIN", "enroll_rate_per_min"),
     ("PEAT_AUTH_FAILURES_PER_MIN", "auth_failures_per_min"),
     ("PEAT_DEV_MODE", "dev_mode"),
+    ("PEAT_PUBLIC_DETAIL", "public_detail"),
     ("PEAT_UI_DIR", "ui_dir"),
     ("PEAT_LOG", "log"),
     ("PEAT_GATEWAY_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
@@ -329,13 +333,8 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "streams_per_caller" => raw.streams_per_caller = Some(num(&v)?),
         "enroll_rate_per_min" => raw.enroll_rate_per_min = Some(num(&v)?),
         "auth_failures_per_min" => raw.auth_failures_per_min = Some(num(&v)?),
-        "dev_mode" => {
-            raw.dev_mode = Some(match v.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                _ => return Err(format!("'{v}' is not a boolean (use 1 or 0)")),
-            })
-        }
+        "dev_mode" => raw.dev_mode = Some(boolean(&v)?),
+        "public_detail" => raw.public_detail = Some(boolean(&v)?),
         "ui_dir" => raw.ui_dir = Some(v.into()),
         "log" => raw.log = Some(v),
         "request_timeout_secs" => raw.request_timeout_secs = Some(num(&v)?),
@@ -431,4 +430,12 @@ fn resolve_secret_refs(
     resolve("aws_session_token", &mut raw.aws_session_token);
     resolve("vault_token", &mut raw.vault_token);
     resolve("vault_secret_id", &mut raw.vault_secret_id);
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("'{v}' is not a boolean (use 1 or 0)")),
+    }
 }

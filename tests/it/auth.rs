@@ -504,3 +504,42 @@ async fn guessing_at_a_token_id_does_not_lock_out_its_holder() {
     let (s, b) = g.call(Method::GET, "/orgs/acme", Some(&tok), None).await;
     assert_eq!(s, 200, "the holder of the right secret still gets in: {b}");
 }
+
+#[tokio::test]
+async fn health_and_metrics_detail_is_for_the_admin_unless_made_public() {
+    for public in [false, true] {
+        let mut opts = GatewayOpts::standard();
+        if public {
+            opts = opts.with("PEAT_PUBLIC_DETAIL", "1");
+        }
+        let g = Gateway::start(opts).await;
+        crate::cdc::setup(&g).await;
+        let sink = crate::cdc::file_sink(&g, "all", json!({})).await;
+        let (s, anon) = g.call(Method::GET, "/ready", None, None).await;
+        assert_eq!((s, anon["ready"].as_bool()), (200, Some(true)), "{anon}");
+        let (_, admin) = g.admin(Method::GET, "/ready", None).await;
+        assert!(admin["checks"]["keys"]["kek_id"].is_string(), "{admin}");
+        assert_eq!(
+            anon["checks"]["keys"]["kek_id"].is_string(),
+            public,
+            "public {public}: {anon}"
+        );
+        let anon_m = g
+            .req(Method::GET, "/metrics", None)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(anon_m.contains("peat_gateway_http_requests_total"));
+        for detail in [sink.as_str(), "peat_gateway_orgs ", "kek_id"] {
+            assert_eq!(anon_m.contains(detail), public, "public {public}: {detail}");
+        }
+        let m = g.metrics().await;
+        assert!(
+            m.contains(&sink) && m.contains("kek_id"),
+            "the admin sees all"
+        );
+    }
+}

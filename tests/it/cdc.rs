@@ -254,7 +254,7 @@ async fn bad_ingest_answers_4xx_json_and_appends_nothing() {
         .await;
     assert_eq!(error_code(&missing), "not_found");
 
-    let (_, m) = g.call(Method::GET, "/metrics", None, None).await;
+    let (_, m) = g.admin(Method::GET, "/metrics", None).await;
     let text = m.as_str().unwrap();
     assert!(
         text.contains("peat_gateway_outbox_head_lsn 0"),
@@ -382,7 +382,7 @@ async fn a_full_outbox_blocks_with_503_or_drops_oldest_with_an_audit_entry() {
     assert_eq!(r.headers()["retry-after"], "5");
     let v: Value = r.json().await.unwrap();
     assert_eq!(error_code(&v), "outbox_full");
-    let (_, m) = g.call(Method::GET, "/metrics", None, None).await;
+    let (_, m) = g.admin(Method::GET, "/metrics", None).await;
     assert!(
         m.as_str()
             .unwrap()
@@ -417,7 +417,7 @@ async fn a_full_outbox_blocks_with_503_or_drops_oldest_with_an_audit_entry() {
     );
     let st = status_when(&g, &sink, |st| st["backlog_events"] == 0).await;
     assert_eq!(st["backlog_events"], 0, "{st}");
-    let (_, m) = g.call(Method::GET, "/metrics", None, None).await;
+    let (_, m) = g.admin(Method::GET, "/metrics", None).await;
     assert!(!m
         .as_str()
         .unwrap()
@@ -550,7 +550,7 @@ async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
             .collect();
         assert_eq!(ingest(&g, Value::Array(batch)).await.0, 202);
     }
-    let (_, m) = g.call(Method::GET, "/metrics", None, None).await;
+    let (_, m) = g.admin(Method::GET, "/metrics", None).await;
     let grown = metric(m.as_str().unwrap(), "peat_gateway_outbox_file_bytes ");
     assert!(grown > 40 << 20, "backlog on disk: {grown}");
     let sink = file_sink(&g, "drain", json!({})).await;
@@ -560,7 +560,7 @@ async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
     let mut now = grown;
     while Instant::now() < deadline && now > grown / 4 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (_, m) = g.call(Method::GET, "/metrics", None, None).await;
+        let (_, m) = g.admin(Method::GET, "/metrics", None).await;
         now = metric(m.as_str().unwrap(), "peat_gateway_outbox_file_bytes ");
     }
     eprintln!(

@@ -58,6 +58,6 @@ async fn sigkill_during_formation_creation_leaves_every_acknowledged_formation_w
             .await;
         assert_eq!(s, 200, "formation {p} survived without its genesis");
     }
-    let (_, ready) = g.call(Method::GET, "/ready", None, None).await;
+    let (_, ready) = g.admin(Method::GET, "/ready", None).await;
     assert_eq!(ready["ready"], true);
 }

@@ -255,7 +255,7 @@ async fn state_survives_a_restart_and_tokens_keep_working() {
         .call(Method::GET, "/orgs/acme/formations", Some(&secret), None)
         .await;
     assert_eq!(s, 200);
-    let (_, ready) = g.call(Method::GET, "/ready", None, None).await;
+    let (_, ready) = g.admin(Method::GET, "/ready", None).await;
     assert_eq!(ready["ready"], true);
     assert_eq!(ready["checks"]["keys"]["records_checked"], 1);
     let (_, audit) = g.admin(Method::GET, "/orgs/acme/audit?limit=2", None).await;

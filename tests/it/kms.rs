@@ -71,7 +71,7 @@ async fn formation_keys_wrapped_by_kms_with_encryption_context_survive_restarts(
         .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
         .await;
     assert_eq!(s, 200, "{creds}");
-    let (_, ready) = g.call(Method::GET, "/ready", None, None).await;
+    let (_, ready) = g.admin(Method::GET, "/ready", None).await;
     assert_eq!(
         ready["checks"]["keys"]["provider"], "aws-kms",
         "KMS wins over Vault and the KEK: {ready}"

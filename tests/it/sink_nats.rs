@@ -165,7 +165,7 @@ async fn the_gateway_serves_with_the_broker_down_and_delivers_when_it_comes_up()
         st["last_error"].as_str().unwrap().contains("connecting"),
         "{st}"
     );
-    let (s, ready) = g.call(Method::GET, "/ready", None, None).await;
+    let (s, ready) = g.admin(Method::GET, "/ready", None).await;
     assert_eq!(
         s, 200,
         "a down sink does not make the gateway unready: {ready}"

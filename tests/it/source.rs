@@ -449,7 +449,7 @@ async fn an_org_binds_only_endpoints_the_admin_granted_and_a_pinned_node_is_chec
     assert_eq!(b["node_id"], json!(sim.node_id()));
     let st = source_when(&g, |b| b["health"]["state"] == "connected").await;
     assert_eq!(st["health"]["state"], "connected", "{st}");
-    let (s, r) = g.call(Method::GET, "/ready", None, None).await;
+    let (s, r) = g.admin(Method::GET, "/ready", None).await;
     assert_eq!(s, 200, "{r}");
 
     // Another node takes the endpoint: capture is refused and /ready says why.
@@ -461,7 +461,7 @@ async fn an_org_binds_only_endpoints_the_admin_granted_and_a_pinned_node_is_chec
         .as_str()
         .unwrap()
         .contains("not the pinned node"));
-    let (s, r) = g.call(Method::GET, "/ready", None, None).await;
+    let (s, r) = g.admin(Method::GET, "/ready", None).await;
     assert_eq!(s, 503, "{r}");
     assert_eq!(r["checks"]["sources"]["wrong_node"], 1, "{r}");
     let sink = file_sink(&g, "all", json!({})).await;

@@ -103,7 +103,7 @@ async fn the_gateway_seals_its_kek_in_the_tpm_at_first_start_and_unseals_it_at_e
         .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
         .await;
     assert_eq!(s, 200);
-    let (_, ready) = g.call(Method::GET, "/ready", None, None).await;
+    let (_, ready) = g.admin(Method::GET, "/ready", None).await;
     assert_eq!(ready["checks"]["keys"]["provider"], "tpm", "{ready}");
     assert!(ready["checks"]["keys"]["kek_id"]
         .as_str()
@@ -350,7 +350,7 @@ async fn rotation_rewraps_every_record_survives_a_kill_midway_and_resumes() {
             .await;
         assert_eq!(&c["formation_secret"], s, "m{i} after the rotation");
     }
-    let (_, ready) = g.call(Method::GET, "/ready", None, None).await;
+    let (_, ready) = g.admin(Method::GET, "/ready", None).await;
     assert_eq!(ready["checks"]["keys"]["kek_id"], after.as_str());
     let (_, audit) = g.admin(Method::GET, "/audit", None).await;
     assert!(audit["entries"]

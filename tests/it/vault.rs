@@ -71,7 +71,7 @@ async fn formation_keys_wrapped_by_openbao_transit_survive_restarts_and_fail_clo
         .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
         .await;
     assert_eq!(s, 200, "{creds}");
-    let (_, ready) = g.call(Method::GET, "/ready", None, None).await;
+    let (_, ready) = g.admin(Method::GET, "/ready", None).await;
     assert_eq!(ready["checks"]["keys"]["provider"], "vault", "{ready}");
     assert_eq!(
         ready["checks"]["keys"]["kek_id"],
@@ -193,7 +193,7 @@ path "transit/keys/peat-gateway" { capabilities = ["read"] }"#;
 async fn ready_when(g: &Gateway, ok: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let (s, body) = g.call(Method::GET, "/ready", None, None).await;
+        let (s, body) = g.admin(Method::GET, "/ready", None).await;
         if ok(s, &body) || std::time::Instant::now() > deadline {
             return (s, body);
         }

@@ -289,9 +289,9 @@ impl Gateway {
         split(resp).await
     }
 
-    /// The Prometheus text of `/metrics`.
+    /// The Prometheus text of `/metrics`, with the admin's detail.
     pub async fn metrics(&self) -> String {
-        self.req(Method::GET, "/metrics", None)
+        self.req(Method::GET, "/metrics", Some(ADMIN))
             .send()
             .await
             .expect("metrics request")
