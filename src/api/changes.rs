@@ -174,7 +174,7 @@ async fn ingest(
     ApiBytes(body): ApiBytes<MAX_INGEST_BYTES>,
 ) -> Result<impl IntoResponse, ApiError> {
     let scope = s.scope(&p, &ids, Need::Ingest, "append changes").await?;
-    let (f, org_uid) = s
+    let (f, org_uid, max_documents) = s
         .tenancy
         .formation_with_org_uid(&scope, ids.second())
         .await?;
@@ -184,6 +184,7 @@ async fn ingest(
         org_uid,
         app_id: f.app_id.clone(),
         formation_uid: f.formation_uid,
+        max_documents: u64::from(max_documents),
     };
     let report = s.cdc.outbox().append(src, changes).await?;
     s.metrics.ingested(&report);

@@ -142,6 +142,9 @@ impl From<crate::cdc::CdcError> for ApiError {
                 "invalid_field",
                 e.to_string(),
             ),
+            CdcError::DocumentQuota { .. } => {
+                Self::new(StatusCode::CONFLICT, "quota_exceeded", e.to_string())
+            }
             CdcError::Full { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "outbox_full",

@@ -10,6 +10,8 @@ pub enum CdcError {
     Invalid { field: &'static str, reason: String },
     #[error("the outbox is full ({used} of {quota} bytes); retry after sinks drain")]
     Full { used: u64, quota: u64 },
+    #[error("quota max_documents_per_formation reached (limit {limit}): delete documents or raise the org's quota")]
+    DocumentQuota { limit: u64 },
     #[error("{what} not found")]
     NotFound { what: &'static str },
     #[error(transparent)]

@@ -204,12 +204,13 @@ impl Tenancy {
         Formation::try_from(rec.ok_or(TenantError::NotFound { what: "formation" })?)
     }
 
-    /// The formation and its org's immutable uid, which every captured change carries.
+    /// The formation, its org's immutable uid (which every captured change carries) and the
+    /// org's `max_documents_per_formation`.
     pub async fn formation_with_org_uid(
         &self,
         scope: &OrgScope,
         app_id: &str,
-    ) -> Result<(Formation, [u8; 16]), TenantError> {
+    ) -> Result<(Formation, [u8; 16], u32), TenantError> {
         let key = keys::formation(scope.org_id(), app_id);
         let org_id = scope.org_id().to_owned();
         let (rec, uid) = self
@@ -217,11 +218,11 @@ impl Tenancy {
             .read(move |r| -> Result<_, TenantError> {
                 let org = super::orgs::load_org(r, &org_id)?;
                 let rec: Option<FormationRecord> = r.get(Table::Formations, &key)?;
-                Ok((rec, org.org_uid))
+                Ok((rec, (org.org_uid, org.quotas.max_documents_per_formation)))
             })
             .await?;
         let f = Formation::try_from(rec.ok_or(TenantError::NotFound { what: "formation" })?)?;
-        Ok((f, uid))
+        Ok((f, uid.0, uid.1))
     }
 
     /// Deletes the formation and every record it owns, in one transaction. Returns the

@@ -37,6 +37,8 @@ pub struct SourceDef {
     pub org_id: String,
     /// The owning org's immutable uid, which every captured change carries.
     pub org_uid: [u8; 16],
+    /// The org's `max_documents_per_formation`.
+    pub max_documents: u64,
     pub app_id: String,
     pub formation_uid: [u8; 16],
     pub endpoint: String,
@@ -253,7 +255,7 @@ impl Tenancy {
                 }
                 t.put(Table::Sources, key, &rec)?;
                 Ok((
-                    def(&org_id, org.org_uid, &app, f.formation_uid, rec, true),
+                    def(&org, &app, f.formation_uid, rec, true),
                     Some((org.org_id, org.org_uid)),
                 ))
             },
@@ -276,9 +278,9 @@ impl Tenancy {
                 let rec: SourceRecord = r
                     .get(Table::Sources, &key)?
                     .ok_or(TenantError::NotFound { what: "source" })?;
-                let uid = load_org(r, &org)?.org_uid;
+                let o = load_org(r, &org)?;
                 let granted = is_granted(r, &org, &rec.endpoint)?;
-                Ok(def(&org, uid, &app, f.formation_uid, rec, granted))
+                Ok(def(&o, &app, f.formation_uid, rec, granted))
             })
             .await
     }
@@ -364,16 +366,9 @@ impl Tenancy {
                     else {
                         continue;
                     };
-                    let uid = load_org(r, &f.org_id)?.org_uid;
+                    let o = load_org(r, &f.org_id)?;
                     let granted = is_granted(r, &f.org_id, &rec.endpoint)?;
-                    out.push(def(
-                        &f.org_id,
-                        uid,
-                        &f.app_id,
-                        f.formation_uid,
-                        rec,
-                        granted,
-                    ));
+                    out.push(def(&o, &f.app_id, f.formation_uid, rec, granted));
                 }
                 Ok(out)
             })
@@ -434,16 +429,16 @@ pub fn redact_endpoint(e: &str) -> String {
 }
 
 fn def(
-    org: &str,
-    org_uid: [u8; 16],
+    org: &crate::store::OrgRecord,
     app: &str,
     formation_uid: [u8; 16],
     r: SourceRecord,
     granted: bool,
 ) -> SourceDef {
     SourceDef {
-        org_id: org.to_owned(),
-        org_uid,
+        org_id: org.org_id.clone(),
+        org_uid: org.org_uid,
+        max_documents: u64::from(org.quotas.max_documents_per_formation),
         app_id: app.to_owned(),
         formation_uid,
         endpoint: r.endpoint,

@@ -574,3 +574,34 @@ async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
     let (s, b) = ingest(&g, json!([upsert("after", 1)])).await;
     assert_eq!((s, b["appended"].as_u64()), (202, Some(1)));
 }
+
+#[tokio::test]
+async fn a_formation_holds_at_most_its_quota_of_documents() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let (s, b) = g
+        .admin(
+            Method::PATCH,
+            "/orgs/acme",
+            Some(json!({"quotas": {"max_documents_per_formation": 3}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = ingest(&g, json!([upsert("a", 1), upsert("b", 1), upsert("c", 1)])).await;
+    assert_eq!(s, 202, "{b}");
+    let (s, b) = ingest(&g, json!([upsert("a", 2), upsert("d", 1)])).await;
+    assert_eq!((s, error_code(&b)), (409, "quota_exceeded"), "{b}");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_documents_per_formation"));
+    // Refused whole: the update in the same batch did not land either.
+    let (s, b) = ingest(&g, json!([upsert("a", 2)])).await;
+    assert_eq!((s, b["appended"].as_u64()), (202, Some(1)), "{b}");
+    let (s, _) = ingest(
+        &g,
+        json!([{"collection": "tracks", "doc_id": "b", "op": "delete"}, upsert("d", 1)]),
+    )
+    .await;
+    assert_eq!(s, 202, "a deleted document frees its place");
+}

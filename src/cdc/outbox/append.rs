@@ -24,6 +24,27 @@ pub(super) struct Done {
     pub fill: OrgFill,
 }
 
+/// Meta key of a formation's count of live documents.
+pub(super) fn doc_count_key(formation_uid: &[u8; 16]) -> Vec<u8> {
+    let mut k = b"docs\0".to_vec();
+    k.extend_from_slice(formation_uid);
+    k
+}
+
+/// The formation's live documents: the stored count, or (first time) counted once.
+fn doc_count(t: &Txn<'_>, formation_uid: &[u8; 16]) -> Result<u64, CdcError> {
+    if let Some(v) = t.get_raw(Table::Meta, &doc_count_key(formation_uid))? {
+        return Ok(v.try_into().map_or(0, u64::from_le_bytes));
+    }
+    let mut n = 0;
+    for (_, v) in t.scan(Table::Docs, formation_uid, None, usize::MAX)? {
+        if DocRecord::decode(&v)?.content_hash.is_some() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 pub(super) fn append_in(
     t: &mut Txn<'_>,
     src: &FormationRef,
@@ -36,6 +57,7 @@ pub(super) fn append_in(
     let mut next = read_u64(t, NEXT_LSN)?.max(1);
     let used = read_u64(t, BYTES)?;
     let mut fill = orgs::read_fill(t, &org)?;
+    let mut live = doc_count(t, &src.formation_uid)?;
     let mut added = 0u64;
     let mut outcomes = Vec::with_capacity(changes.len());
     let mut last = None;
@@ -51,6 +73,19 @@ pub(super) fn append_in(
         if unchanged {
             outcomes.push(Appended::Unchanged);
             continue;
+        }
+        let was_live = prev.as_ref().is_some_and(|p| p.content_hash.is_some());
+        match (was_live, new_hash.is_some()) {
+            (false, true) => {
+                if live >= src.max_documents {
+                    return Err(CdcError::DocumentQuota {
+                        limit: src.max_documents,
+                    });
+                }
+                live += 1;
+            }
+            (true, false) => live = live.saturating_sub(1),
+            _ => {}
         }
         let (op, data, hash) = match canon {
             Some((bytes, h)) => (Op::Upsert, Some(bytes), h),
@@ -118,6 +153,11 @@ pub(super) fn append_in(
         };
         put_u64(t, DROPPED, read_u64(t, DROPPED)? + n);
     }
+    t.put_raw(
+        Table::Meta,
+        doc_count_key(&src.formation_uid),
+        live.to_le_bytes().to_vec(),
+    );
     fill.bytes = fill.bytes.saturating_sub(dropped.bytes) + added;
     fill.events = fill.events.saturating_sub(dropped.events);
     orgs::put_fill(t, &org, fill);

@@ -73,6 +73,8 @@ pub struct FormationRef {
     pub org_uid: [u8; 16],
     pub app_id: String,
     pub formation_uid: [u8; 16],
+    /// The org's `max_documents_per_formation`: live documents this formation may hold.
+    pub max_documents: u64,
 }
 
 /// The outcome of one change of an append.
@@ -610,6 +612,7 @@ impl Outbox {
     pub async fn forget_formation(&self, formation_uid: [u8; 16]) -> Result<u64, CdcError> {
         self.store
             .write(move |t| -> Result<u64, CdcError> {
+                t.delete(Table::Meta, append::doc_count_key(&formation_uid));
                 Ok(t.delete_prefix(Table::Docs, &formation_uid)?)
             })
             .await
@@ -755,6 +758,7 @@ mod tests {
             org_uid: a,
             app_id: "mesh".into(),
             formation_uid: [9; 16],
+            max_documents: 100,
         };
         let change = Change {
             collection: "tracks".into(),
@@ -783,6 +787,7 @@ mod tests {
                 org_uid: uid,
                 app_id: "m".into(),
                 formation_uid: uid,
+                max_documents: 100,
             };
             let c = Change {
                 collection: "t".into(),

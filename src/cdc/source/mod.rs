@@ -232,6 +232,7 @@ impl Capture {
         FormationRef {
             org_id: self.def.org_id.clone(),
             org_uid: self.def.org_uid,
+            max_documents: self.def.max_documents,
             app_id: self.def.app_id.clone(),
             formation_uid: self.def.formation_uid,
         }
