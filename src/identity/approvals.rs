@@ -206,6 +206,7 @@ impl Authority {
                             &app_c,
                             &cert,
                             format!("approval:{}", p.enrollment_id),
+                            o.quotas.max_peers_per_formation,
                         )?;
                         p.state = 1;
                         p.certificate = Some(fp);
@@ -215,6 +216,7 @@ impl Authority {
                     p.decided_by = Some(actor.id.clone());
                     p.decided_at_ms = Some(now);
                     p.reason = reason.clone();
+                    super::retention::schedule_enrollment(t, &key, now);
                     t.put(Table::Enrollments, key, &p)?;
                     let outcome = match (&reason, approve) {
                         (Some(r), true) => format!("approved: {r}"),

@@ -374,6 +374,7 @@ impl Authority {
                     &signer,
                     &mesh_id,
                     &replay_key,
+                    o.quotas.max_peers_per_formation,
                     now,
                 )?;
                 audit_append(
@@ -453,6 +454,7 @@ fn decide(
     signer: &ed25519_dalek::SigningKey,
     mesh_id: &str,
     replay_key: &[u8],
+    max_peers: u32,
     now: u64,
 ) -> Result<(Decision, String), TenantError> {
     let deny = |reason: String| {
@@ -460,6 +462,7 @@ fn decide(
         Ok((Decision::Denied { reason }, text))
     };
     prune_replay(t, now)?;
+    super::retention::prune(t, now)?;
     if t.exists(Table::EnrollReplay, replay_key)? {
         return deny("replayed request: sign a new request with a fresh timestamp".into());
     }
@@ -573,6 +576,7 @@ fn decide(
             reason: None,
             certificate: None,
         };
+        super::retention::schedule_enrollment(t, &pending_key, rec.expires_at_ms);
         t.put(Table::Enrollments, pending_key, &rec)?;
         return Ok((
             Decision::Pending {
@@ -588,7 +592,7 @@ fn decide(
     }
 
     let cert = sign(signer, req, mesh_id, tier, permissions, s, now)?;
-    let fp = certs::record(t, org, app, &cert, via.clone())?;
+    let fp = certs::record(t, org, app, &cert, via.clone(), max_peers)?;
     let text = format!(
         "approved: tier {} (requested {}) permissions {:#04x} via {via}, certificate {}",
         tier.name(),

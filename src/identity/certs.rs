@@ -75,13 +75,15 @@ pub(crate) fn revoked(
     )
 }
 
-/// Records an issued certificate in the caller's transaction; returns its fingerprint.
+/// Records an issued certificate in the caller's transaction, counts its key as a peer of the
+/// formation (refused past `max_peers`) and schedules its pruning; returns its fingerprint.
 pub(crate) fn record(
     t: &mut Txn<'_>,
     org: &str,
     app: &str,
     cert: &MeshCertificate,
     granted_via: String,
+    max_peers: u32,
 ) -> Result<[u8; 32], TenantError> {
     use sha2::{Digest, Sha256};
     let bytes = cert.encode()?;
@@ -96,7 +98,10 @@ pub(crate) fn record(
         expires_at_ms: cert.fields.expires_at_ms,
         granted_via,
     };
-    t.put(Table::Certificates, cert_key(org, app, &fp), &rec)?;
+    super::retention::admit_peer(t, org, app, &rec.subject, rec.expires_at_ms, max_peers)?;
+    let key = cert_key(org, app, &fp);
+    super::retention::schedule_certificate(t, &key, rec.expires_at_ms);
+    t.put(Table::Certificates, key, &rec)?;
     Ok(fp)
 }
 

@@ -21,6 +21,7 @@ pub mod certs;
 mod events;
 mod limits;
 pub mod oidc;
+mod retention;
 pub mod rules;
 pub mod settings;
 pub mod x509;

@@ -356,9 +356,66 @@ fn state_v6(wtx: &WriteTransaction) -> Result<(), StoreError> {
     create(wtx, &[Table::OrgNetworks])
 }
 
-/// State schema 7: what the gateway admin grants each org: sidecar endpoints, egress.
+/// State schema 7: what the gateway admin grants each org (sidecar endpoints, egress); each
+/// formation's peers (for `max_peers_per_formation`) and the expiry index that prunes old
+/// certificates and enrollment rows, both built from the rows already there.
 fn state_v7(wtx: &WriteTransaction) -> Result<(), StoreError> {
-    create(wtx, &[Table::SourceGrants, Table::Egress])
+    use super::{CertRecord, PendingRecord, Record};
+    use redb::ReadableTable as _;
+    create(
+        wtx,
+        &[
+            Table::SourceGrants,
+            Table::Egress,
+            Table::Peers,
+            Table::Expiry,
+        ],
+    )?;
+    let grace = keys::RETENTION_GRACE_MS;
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut peers: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
+    {
+        let certs = wtx
+            .open_table(Table::Certificates.def())
+            .op("open certificates")?;
+        for item in certs.iter().op("scan certificates")? {
+            let (k, v) = item.op("read a certificate")?;
+            let (k, v) = (k.value().to_vec(), v.value().to_vec());
+            let rec = CertRecord::decode(&v)?;
+            let when = rec.expires_at_ms.saturating_add(grace);
+            entries.push((keys::expiry(when, keys::EXPIRY_CERTIFICATE, &k), Vec::new()));
+            let mut peer = k[..k.len().saturating_sub(32)].to_vec();
+            peer.extend_from_slice(&rec.subject);
+            let e = peers.entry(peer).or_insert(0);
+            *e = (*e).max(rec.expires_at_ms);
+        }
+        let rows = wtx
+            .open_table(Table::Enrollments.def())
+            .op("open enrollments")?;
+        for item in rows.iter().op("scan enrollments")? {
+            let (k, v) = item.op("read an enrollment")?;
+            let (k, v) = (k.value().to_vec(), v.value().to_vec());
+            let rec = PendingRecord::decode(&v)?;
+            let when = rec
+                .decided_at_ms
+                .unwrap_or(rec.expires_at_ms)
+                .saturating_add(grace);
+            entries.push((keys::expiry(when, keys::EXPIRY_ENROLLMENT, &k), Vec::new()));
+        }
+    }
+    let mut expiry = wtx.open_table(Table::Expiry.def()).op("open expiry")?;
+    for (k, v) in &entries {
+        expiry
+            .insert(k.as_slice(), v.as_slice())
+            .op("index expiry")?;
+    }
+    let mut table = wtx.open_table(Table::Peers.def()).op("open peers")?;
+    for (k, until) in &peers {
+        table
+            .insert(k.as_slice(), until.to_le_bytes().as_slice())
+            .op("index peers")?;
+    }
+    Ok(())
 }
 
 /// Outbox schema 1.

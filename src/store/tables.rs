@@ -25,6 +25,8 @@
 //! org_networks       org_id                      -> OrgNetworkRecord
 //! source_grants      org_id                      -> SourceGrantRecord (sidecar endpoints the admin granted)
 //! egress             org_id                      -> EgressRecord (internal networks and hosts the admin granted)
+//! peers              org 0x00 app 0x00 subject (32) -> expiry of its newest certificate, u64 LE
+//! expiry             when_ms u64 BE ‖ kind u8 ‖ row key -> empty (1 certificate, 2 enrollment row; pruned from `when`)
 //!
 //! cdc.redb (outbox schema):
 //! meta               utf-8 name                  -> raw (schema_version, next_lsn, gateway_id, …)
@@ -66,6 +68,8 @@ pub enum Table {
     OrgNetworks,
     SourceGrants,
     Egress,
+    Peers,
+    Expiry,
     Events,
     Docs,
     Cursors,
@@ -104,6 +108,8 @@ impl Table {
             Table::OrgNetworks => "org_networks",
             Table::SourceGrants => "source_grants",
             Table::Egress => "egress",
+            Table::Peers => "peers",
+            Table::Expiry => "expiry",
             Table::Events => "events",
             Table::Docs => "docs",
             Table::Cursors => "cursors",
@@ -170,6 +176,19 @@ pub mod keys {
     pub fn formation_row(org: &str, app: &str, tail: &[u8]) -> Vec<u8> {
         let mut k = sealed_prefix(org, app);
         k.extend_from_slice(tail);
+        k
+    }
+
+    /// How long expired certificates and decided enrollments stay listed before pruning.
+    pub const RETENTION_GRACE_MS: u64 = 7 * 86_400_000;
+    pub const EXPIRY_CERTIFICATE: u8 = 1;
+    pub const EXPIRY_ENROLLMENT: u8 = 2;
+
+    /// An `expiry` entry: prune the row `row` of `kind` from `when_ms` on.
+    pub fn expiry(when_ms: u64, kind: u8, row: &[u8]) -> Vec<u8> {
+        let mut k = when_ms.to_be_bytes().to_vec();
+        k.push(kind);
+        k.extend_from_slice(row);
         k
     }
 

@@ -79,6 +79,7 @@ pub(crate) fn delete_enrollment_rows(t: &mut Txn<'_>, prefix: &[u8]) -> Result<(
     t.delete_prefix(Table::Certificates, prefix)?;
     t.delete_prefix(Table::Revocations, prefix)?;
     t.delete_prefix(Table::Enrollments, prefix)?;
+    t.delete_prefix(Table::Peers, prefix)?;
     Ok(())
 }
 

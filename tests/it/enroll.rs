@@ -966,3 +966,44 @@ async fn junk_requests_do_not_spend_the_orgs_enrollment_quota() {
     .await;
     assert_eq!((s, error_code(&b)), (429, "rate_limited"), "{b}");
 }
+
+#[tokio::test]
+async fn a_formation_admits_at_most_its_quota_of_peers() {
+    let (g, mesh_id, _) = formation("Open", &[]).await;
+    let (s, b) = g
+        .admin(
+            Method::PATCH,
+            "/orgs/acme",
+            Some(json!({"quotas": {"max_peers_per_formation": 2}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    for n in 0..2u8 {
+        let (s, b) = enroll_json(
+            &g,
+            ENROLL,
+            &request(&device(0xc0 + n), &mesh_id, "p", MeshTier::Edge, ""),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, b) = enroll_json(
+        &g,
+        ENROLL,
+        &request(&device(0xcf), &mesh_id, "p", MeshTier::Edge, ""),
+    )
+    .await;
+    assert_eq!((s, error_code(&b)), (409, "quota_exceeded"), "{b}");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_peers_per_formation"));
+    // A known device enrolling again is no new peer.
+    let (s, b) = enroll_json(
+        &g,
+        ENROLL,
+        &request(&device(0xc0), &mesh_id, "p", MeshTier::Edge, ""),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+}
