@@ -617,7 +617,7 @@ async fn apply_config_sources(
             node_id: c.node_id.clone(),
         };
         match t.put_source(&scope, &c.app, new).await {
-            Ok(_) => tracing::info!(org = %c.org, app = %c.app, endpoint = %c.endpoint, "source binding from the config file applied"),
+            Ok(_) => tracing::info!(org = %c.org, app = %c.app, endpoint = %peat_gateway::tenant::redact_endpoint(&c.endpoint), "source binding from the config file applied"),
             Err(TenantError::NotFound { .. }) => anyhow::bail!(
                 "{what}: the formation does not exist; create it (POST /orgs/{}/formations) or remove the entry",
                 c.org

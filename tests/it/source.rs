@@ -491,3 +491,43 @@ async fn an_org_binds_only_endpoints_the_admin_granted_and_a_pinned_node_is_chec
     let (_, gr) = g.admin(Method::GET, "/orgs/acme/source-grants", None).await;
     assert_eq!(gr["endpoints"], json!([other.url()]));
 }
+
+#[tokio::test]
+async fn credentials_in_a_source_url_are_shown_to_no_role() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let port = crate::harness::free_port();
+    let endpoint = format!("http://gw:pw-s3cret@127.0.0.1:{port}");
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/source",
+            Some(json!({"endpoint": endpoint, "collections": ["tracks"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let st = source_when(&g, |b| b["health"]["last_error"].is_string()).await;
+    assert!(st["health"]["last_error"].is_string(), "{st}");
+    let (_, v) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/api-tokens",
+            Some(json!({"name": "v", "role": "viewer"})),
+        )
+        .await;
+    let viewer = v["token"].as_str().unwrap().to_owned();
+    let (_, seen) = g
+        .call(
+            Method::GET,
+            "/orgs/acme/formations/mesh/source",
+            Some(&viewer),
+            None,
+        )
+        .await;
+    let (_, grants) = g.admin(Method::GET, "/orgs/acme/source-grants", None).await;
+    for text in [st.to_string(), seen.to_string(), grants.to_string()] {
+        assert!(!text.contains("pw-s3cret"), "{text}");
+    }
+    assert!(seen["endpoint"].as_str().unwrap().contains("[redacted]@"));
+    assert!(!g.all_output().contains("pw-s3cret"), "nor in the log");
+}

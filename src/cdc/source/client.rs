@@ -117,7 +117,7 @@ impl SidecarClient {
     ) -> Result<Self, SourceError> {
         let tls_config = if endpoint.starts_with("https://") {
             Some(tls.rustls().map_err(|reason| SourceError::Unreachable {
-                endpoint: endpoint.to_owned(),
+                endpoint: crate::tenant::redact_endpoint(endpoint),
                 reason,
             })?)
         } else {
@@ -138,7 +138,7 @@ impl SidecarClient {
                     b = b.timeout(t);
                 }
                 b.build().map_err(|e| SourceError::Unreachable {
-                    endpoint: endpoint.to_owned(),
+                    endpoint: crate::tenant::redact_endpoint(endpoint),
                     reason: e.to_string(),
                 })
             };
@@ -150,7 +150,8 @@ impl SidecarClient {
             }
         };
         Ok(Self {
-            endpoint: endpoint.to_owned(),
+            // Shown in errors and logs: never with credentials.
+            endpoint: crate::tenant::redact_endpoint(endpoint),
             token,
             transport,
         })
@@ -169,7 +170,12 @@ impl SidecarClient {
 
     /// [`Self::unreachable`] with every cause of `e` (the root cause is what operators need).
     fn unreachable_chain(&self, e: &dyn std::error::Error) -> SourceError {
-        self.unreachable(crate::peer_read::chain(e))
+        let mut text = crate::peer_read::chain(e);
+        // Client errors name the URL, credentials included: show it redacted.
+        if let Transport::Tcp { base, .. } = &self.transport {
+            text = text.replace(base.as_str(), &crate::tenant::redact_endpoint(base));
+        }
+        self.unreachable(text)
     }
 
     /// One POST; `streaming` selects the client without a read timeout.
