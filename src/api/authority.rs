@@ -502,7 +502,7 @@ async fn revoke_cert(
     let settings = settings::get(&s.tenancy, &scope, ids.second()).await?;
     if settings.publish_documents {
         let doc = certs::revocation_document(&r)?;
-        out["published"] = publish(&s, ids.org(), ids.second(), vec![doc]).await;
+        out["published"] = publish(&s, scope.actor(), ids.org(), ids.second(), vec![doc]).await;
     }
     Ok(Json(out))
 }
@@ -533,14 +533,27 @@ async fn list_revocations(
     })))
 }
 
-/// Writes documents to the formation's node; the outcome as JSON for the answer.
+/// Writes documents to the formation's node; the outcome as JSON for the answer. Every
+/// publication is audited with what was written.
 pub(crate) async fn publish(
     s: &AppState,
+    actor: &crate::tenant::Actor,
     org: &str,
     app: &str,
     docs: Vec<certs::Document>,
 ) -> Value {
+    let target = format!("org/{org}/formation/{app}/certificates");
     let Some(client) = s.sources.client(org, app) else {
+        let _ = s
+            .tenancy
+            .audit_event(
+                actor,
+                org,
+                "certificates.publish",
+                target,
+                "no sidecar binding",
+            )
+            .await;
         return json!({"ok": false, "error": "the formation has no sidecar binding (PUT …/source)"});
     };
     let mut written = 0;
@@ -556,6 +569,18 @@ pub(crate) async fn publish(
             }
         }
     }
+    let outcome = if errors.is_empty() {
+        "written"
+    } else {
+        "partly failed"
+    };
+    if let Err(e) = s
+        .tenancy
+        .audit_event(actor, org, "certificates.publish", target, outcome)
+        .await
+    {
+        tracing::warn!(error = %e, "certificate publication not audited");
+    }
     json!({"ok": errors.is_empty(), "written": written, "errors": errors})
 }
 
@@ -568,5 +593,7 @@ async fn publish_all(
         .scope(&p, &ids, Need::Operate, "publish certificates")
         .await?;
     let docs = certs::documents(&s.tenancy, &scope, ids.second()).await?;
-    Ok(Json(publish(&s, ids.org(), ids.second(), docs).await))
+    Ok(Json(
+        publish(&s, scope.actor(), ids.org(), ids.second(), docs).await,
+    ))
 }

@@ -351,7 +351,8 @@ pub(crate) fn publish_issued(
         }
         match crate::identity::certs::certificate_document(&bytes, crate::tenant::now_ms()) {
             Ok(doc) => {
-                super::authority::publish(&s, &org, &app, vec![doc]).await;
+                let system = crate::tenant::Actor::system();
+                super::authority::publish(&s, &system, &org, &app, vec![doc]).await;
             }
             Err(e) => tracing::warn!(error = %e, "certificate document not built"),
         }

@@ -472,22 +472,39 @@ async fn command(
     cmd: Command,
 ) -> Result<StatusCode, ApiError> {
     let (scope, def) = sink_of(&s, &p, &ids, Need::Operate, "retry or skip sink events").await?;
-    if !s.cdc.command(&def.sink_uid, cmd) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_stalled",
-            "the sink is not stalled; retry and skip apply to a sink stuck on a refused event",
-        ));
-    }
     let action = match cmd {
         Command::Retry => "sink.retry",
         Command::Skip => "sink.skip",
     };
     let target = format!("org/{}/sink/{}", def.org_id, def.sink_id);
+    if s.cdc.status(&def.sink_uid).map(|st| st.state) != Some(SinkState::Stalled) {
+        s.tenancy
+            .audit_event(
+                scope.actor(),
+                &def.org_id,
+                action,
+                target,
+                "refused: not stalled",
+            )
+            .await?;
+        return Err(not_stalled());
+    }
+    // Recorded before it acts: a skip loses an event for this sink for good.
     s.tenancy
-        .audit_event(scope.actor(), &def.org_id, action, target, "ok")
+        .audit_event(scope.actor(), &def.org_id, action, target, "requested")
         .await?;
+    if !s.cdc.command(&def.sink_uid, cmd) {
+        return Err(not_stalled());
+    }
     Ok(StatusCode::ACCEPTED)
+}
+
+fn not_stalled() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_stalled",
+        "the sink is not stalled; retry and skip apply to a sink stuck on a refused event",
+    )
 }
 
 #[derive(Deserialize)]
@@ -504,35 +521,36 @@ async fn act_on_dead_letters(
 ) -> Result<Json<Value>, ApiError> {
     let (scope, def) = sink_of(&s, &p, &ids, Need::Operate, "act on dead letters").await?;
     let target = format!("org/{}/sink/{}/dead-letters", def.org_id, def.sink_id);
+    // Each action is recorded before it acts.
     let out = match body.action.as_str() {
         "retry" => {
-            let (delivered, left) = s
-                .cdc
-                .replay_dead_letters(&def)
-                .await
-                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "sink_unavailable", e))?;
             s.tenancy
                 .audit_event(
                     scope.actor(),
                     &def.org_id,
                     "sink.dead-letters.retry",
                     target,
-                    "ok",
+                    "requested",
                 )
                 .await?;
+            let (delivered, left) = s
+                .cdc
+                .replay_dead_letters(&def)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "sink_unavailable", e))?;
             json!({"delivered": delivered, "still_parked": left})
         }
         "discard" => {
-            let n = s.cdc.discard_dead_letters(&def).await?;
             s.tenancy
                 .audit_event(
                     scope.actor(),
                     &def.org_id,
                     "sink.dead-letters.discard",
                     target,
-                    "ok",
+                    "requested",
                 )
                 .await?;
+            let n = s.cdc.discard_dead_letters(&def).await?;
             json!({"discarded": n})
         }
         _ => {
@@ -551,7 +569,11 @@ async fn test(
     Caller(p): Caller,
     ids: Ids,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, def) = sink_of(&s, &p, &ids, Need::Operate, "test sinks").await?;
+    let (scope, def) = sink_of(&s, &p, &ids, Need::Operate, "test sinks").await?;
+    let target = format!("org/{}/sink/{}", def.org_id, def.sink_id);
+    s.tenancy
+        .audit_event(scope.actor(), &def.org_id, "sink.test", target, "requested")
+        .await?;
     Ok(Json(match s.cdc.test_sink(&def).await {
         Ok(id) => json!({"ok": true, "event_id": id}),
         Err(e) => json!({"ok": false, "error": e}),

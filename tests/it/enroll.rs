@@ -919,6 +919,18 @@ async fn certificates_and_revocations_are_published_to_the_node_as_peat_document
         )
         .await;
     assert_eq!((s, p["written"].as_u64()), (200, Some(1)), "{p}");
+    let (_, audit) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
+    let published: Vec<&Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "certificates.publish")
+        .collect();
+    assert!(
+        published.iter().any(|e| e["actor_id"] == "system")
+            && published.iter().any(|e| e["actor_id"] == "admin"),
+        "automatic and manual publications are audited: {published:?}"
+    );
 }
 
 #[tokio::test]

@@ -218,17 +218,43 @@ async fn a_refused_event_stalls_the_sink_until_skipped_into_the_dead_letters() {
     assert_eq!(items[0]["lsn"], 3);
     assert_eq!(items[0]["event"]["subject"], "tracks/poison");
     assert!(items[0]["reason"].as_str().unwrap().contains("422"));
+    // Not stalled now: refused, and that too is recorded.
+    let (s, _) = g
+        .admin(Method::POST, &format!("/orgs/acme/sinks/{sink}/skip"), None)
+        .await;
+    assert_eq!(s, 409);
+    g.admin(Method::POST, &format!("/orgs/acme/sinks/{sink}/test"), None)
+        .await;
+    g.admin(
+        Method::POST,
+        &format!("/orgs/acme/sinks/{sink}/dead-letters"),
+        Some(json!({"action": "discard"})),
+    )
+    .await;
     let (_, audit) = g.admin(Method::GET, "/orgs/acme/audit", None).await;
-    let actions: Vec<&str> = audit["entries"]
+    let entries: Vec<(String, String)> = audit["entries"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|e| e["action"].as_str())
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or("").to_owned(),
+                e["outcome"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
-    assert!(
-        actions.contains(&"sink.retry") && actions.contains(&"sink.skip"),
-        "{actions:?}"
-    );
+    for (action, outcome) in [
+        ("sink.retry", "requested"),
+        ("sink.skip", "requested"),
+        ("sink.skip", "refused: not stalled"),
+        ("sink.test", "requested"),
+        ("sink.dead-letters.discard", "requested"),
+    ] {
+        assert!(
+            entries.iter().any(|(a, o)| a == action && o == outcome),
+            "{action} {outcome}: {entries:?}"
+        );
+    }
 }
 
 #[tokio::test]
