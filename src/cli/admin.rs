@@ -154,8 +154,13 @@ pub(crate) fn audit(flag: Option<&Path>, cmd: AuditCmd) -> Result<ExitCode, Fail
             .context("reading the audit log")?;
             rt.block_on(store.shutdown());
             match report {
-                ChainReport::Intact { records } => {
-                    println!("audit chain intact: {records} records verified");
+                ChainReport::Intact { records, from_seq } => {
+                    match from_seq {
+                        None => println!("audit chain intact: {records} records verified"),
+                        Some(s) => println!(
+                            "audit chain intact: {records} records verified from the retention checkpoint (record {s} on; older ones were pruned)"
+                        ),
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 ChainReport::Broken {

@@ -132,6 +132,7 @@ struct Running {
     state: AppState,
     store: Store,
     key_probe: Option<std::time::Duration>,
+    audit_retention: peat_gateway::tenant::AuditRetention,
 }
 
 async fn start(cfg: Config, seed: Option<Seed>) -> anyhow::Result<Running> {
@@ -404,6 +405,7 @@ async fn bind(
         state,
         store,
         key_probe: cfg.key_probe,
+        audit_retention: cfg.audit_retention,
     })
 }
 
@@ -412,6 +414,11 @@ impl Running {
         let cdc = self.state.cdc.clone();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let housekeeping = tokio::spawn(cdc.clone().housekeeping(stop_rx.clone()));
+        let retention = tokio::spawn(audit_retention(
+            self.state.tenancy.clone(),
+            self.audit_retention,
+            stop_rx.clone(),
+        ));
         let key_probe = self.key_probe.map(|every| {
             let metrics = self.state.metrics.clone();
             tokio::spawn(peat_gateway::keys::health::watch(
@@ -444,6 +451,7 @@ impl Running {
         tracing::info!("listener closed; stopping sinks and flushing the stores");
         let _ = stop.send(true);
         let _ = housekeeping.await;
+        let _ = retention.await;
         if let Some(r) = reloads {
             let _ = r.await;
         }
@@ -457,6 +465,30 @@ impl Running {
         served?;
         tracing::info!("stopped cleanly");
         Ok(())
+    }
+}
+
+/// Applies audit retention shortly after start and then hourly.
+async fn audit_retention(
+    tenancy: Tenancy,
+    keep: peat_gateway::tenant::AuditRetention,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut wait = std::time::Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        match tenancy.prune_audit(keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                records = n,
+                "audit records past retention pruned; checkpoint recorded"
+            ),
+            Err(e) => tracing::warn!(error = %e, "audit retention failed; will retry"),
+        }
+        wait = std::time::Duration::from_secs(3600);
     }
 }
 

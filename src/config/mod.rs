@@ -60,6 +60,8 @@ pub struct Config {
     pub dev_mode: bool,
     /// Health and metrics detail without a token.
     pub public_detail: bool,
+    /// What audit retention keeps.
+    pub audit_retention: crate::tenant::AuditRetention,
     pub ui_dir: Option<PathBuf>,
     pub log_filter: String,
     pub request_timeout: Duration,
@@ -105,6 +107,20 @@ impl Config {
 
         let dev_mode = raw.dev_mode.unwrap_or(false);
         let public_detail = raw.public_detail.unwrap_or(false);
+        let audit_days = raw.audit_retention_days.unwrap_or(365);
+        if audit_days > 36_500 {
+            errors.push(err(
+                name("audit_retention_days"),
+                "must be at most 36500 (0 keeps records whatever their age)",
+            ));
+        }
+        let audit_max = raw.audit_max_records.unwrap_or(1_000_000);
+        if !(1_000..=100_000_000).contains(&audit_max) {
+            errors.push(err(
+                name("audit_max_records"),
+                "must be between 1000 and 100000000",
+            ));
+        }
 
         if let Some(t) = &raw.admin_token {
             if t.expose().trim().len() < MIN_ADMIN_TOKEN {
@@ -340,6 +356,10 @@ impl Config {
                     .unwrap_or(std::num::NonZeroU32::MIN),
                 dev_mode,
                 public_detail,
+                audit_retention: crate::tenant::AuditRetention {
+                    max_age_ms: audit_days * 86_400_000,
+                    max_records: audit_max,
+                },
                 ui_dir: raw.ui_dir,
                 log_filter: raw.log.unwrap_or_else(|| "info".into()),
                 request_timeout: Duration::from_secs(timeout_s),
@@ -514,6 +534,16 @@ impl Config {
                 "public_detail",
                 self.public_detail.to_string(),
                 o("public_detail"),
+            ),
+            (
+                "audit_retention_days",
+                (self.audit_retention.max_age_ms / 86_400_000).to_string(),
+                o("audit_retention_days"),
+            ),
+            (
+                "audit_max_records",
+                self.audit_retention.max_records.to_string(),
+                o("audit_max_records"),
             ),
             ("ui_dir", opt(&self.ui_dir), o("ui_dir")),
             ("log", self.log_filter.clone(), o("log")),

@@ -91,6 +91,10 @@ pub struct RawConfig {
     pub enroll_rate_per_min: Option<u64>,
     /// Explicit development mode (`PEAT_DEV_MODE`).
     pub dev_mode: Option<bool>,
+    /// Audit records older than this many days are pruned (`PEAT_AUDIT_RETENTION_DAYS`).
+    pub audit_retention_days: Option<u64>,
+    /// At most this many audit records are kept (`PEAT_AUDIT_MAX_RECORDS`).
+    pub audit_max_records: Option<u64>,
     /// `/metrics` and `/ready` detail (sink ids, org counts, KEK id, reasons) without a token
     /// (`PEAT_PUBLIC_DETAIL`); else to the admin only.
     pub public_detail: Option<bool>,
@@ -197,6 +201,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_AUTH_FAILURES_PER_MIN", "auth_failures_per_min"),
     ("PEAT_DEV_MODE", "dev_mode"),
     ("PEAT_PUBLIC_DETAIL", "public_detail"),
+    ("PEAT_AUDIT_RETENTION_DAYS", "audit_retention_days"),
+    ("PEAT_AUDIT_MAX_RECORDS", "audit_max_records"),
     ("PEAT_UI_DIR", "ui_dir"),
     ("PEAT_LOG", "log"),
     ("PEAT_GATEWAY_REQUEST_TIMEOUT_SECS", "request_timeout_secs"),
@@ -335,6 +341,8 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "auth_failures_per_min" => raw.auth_failures_per_min = Some(num(&v)?),
         "dev_mode" => raw.dev_mode = Some(boolean(&v)?),
         "public_detail" => raw.public_detail = Some(boolean(&v)?),
+        "audit_retention_days" => raw.audit_retention_days = Some(num(&v)?),
+        "audit_max_records" => raw.audit_max_records = Some(num(&v)?),
         "ui_dir" => raw.ui_dir = Some(v.into()),
         "log" => raw.log = Some(v),
         "request_timeout_secs" => raw.request_timeout_secs = Some(num(&v)?),

@@ -124,6 +124,8 @@ pub mod keys {
     pub const SCHEMA_VERSION: &[u8] = b"schema_version";
     pub const ADMIN_TOKEN: &[u8] = b"admin_token";
     pub const AUDIT_HEAD: &[u8] = b"audit_head";
+    /// The last record pruned by retention (seq and hash): the chain resumes from it.
+    pub const AUDIT_CHECKPOINT: &[u8] = b"audit_checkpoint";
 
     pub fn org(org: &str) -> Vec<u8> {
         org.as_bytes().to_vec()

@@ -176,11 +176,61 @@ pub(crate) fn list_all(
     })
 }
 
+/// What retention keeps of the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Records older than this go (0: kept whatever their age).
+    pub max_age_ms: u64,
+    /// At most this many records are kept.
+    pub max_records: u64,
+}
+
+/// Removes up to `chunk` of the oldest records that retention no longer keeps, with their
+/// per-org index entries, and moves the checkpoint (the last removed record's seq and hash)
+/// so the remaining chain still verifies from it. Returns how many went.
+pub(crate) fn prune(
+    t: &mut Txn<'_>,
+    keep: Retention,
+    now: u64,
+    chunk: usize,
+) -> Result<u64, StoreError> {
+    let Some(head) = t.get::<AuditHeadRecord>(Table::Meta, keys::AUDIT_HEAD)? else {
+        return Ok(0);
+    };
+    let oldest_kept_seq = head.seq.saturating_sub(keep.max_records) + 1;
+    let cutoff = (keep.max_age_ms > 0).then(|| now.saturating_sub(keep.max_age_ms));
+    let mut last: Option<AuditHeadRecord> = None;
+    let mut n = 0;
+    for (k, v) in t.scan(Table::Audit, b"", None, chunk)? {
+        let rec = AuditRecord::decode(&v)?;
+        // The newest record (the head) always stays, so the chain never becomes empty.
+        let too_old = cutoff.is_some_and(|c| rec.time_ms < c);
+        if rec.seq >= head.seq || !(too_old || rec.seq < oldest_kept_seq) {
+            break;
+        }
+        t.delete(Table::Audit, k);
+        if let Some(uid) = rec.org_uid {
+            t.delete(Table::AuditByOrg, keys::audit_by_org(&uid, rec.seq));
+        }
+        last = Some(AuditHeadRecord {
+            seq: rec.seq,
+            hash: rec.hash,
+        });
+        n += 1;
+    }
+    if let Some(cp) = last {
+        t.put(Table::Meta, keys::AUDIT_CHECKPOINT.to_vec(), &cp)?;
+    }
+    Ok(n)
+}
+
 /// Result of walking the whole chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainReport {
     Intact {
         records: u64,
+        /// The retention checkpoint the walk started from, if records were pruned.
+        from_seq: Option<u64>,
     },
     Broken {
         seq: u64,
@@ -195,8 +245,13 @@ pub(crate) fn verify_chain(
     r: &impl Reader,
     mut progress: impl FnMut(u64),
 ) -> Result<ChainReport, TenantError> {
-    let mut prev = [0u8; 32];
-    let mut expect_seq = 1u64;
+    // After retention pruned the oldest records, the chain resumes from the checkpoint.
+    let checkpoint: Option<AuditHeadRecord> = r.get(Table::Meta, keys::AUDIT_CHECKPOINT)?;
+    let (mut prev, first) = match &checkpoint {
+        Some(c) => (c.hash, c.seq + 1),
+        None => ([0u8; 32], 1),
+    };
+    let mut expect_seq = first;
     let mut after: Option<Vec<u8>> = None;
     loop {
         let page = r.scan(Table::Audit, b"", after.as_deref(), 1024)?;
@@ -204,7 +259,7 @@ pub(crate) fn verify_chain(
             break;
         }
         for (k, v) in &page {
-            let checked = expect_seq - 1;
+            let checked = expect_seq - first;
             let rec = match AuditRecord::decode(v) {
                 Ok(rec) => rec,
                 Err(_) => {
@@ -238,19 +293,22 @@ pub(crate) fn verify_chain(
             }
             prev = rec.hash;
             expect_seq += 1;
-            if (expect_seq - 1) % 10_000 == 0 {
-                progress(expect_seq - 1);
+            if (expect_seq - first) % 10_000 == 0 {
+                progress(expect_seq - first);
             }
         }
         after = page.last().map(|(k, _)| k.clone());
     }
-    let records = expect_seq - 1;
+    let records = expect_seq - first;
+    let from_seq = checkpoint.map(|c| c.seq + 1);
     let head: Option<AuditHeadRecord> = r.get(Table::Meta, keys::AUDIT_HEAD)?;
     match head {
-        None if records == 0 => Ok(ChainReport::Intact { records }),
-        Some(h) if h.seq == records && h.hash == prev => Ok(ChainReport::Intact { records }),
+        None if records == 0 => Ok(ChainReport::Intact { records, from_seq }),
+        Some(h) if h.seq == expect_seq - 1 && h.hash == prev => {
+            Ok(ChainReport::Intact { records, from_seq })
+        }
         _ => Ok(ChainReport::Broken {
-            seq: records + 1,
+            seq: expect_seq,
             reason: "chain head does not match the last record (records removed from the end)",
             checked: records,
         }),
@@ -303,13 +361,84 @@ mod tests {
     }
 
     #[test]
+    fn retention_prunes_the_oldest_and_the_rest_verifies_from_the_checkpoint() {
+        with_store(|s| {
+            Box::pin(async move {
+                append_n(&s, 20, [1; 16]).await;
+                let keep = Retention {
+                    max_age_ms: 0,
+                    max_records: 5,
+                };
+                let n = s.write(move |t| prune(t, keep, now_ms(), 6)).await.unwrap();
+                assert_eq!(n, 6, "a chunk at a time");
+                let n = s
+                    .write(move |t| prune(t, keep, now_ms(), 100))
+                    .await
+                    .unwrap();
+                assert_eq!(n, 9, "down to the newest five");
+                let report = s.read(|r| verify_chain(r, |_| {})).await.unwrap();
+                assert_eq!(
+                    report,
+                    ChainReport::Intact {
+                        records: 5,
+                        from_seq: Some(16)
+                    }
+                );
+                let page = s
+                    .read(|r| list_for_org(r, &[1; 16], None, 100))
+                    .await
+                    .unwrap();
+                assert_eq!(page.entries.len(), 5, "the org index went with them");
+                // By age: everything older than now, except the head, which always stays.
+                let old = Retention {
+                    max_age_ms: 1,
+                    max_records: 1000,
+                };
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                let n = s
+                    .write(move |t| prune(t, old, now_ms(), 100))
+                    .await
+                    .unwrap();
+                assert_eq!(n, 4);
+                let report = s.read(|r| verify_chain(r, |_| {})).await.unwrap();
+                assert_eq!(
+                    report,
+                    ChainReport::Intact {
+                        records: 1,
+                        from_seq: Some(20)
+                    }
+                );
+                // Removing a record after the checkpoint is still caught.
+                append_n(&s, 3, [1; 16]).await;
+                s.write(|t| -> Result<(), StoreError> {
+                    t.delete(Table::Audit, keys::audit(21));
+                    Ok(())
+                })
+                .await
+                .unwrap();
+                let report = s.read(|r| verify_chain(r, |_| {})).await.unwrap();
+                assert!(
+                    matches!(report, ChainReport::Broken { seq: 21, .. }),
+                    "{report:?}"
+                );
+            })
+        });
+    }
+
+    #[test]
     fn intact_chain_verifies_and_pages_newest_first() {
         with_store(|s| {
             Box::pin(async move {
                 append_n(&s, 5, [1; 16]).await;
                 append_n(&s, 2, [2; 16]).await;
                 let report = s.read(|r| verify_chain(r, |_| {})).await.unwrap();
-                assert_eq!(report, ChainReport::Intact { records: 7 });
+                assert_eq!(
+                    report,
+                    ChainReport::Intact {
+                        records: 7,
+                        from_seq: None
+                    }
+                );
                 let p1 = s
                     .read(|r| list_for_org(r, &[1; 16], None, 2))
                     .await

@@ -29,7 +29,7 @@ mod sources;
 mod tokens;
 
 pub(crate) use audit::{append as audit_append, Event as AuditEvent};
-pub use audit::{AuditEntry, AuditPage, ChainReport};
+pub use audit::{AuditEntry, AuditPage, ChainReport, Retention as AuditRetention};
 pub use clock::now_ms;
 pub use error::TenantError;
 pub use formations::{CredentialsExport, Formation, NewFormation};

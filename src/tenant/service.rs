@@ -6,7 +6,7 @@ use zeroize::Zeroizing;
 
 use super::audit::{self, Event};
 use super::orgs::Quotas;
-use super::{Actor, Need, OrgScope, Principal, TenantError};
+use super::{now_ms, Actor, Need, OrgScope, Principal, TenantError};
 use crate::keys::Keyring;
 use crate::store::{keys, AdminTokenRecord, Reader, Store, Table, Txn};
 
@@ -369,6 +369,39 @@ impl Tenancy {
     ) -> Result<(), TenantError> {
         self.record_event(actor, org, action, target, outcome.to_owned())
             .await
+    }
+
+    /// Applies audit retention: removes what it no longer keeps, in chunks, and records the
+    /// new checkpoint in the log itself. Returns how many records went.
+    pub async fn prune_audit(&self, keep: audit::Retention) -> Result<u64, TenantError> {
+        const CHUNK: usize = 4096;
+        let mut total = 0;
+        loop {
+            let now = now_ms();
+            let n = self
+                .store
+                .write(move |t| -> Result<u64, TenantError> {
+                    Ok(audit::prune(t, keep, now, CHUNK)?)
+                })
+                .await?;
+            total += n;
+            if n < CHUNK as u64 {
+                break;
+            }
+        }
+        if total > 0 {
+            self.record_event(
+                &Actor::system(),
+                None,
+                "audit.checkpoint",
+                "gateway/audit".into(),
+                format!(
+                    "pruned {total} records past retention; the chain verifies from the checkpoint"
+                ),
+            )
+            .await?;
+        }
+        Ok(total)
     }
 
     /// Walks the audit chain (for `peat-gateway audit verify`).
