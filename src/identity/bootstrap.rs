@@ -100,6 +100,12 @@ pub(crate) fn consume(
     if !hash_ok || rec.org_id != org || rec.app_id != app {
         return Ok(Err(INVALID));
     }
+    // Bound to the formation it was issued for, not to its name.
+    let f: Option<crate::store::FormationRecord> =
+        t.get(Table::Formations, &keys::formation(org, app))?;
+    if rec.formation_uid != [0; 16] && f.is_none_or(|f| f.formation_uid != rec.formation_uid) {
+        return Ok(Err(INVALID));
+    }
     match state(&rec, now_ms()) {
         "revoked" => return Ok(Err("bootstrap token revoked")),
         "expired" => return Ok(Err("bootstrap token expired")),
@@ -148,9 +154,9 @@ pub async fn create(
             Some(org.clone()),
             move |t| {
                 let o = load_org(t, &org)?;
-                if !t.exists(Table::Formations, &keys::formation(&org, &new.app_id))? {
-                    return Err(TenantError::NotFound { what: "formation" });
-                }
+                let f: crate::store::FormationRecord = t
+                    .get(Table::Formations, &keys::formation(&org, &new.app_id))?
+                    .ok_or(TenantError::NotFound { what: "formation" })?;
                 let held = t
                     .scan(
                         Table::BootTokensByFormation,
@@ -179,6 +185,7 @@ pub async fn create(
                     expires_at_ms: new.expires_at_ms,
                     revoked_at_ms: None,
                     created_by,
+                    formation_uid: f.formation_uid,
                 };
                 t.put(Table::BootTokens, token_id.as_bytes().to_vec(), &rec)?;
                 t.put_raw(

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0        4   magic "PENV"
-//! 4        1   version 0x03 (0x02 still read)
+//! 4        1   version 0x04 (0x03 and 0x02 still read)
 //! 5        1   provider byte (0 plaintext, 1 local, 2 tpm, 3 vault, 4 aws-kms)
 //! 6        1   KEK id length k (u8)
 //! 7        k   KEK id (UTF-8)
@@ -12,10 +12,12 @@
 //! 21+k+w   …   AES-256-GCM ciphertext ‖ tag (16)
 //! ```
 //! Header = bytes `[0, 9+k+w)`.
-//! - v3 AAD = [`aad_v3`]`(identity)`: the payload is bound to the record, not to the KEK, so
-//!   a rotation re-wraps the DEK (itself bound to the identity by the provider) and leaves
-//!   nonce and ciphertext as they are.
-//! - v2 AAD = [`aad`]`(identity, header)`: read only; rotation rewrites such records as v3.
+//! - v4 AAD = [`aad_v4`]`(identity)`: the payload is bound to the record (names and the
+//!   owner's immutable uid), not to the KEK, so a rotation re-wraps the DEK (itself bound to
+//!   the same identity by the provider) and leaves nonce and ciphertext as they are. A record
+//!   of a deleted formation does not open for a re-created one of the same name.
+//! - v3 AAD = [`aad_v3`]`(identity)`, names only; v2 AAD = [`aad`]`(identity, header)`: read
+//!   only; rotation rewrites such records as v4.
 
 use std::sync::Arc;
 
@@ -27,10 +29,12 @@ use super::random::{random_nonce, random_secret32};
 use super::{KeyError, KeyProvider, ProviderKind};
 
 const MAGIC: &[u8; 4] = b"PENV";
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
+const V3: u8 = 3;
 const V2: u8 = 2;
 const AAD_LABEL: &[u8] = b"peat-gateway:envelope:v2";
 const AAD_LABEL_V3: &[u8] = b"peat-gateway:envelope:v3";
+const AAD_LABEL_V4: &[u8] = b"peat-gateway:envelope:v4";
 
 /// What a sealed record is, bound into its AAD. Changing any field makes the record unreadable.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +43,9 @@ pub struct RecordIdentity<'a> {
     pub app: &'a str,
     pub kind: &'a str,
     pub codec_version: u8,
+    /// The immutable uid of what owns the record where its names can come back (a formation
+    /// re-created under the same name); all zero where `app` is already random per creation.
+    pub uid: [u8; 16],
 }
 
 impl RecordIdentity<'_> {
@@ -54,6 +61,13 @@ impl RecordIdentity<'_> {
         out.push(self.codec_version);
         out
     }
+
+    /// The v4 identity: the names, then the owner's uid.
+    fn encode_v4(&self) -> Vec<u8> {
+        let mut out = self.encode();
+        out.extend_from_slice(&self.uid);
+        out
+    }
 }
 
 /// The one place the AAD of an envelope is built.
@@ -66,9 +80,14 @@ pub(crate) fn aad(identity: &RecordIdentity<'_>, header: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The v3 AAD: the record's identity alone.
+/// The v3 AAD: the record's names alone.
 pub(crate) fn aad_v3(identity: &RecordIdentity<'_>) -> Vec<u8> {
     [AAD_LABEL_V3, &identity.encode()].concat()
+}
+
+/// The v4 AAD: the record's names and its owner's uid.
+pub(crate) fn aad_v4(identity: &RecordIdentity<'_>) -> Vec<u8> {
+    [AAD_LABEL_V4, &identity.encode_v4()].concat()
 }
 
 /// Seals with the configured provider; opens with it or with a previous KEK still held during
@@ -131,8 +150,8 @@ impl Keyring {
             && p.kek_id == self.provider.kek_id())
     }
 
-    /// Re-wraps the DEK of a v3 envelope under the current KEK without touching the payload;
-    /// a v2 envelope is opened and sealed again as v3.
+    /// Re-wraps the DEK of a v4 envelope under the current KEK without touching the payload;
+    /// an older envelope is opened and sealed again as v4.
     pub async fn rewrap(
         &self,
         identity: RecordIdentity<'_>,
@@ -143,7 +162,7 @@ impl Keyring {
             let plain = self.open(identity, sealed).await?;
             return self.seal(identity, &plain).await;
         }
-        let context = identity.encode();
+        let context = identity.encode_v4();
         let dek = self
             .holder(parsed.provider, parsed.kek_id)?
             .unwrap(parsed.wrapped, &context)
@@ -154,7 +173,7 @@ impl Keyring {
                 &Nonce::from(parsed.nonce),
                 Payload {
                     msg: parsed.ciphertext,
-                    aad: &aad_v3(&identity),
+                    aad: &aad_v4(&identity),
                 },
             )
             .map_err(|_| KeyError::Authentication)?;
@@ -205,14 +224,14 @@ impl Keyring {
         plaintext: &[u8],
     ) -> Result<Vec<u8>, KeyError> {
         let dek = random_secret32()?;
-        let mut out = self.header(&dek, &identity.encode()).await?;
+        let mut out = self.header(&dek, &identity.encode_v4()).await?;
         let nonce = random_nonce()?;
         let ct = cipher(&dek)?
             .encrypt(
                 &Nonce::from(nonce),
                 Payload {
                     msg: plaintext,
-                    aad: &aad_v3(&identity),
+                    aad: &aad_v4(&identity),
                 },
             )
             .map_err(|_| KeyError::Authentication)?;
@@ -229,13 +248,12 @@ impl Keyring {
     ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let parsed = parse(sealed)?;
         let holder = self.holder(parsed.provider, parsed.kek_id)?;
-        let context = identity.encode();
-        let dek = holder.unwrap(parsed.wrapped, &context).await?;
-        let aad = if parsed.version == V2 {
-            aad(&identity, parsed.header)
-        } else {
-            aad_v3(&identity)
+        let (context, aad) = match parsed.version {
+            V2 => (identity.encode(), aad(&identity, parsed.header)),
+            V3 => (identity.encode(), aad_v3(&identity)),
+            _ => (identity.encode_v4(), aad_v4(&identity)),
         };
+        let dek = holder.unwrap(parsed.wrapped, &context).await?;
         let plain = cipher(&dek)?
             .decrypt(
                 &Nonce::from(parsed.nonce),
@@ -271,7 +289,7 @@ fn parse(b: &[u8]) -> Result<Parsed<'_>, KeyError> {
         what: "envelope shorter than its header says",
     };
     let version = *b.get(4).ok_or(KeyError::Malformed { what: "no version" })?;
-    if version != VERSION && version != V2 {
+    if ![VERSION, V3, V2].contains(&version) {
         return Err(KeyError::UnsupportedVersion { version });
     }
     let provider = ProviderKind::from_byte(*b.get(5).ok_or(KeyError::Malformed {
@@ -326,6 +344,7 @@ mod tests {
             app,
             kind: "genesis",
             codec_version: 1,
+            uid: [7; 16],
         }
     }
 
@@ -404,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn v2_records_still_open_and_rewrap_into_v3() {
+    fn v2_records_still_open_and_rewrap_into_the_current_version() {
         block_on(async {
             // A v2 envelope: header-bound AAD, version byte 2.
             let k = local(1);
@@ -432,9 +451,47 @@ mod tests {
             let v2 = [hdr, nonce.to_vec(), ct].concat();
             assert_eq!(k.open(id("a", "b"), &v2).await.unwrap().as_slice(), b"old");
             assert!(!k.is_current(&v2).unwrap());
-            let v3 = k.rewrap(id("a", "b"), &v2).await.unwrap();
-            assert_eq!(v3[4], 3);
-            assert_eq!(k.open(id("a", "b"), &v3).await.unwrap().as_slice(), b"old");
+            let v4 = k.rewrap(id("a", "b"), &v2).await.unwrap();
+            assert_eq!(v4[4], VERSION);
+            assert_eq!(k.open(id("a", "b"), &v4).await.unwrap().as_slice(), b"old");
+        });
+    }
+
+    #[test]
+    fn v3_records_open_by_name_and_v4_ones_only_for_their_owner() {
+        block_on(async {
+            let k = local(1);
+            // A v3 envelope: names only.
+            let dek = [5u8; 32];
+            let mut hdr = b"PENV".to_vec();
+            hdr.push(3);
+            hdr.push(ProviderKind::Local.to_byte());
+            let kek_id = k.kek_id().as_bytes().to_vec();
+            hdr.push(kek_id.len() as u8);
+            hdr.extend_from_slice(&kek_id);
+            let wrapped = k.provider.wrap(&dek, &id("a", "b").encode()).await.unwrap();
+            hdr.extend_from_slice(&(wrapped.len() as u16).to_le_bytes());
+            hdr.extend_from_slice(&wrapped);
+            let nonce = [4u8; 12];
+            let ct = cipher(&dek)
+                .unwrap()
+                .encrypt(
+                    &Nonce::from(nonce),
+                    Payload {
+                        msg: b"v3",
+                        aad: &aad_v3(&id("a", "b")),
+                    },
+                )
+                .unwrap();
+            let v3 = [hdr, nonce.to_vec(), ct].concat();
+            assert_eq!(k.open(id("a", "b"), &v3).await.unwrap().as_slice(), b"v3");
+            let v4 = k.rewrap(id("a", "b"), &v3).await.unwrap();
+            assert_eq!(v4[4], VERSION);
+            // Same names, another owner (a formation re-created under the same name): refused.
+            let mut other = id("a", "b");
+            other.uid = [8; 16];
+            assert!(k.open(other, &v4).await.is_err());
+            assert_eq!(k.open(id("a", "b"), &v4).await.unwrap().as_slice(), b"v3");
         });
     }
 

@@ -13,6 +13,7 @@ const PROBE: RecordIdentity<'static> = RecordIdentity {
     app: "",
     kind: "key-probe",
     codec_version: 1,
+    uid: [0; 16],
 };
 
 /// The last probe's outcome.

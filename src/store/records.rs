@@ -127,11 +127,54 @@ pub struct BootTokenRecord {
     pub expires_at_ms: Option<u64>,
     pub revoked_at_ms: Option<u64>,
     pub created_by: String,
+    /// The formation it was issued for, by uid: it admits to no formation re-created under
+    /// the same name. All zero for tokens issued before version 2 (they die with their
+    /// formation all the same).
+    pub formation_uid: [u8; 16],
+}
+
+#[derive(Deserialize)]
+struct BootTokenRecordV1 {
+    token_id: String,
+    org_id: String,
+    app_id: String,
+    label: String,
+    secret_hash: [u8; 32],
+    tier: u8,
+    permissions: u8,
+    max_uses: Option<u32>,
+    uses: u32,
+    created_at_ms: u64,
+    expires_at_ms: Option<u64>,
+    revoked_at_ms: Option<u64>,
+    created_by: String,
 }
 
 impl Record for BootTokenRecord {
     const KIND: &'static str = "boot-token";
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        match bytes.first() {
+            Some(1) => decode_body::<BootTokenRecordV1>(Self::KIND, &bytes[1..]).map(|v| Self {
+                token_id: v.token_id,
+                org_id: v.org_id,
+                app_id: v.app_id,
+                label: v.label,
+                secret_hash: v.secret_hash,
+                tier: v.tier,
+                permissions: v.permissions,
+                max_uses: v.max_uses,
+                uses: v.uses,
+                created_at_ms: v.created_at_ms,
+                expires_at_ms: v.expires_at_ms,
+                revoked_at_ms: v.revoked_at_ms,
+                created_by: v.created_by,
+                formation_uid: [0; 16],
+            }),
+            _ => decode_current(bytes),
+        }
+    }
 }
 
 /// An issued certificate, kept for the inventory, renewal and revocation.

@@ -11,7 +11,7 @@ use crate::store::{keys, FormationRecord, Reader, Record, Table, Txn};
 
 /// Largest page of `GET /orgs/{org}/formations`.
 pub const MAX_FORMATION_PAGE: usize = 1000;
-const GENESIS_KIND: &str = "genesis";
+pub(crate) const GENESIS_KIND: &str = "genesis";
 const GENESIS_CODEC: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,12 +58,19 @@ pub struct CredentialsExport {
     pub credentials: Zeroizing<Vec<u8>>,
 }
 
-fn genesis_identity<'a>(org: &'a str, app: &'a str) -> RecordIdentity<'a> {
+/// A genesis is bound to its formation's uid: a formation re-created under the same name
+/// cannot open its predecessor's.
+pub(crate) fn genesis_identity<'a>(
+    org: &'a str,
+    app: &'a str,
+    uid: [u8; 16],
+) -> RecordIdentity<'a> {
     RecordIdentity {
         org,
         app,
         kind: GENESIS_KIND,
         codec_version: GENESIS_CODEC,
+        uid,
     }
 }
 
@@ -120,14 +127,18 @@ impl Tenancy {
             ),
         };
         let encoded = genesis.encode()?;
+        let formation_uid = super::ids::random_uid()?;
         let sealed = self
             .keyring
-            .seal(genesis_identity(&org_id, &new.app_id), &encoded)
+            .seal(
+                genesis_identity(&org_id, &new.app_id, formation_uid),
+                &encoded,
+            )
             .await?;
         let rec = FormationRecord {
             org_id: org_id.clone(),
             app_id: new.app_id.clone(),
-            formation_uid: super::ids::random_uid()?,
+            formation_uid,
             mesh_id: genesis.mesh_id(),
             authority_public_key: genesis.authority_public_key(),
             policy: genesis.policy().to_byte(),
@@ -283,7 +294,7 @@ impl Tenancy {
             .await?;
         let plain = self
             .keyring
-            .open(genesis_identity(org_id, app_id), &sealed)
+            .open(genesis_identity(org_id, app_id, rec.formation_uid), &sealed)
             .await?;
         Ok((Formation::try_from(rec)?, MeshGenesis::decode(&plain)?))
     }
@@ -322,11 +333,16 @@ impl Tenancy {
     pub async fn verify_keys(&self, sample: usize) -> Result<usize, TenantError> {
         let rows = self
             .store
-            .read(move |r| r.scan(Table::Sealed, b"", None, sample))
-            .await
-            .map_err(TenantError::Store)?;
+            .read(move |r| -> Result<_, TenantError> {
+                let mut out = Vec::new();
+                for (k, v) in r.scan(Table::Sealed, b"", None, sample)? {
+                    out.push((super::rekey::owner_uid(r, &k)?, k, v));
+                }
+                Ok(out)
+            })
+            .await?;
         let mut opened = 0;
-        for (k, v) in rows {
+        for (uid, k, v) in rows {
             let mut parts = k.split(|b| *b == 0);
             let (Some(org), Some(app), Some(kind)) = (parts.next(), parts.next(), parts.next())
             else {
@@ -342,7 +358,9 @@ impl Tenancy {
             if kind != GENESIS_KIND {
                 continue;
             }
-            self.keyring.open(genesis_identity(org, app), &v).await?;
+            self.keyring
+                .open(genesis_identity(org, app, uid), &v)
+                .await?;
             opened += 1;
         }
         Ok(opened)

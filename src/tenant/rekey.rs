@@ -28,6 +28,28 @@ fn identity_of(key: &[u8]) -> Option<(String, String, String)> {
     Some((org.to_owned(), app.to_owned(), kind.to_owned()))
 }
 
+/// The uid a sealed record is bound to: its formation's for the kinds a formation owns
+/// (genesis, sidecar secrets), none for the kinds keyed by an id random per creation.
+pub(crate) fn owner_uid(r: &impl Reader, sealed_key: &[u8]) -> Result<[u8; 16], TenantError> {
+    let Some((org, app, kind)) = identity_of(sealed_key) else {
+        return Ok([0; 16]);
+    };
+    let owned_by_formation = [
+        super::formations::GENESIS_KIND,
+        super::sources::TOKEN_KIND,
+        super::sources::CLIENT_KEY_KIND,
+    ]
+    .contains(&kind.as_str());
+    if !owned_by_formation {
+        return Ok([0; 16]);
+    }
+    let f: Option<crate::store::FormationRecord> = r.get(
+        Table::Formations,
+        &crate::store::keys::formation(&org, &app),
+    )?;
+    Ok(f.map_or([0; 16], |f| f.formation_uid))
+}
+
 impl Tenancy {
     /// Re-wraps (or, for old-format records, re-seals) every record not under the current
     /// KEK; `progress(done, total)` after each record. With `dry_run`, only counts.
@@ -63,11 +85,14 @@ impl Tenancy {
                             kind: "sealed key",
                             reason: "not org/app/kind",
                         })?;
+                    let key = k.clone();
+                    let uid = self.store.read(move |r| owner_uid(r, &key)).await?;
                     let id = RecordIdentity {
                         org: &org,
                         app: &app,
                         kind: &kind,
                         codec_version: CODEC,
+                        uid,
                     };
                     let new = self.keyring.rewrap(id, &v).await?;
                     self.store

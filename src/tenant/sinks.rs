@@ -329,6 +329,8 @@ fn secret_identity<'a>(org: &'a str, app: &'a str) -> RecordIdentity<'a> {
         app,
         kind: SECRET_KIND,
         codec_version: 1,
+        // The sink id in `app` is random per creation: it binds the record already.
+        uid: [0; 16],
     }
 }
 

@@ -10,8 +10,8 @@ use crate::keys::RecordIdentity;
 use crate::secret::Secret;
 use crate::store::{keys, Reader, SourceGrantRecord, SourceRecord, Table};
 
-const TOKEN_KIND: &str = "source-token";
-const CLIENT_KEY_KIND: &str = "source-client-key";
+pub(crate) const TOKEN_KIND: &str = "source-token";
+pub(crate) const CLIENT_KEY_KIND: &str = "source-client-key";
 const MAX_COLLECTIONS: usize = 64;
 
 /// A binding as given by an operator.
@@ -62,12 +62,14 @@ pub struct SourceSecrets {
     pub client_key_pem: Option<Secret>,
 }
 
-fn identity<'a>(org: &'a str, app: &'a str, kind: &'a str) -> RecordIdentity<'a> {
+/// Source secrets are bound to the formation's uid, like its genesis.
+fn identity<'a>(org: &'a str, app: &'a str, kind: &'a str, uid: [u8; 16]) -> RecordIdentity<'a> {
     RecordIdentity {
         org,
         app,
         kind,
         codec_version: 1,
+        uid,
     }
 }
 
@@ -189,10 +191,23 @@ impl Tenancy {
         validate(&new)?;
         let org_id = scope.org_id().to_owned();
         let app = app_id.to_owned();
+        // The secrets are sealed to the formation's uid, read first.
+        let formation_uid = {
+            let key = keys::formation(&org_id, &app);
+            let f: Option<crate::store::FormationRecord> = self
+                .store
+                .read(move |r| r.get(Table::Formations, &key))
+                .await?;
+            f.ok_or(TenantError::NotFound { what: "formation" })?
+                .formation_uid
+        };
         let sealed = match &new.token {
             Some(t) => Some(
                 self.keyring
-                    .seal(identity(&org_id, &app, TOKEN_KIND), t.expose().as_bytes())
+                    .seal(
+                        identity(&org_id, &app, TOKEN_KIND, formation_uid),
+                        t.expose().as_bytes(),
+                    )
                     .await?,
             ),
             None => None,
@@ -201,7 +216,7 @@ impl Tenancy {
             Some(k) => Some(
                 self.keyring
                     .seal(
-                        identity(&org_id, &app, CLIENT_KEY_KIND),
+                        identity(&org_id, &app, CLIENT_KEY_KIND, formation_uid),
                         k.expose().as_bytes(),
                     )
                     .await?,
@@ -221,6 +236,11 @@ impl Tenancy {
                 let f: crate::store::FormationRecord = t
                     .get(Table::Formations, &key)?
                     .ok_or(TenantError::NotFound { what: "formation" })?;
+                if f.formation_uid != formation_uid {
+                    return Err(TenantError::Conflict {
+                        what: "binding: the formation was re-created meanwhile; bind again",
+                    });
+                }
                 let mut grants: SourceGrantRecord = t
                     .get(Table::SourceGrants, &keys::org(&org_id))?
                     .unwrap_or_default();
@@ -392,7 +412,10 @@ impl Tenancy {
             };
             let plain: Zeroizing<Vec<u8>> = self
                 .keyring
-                .open(identity(&d.org_id, &d.app_id, kind), &sealed)
+                .open(
+                    identity(&d.org_id, &d.app_id, kind, d.formation_uid),
+                    &sealed,
+                )
                 .await?;
             let s = String::from_utf8(plain.to_vec())
                 .map_err(|_| TenantError::invalid("source secret", "not UTF-8"))?;

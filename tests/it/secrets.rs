@@ -265,3 +265,135 @@ async fn a_local_kek_rotates_to_a_new_key_file() {
         .await;
     assert_eq!(again["formation_secret"], creds["formation_secret"]);
 }
+
+/// The sealed genesis of `acme/mesh`, read from (or written into) a stopped gateway's state.
+async fn sealed_genesis(g: &Gateway, replace: Option<Vec<u8>>) -> Vec<u8> {
+    let key = peat_gateway::store::keys::sealed("acme", "mesh", "genesis");
+    raw_row(g, peat_gateway::store::Table::Sealed, key, replace).await
+}
+
+/// One row of a stopped gateway's state, read or replaced (what someone holding the data
+/// dir can do).
+async fn raw_row(
+    g: &Gateway,
+    table: peat_gateway::store::Table,
+    key: Vec<u8>,
+    replace: Option<Vec<u8>>,
+) -> Vec<u8> {
+    let dir = g.data_dir();
+    tokio::task::spawn_blocking(move || raw_row_in(&dir, table, key, replace))
+        .await
+        .unwrap()
+}
+
+fn raw_row_in(
+    dir: &std::path::Path,
+    table: peat_gateway::store::Table,
+    key: Vec<u8>,
+    replace: Option<Vec<u8>>,
+) -> Vec<u8> {
+    use peat_gateway::store::{Store, StoreError, StoreOptions};
+    let store = Store::open(&dir.join("state.redb"), &StoreOptions::default(), None).unwrap();
+    let out = match replace {
+        Some(bytes) => store
+            .write_blocking(move |t| -> Result<Vec<u8>, StoreError> {
+                t.put_raw(table, key, bytes.clone());
+                Ok(bytes)
+            })
+            .unwrap(),
+        None => store
+            .read_blocking(move |r| {
+                use peat_gateway::store::Reader as _;
+                r.get_raw(table, &key)
+            })
+            .unwrap()
+            .unwrap(),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(store.shutdown());
+    out
+}
+
+#[tokio::test]
+async fn a_formation_recreated_under_the_same_name_cannot_open_its_predecessors_keys() {
+    let mut g = Gateway::start(GatewayOpts::standard()).await;
+    g.create_org("acme", "Acme").await;
+    g.create_formation("acme", "mesh").await;
+    assert!(g.stop());
+    let predecessor = sealed_genesis(&g, None).await;
+    g.restart().await;
+    let (s, _) = g
+        .admin(Method::DELETE, "/orgs/acme/formations/mesh", None)
+        .await;
+    assert_eq!(s, 204);
+    g.create_formation("acme", "mesh").await;
+    assert!(g.stop());
+    // Someone with the data dir puts the predecessor's sealed genesis back under the name.
+    sealed_genesis(&g, Some(predecessor)).await;
+    let out = g.command().output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the swapped record does not open for the new formation: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
+}
+
+async fn create_controlled(g: &Gateway) -> String {
+    let (s, f) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/formations",
+            Some(json!({"app_id": "mesh", "enrollment_policy": "Controlled"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{f}");
+    f["mesh_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_bootstrap_token_admits_to_no_formation_recreated_under_its_name() {
+    use peat_gateway::mesh::MeshTier;
+    use peat_gateway::store::Table;
+    let mut g = Gateway::start(GatewayOpts::standard()).await;
+    g.create_org("acme", "Acme").await;
+    create_controlled(&g).await;
+    let (s, t) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/tokens",
+            Some(json!({"app_id": "mesh"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let token = t["token"].as_str().unwrap().to_owned();
+    let id = token[4..20].to_owned();
+    assert!(g.stop());
+    let old = raw_row(&g, Table::BootTokens, id.as_bytes().to_vec(), None).await;
+    g.restart().await;
+    let (s, _) = g
+        .admin(Method::DELETE, "/orgs/acme/formations/mesh", None)
+        .await;
+    assert_eq!(s, 204);
+    let mesh_id = create_controlled(&g).await;
+    assert!(g.stop());
+    // The predecessor's token row put back under the same names.
+    raw_row(&g, Table::BootTokens, id.as_bytes().to_vec(), Some(old)).await;
+    g.restart().await;
+    let req = crate::enroll::request(
+        &crate::enroll::device(0x55),
+        &mesh_id,
+        "n",
+        MeshTier::Edge,
+        &token,
+    );
+    let (s, b) = crate::enroll::enroll_json(&g, crate::enroll::ENROLL, &req).await;
+    assert_eq!(
+        (s, b["reason"].as_str()),
+        (403, Some("invalid bootstrap token")),
+        "{b}"
+    );
+}

@@ -124,6 +124,8 @@ fn secret_identity<'a>(org: &'a str, idp_id: &'a str) -> RecordIdentity<'a> {
         app: SECRET_APP,
         kind: idp_id,
         codec_version: 1,
+        // The provider id is random per creation: it binds the record already.
+        uid: [0; 16],
     }
 }
 
