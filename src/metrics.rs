@@ -44,6 +44,12 @@ pub struct SinkLabels {
     pub sink_type: String,
 }
 
+/// An org, for the admin's per-org outbox figures (shown to the admin only).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OrgLabels {
+    pub org: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -66,6 +72,9 @@ pub struct Metrics {
     pub cdc_appended: Counter,
     pub cdc_unchanged: Counter,
     pub outbox_bytes: Gauge,
+    pub outbox_org_bytes: Family<OrgLabels, Gauge>,
+    pub outbox_org_events: Family<OrgLabels, Gauge>,
+    pub outbox_org_share_bytes: Gauge,
     pub outbox_quota_bytes: Gauge,
     pub outbox_head_lsn: Gauge,
     pub outbox_dropped: Gauge,
@@ -239,6 +248,24 @@ impl Metrics {
             "Appends and cursor updates per outbox group commit",
             outbox_commit_ops.clone(),
         );
+        let outbox_org_bytes = Family::<OrgLabels, Gauge>::default();
+        registry.register(
+            "outbox_org_bytes",
+            "Bytes each org's events hold in the outbox",
+            outbox_org_bytes.clone(),
+        );
+        let outbox_org_events = Family::<OrgLabels, Gauge>::default();
+        registry.register(
+            "outbox_org_events",
+            "Events each org holds in the outbox",
+            outbox_org_events.clone(),
+        );
+        let outbox_org_share_bytes = Gauge::default();
+        registry.register(
+            "outbox_org_share_bytes",
+            "Each org's share of the outbox quota",
+            outbox_org_share_bytes.clone(),
+        );
         let fam = |r: &mut Registry, name: &str, help: &str| {
             let x = Family::<SinkLabels, Gauge>::default();
             r.register(name, help, x.clone());
@@ -291,6 +318,9 @@ impl Metrics {
             cdc_appended,
             cdc_unchanged,
             outbox_bytes,
+            outbox_org_bytes,
+            outbox_org_events,
+            outbox_org_share_bytes,
             outbox_quota_bytes,
             outbox_head_lsn,
             outbox_dropped,
@@ -322,6 +352,13 @@ impl Metrics {
             g.set(i64::try_from(v).unwrap_or(i64::MAX));
         };
         set(&self.outbox_bytes, st.bytes);
+        set(&self.outbox_org_share_bytes, d.outbox().org_share());
+        for (uid, org) in d.org_names() {
+            let fill = d.outbox().org_fill(&uid);
+            let l = OrgLabels { org };
+            set(&self.outbox_org_bytes.get_or_create(&l), fill.bytes);
+            set(&self.outbox_org_events.get_or_create(&l), fill.events);
+        }
         set(&self.outbox_quota_bytes, st.quota_bytes);
         set(&self.outbox_head_lsn, st.head_lsn);
         set(&self.outbox_dropped, st.dropped);

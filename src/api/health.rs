@@ -108,6 +108,7 @@ async fn ready(State(s): State<AppState>, headers: axum::http::HeaderMap) -> imp
 /// the operator made them public.
 const DETAIL_FAMILIES: &[&str] = &[
     "peat_gateway_sink_",
+    "peat_gateway_outbox_org_",
     "peat_gateway_orgs",
     "peat_gateway_formations",
     "peat_gateway_key_provider_info",

@@ -115,6 +115,8 @@ struct Inner {
     tenancy: Tenancy,
     ctx: SinkContext,
     running: Mutex<HashMap<[u8; 16], Running>>,
+    /// Org ids by uid, as of the last sync (for per-org figures).
+    orgs: Mutex<HashMap<[u8; 16], String>>,
 }
 
 /// Owns the sink loops. Cheap to clone.
@@ -136,6 +138,7 @@ impl Dispatcher {
                 tenancy,
                 ctx,
                 running: Mutex::new(HashMap::new()),
+                orgs: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -151,6 +154,7 @@ impl Dispatcher {
         let outbox = &self.inner.outbox;
         outbox.set_org_count(orgs.len() as u64);
         let live: std::collections::HashSet<[u8; 16]> = orgs.values().copied().collect();
+        *lock(&self.inner.orgs) = orgs.iter().map(|(k, v)| (*v, k.clone())).collect();
         for uid in outbox.known_orgs() {
             if !live.contains(&uid) {
                 let n = outbox.forget_org(uid).await?;
@@ -242,6 +246,14 @@ impl Dispatcher {
         lock(&self.inner.running)
             .get(sink_uid)
             .map(|r| lock(&r.status).clone())
+    }
+
+    /// Every org's uid and id, as of the last sync.
+    pub fn org_names(&self) -> Vec<([u8; 16], String)> {
+        lock(&self.inner.orgs)
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
     }
 
     /// Events of the sink's org after its cursor.

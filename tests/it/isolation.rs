@@ -476,6 +476,23 @@ async fn one_orgs_full_share_neither_blocks_nor_drops_another_orgs_events() {
         assert_eq!(b["dropped_oldest"], 0, "{policy}: {b}");
         let (_, ob) = g.admin(Method::GET, "/orgs/bravo/outbox", None).await;
         assert_eq!(ob["events"], 8, "{policy}: {ob}");
+        let m = g.metrics().await;
+        assert!(
+            m.contains("peat_gateway_outbox_org_events{org=\"bravo\"} 8"),
+            "{policy}: per-org figures for the admin: {m}"
+        );
+        let public = g
+            .req(Method::GET, "/metrics", None)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            !public.contains("org=\"bravo\""),
+            "org names only for the admin"
+        );
         let (_, oa) = g.admin(Method::GET, "/orgs/alpha/outbox", None).await;
         assert!(
             oa["bytes"].as_u64().unwrap() <= oa["share_bytes"].as_u64().unwrap(),
