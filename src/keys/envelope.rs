@@ -422,33 +422,42 @@ mod tests {
         });
     }
 
+    /// An envelope of an older `version`, with the AAD that version used.
+    async fn legacy(k: &Keyring, version: u8, plain: &[u8]) -> Vec<u8> {
+        let dek = [9u8; 32];
+        let mut hdr = b"PENV".to_vec();
+        hdr.push(version);
+        hdr.push(ProviderKind::Local.to_byte());
+        let kek_id = k.kek_id().as_bytes().to_vec();
+        hdr.push(kek_id.len() as u8);
+        hdr.extend_from_slice(&kek_id);
+        let wrapped = k.provider.wrap(&dek, &id("a", "b").encode()).await.unwrap();
+        hdr.extend_from_slice(&(wrapped.len() as u16).to_le_bytes());
+        hdr.extend_from_slice(&wrapped);
+        let aad = match version {
+            V2 => aad(&id("a", "b"), &hdr),
+            _ => aad_v3(&id("a", "b")),
+        };
+        let nonce = [3u8; 12];
+        let ct = cipher(&dek)
+            .unwrap()
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
+            .unwrap();
+        [hdr, nonce.to_vec(), ct].concat()
+    }
+
     #[test]
     fn v2_records_still_open_and_rewrap_into_the_current_version() {
         block_on(async {
             // A v2 envelope: header-bound AAD, version byte 2.
             let k = local(1);
-            let dek = [9u8; 32];
-            let mut hdr = b"PENV".to_vec();
-            hdr.push(2);
-            hdr.push(ProviderKind::Local.to_byte());
-            let kek_id = k.kek_id().as_bytes().to_vec();
-            hdr.push(kek_id.len() as u8);
-            hdr.extend_from_slice(&kek_id);
-            let wrapped = k.provider.wrap(&dek, &id("a", "b").encode()).await.unwrap();
-            hdr.extend_from_slice(&(wrapped.len() as u16).to_le_bytes());
-            hdr.extend_from_slice(&wrapped);
-            let nonce = [3u8; 12];
-            let ct = cipher(&dek)
-                .unwrap()
-                .encrypt(
-                    &Nonce::from(nonce),
-                    Payload {
-                        msg: b"old",
-                        aad: &aad(&id("a", "b"), &hdr),
-                    },
-                )
-                .unwrap();
-            let v2 = [hdr, nonce.to_vec(), ct].concat();
+            let v2 = legacy(&k, V2, b"old").await;
             assert_eq!(k.open(id("a", "b"), &v2).await.unwrap().as_slice(), b"old");
             assert!(!k.is_current(&v2).unwrap());
             let v4 = k.rewrap(id("a", "b"), &v2).await.unwrap();
@@ -460,30 +469,9 @@ mod tests {
     #[test]
     fn v3_records_open_by_name_and_v4_ones_only_for_their_owner() {
         block_on(async {
-            let k = local(1);
             // A v3 envelope: names only.
-            let dek = [5u8; 32];
-            let mut hdr = b"PENV".to_vec();
-            hdr.push(3);
-            hdr.push(ProviderKind::Local.to_byte());
-            let kek_id = k.kek_id().as_bytes().to_vec();
-            hdr.push(kek_id.len() as u8);
-            hdr.extend_from_slice(&kek_id);
-            let wrapped = k.provider.wrap(&dek, &id("a", "b").encode()).await.unwrap();
-            hdr.extend_from_slice(&(wrapped.len() as u16).to_le_bytes());
-            hdr.extend_from_slice(&wrapped);
-            let nonce = [4u8; 12];
-            let ct = cipher(&dek)
-                .unwrap()
-                .encrypt(
-                    &Nonce::from(nonce),
-                    Payload {
-                        msg: b"v3",
-                        aad: &aad_v3(&id("a", "b")),
-                    },
-                )
-                .unwrap();
-            let v3 = [hdr, nonce.to_vec(), ct].concat();
+            let k = local(1);
+            let v3 = legacy(&k, V3, b"v3").await;
             assert_eq!(k.open(id("a", "b"), &v3).await.unwrap().as_slice(), b"v3");
             let v4 = k.rewrap(id("a", "b"), &v3).await.unwrap();
             assert_eq!(v4[4], VERSION);

@@ -208,26 +208,7 @@ fn pcr_session(
     } else {
         SessionType::Policy
     };
-    let session = ctx
-        .start_auth_session(
-            salt,
-            None,
-            None,
-            kind,
-            SymmetricDefinition::AES_128_CFB,
-            HashingAlgorithm::Sha256,
-        )
-        .map_err(tpm_err("start a policy session"))?
-        .ok_or(KeyError::Tpm {
-            what: "start a policy session",
-            detail: "no session returned".into(),
-        })?;
-    let (attrs, mask) = SessionAttributesBuilder::new()
-        .with_decrypt(true)
-        .with_encrypt(true)
-        .build();
-    ctx.tr_sess_set_attributes(session, attrs, mask)
-        .map_err(tpm_err("configure the policy session"))?;
+    let session = start_session(ctx, salt, kind, "start a policy session")?;
     let policy = PolicySession::try_from(session).map_err(tpm_err("start a policy session"))?;
     if !pcrs.is_empty() {
         // An empty digest makes the TPM use the PCRs' current values.
@@ -245,18 +226,33 @@ fn pcr_session(
 /// ways: a secret crossing the TPM bus under it (the KEK as drawn, sealed or unsealed) is
 /// encrypted with a key only this process and the TPM know.
 fn salted_session(ctx: &mut Context, parent: KeyHandle) -> Result<AuthSession, KeyError> {
+    start_session(
+        ctx,
+        Some(parent),
+        SessionType::Hmac,
+        "start a salted session",
+    )
+}
+
+/// A session (salted with `salt` when given) that encrypts the first parameter both ways.
+fn start_session(
+    ctx: &mut Context,
+    salt: Option<KeyHandle>,
+    kind: SessionType,
+    what: &'static str,
+) -> Result<AuthSession, KeyError> {
     let session = ctx
         .start_auth_session(
-            Some(parent),
+            salt,
             None,
             None,
-            SessionType::Hmac,
+            kind,
             SymmetricDefinition::AES_128_CFB,
             HashingAlgorithm::Sha256,
         )
-        .map_err(tpm_err("start a salted session"))?
+        .map_err(tpm_err(what))?
         .ok_or(KeyError::Tpm {
-            what: "start a salted session",
+            what,
             detail: "no session returned".into(),
         })?;
     let (attrs, mask) = SessionAttributesBuilder::new()
@@ -264,7 +260,7 @@ fn salted_session(ctx: &mut Context, parent: KeyHandle) -> Result<AuthSession, K
         .with_encrypt(true)
         .build();
     ctx.tr_sess_set_attributes(session, attrs, mask)
-        .map_err(tpm_err("configure the salted session"))?;
+        .map_err(tpm_err(what))?;
     Ok(session)
 }
 

@@ -524,14 +524,7 @@ async fn health_and_metrics_detail_is_for_the_admin_unless_made_public() {
             public,
             "public {public}: {anon}"
         );
-        let anon_m = g
-            .req(Method::GET, "/metrics", None)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let anon_m = g.public_metrics().await;
         assert!(anon_m.contains("peat_gateway_http_requests_total"));
         for detail in [sink.as_str(), "peat_gateway_orgs ", "kek_id"] {
             assert_eq!(anon_m.contains(detail), public, "public {public}: {detail}");

@@ -579,14 +579,7 @@ async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
 async fn a_formation_holds_at_most_its_quota_of_documents() {
     let g = Gateway::start(GatewayOpts::standard()).await;
     setup(&g).await;
-    let (s, b) = g
-        .admin(
-            Method::PATCH,
-            "/orgs/acme",
-            Some(json!({"quotas": {"max_documents_per_formation": 3}})),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    crate::enroll::set_quota(&g, "max_documents_per_formation", 3).await;
     let (s, b) = ingest(&g, json!([upsert("a", 1), upsert("b", 1), upsert("c", 1)])).await;
     assert_eq!(s, 202, "{b}");
     let (s, b) = ingest(&g, json!([upsert("a", 2), upsert("d", 1)])).await;

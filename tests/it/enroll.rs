@@ -73,6 +73,28 @@ pub async fn enroll_json(g: &Gateway, path: &str, r: &EnrollmentRequest) -> (u16
 
 pub const ENROLL: &str = "/orgs/acme/formations/mesh/enroll";
 
+/// An Open-formation enrollment of device `n` (no token).
+async fn enroll_open(g: &Gateway, mesh_id: &str, n: u8) -> (u16, Value) {
+    enroll_json(
+        g,
+        ENROLL,
+        &request(&device(n), mesh_id, "n", MeshTier::Edge, ""),
+    )
+    .await
+}
+
+/// Sets one of org acme's quotas (as the admin).
+pub async fn set_quota(g: &Gateway, quota: &str, value: u64) {
+    let (s, b) = g
+        .admin(
+            Method::PATCH,
+            "/orgs/acme",
+            Some(json!({"quotas": {quota: value}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
 async fn enroll_binary(g: &Gateway, r: &EnrollmentRequest) -> (u16, EnrollmentResponse) {
     let resp = g
         .req(Method::POST, ENROLL, None)
@@ -936,14 +958,7 @@ async fn certificates_and_revocations_are_published_to_the_node_as_peat_document
 #[tokio::test]
 async fn junk_requests_do_not_spend_the_orgs_enrollment_quota() {
     let (g, mesh_id, _) = formation("Open", &[]).await;
-    let (s, b) = g
-        .admin(
-            Method::PATCH,
-            "/orgs/acme",
-            Some(json!({"quotas": {"max_enrollments_per_hour": 3}})),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    set_quota(&g, "max_enrollments_per_hour", 3).await;
     // Well-formed requests that do not verify: forged signatures, a foreign mesh, stale.
     for n in 0..6u8 {
         let mut j = as_json(&request(
@@ -962,60 +977,28 @@ async fn junk_requests_do_not_spend_the_orgs_enrollment_quota() {
         assert_eq!(s, 403, "junk is denied, not counted against the org: {b}");
     }
     for n in 0..3u8 {
-        let (s, b) = enroll_json(
-            &g,
-            ENROLL,
-            &request(&device(0xa0 + n), &mesh_id, "n", MeshTier::Edge, ""),
-        )
-        .await;
+        let (s, b) = enroll_open(&g, &mesh_id, 0xa0 + n).await;
         assert_eq!(s, 200, "valid request {n} within the quota of 3: {b}");
     }
-    let (s, b) = enroll_json(
-        &g,
-        ENROLL,
-        &request(&device(0xaf), &mesh_id, "n", MeshTier::Edge, ""),
-    )
-    .await;
+    let (s, b) = enroll_open(&g, &mesh_id, 0xaf).await;
     assert_eq!((s, error_code(&b)), (429, "rate_limited"), "{b}");
 }
 
 #[tokio::test]
 async fn a_formation_admits_at_most_its_quota_of_peers() {
     let (g, mesh_id, _) = formation("Open", &[]).await;
-    let (s, b) = g
-        .admin(
-            Method::PATCH,
-            "/orgs/acme",
-            Some(json!({"quotas": {"max_peers_per_formation": 2}})),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    set_quota(&g, "max_peers_per_formation", 2).await;
     for n in 0..2u8 {
-        let (s, b) = enroll_json(
-            &g,
-            ENROLL,
-            &request(&device(0xc0 + n), &mesh_id, "p", MeshTier::Edge, ""),
-        )
-        .await;
+        let (s, b) = enroll_open(&g, &mesh_id, 0xc0 + n).await;
         assert_eq!(s, 200, "{b}");
     }
-    let (s, b) = enroll_json(
-        &g,
-        ENROLL,
-        &request(&device(0xcf), &mesh_id, "p", MeshTier::Edge, ""),
-    )
-    .await;
+    let (s, b) = enroll_open(&g, &mesh_id, 0xcf).await;
     assert_eq!((s, error_code(&b)), (409, "quota_exceeded"), "{b}");
     assert!(b["error"]["message"]
         .as_str()
         .unwrap()
         .contains("max_peers_per_formation"));
     // A known device enrolling again is no new peer.
-    let (s, b) = enroll_json(
-        &g,
-        ENROLL,
-        &request(&device(0xc0), &mesh_id, "p", MeshTier::Edge, ""),
-    )
-    .await;
+    let (s, b) = enroll_open(&g, &mesh_id, 0xc0).await;
     assert_eq!(s, 200, "{b}");
 }

@@ -481,14 +481,7 @@ async fn one_orgs_full_share_neither_blocks_nor_drops_another_orgs_events() {
             m.contains("peat_gateway_outbox_org_events{org=\"bravo\"} 8"),
             "{policy}: per-org figures for the admin: {m}"
         );
-        let public = g
-            .req(Method::GET, "/metrics", None)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let public = g.public_metrics().await;
         assert!(
             !public.contains("org=\"bravo\""),
             "org names only for the admin"

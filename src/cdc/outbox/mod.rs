@@ -322,25 +322,13 @@ impl Outbox {
 
     /// Removes every event of a deleted org and its figures.
     pub async fn forget_org(&self, org_uid: [u8; 16]) -> Result<u64, CdcError> {
-        let mut removed = 0;
-        loop {
-            let (n, _) = self
-                .store
-                .write(move |t| -> Result<_, CdcError> {
-                    let (n, b) = orgs::trim_to(t, &org_uid, u64::MAX, TRIM_CHUNK)?;
-                    let used = read_u64(t, BYTES)?.saturating_sub(b);
-                    put_u64(t, BYTES, used);
-                    if n < TRIM_CHUNK as u64 {
-                        t.delete(Table::Meta, orgs::fill_key(&org_uid));
-                    }
-                    Ok((n, b))
-                })
-                .await?;
-            removed += n;
-            if n < TRIM_CHUNK as u64 {
-                break;
-            }
-        }
+        let removed = self.trim_org(org_uid, None).await?;
+        self.store
+            .write(move |t| -> Result<(), CdcError> {
+                t.delete(Table::Meta, orgs::fill_key(&org_uid));
+                Ok(())
+            })
+            .await?;
         lock(&self.fills).remove(&org_uid);
         self.reload_bytes().await?;
         Ok(removed)
@@ -546,42 +534,48 @@ impl Outbox {
     pub async fn trim(&self, orgs: Vec<([u8; 16], Vec<[u8; 16]>)>) -> Result<u64, CdcError> {
         let mut removed = 0;
         for (org, sinks) in orgs {
-            if sinks.is_empty() {
-                continue;
-            }
-            loop {
-                let s = sinks.clone();
-                let (n, bytes, fill) = self
-                    .store
-                    .write(move |t| -> Result<_, CdcError> {
-                        let mut floor = u64::MAX;
-                        for uid in &s {
-                            let c = t
-                                .get_raw(Table::Cursors, uid)?
-                                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                                .map_or(0, u64::from_be_bytes);
-                            floor = floor.min(c);
-                        }
-                        let (n, bytes) = orgs::trim_to(t, &org, floor, TRIM_CHUNK)?;
-                        if n > 0 {
-                            let used = read_u64(t, BYTES)?.saturating_sub(bytes);
-                            put_u64(t, BYTES, used);
-                        }
-                        Ok((n, bytes, orgs::read_fill(t, &org)?))
-                    })
-                    .await?;
-                if n > 0 {
-                    lock(&self.fills).insert(org, fill);
-                }
-                let c = &self.counters.bytes;
-                c.fetch_sub(bytes.min(c.load(Ordering::Relaxed)), Ordering::Relaxed);
-                removed += n;
-                if n < TRIM_CHUNK as u64 {
-                    break;
-                }
+            if !sinks.is_empty() {
+                removed += self.trim_org(org, Some(sinks)).await?;
             }
         }
         Ok(removed)
+    }
+
+    /// Removes the org's events every one of `sinks` acknowledged (`None`: all of them), a
+    /// chunk per transaction.
+    async fn trim_org(&self, org: [u8; 16], sinks: Option<Vec<[u8; 16]>>) -> Result<u64, CdcError> {
+        let mut removed = 0;
+        loop {
+            let s = sinks.clone();
+            let (n, bytes, fill) = self
+                .store
+                .write(move |t| -> Result<_, CdcError> {
+                    let mut floor = u64::MAX;
+                    for uid in s.iter().flatten() {
+                        let c = t
+                            .get_raw(Table::Cursors, uid)?
+                            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                            .map_or(0, u64::from_be_bytes);
+                        floor = floor.min(c);
+                    }
+                    let (n, bytes) = orgs::trim_to(t, &org, floor, TRIM_CHUNK)?;
+                    if n > 0 {
+                        let used = read_u64(t, BYTES)?.saturating_sub(bytes);
+                        put_u64(t, BYTES, used);
+                    }
+                    Ok((n, bytes, orgs::read_fill(t, &org)?))
+                })
+                .await?;
+            if n > 0 {
+                lock(&self.fills).insert(org, fill);
+            }
+            let c = &self.counters.bytes;
+            c.fetch_sub(bytes.min(c.load(Ordering::Relaxed)), Ordering::Relaxed);
+            removed += n;
+            if n < TRIM_CHUNK as u64 {
+                return Ok(removed);
+            }
+        }
     }
 
     /// Ids of the documents of one collection whose last captured state is live.

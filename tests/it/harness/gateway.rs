@@ -289,6 +289,17 @@ impl Gateway {
         split(resp).await
     }
 
+    /// The Prometheus text of `/metrics` as anyone without a token sees it.
+    pub async fn public_metrics(&self) -> String {
+        self.req(Method::GET, "/metrics", None)
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// The Prometheus text of `/metrics`, with the admin's detail.
     pub async fn metrics(&self) -> String {
         self.req(Method::GET, "/metrics", Some(ADMIN))

@@ -227,47 +227,30 @@ pub async fn mosquitto() -> Service {
 /// next one, as the tss2 `swtpm` TCTI assumes.
 #[cfg(feature = "tpm")]
 pub async fn swtpm() -> Service {
-    Service::start(
-        "swtpm",
-        "swtpm",
-        &[
-            "socket",
-            "--tpm2",
-            "--server",
-            "type=tcp,port={port},bindaddr=127.0.0.1",
-            "--ctrl",
-            "type=tcp,port={port1},bindaddr=127.0.0.1",
-            "--tpmstate",
-            "dir={dir}",
-            "--flags",
-            "not-need-init,startup-clear",
-        ],
-    )
-    .await
+    swtpm_with(&[]).await
 }
 
 /// A software TPM that logs every command and response it exchanges (the TPM bus, as an
 /// attacker with a probe on a captured kit would see it).
 pub async fn swtpm_traced() -> Service {
-    Service::start(
-        "swtpm",
-        "swtpm",
-        &[
-            "socket",
-            "--tpm2",
-            "--server",
-            "type=tcp,port={port},bindaddr=127.0.0.1",
-            "--ctrl",
-            "type=tcp,port={port1},bindaddr=127.0.0.1",
-            "--tpmstate",
-            "dir={dir}",
-            "--flags",
-            "not-need-init,startup-clear",
-            "--log",
-            "file={dir}/bus.log,level=20",
-        ],
-    )
-    .await
+    swtpm_with(&["--log", "file={dir}/bus.log,level=20"]).await
+}
+
+async fn swtpm_with(extra: &[&str]) -> Service {
+    let mut args = vec![
+        "socket",
+        "--tpm2",
+        "--server",
+        "type=tcp,port={port},bindaddr=127.0.0.1",
+        "--ctrl",
+        "type=tcp,port={port1},bindaddr=127.0.0.1",
+        "--tpmstate",
+        "dir={dir}",
+        "--flags",
+        "not-need-init,startup-clear",
+    ];
+    args.extend_from_slice(extra);
+    Service::start("swtpm", "swtpm", &args).await
 }
 
 #[cfg(feature = "tpm")]
