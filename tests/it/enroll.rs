@@ -83,6 +83,16 @@ async fn enroll_open(g: &Gateway, mesh_id: &str, n: u8) -> (u16, Value) {
     .await
 }
 
+/// Replaces a formation's enrollment settings (as the admin).
+async fn put_settings(g: &Gateway, app: &str, body: Value) -> (u16, Value) {
+    g.admin(
+        Method::PUT,
+        &format!("/orgs/acme/formations/{app}/enrollment-settings"),
+        Some(body),
+    )
+    .await
+}
+
 /// Sets one of org acme's quotas (as the admin).
 pub async fn set_quota(g: &Gateway, quota: &str, value: u64) {
     let (s, b) = g
@@ -267,13 +277,7 @@ async fn forged_stale_replayed_foreign_and_malformed_requests_are_refused() {
     );
     // Narrowing (or widening) the window does not make a used request new.
     for window in [60, 1200, 300] {
-        let (s, b) = g
-            .admin(
-                Method::PUT,
-                "/orgs/acme/formations/mesh/enrollment-settings",
-                Some(json!({"window_secs": window})),
-            )
-            .await;
+        let (s, b) = put_settings(&g, "mesh", json!({"window_secs": window})).await;
         assert_eq!(s, 200, "{b}");
         let (s, body) = enroll_json(&g, ENROLL, &good).await;
         assert_eq!(s, 403, "window {window}: {body}");
@@ -700,22 +704,10 @@ async fn too_many_attempts_from_one_address_get_429_with_retry_after() {
 #[tokio::test]
 async fn settings_change_validity_and_deliver_the_formation_secret() {
     let (g, mesh_id, _) = formation("Open", &[]).await;
-    let (s, b) = g
-        .admin(
-            Method::PUT,
-            "/orgs/acme/formations/mesh/enrollment-settings",
-            Some(json!({"validity_secs": 5})),
-        )
-        .await;
+    let (s, b) = put_settings(&g, "mesh", json!({"validity_secs": 5})).await;
     assert_eq!(s, 422, "{b}");
     // An Open formation admits any key: it never hands out the formation secret.
-    let (s, b) = g
-        .admin(
-            Method::PUT,
-            "/orgs/acme/formations/mesh/enrollment-settings",
-            Some(json!({"deliver_formation_secret": true})),
-        )
-        .await;
+    let (s, b) = put_settings(&g, "mesh", json!({"deliver_formation_secret": true})).await;
     assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{b}");
     assert!(b["error"]["message"].as_str().unwrap().contains("Open"));
     let (s, b) = g
@@ -727,13 +719,7 @@ async fn settings_change_validity_and_deliver_the_formation_secret() {
         .await;
     assert_eq!(s, 201, "{b}");
     let ctl_mesh = b["mesh_id"].as_str().unwrap().to_owned();
-    let (s, b) = g
-        .admin(
-            Method::PUT,
-            "/orgs/acme/formations/ctl/enrollment-settings",
-            Some(json!({"deliver_formation_secret": true})),
-        )
-        .await;
+    let (s, b) = put_settings(&g, "ctl", json!({"deliver_formation_secret": true})).await;
     assert_eq!(s, 200, "{b}");
     let tok = boot_token(&g, json!({"app_id": "ctl"})).await;
     let (s, body) = enroll_json(
@@ -749,13 +735,12 @@ async fn settings_change_validity_and_deliver_the_formation_secret() {
         .as_str()
         .unwrap()
         .contains("not TLS"));
-    let (s, b) = g
-        .admin(
-            Method::PUT,
-            "/orgs/acme/formations/mesh/enrollment-settings",
-            Some(json!({"validity_secs": 3600, "open_tier": "Tactical", "open_permissions": ["RELAY"]})),
-        )
-        .await;
+    let (s, b) = put_settings(
+        &g,
+        "mesh",
+        json!({"validity_secs": 3600, "open_tier": "Tactical", "open_permissions": ["RELAY"]}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let (_, creds) = g
         .admin(Method::GET, "/orgs/acme/formations/mesh/credentials", None)
@@ -870,13 +855,7 @@ async fn certificates_and_revocations_are_published_to_the_node_as_peat_document
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let (s, _) = g
-        .admin(
-            Method::PUT,
-            "/orgs/acme/formations/mesh/enrollment-settings",
-            Some(json!({"publish_documents": true})),
-        )
-        .await;
+    let (s, _) = put_settings(&g, "mesh", json!({"publish_documents": true})).await;
     assert_eq!(s, 200);
     let key = device(0xe1);
     let subject = hex::encode(key.verifying_key().to_bytes());
