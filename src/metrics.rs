@@ -50,8 +50,97 @@ pub struct OrgLabels {
     pub org: String,
 }
 
+/// A bound formation's capture (shown to the admin only).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub org: String,
+    pub app: String,
+}
+
+/// A capture figure split by a reason or outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceKindLabels {
+    pub org: String,
+    pub app: String,
+    pub kind: String,
+}
+
+/// The capture families, filled from each loop's health at scrape time.
+struct SourceFamilies {
+    connected: Family<SourceLabels, Gauge>,
+    connects: Family<SourceLabels, Gauge>,
+    frames: Family<SourceLabels, Gauge>,
+    appended: Family<SourceLabels, Gauge>,
+    unchanged: Family<SourceLabels, Gauge>,
+    refused: Family<SourceKindLabels, Gauge>,
+    reconciliations: Family<SourceKindLabels, Gauge>,
+    since_last_frame: Family<SourceLabels, Gauge>,
+}
+
+impl SourceFamilies {
+    fn register(r: &mut Registry) -> Self {
+        fn fam<L, M>(r: &mut Registry, name: &str, help: &str) -> Family<L, M>
+        where
+            L: Clone
+                + std::hash::Hash
+                + Eq
+                + EncodeLabelSet
+                + std::fmt::Debug
+                + Send
+                + Sync
+                + 'static,
+            M: Default
+                + prometheus_client::metrics::TypedMetric
+                + prometheus_client::encoding::EncodeMetric
+                + Send
+                + Sync
+                + std::fmt::Debug
+                + 'static,
+        {
+            let f = Family::<L, M>::default();
+            r.register(name, help, f.clone());
+            f
+        }
+        Self {
+            connected: fam(r, "source_connected", "1 while the node link is up, else 0"),
+            connects: fam(
+                r,
+                "source_connects",
+                "Connections made to the node since start",
+            ),
+            frames: fam(r, "source_frames", "Change frames received from the node"),
+            appended: fam(
+                r,
+                "source_appended_events",
+                "Events the node's changes appended",
+            ),
+            unchanged: fam(
+                r,
+                "source_unchanged_changes",
+                "Node changes that repeated the captured state",
+            ),
+            refused: fam(
+                r,
+                "source_refused_documents",
+                "Documents not captured, by reason",
+            ),
+            reconciliations: fam(
+                r,
+                "source_reconciliations",
+                "Reconciliations with the node, by outcome",
+            ),
+            since_last_frame: fam(
+                r,
+                "source_seconds_since_last_frame",
+                "Seconds since the node last sent a change",
+            ),
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    sources: SourceFamilies,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<RouteLabels, Histogram>,
     pub store_commit_seconds: Histogram,
@@ -266,6 +355,7 @@ impl Metrics {
             "Each org's share of the outbox quota",
             outbox_org_share_bytes.clone(),
         );
+        let sources = SourceFamilies::register(&mut registry);
         let fam = |r: &mut Registry, name: &str, help: &str| {
             let x = Family::<SinkLabels, Gauge>::default();
             r.register(name, help, x.clone());
@@ -317,6 +407,7 @@ impl Metrics {
             key_probe_failures,
             cdc_appended,
             cdc_unchanged,
+            sources,
             outbox_bytes,
             outbox_org_bytes,
             outbox_org_events,
@@ -383,6 +474,43 @@ impl Metrics {
                 crate::cdc::SinkState::Idle | crate::cdc::SinkState::Delivering
             );
             self.sink_up.get_or_create(&l).set(i64::from(up));
+        }
+    }
+
+    /// Copies every capture loop's health into the gauges.
+    pub fn observe_sources(&self, s: &crate::cdc::source::Sources) {
+        let set = |g: &Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        let now = crate::tenant::now_ms();
+        let f = &self.sources;
+        for (def, h) in s.all_health() {
+            let l = SourceLabels {
+                org: def.org_id.clone(),
+                app: def.app_id.clone(),
+            };
+            set(&f.connected.get_or_create(&l), u64::from(h.connected));
+            set(&f.connects.get_or_create(&l), h.connects);
+            set(&f.frames.get_or_create(&l), h.frames);
+            set(&f.appended.get_or_create(&l), h.appended);
+            set(&f.unchanged.get_or_create(&l), h.unchanged);
+            if let Some(t) = h.last_event_ms {
+                set(
+                    &f.since_last_frame.get_or_create(&l),
+                    now.saturating_sub(t) / 1000,
+                );
+            }
+            let kind = |k: &str| SourceKindLabels {
+                org: def.org_id.clone(),
+                app: def.app_id.clone(),
+                kind: k.to_owned(),
+            };
+            for (reason, n) in &h.refused {
+                set(&f.refused.get_or_create(&kind(reason)), *n);
+            }
+            for (outcome, n) in &h.reconciliations {
+                set(&f.reconciliations.get_or_create(&kind(outcome)), *n);
+            }
         }
     }
 

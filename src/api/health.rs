@@ -47,7 +47,30 @@ async fn ready(State(s): State<AppState>, headers: axum::http::HeaderMap) -> imp
     let links = s.sources.all_health();
     let wrong = links.iter().filter(|(_, h)| h.wrong_node.is_some()).count();
     let connected = links.iter().filter(|(_, h)| h.connected).count();
-    let sources_ok = wrong == 0;
+    let down = links
+        .iter()
+        .filter(|(d, h)| d.granted && !h.connected)
+        .count();
+    let sources_ok = wrong == 0 && !(s.ready_requires_nodes && down > 0);
+    let now = crate::tenant::now_ms();
+    let detail: Vec<Value> = links
+        .iter()
+        .map(|(d, h)| {
+            json!({"org": d.org_id, "app": d.app_id, "state": h.state(d), "node_id": h.node_id,
+                "pinned_node_id": d.node_id, "reconcile_secs": d.reconcile_secs,
+                "seconds_since_last_frame": h.last_event_ms.map(|t| now.saturating_sub(t) / 1000),
+                "refused_documents": h.refused_total(), "last_error": h.last_error})
+        })
+        .collect();
+    let reason = if wrong > 0 {
+        Some(format!("{wrong} source(s) answer with another node id than the pinned one; capture from them is refused (see each formation's source status)"))
+    } else if !sources_ok {
+        Some(format!(
+            "{down} node link(s) down (PEAT_READY_REQUIRES_NODES is set)"
+        ))
+    } else {
+        None
+    };
     let ok = store_ok && keys_ok && sources_ok;
     s.metrics.ready.set(i64::from(ok));
     let body = json!({
@@ -77,8 +100,10 @@ async fn ready(State(s): State<AppState>, headers: axum::http::HeaderMap) -> imp
                 "bound": links.len(),
                 "connected": connected,
                 "wrong_node": wrong,
-                "reason": (!sources_ok).then(|| format!(
-                    "{wrong} source(s) answer with another node id than the pinned one; capture from them is refused (see each formation's source status)")),
+                "down": down,
+                "requires_nodes": s.ready_requires_nodes,
+                "reason": reason,
+                "links": detail,
             },
         }
     });
@@ -130,6 +155,7 @@ fn without_detail(text: &str) -> String {
 
 async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     s.metrics.observe_cdc(&s.cdc);
+    s.metrics.observe_sources(&s.sources);
     if let Ok((orgs, formations)) = s.tenancy.counts().await {
         s.metrics.orgs.set(i64::try_from(orgs).unwrap_or(i64::MAX));
         s.metrics

@@ -133,6 +133,11 @@ fn view(s: &AppState, d: &SourceDef) -> Value {
             "unchanged": h.unchanged,
             "encrypted_payloads": h.encrypted_payloads,
             "skipped_frames": h.skipped_frames,
+            "refused": h.refused,
+            "refused_documents": h.refused_docs.iter().map(|r| json!({
+                "collection": r.collection, "doc_id": r.doc_id, "reason": r.reason,
+                "at": rfc3339_ms(r.at_ms)})).collect::<Vec<_>>(),
+            "reconciliations": h.reconciliations,
             "connects": h.connects,
             "last_reconciliation": h.last_reconciliation.map(|r| json!({
                 "at": rfc3339_ms(r.at_ms), "listed": r.listed, "appended": r.appended, "deleted": r.deleted})),

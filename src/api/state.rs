@@ -43,6 +43,8 @@ pub struct AppState {
     pub(crate) streams: super::streams::StreamBudget,
     /// `/metrics` and `/ready` detail for callers without the admin token.
     pub(crate) public_detail: bool,
+    /// A node link that is down makes `/ready` 503.
+    pub(crate) ready_requires_nodes: bool,
 }
 
 impl AppState {
@@ -78,7 +80,14 @@ impl AppState {
             ui_dir: None,
             streams: super::streams::StreamBudget::new(4, 64),
             public_detail: false,
+            ready_requires_nodes: false,
         }
+    }
+
+    /// Whether a node link that is down makes the gateway not ready.
+    pub fn with_ready_requires_nodes(mut self, on: bool) -> Self {
+        self.ready_requires_nodes = on;
+        self
     }
 
     /// Health and metrics detail (sink ids, org counts, KEK id, reasons) without a token.

@@ -303,7 +303,10 @@ async fn prepare(
             "outbox indexed by org"
         );
     }
-    let sources = Sources::new(outbox.clone(), tenancy.clone());
+    // Node changes count in the CDC counters as HTTP ingest does.
+    let m = metrics.clone();
+    let sources = Sources::new(outbox.clone(), tenancy.clone())
+        .with_append_hook(Arc::new(move |r| m.ingested(r)));
     let cdc = Dispatcher::new(outbox, tenancy.clone(), ctx);
     // Seeding first, so the sinks and sources it adds start with the rest.
     if let Some(seed) = &seed {
@@ -339,7 +342,8 @@ async fn prepare(
     .with_allow_list(cfg.allow.clone())
     .with_client_roles(cfg.client_roles.clone())
     .with_stream_budget(cfg.streams_per_caller, (cfg.max_connections / 4).max(8))
-    .with_public_detail(cfg.public_detail))
+    .with_public_detail(cfg.public_detail)
+    .with_ready_requires_nodes(cfg.ready_requires_nodes))
 }
 
 async fn bind(

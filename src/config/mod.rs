@@ -60,6 +60,8 @@ pub struct Config {
     pub dev_mode: bool,
     /// Health and metrics detail without a token.
     pub public_detail: bool,
+    /// A node link that is down makes the gateway not ready.
+    pub ready_requires_nodes: bool,
     /// What audit retention keeps.
     pub audit_retention: crate::tenant::AuditRetention,
     pub ui_dir: Option<PathBuf>,
@@ -356,6 +358,7 @@ impl Config {
                     .unwrap_or(std::num::NonZeroU32::MIN),
                 dev_mode,
                 public_detail,
+                ready_requires_nodes: raw.ready_requires_nodes.unwrap_or(false),
                 audit_retention: crate::tenant::AuditRetention {
                     max_age_ms: audit_days * 86_400_000,
                     max_records: audit_max,
@@ -534,6 +537,11 @@ impl Config {
                 "public_detail",
                 self.public_detail.to_string(),
                 o("public_detail"),
+            ),
+            (
+                "ready_requires_nodes",
+                self.ready_requires_nodes.to_string(),
+                o("ready_requires_nodes"),
             ),
             (
                 "audit_retention_days",

@@ -91,6 +91,8 @@ pub struct RawConfig {
     pub enroll_rate_per_min: Option<u64>,
     /// Explicit development mode (`PEAT_DEV_MODE`).
     pub dev_mode: Option<bool>,
+    /// A node link that is down turns `/ready` 503 (`PEAT_READY_REQUIRES_NODES`).
+    pub ready_requires_nodes: Option<bool>,
     /// Audit records older than this many days are pruned (`PEAT_AUDIT_RETENTION_DAYS`).
     pub audit_retention_days: Option<u64>,
     /// At most this many audit records are kept (`PEAT_AUDIT_MAX_RECORDS`).
@@ -201,6 +203,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PEAT_AUTH_FAILURES_PER_MIN", "auth_failures_per_min"),
     ("PEAT_DEV_MODE", "dev_mode"),
     ("PEAT_PUBLIC_DETAIL", "public_detail"),
+    ("PEAT_READY_REQUIRES_NODES", "ready_requires_nodes"),
     ("PEAT_AUDIT_RETENTION_DAYS", "audit_retention_days"),
     ("PEAT_AUDIT_MAX_RECORDS", "audit_max_records"),
     ("PEAT_UI_DIR", "ui_dir"),
@@ -341,6 +344,7 @@ fn set_from_env(raw: &mut RawConfig, key: &str, v: String) -> Result<(), String>
         "auth_failures_per_min" => raw.auth_failures_per_min = Some(num(&v)?),
         "dev_mode" => raw.dev_mode = Some(boolean(&v)?),
         "public_detail" => raw.public_detail = Some(boolean(&v)?),
+        "ready_requires_nodes" => raw.ready_requires_nodes = Some(boolean(&v)?),
         "audit_retention_days" => raw.audit_retention_days = Some(num(&v)?),
         "audit_max_records" => raw.audit_max_records = Some(num(&v)?),
         "ui_dir" => raw.ui_dir = Some(v.into()),

@@ -5,6 +5,7 @@ mod harness;
 mod architecture;
 mod auth;
 mod bad_input;
+mod capture;
 mod cdc;
 mod cli;
 mod crash;

@@ -23,7 +23,7 @@ async fn bind(g: &Gateway, sim: &Simulator) {
     assert_eq!(b["token"], "[redacted]");
 }
 
-async fn source_when(g: &Gateway, ok: impl Fn(&Value) -> bool) -> Value {
+pub async fn source_when(g: &Gateway, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, b) = g
@@ -36,7 +36,7 @@ async fn source_when(g: &Gateway, ok: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-fn subjects(ev: &[Value]) -> Vec<String> {
+pub fn subjects(ev: &[Value]) -> Vec<String> {
     ev.iter()
         .map(|e| {
             format!(
@@ -180,9 +180,11 @@ async fn bindings_are_validated_survive_restarts_and_unbind() {
         .await;
     assert_eq!(s, 404);
     bind(&g, &sim).await;
-    file_sink(&g, "out", json!({})).await;
+    let out = file_sink(&g, "out", json!({})).await;
     sim.put("tracks", "t-1", r#"{"v":1}"#);
     wait_for(&g, "out", 1).await;
+    // Delivered and acknowledged (cursor committed): a restart re-delivers nothing.
+    crate::cdc::status_when(&g, &out, |st| st["backlog_events"] == 0).await;
 
     g.restart_with(GatewayOpts::standard()).await;
     assert!(

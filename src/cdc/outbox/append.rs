@@ -66,9 +66,10 @@ pub(super) fn append_in(
         let prev: Option<DocRecord> = t.get(Table::Docs, &key)?;
         let canon = canonical(&c.state);
         let new_hash = canon.as_ref().map(|(_, h)| *h);
+        // A delete of a document never captured announces nothing: there is no state to end.
         let unchanged = match &prev {
             Some(p) => p.content_hash == new_hash,
-            None => false,
+            None => new_hash.is_none(),
         };
         if unchanged {
             outcomes.push(Appended::Unchanged);

@@ -52,13 +52,13 @@ enum Body {
 impl Body {
     async fn chunk(&mut self) -> Result<Option<hyper::body::Bytes>, String> {
         match self {
-            Body::Reqwest(r) => r.chunk().await.map_err(|e| e.to_string()),
+            Body::Reqwest(r) => r.chunk().await.map_err(|e| crate::peer_read::chain(&e)),
             Body::Hyper(b) => {
                 use http_body_util::BodyExt as _;
                 loop {
                     match b.frame().await {
                         None => return Ok(None),
-                        Some(Err(e)) => return Err(e.to_string()),
+                        Some(Err(e)) => return Err(crate::peer_read::chain(&e)),
                         Some(Ok(f)) => {
                             if let Ok(data) = f.into_data() {
                                 return Ok(Some(data));

@@ -19,55 +19,38 @@ use tokio::sync::watch;
 
 use self::client::{ChangeStream, SidecarClient, SourceError};
 use self::wire::{ChangeType, DocumentChange};
-use super::{Change, DocState, FormationRef, Outbox};
+use super::{CdcError, Change, DocState, FormationRef, Outbox};
 use crate::tenant::{now_ms, SourceDef, Tenancy};
 
-const LIVENESS: Duration = Duration::from_secs(10);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
-const APPEND_CHUNK: usize = 256;
+pub use health::{Reconciliation, Refusal, SourceHealth};
 
-/// What a reconciliation found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Reconciliation {
-    pub at_ms: u64,
-    pub listed: u64,
-    pub appended: u64,
-    pub deleted: u64,
-}
+mod health;
 
-/// A capture loop's health, for the API and metrics.
-#[derive(Debug, Clone, Default)]
-pub struct SourceHealth {
-    pub connected: bool,
-    pub node_id: String,
-    pub endpoint_addr: String,
-    pub last_event_ms: Option<u64>,
-    pub last_error: Option<String>,
-    pub frames: u64,
-    pub appended: u64,
-    pub unchanged: u64,
-    pub encrypted_payloads: u64,
-    pub skipped_frames: u64,
-    pub connects: u64,
-    pub last_reconciliation: Option<Reconciliation>,
-    /// Set while the endpoint answers with another node id than the pinned one.
-    pub wrong_node: Option<String>,
-}
+const EMPTY_ID: &str = "empty document id";
+const NOT_JSON: &str = "not JSON";
 
-impl SourceHealth {
-    /// One word for the link: `not_granted`, `wrong_node`, `connected` or `reconnecting`.
-    pub fn state(&self, def: &SourceDef) -> &'static str {
-        if !def.granted {
-            "not_granted"
-        } else if self.wrong_node.is_some() {
-            "wrong_node"
-        } else if self.connected {
-            "connected"
-        } else {
-            "reconnecting"
-        }
+/// Why the outbox refuses a change, as a short reason for counts and lists.
+fn refusal_reason(e: &CdcError) -> &'static str {
+    match e {
+        CdcError::Invalid {
+            field: "collection",
+            ..
+        } => "invalid collection name",
+        CdcError::Invalid {
+            field: "doc_id", ..
+        } => "invalid document id",
+        CdcError::Invalid { field: "data", .. } => "not a JSON object",
+        CdcError::DocumentQuota { .. } => "quota max_documents_per_formation",
+        _ => "refused by the outbox",
     }
 }
+
+/// How often an open link is proven (a stopped node answers nothing, streams included).
+const LIVENESS: Duration = Duration::from_secs(2);
+/// How long a liveness probe may take.
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+const APPEND_CHUNK: usize = 256;
 
 struct Running {
     def: SourceDef,
@@ -80,12 +63,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Called with every capture append (the CDC counters count node changes too).
+pub type AppendHook = Arc<dyn Fn(&super::AppendReport) + Send + Sync>;
+
 /// Owns the capture loops. Cheap to clone.
 #[derive(Clone)]
 pub struct Sources {
     outbox: Outbox,
     tenancy: Tenancy,
     running: Arc<Mutex<HashMap<(String, String), Running>>>,
+    on_append: Option<AppendHook>,
 }
 
 impl Sources {
@@ -94,7 +81,14 @@ impl Sources {
             outbox,
             tenancy,
             running: Arc::default(),
+            on_append: None,
         }
+    }
+
+    /// Reports every append a capture loop makes.
+    pub fn with_append_hook(mut self, hook: AppendHook) -> Self {
+        self.on_append = Some(hook);
+        self
     }
 
     /// Starts loops for new bindings, restarts changed ones, stops removed ones.
@@ -123,12 +117,15 @@ impl Sources {
             }
         }
         let mut running = lock(&self.running);
+        // A rebound formation keeps its counts: the link is new, its history is not.
+        let mut kept_health = HashMap::new();
         running.retain(|k, r| {
             let keep = defs
                 .iter()
                 .any(|d| (&d.org_id, &d.app_id) == (&k.0, &k.1) && *d == r.def);
             if !keep {
                 let _ = r.stop.send(true);
+                kept_health.insert(k.clone(), r.health.clone());
             }
             keep
         });
@@ -155,10 +152,19 @@ impl Sources {
                     continue;
                 }
             };
-            let health = Arc::new(Mutex::new(SourceHealth::default()));
+            let health = kept_health.remove(&key).map_or_else(
+                || Arc::new(Mutex::new(SourceHealth::default())),
+                |h| {
+                    let fresh = Arc::new(Mutex::new(lock(&h).clone()));
+                    lock(&fresh).connected = false;
+                    fresh
+                },
+            );
             let (stop, stop_rx) = watch::channel(false);
             let capture = Capture {
                 outbox: self.outbox.clone(),
+                tenancy: self.tenancy.clone(),
+                on_append: self.on_append.clone(),
                 def: d.clone(),
                 client: client.clone(),
                 health: health.clone(),
@@ -208,6 +214,8 @@ impl Sources {
 
 struct Capture {
     outbox: Outbox,
+    tenancy: Tenancy,
+    on_append: Option<AppendHook>,
     def: SourceDef,
     client: SidecarClient,
     health: Arc<Mutex<SourceHealth>>,
@@ -317,12 +325,26 @@ impl Capture {
                 },
                 _ = reconcile_tick.tick() => self.reconcile().await?,
                 _ = liveness.tick() => {
-                    match self.client.status().await {
-                        Ok(_) => failures = 0,
-                        Err(e) => {
+                    // A stopped node keeps its sockets open and says nothing: probe it.
+                    let probe = tokio::time::timeout(LIVENESS_TIMEOUT, self.client.status()).await;
+                    match probe {
+                        Ok(Ok(_)) => failures = 0,
+                        Ok(Err(e)) => {
                             failures += 1;
-                            if failures >= 3 {
+                            if failures >= 2 {
                                 return Err(e);
+                            }
+                        }
+                        Err(_) => {
+                            failures += 1;
+                            if failures >= 2 {
+                                return Err(SourceError::Unreachable {
+                                    endpoint: self.client.endpoint().to_owned(),
+                                    reason: format!(
+                                        "the node stopped answering (no answer to two status probes in {} s each)",
+                                        LIVENESS_TIMEOUT.as_secs()
+                                    ),
+                                });
                             }
                         }
                     }
@@ -341,20 +363,30 @@ impl Capture {
         let mut changes = Vec::with_capacity(frames.len());
         let mut encrypted = 0;
         for f in frames {
-            if !self.def.collections.contains(&f.collection) || f.doc_id.is_empty() {
+            if !self.def.collections.contains(&f.collection) {
+                continue;
+            }
+            if f.doc_id.is_empty() {
+                self.refuse(&f.collection, "", EMPTY_ID).await;
                 continue;
             }
             let state = match (f.change_type, f.json_data.as_deref()) {
                 (ChangeType::Upsert, Some(j)) => match Change::state_from_node(Some(j)) {
                     Ok(s) => s,
                     Err(_) => {
-                        lock(&self.health).skipped_frames += 1;
+                        self.refuse(&f.collection, &f.doc_id, NOT_JSON).await;
                         continue;
                     }
                 },
                 // Maybe deleted, maybe a sync artefact: the node's current state decides.
                 (ChangeType::Upsert | ChangeType::Delete, _) => {
-                    self.read_back(&f.collection, &f.doc_id).await?
+                    match self.read_back(&f.collection, &f.doc_id).await? {
+                        Ok(s) => s,
+                        Err(reason) => {
+                            self.refuse(&f.collection, &f.doc_id, reason).await;
+                            continue;
+                        }
+                    }
                 }
                 (ChangeType::Unknown, _) => continue,
             };
@@ -382,50 +414,125 @@ impl Capture {
         Ok(())
     }
 
-    async fn read_back(&self, collection: &str, doc_id: &str) -> Result<DocState, SourceError> {
+    /// The node's current state of a document; `Err` with the reason when it is not one the
+    /// gateway captures (not JSON).
+    async fn read_back(
+        &self,
+        collection: &str,
+        doc_id: &str,
+    ) -> Result<Result<DocState, &'static str>, SourceError> {
         let json = self.client.get(collection, doc_id).await?;
-        Ok(Change::state_from_node(json.as_deref()).unwrap_or(DocState::Deleted))
+        Ok(Change::state_from_node(json.as_deref()).map_err(|_| NOT_JSON))
     }
 
-    /// Appends, retrying while the outbox is full (the node keeps its state meanwhile).
+    /// Counts, lists and (the first time) audits a document the gateway does not capture;
+    /// it holds back nothing else.
+    async fn refuse(&self, collection: &str, doc_id: &str, reason: &'static str) {
+        let first = lock(&self.health).refuse(collection, doc_id, reason, now_ms());
+        if first {
+            tracing::warn!(org = %self.def.org_id, app = %self.def.app_id, collection, doc_id, reason,
+                "a document on the node is not captured");
+            let target = format!(
+                "org/{}/formation/{}/document/{collection}/{doc_id}",
+                self.def.org_id, self.def.app_id
+            );
+            if let Err(e) = self
+                .tenancy
+                .audit_event(
+                    &crate::tenant::Actor::system(),
+                    &self.def.org_id,
+                    "source.refused",
+                    target,
+                    reason,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "a refused document was not audited");
+            }
+        }
+    }
+
+    /// Keeps the changes the outbox takes; the others are refused one by one.
+    async fn admit(&self, changes: Vec<Change>) -> Vec<Change> {
+        let mut ok = Vec::with_capacity(changes.len());
+        for c in changes {
+            match c.validate() {
+                Ok(()) => ok.push(c),
+                Err(e) => {
+                    let reason = refusal_reason(&e);
+                    self.refuse(&c.collection, &c.doc_id, reason).await;
+                }
+            }
+        }
+        ok
+    }
+
+    /// Appends, retrying while the outbox is full (the node keeps its state meanwhile). Each
+    /// change stands alone: one the outbox refuses is listed and skipped, never holding back
+    /// the others.
     async fn append(&mut self, changes: Vec<Change>) {
+        let changes = self.admit(changes).await;
         for chunk in changes.chunks(APPEND_CHUNK) {
-            let mut attempt = 0;
-            loop {
-                let policy = self.def.full_policy.and_then(super::FullPolicy::parse);
-                match self
-                    .outbox
-                    .append_with(self.formation(), chunk.to_vec(), policy)
-                    .await
-                {
-                    Ok(r) => {
-                        let appended = r
-                            .outcomes
-                            .iter()
-                            .filter(|o| matches!(o, super::Appended::Event(_)))
-                            .count() as u64;
-                        self.set(|h| {
-                            h.appended += appended;
-                            h.unchanged += r.outcomes.len() as u64 - appended;
-                        });
-                        if r.dropped > 0 {
-                            tracing::warn!(org = %self.def.org_id, app = %self.def.app_id, events = r.dropped,
-                                "outbox full: the oldest events were dropped (this source's policy drop-oldest)");
+            match self.append_chunk(chunk.to_vec()).await {
+                Some(Err(CdcError::DocumentQuota { .. })) => {
+                    // Updates of documents it holds still fit; find the new ones that do not.
+                    for c in chunk {
+                        if let Some(Err(e)) = self.append_chunk(vec![c.clone()]).await {
+                            self.refuse(&c.collection, &c.doc_id, refusal_reason(&e))
+                                .await;
                         }
-                        break;
                     }
-                    Err(super::CdcError::Invalid { field, reason }) => {
-                        tracing::warn!(%field, %reason, "node change refused; skipped");
-                        self.set(|h| h.skipped_frames += 1);
-                        break;
+                }
+                Some(Err(e)) => {
+                    for c in chunk {
+                        self.refuse(&c.collection, &c.doc_id, refusal_reason(&e))
+                            .await;
                     }
-                    Err(e) => {
-                        self.set(|h| h.last_error = Some(format!("outbox: {e}")));
-                        attempt += 1;
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff(attempt)) => {}
-                            _ = self.stop.changed() => return,
-                        }
+                }
+                Some(Ok(())) | None => {}
+            }
+        }
+    }
+
+    /// One append, retried while the outbox cannot take it for now; `Some(Err)` when it was
+    /// refused for good, `None` when stopped.
+    async fn append_chunk(&mut self, chunk: Vec<Change>) -> Option<Result<(), CdcError>> {
+        let mut attempt = 0;
+        loop {
+            let policy = self.def.full_policy.and_then(super::FullPolicy::parse);
+            match self
+                .outbox
+                .append_with(self.formation(), chunk.clone(), policy)
+                .await
+            {
+                Ok(r) => {
+                    if let Some(hook) = &self.on_append {
+                        hook(&r);
+                    }
+                    let appended = r
+                        .outcomes
+                        .iter()
+                        .filter(|o| matches!(o, super::Appended::Event(_)))
+                        .count() as u64;
+                    self.set(|h| {
+                        h.appended += appended;
+                        h.unchanged += r.outcomes.len() as u64 - appended;
+                    });
+                    if r.dropped > 0 {
+                        tracing::warn!(org = %self.def.org_id, app = %self.def.app_id, events = r.dropped,
+                            "outbox full: the oldest events were dropped (this source's policy drop-oldest)");
+                    }
+                    return Some(Ok(()));
+                }
+                Err(e @ (CdcError::Invalid { .. } | CdcError::DocumentQuota { .. })) => {
+                    return Some(Err(e))
+                }
+                Err(e) => {
+                    self.set(|h| h.last_error = Some(format!("outbox: {e}")));
+                    attempt += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff(attempt)) => {}
+                        _ = self.stop.changed() => return None,
                     }
                 }
             }
@@ -433,24 +540,43 @@ impl Capture {
     }
 
     /// Presence and content diff against the node: new and changed documents become upserts,
-    /// documents the gateway holds live but the node no longer lists become deletes.
+    /// documents the gateway holds live but the node no longer lists become deletes. A
+    /// document the gateway cannot capture is refused on its own.
     async fn reconcile(&mut self) -> Result<(), SourceError> {
         let mut report = Reconciliation {
             at_ms: now_ms(),
             ..Default::default()
         };
         let before = lock(&self.health).appended;
+        let result = self.reconcile_all(&mut report).await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        report.appended = lock(&self.health).appended - before;
+        tracing::debug!(org = %self.def.org_id, app = %self.def.app_id, ?report, outcome, "reconciled with the node");
+        self.set(|h| {
+            h.last_reconciliation = Some(report);
+            *h.reconciliations.entry(outcome).or_default() += 1;
+        });
+        result
+    }
+
+    async fn reconcile_all(&mut self, report: &mut Reconciliation) -> Result<(), SourceError> {
         for collection in self.def.collections.clone() {
             let listed = self.client.list(&collection).await?;
             report.listed += listed.len() as u64;
             let mut changes = Vec::new();
             for id in &listed {
-                let state = self.read_back(&collection, id).await?;
-                changes.push(Change {
-                    collection: collection.clone(),
-                    doc_id: id.clone(),
-                    state,
-                });
+                if id.is_empty() {
+                    self.refuse(&collection, "", EMPTY_ID).await;
+                    continue;
+                }
+                match self.read_back(&collection, id).await? {
+                    Ok(state) => changes.push(Change {
+                        collection: collection.clone(),
+                        doc_id: id.clone(),
+                        state,
+                    }),
+                    Err(reason) => self.refuse(&collection, id, reason).await,
+                }
             }
             let listed: HashSet<String> = listed.into_iter().collect();
             let live = self
@@ -460,7 +586,9 @@ impl Capture {
                 .unwrap_or_default();
             for id in live.into_iter().filter(|id| !listed.contains(id)) {
                 // Confirm: it may have been written after the listing.
-                let state = self.read_back(&collection, &id).await?;
+                let Ok(state) = self.read_back(&collection, &id).await? else {
+                    continue;
+                };
                 if state == DocState::Deleted {
                     report.deleted += 1;
                 }
@@ -472,9 +600,6 @@ impl Capture {
             }
             self.append(changes).await;
         }
-        report.appended = lock(&self.health).appended - before;
-        tracing::debug!(org = %self.def.org_id, app = %self.def.app_id, ?report, "reconciled with the node");
-        self.set(|h| h.last_reconciliation = Some(report));
         Ok(())
     }
 }

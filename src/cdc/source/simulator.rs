@@ -9,7 +9,12 @@
 //! - duplicate notifications on demand (§2.6.5);
 //! - one 256-event broadcast for all subscribers that drops silently on lag (§2.6.6);
 //! - deletes that are never announced, as on 0.1.0 nodes (§2.11), a restart with a new node
-//!   identity, and streams that end without an end-of-stream frame when the node "dies".
+//!   identity, and streams that end without an end-of-stream frame when the node "dies";
+//! - with [`Simulator::behave_as_0_1`], the 0.1.0 node of §2.11: no snapshot, JSON text kept
+//!   byte for byte (numbers beyond 64 bits, `1.50`), non-object roots and empty ids accepted
+//!   and listed, one DELETE frame for `DeleteDocument` (also of an id that never existed);
+//! - a restart on the same data draws a new node id unless one was pinned (`--node-id`);
+//! - a hung node (SIGSTOP): calls and streams stall without a word.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,6 +50,12 @@ struct Inner {
     /// When set, calls without `Authorization: Bearer <this>` get `unauthenticated` (as a
     /// token-checking front of the sidecar would answer).
     token: Mutex<Option<String>>,
+    /// Behaves as the 0.1.0 node (§2.11) instead of 0.4.x.
+    v0_1: AtomicBool,
+    /// The `--node-id` the node was started with; `None` draws a new one at every restart.
+    pinned_id: Mutex<Option<String>>,
+    /// While true the node answers nothing (a stopped process).
+    hung: watch::Sender<bool>,
 }
 
 impl Inner {
@@ -78,7 +89,8 @@ impl Inner {
         });
     }
 
-    /// `DeleteDocument` on this node: DELETE and UPSERT-without-data, in no fixed order.
+    /// `DeleteDocument` on this node: DELETE and UPSERT-without-data, in no fixed order (one
+    /// DELETE only on 0.1.0, for an id that never existed too).
     pub fn local_delete(&self, collection: &str, doc_id: &str) {
         lock(&self.docs).remove(&(collection.into(), doc_id.into()));
         let del = DocumentChange {
@@ -87,6 +99,10 @@ impl Inner {
             change_type: ChangeType::Delete,
             json_data: None,
         };
+        if self.v0_1.load(Ordering::Relaxed) {
+            self.notify(del);
+            return;
+        }
         let empty = DocumentChange {
             change_type: ChangeType::Upsert,
             ..del.clone()
@@ -150,6 +166,9 @@ impl Simulator {
             generation: watch::channel(0).0,
             subscribes: AtomicU64::new(0),
             token: Mutex::new(None),
+            v0_1: AtomicBool::new(false),
+            pinned_id: Mutex::new(None),
+            hung: watch::channel(false).0,
         })
     }
 
@@ -278,6 +297,33 @@ impl Simulator {
         self.inner.generation.send_modify(|g| *g += 1);
     }
 
+    /// Behave as the 0.1.0 node of §2.11 from now on (or as 0.4.x again).
+    pub fn behave_as_0_1(&self, on: bool) {
+        self.inner.v0_1.store(on, Ordering::Relaxed);
+    }
+
+    /// The node was started with `--node-id <id>`: its id survives restarts.
+    pub fn pin_node_id(&self, id: &str) {
+        *lock(&self.inner.pinned_id) = Some(id.to_owned());
+        lock(&self.inner.identity).0 = id.to_owned();
+    }
+
+    /// The node process restarts on the same data: streams end, and its id is new unless
+    /// pinned (the endpoint address is random per start too, as on 0.1.0).
+    pub fn restart(&self) {
+        let id = lock(&self.inner.pinned_id)
+            .clone()
+            .unwrap_or_else(|| format!("sim-{}", random_hex(3)));
+        *lock(&self.inner.identity) = (id, random_hex(32));
+        self.cut_streams();
+    }
+
+    /// SIGSTOP (true) or SIGCONT (false): a stopped node accepts connections and answers
+    /// nothing, open streams included.
+    pub fn hang(&self, on: bool) {
+        self.inner.hung.send_replace(on);
+    }
+
     /// A different node now answers: new node id and endpoint, streams cut.
     pub fn restart_as_new_node(&self) {
         *lock(&self.inner.identity) = (format!("sim-{}", random_hex(3)), random_hex(32));
@@ -365,12 +411,19 @@ fn content_type(h: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
+/// Waits while the node is stopped.
+async fn while_hung(inner: &Inner) {
+    let mut rx = inner.hung.subscribe();
+    let _ = rx.wait_for(|hung| !*hung).await;
+}
+
 async fn rpc(
     State(inner): State<Arc<Inner>>,
     Path(method): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    while_hung(&inner).await;
     let want = lock(&inner.token).clone();
     if let Some(want) = want {
         let given = headers
@@ -435,8 +488,10 @@ async fn rpc(
         },
         "PutDocument" => match serde_json::from_slice::<PutDocumentRequest>(&body) {
             Ok(p) => {
+                let v0_1 = inner.v0_1.load(Ordering::Relaxed);
+                // 0.4.x maps JSON objects to Automerge; 0.1.0 stores any JSON text verbatim.
                 if serde_json::from_str::<serde_json::Value>(&p.json_data)
-                    .map_or(true, |v| !v.is_object())
+                    .map_or(true, |v| !v.is_object() && !v0_1)
                 {
                     return connect_error(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -454,6 +509,13 @@ async fn rpc(
                     change_type: ChangeType::Upsert,
                     json_data: Some(p.json_data),
                 });
+                json_ok(&serde_json::json!({}))
+            }
+            Err(e) => bad(e),
+        },
+        "DeleteDocument" => match serde_json::from_slice::<DocumentKey>(&body) {
+            Ok(k) => {
+                inner.local_delete(&k.collection, &k.doc_id);
                 json_ok(&serde_json::json!({}))
             }
             Err(e) => bad(e),
@@ -481,7 +543,8 @@ fn subscribe(inner: Arc<Inner>, body: &[u8]) -> Response {
     };
     // Register on the broadcast first: the snapshot and the live stream overlap.
     let rx = inner.tx.subscribe();
-    let snapshot: Vec<Vec<u8>> = if req.collections.is_empty() {
+    let snapshot: Vec<Vec<u8>> = if req.collections.is_empty() || inner.v0_1.load(Ordering::Relaxed)
+    {
         vec![]
     } else {
         lock(&inner.docs)
@@ -499,29 +562,34 @@ fn subscribe(inner: Arc<Inner>, body: &[u8]) -> Response {
             .collect()
     };
     let gen_rx = inner.generation.subscribe();
+    let node = inner.clone();
     let state = (snapshot.into_iter(), rx, gen_rx, req.collections);
     let stream =
-        futures_util::stream::unfold(state, |(mut snap, mut rx, mut gen_rx, cols)| async move {
-            if let Some(f) = snap.next() {
-                return Some((
-                    Ok::<_, std::convert::Infallible>(Bytes::from(f)),
-                    (snap, rx, gen_rx, cols),
-                ));
-            }
-            loop {
-                tokio::select! {
-                    r = rx.recv() => match r {
-                        Ok(c) if cols.is_empty() || cols.contains(&c.collection) => {
-                            let f = frame(0, &serde_json::to_vec(&c).unwrap_or_default());
-                            return Some((Ok(Bytes::from(f)), (snap, rx, gen_rx, cols)));
-                        }
-                        Ok(_) => {}
-                        // Lag: events are gone and nothing on the wire says so.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                    // The node went away: the body ends with no end-of-stream frame.
-                    _ = gen_rx.changed() => return None,
+        futures_util::stream::unfold(state, move |(mut snap, mut rx, mut gen_rx, cols)| {
+            let node = node.clone();
+            async move {
+                while_hung(&node).await;
+                if let Some(f) = snap.next() {
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from(f)),
+                        (snap, rx, gen_rx, cols),
+                    ));
+                }
+                loop {
+                    tokio::select! {
+                        r = rx.recv() => match r {
+                            Ok(c) if cols.is_empty() || cols.contains(&c.collection) => {
+                                let f = frame(0, &serde_json::to_vec(&c).unwrap_or_default());
+                                return Some((Ok(Bytes::from(f)), (snap, rx, gen_rx, cols)));
+                            }
+                            Ok(_) => {}
+                            // Lag: events are gone and nothing on the wire says so.
+                            Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                        // The node went away: the body ends with no end-of-stream frame.
+                        _ = gen_rx.changed() => return None,
+                    }
                 }
             }
         });

@@ -1,0 +1,224 @@
+//! Capture from the node as a real 0.1.0 peat-node behaves (reference/peat-wire.md §2.11),
+//! against the simulated formation (a test double of the sidecar): documents the gateway cannot
+//! capture are refused on their own, deletes are announced only for captured documents, and
+//! the link is visible (source status, metrics, `/ready`) and watched (a stopped node is seen
+//! in seconds).
+
+use std::time::{Duration, Instant};
+
+use peat_gateway::cdc::source::simulator::Simulator;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::cdc::{file_sink, setup, sink_events, wait_for};
+use crate::harness::{Gateway, GatewayOpts};
+use crate::source::{source_when, subjects};
+
+async fn bind(g: &Gateway, sim: &Simulator, collections: &[&str], reconcile_secs: u64) {
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/source",
+            Some(json!({"endpoint": sim.url(), "collections": collections,
+                "reconcile_secs": reconcile_secs})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+async fn start() -> (Gateway, Simulator) {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    sim.behave_as_0_1(true);
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    (g, sim)
+}
+
+#[tokio::test]
+async fn a_document_the_gateway_cannot_capture_holds_back_no_other() {
+    let (g, sim) = start().await;
+    // Both exist before the binding: only reconciliation can capture them (0.1.0 sends no
+    // snapshot).
+    sim.silent_put("misc", "arr", "[1,2]");
+    sim.silent_put("misc", "rc-4", r#"{"r":4}"#);
+    sim.silent_put("misc", "", r#"{"x":1}"#);
+    file_sink(&g, "all", json!({})).await;
+    bind(&g, &sim, &["misc"], 86_400).await;
+    let ev = wait_for(&g, "all", 1).await;
+    assert_eq!(subjects(&ev), ["upserted misc/rc-4"]);
+    let st = source_when(&g, |b| b["health"]["refused"]["not a JSON object"] == 1).await;
+    let h = &st["health"];
+    assert_eq!(h["refused"]["not a JSON object"], 1, "{st}");
+    assert_eq!(h["refused"]["empty document id"], 1, "{st}");
+    let listed: Vec<(String, String)> = h["refused_documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["doc_id"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        listed.contains(&("arr".into(), "not a JSON object".into())),
+        "{listed:?}"
+    );
+    assert_eq!(h["last_reconciliation"]["appended"], 1, "{st}");
+
+    // Live: a burst of good documents with bad ones among them, all good ones captured at
+    // once (the reconciliation is a day away).
+    for i in 0..40 {
+        sim.put("misc", &format!("good-{i}"), &format!(r#"{{"i":{i}}}"#));
+        if i % 5 == 0 {
+            sim.put("misc", &format!("bad-{i}"), "[1,2]");
+        }
+    }
+    let ev = wait_for(&g, "all", 41).await;
+    assert_eq!(
+        ev.len(),
+        41,
+        "every good document, live: {:?}",
+        subjects(&ev)
+    );
+
+    // Each refused document is audited once, however often it is seen.
+    sim.put("misc", "arr", "[1,2,3]");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, audit) = g
+        .admin(Method::GET, "/orgs/acme/audit?limit=1000", None)
+        .await;
+    let arr = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["action"] == "source.refused" && e["target"].as_str().unwrap().ends_with("/misc/arr")
+        })
+        .count();
+    assert_eq!(arr, 1, "{audit}");
+}
+
+#[tokio::test]
+async fn deletes_are_announced_only_for_documents_the_gateway_captured() {
+    let (g, sim) = start().await;
+    file_sink(&g, "all", json!({})).await;
+    bind(&g, &sim, &["tracks"], 86_400).await;
+    source_when(&g, |b| b["health"]["connected"] == true).await;
+    sim.put("tracks", "t-1", r#"{"v":1}"#);
+    sim.put("tracks", "arr", "[1]");
+    wait_for(&g, "all", 1).await;
+    // 0.1.0: one DELETE frame for an id that never existed, and for a refused document.
+    sim.local_delete("tracks", "never-existed");
+    sim.local_delete("tracks", "arr");
+    sim.local_delete("tracks", "t-1");
+    let ev = wait_for(&g, "all", 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ev = if ev.len() < 3 {
+        sink_events(&g, "all")
+    } else {
+        ev
+    };
+    assert_eq!(
+        subjects(&ev),
+        ["upserted tracks/t-1", "deleted tracks/t-1"],
+        "no delete invented for documents never captured"
+    );
+}
+
+#[tokio::test]
+async fn the_node_link_is_counted_watched_and_explained() {
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    sim.behave_as_0_1(true);
+    let g = Gateway::start(GatewayOpts::standard().with("PEAT_READY_REQUIRES_NODES", "1")).await;
+    setup(&g).await;
+    file_sink(&g, "all", json!({})).await;
+    bind(&g, &sim, &["tracks"], 86_400).await;
+    source_when(&g, |b| b["health"]["connected"] == true).await;
+    for i in 0..5 {
+        sim.put("tracks", &format!("t-{i}"), r#"{"v":1}"#);
+    }
+    wait_for(&g, "all", 5).await;
+    // Node changes count in the CDC counters, and the link has figures of its own.
+    let m = g.metrics().await;
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(
+        value("peat_gateway_cdc_appended_events_total") >= 5.0,
+        "{m}"
+    );
+    assert_eq!(value("peat_gateway_source_connected{"), 1.0, "{m}");
+    assert!(value("peat_gateway_source_frames{") >= 5.0, "{m}");
+    assert!(value("peat_gateway_source_reconciliations{") >= 1.0, "{m}");
+
+    // A restart of an unpinned node is said to be one, not a foreign node.
+    sim.restart();
+    source_when(&g, |b| {
+        b["health"]["connects"] == 2 && b["health"]["connected"] == true
+    })
+    .await;
+    let log = g.all_output();
+    assert!(log.contains("restarted or was replaced"), "{log}");
+    assert!(!log.contains("a different node answers"));
+
+    // A stopped node (SIGSTOP) is seen in seconds; /ready says so when it must.
+    sim.hang(true);
+    let t = Instant::now();
+    let st = source_when(&g, |b| b["health"]["connected"] == false).await;
+    assert_eq!(st["health"]["connected"], false, "{st}");
+    assert!(t.elapsed() < Duration::from_secs(12), "{:?}", t.elapsed());
+    assert!(st["health"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("stopped answering"));
+    let (s, r) = g.admin(Method::GET, "/ready", None).await;
+    assert_eq!(s, 503, "{r}");
+    assert_eq!(r["checks"]["sources"]["down"], 1, "{r}");
+    sim.hang(false);
+    source_when(&g, |b| b["health"]["connected"] == true).await;
+    let (s, _) = g.admin(Method::GET, "/ready", None).await;
+    assert_eq!(s, 200);
+
+    // Rebinding keeps the counts.
+    let (_, before) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/source", None)
+        .await;
+    bind(&g, &sim, &["tracks"], 3600).await;
+    let (_, after) = g
+        .admin(Method::GET, "/orgs/acme/formations/mesh/source", None)
+        .await;
+    assert!(
+        after["health"]["frames"].as_u64() >= before["health"]["frames"].as_u64(),
+        "{before} {after}"
+    );
+    assert_eq!(after["reconcile_secs"], 3600);
+}
+
+#[tokio::test]
+async fn errors_name_their_root_cause() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let port = crate::harness::free_port();
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/source",
+            Some(
+                json!({"endpoint": format!("http://127.0.0.1:{port}"), "collections": ["tracks"]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let st = source_when(&g, |b| b["health"]["last_error"].is_string()).await;
+    let e = st["health"]["last_error"].as_str().unwrap();
+    assert!(
+        e.contains("Connection refused"),
+        "the root cause over TCP too: {e}"
+    );
+}
