@@ -79,7 +79,8 @@ struct Item {
     collection: String,
     doc_id: String,
     op: ItemOp,
-    data: Option<Value>,
+    /// Kept as text: numbers reach the outbox exactly as sent.
+    data: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -135,7 +136,8 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Change>, ApiError> {
         .enumerate()
         .map(|(i, it)| {
             let state = match (it.op, it.data) {
-                (ItemOp::Upsert, Some(v)) => DocState::Json(v),
+                (ItemOp::Upsert, Some(v)) => DocState::json(v.get())
+                    .map_err(|e| invalid_item(i, &format!("data is not JSON: {e}")))?,
                 (ItemOp::Upsert, None) => {
                     return Err(invalid_item(
                         i,

@@ -122,7 +122,7 @@ impl Cursor {
                 Event::default()
                     .event("cdc")
                     .id(format!("{}:{lsn}", outbox.gateway_id()))
-                    .data(ce.to_string()),
+                    .data(String::from_utf8_lossy(&ce.to_bytes())),
             );
         }
         Ok(())

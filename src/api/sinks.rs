@@ -444,25 +444,41 @@ async fn status(
     })))
 }
 
+/// One parked event as listed; the event is the CloudEvent as delivered (exact numbers).
+#[derive(serde::Serialize)]
+struct DeadLetterOut {
+    lsn: u64,
+    reason: String,
+    parked_at: String,
+    event: crate::cdc::CloudEvent,
+}
+
+#[derive(serde::Serialize)]
+struct DeadLettersOut {
+    dead_letters: Vec<DeadLetterOut>,
+}
+
 async fn dead_letters(
     State(s): State<AppState>,
     Caller(p): Caller,
     ids: Ids,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLettersOut>, ApiError> {
     let (_, def) = sink_of(&s, &p, &ids, Need::Read, "read dead letters").await?;
     let gw = s.cdc.outbox().gateway_id().to_owned();
-    let items: Vec<Value> = s
+    let dead_letters = s
         .cdc
         .outbox()
         .dead_letters(def.sink_uid, 1000)
         .await?
         .into_iter()
-        .map(|(lsn, d)| {
-            json!({"lsn": lsn, "reason": d.reason, "parked_at": rfc3339_ms(d.parked_at_ms),
-                   "event": cloud_event(&gw, lsn, &d.event)})
+        .map(|(lsn, d)| DeadLetterOut {
+            lsn,
+            reason: d.reason,
+            parked_at: rfc3339_ms(d.parked_at_ms),
+            event: cloud_event(&gw, lsn, &d.event),
         })
         .collect();
-    Ok(Json(json!({"dead_letters": items})))
+    Ok(Json(DeadLettersOut { dead_letters }))
 }
 
 async fn command(

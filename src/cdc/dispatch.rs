@@ -329,8 +329,8 @@ impl Dispatcher {
             observed_ms: now,
         };
         let mut ce = cloud_event(&gw, 0, &event);
-        ce["id"] = serde_json::Value::String(id.clone());
-        ce["type"] = serde_json::Value::String("io.peat.gateway.test".into());
+        ce.id = id.clone();
+        ce.kind = "io.peat.gateway.test";
         let d = Delivery {
             lsn: 0,
             id: id.clone(),

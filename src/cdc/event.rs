@@ -1,7 +1,8 @@
 //! Captured changes: validation, the content hash that suppresses duplicates, and the
 //! CloudEvents 1.0 form every sink delivers.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::CdcError;
@@ -44,8 +45,8 @@ impl Op {
 /// A document's observed state, before it is compared with the last captured one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DocState {
-    /// The document's JSON object.
-    Json(Value),
+    /// The document's JSON, in canonical form (`canon`): numbers exactly as written.
+    Json(String),
     /// An `ENC:v1:` payload from a node lacking the at-rest key: opaque, never parsed.
     Encrypted(String),
     Deleted,
@@ -57,6 +58,13 @@ pub struct Change {
     pub collection: String,
     pub doc_id: String,
     pub state: DocState,
+}
+
+impl DocState {
+    /// A document from its JSON text, canonicalised (numbers kept exactly).
+    pub fn json(text: &str) -> Result<DocState, super::CanonError> {
+        super::canonicalize(text).map(DocState::Json)
+    }
 }
 
 impl Change {
@@ -82,7 +90,7 @@ impl Change {
             ));
         }
         if let DocState::Json(v) = &self.state {
-            if !v.is_object() {
+            if !v.starts_with('{') {
                 return Err(CdcError::invalid("data", "must be a JSON object"));
             }
         }
@@ -94,9 +102,7 @@ impl Change {
         match json_data {
             None => Ok(DocState::Deleted),
             Some(s) if s.starts_with(ENC_PREFIX) => Ok(DocState::Encrypted(s.to_owned())),
-            Some(s) => serde_json::from_str(s)
-                .map(DocState::Json)
-                .map_err(|_| CdcError::invalid("jsonData", "not JSON")),
+            Some(s) => DocState::json(s).map_err(|_| CdcError::invalid("jsonData", "not JSON")),
         }
     }
 }
@@ -105,8 +111,7 @@ impl Change {
 /// `None` for deletion.
 pub fn canonical(state: &DocState) -> Option<(Vec<u8>, [u8; 32])> {
     let bytes = match state {
-        // serde_json's map is ordered by key, so this is the canonical form.
-        DocState::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
+        DocState::Json(v) => v.as_bytes().to_vec(),
         DocState::Encrypted(s) => s.as_bytes().to_vec(),
         DocState::Deleted => return None,
     };
@@ -119,32 +124,60 @@ pub fn event_id(gateway_id: &str, lsn: u64) -> String {
     format!("{gateway_id}:{lsn}")
 }
 
-/// CloudEvents 1.0, structured JSON mode.
-pub fn cloud_event(gateway_id: &str, lsn: u64, e: &EventRecord) -> Value {
-    let op = Op::from_byte(e.op);
-    let data = match (&e.data, e.encrypted) {
-        (Some(d), false) => serde_json::from_slice(d).unwrap_or(Value::Null),
-        (Some(d), true) => Value::String(String::from_utf8_lossy(d).into_owned()),
-        (None, _) => Value::Null,
-    };
-    let mut ev = json!({
-        "specversion": "1.0",
-        "id": event_id(gateway_id, lsn),
-        "source": format!("peat://{}/{}", e.org_id, e.app_id),
-        "type": op.event_type(),
-        "subject": format!("{}/{}", e.collection, e.doc_id),
-        "time": rfc3339_ms(e.observed_ms),
-        "datacontenttype": "application/json",
-        "peatcollection": e.collection,
-        "peatdocid": e.doc_id,
-        "peatcontenthash": hex::encode(e.content_hash),
-        "peatlsn": lsn.to_string(),
-        "peatencrypted": e.encrypted,
-    });
-    if op == Op::Upsert {
-        ev["data"] = data;
+/// A CloudEvent 1.0 in structured JSON mode. `data` is the document's canonical text,
+/// embedded as it is, so every number reaches the receiver exactly as the document has it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CloudEvent {
+    pub specversion: &'static str,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub subject: String,
+    pub time: String,
+    pub datacontenttype: &'static str,
+    pub peatcollection: String,
+    pub peatdocid: String,
+    pub peatcontenthash: String,
+    pub peatlsn: String,
+    pub peatencrypted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Box<RawValue>>,
+}
+
+impl CloudEvent {
+    /// The event as JSON bytes (what every sink sends).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
     }
-    ev
+}
+
+/// CloudEvents 1.0, structured JSON mode.
+pub fn cloud_event(gateway_id: &str, lsn: u64, e: &EventRecord) -> CloudEvent {
+    let op = Op::from_byte(e.op);
+    let data = match (&e.data, e.encrypted, op) {
+        (_, _, Op::Delete) | (None, _, _) => None,
+        (Some(d), false, _) => RawValue::from_string(String::from_utf8_lossy(d).into_owned()).ok(),
+        // An opaque ENC:v1 payload travels as a JSON string.
+        (Some(d), true, _) => serde_json::to_string(&String::from_utf8_lossy(d))
+            .ok()
+            .and_then(|s| RawValue::from_string(s).ok()),
+    };
+    CloudEvent {
+        specversion: "1.0",
+        id: event_id(gateway_id, lsn),
+        source: format!("peat://{}/{}", e.org_id, e.app_id),
+        kind: op.event_type(),
+        subject: format!("{}/{}", e.collection, e.doc_id),
+        time: rfc3339_ms(e.observed_ms),
+        datacontenttype: "application/json",
+        peatcollection: e.collection.clone(),
+        peatdocid: e.doc_id.clone(),
+        peatcontenthash: hex::encode(e.content_hash),
+        peatlsn: lsn.to_string(),
+        peatencrypted: e.encrypted,
+        data,
+    }
 }
 
 /// UTC time with milliseconds (RFC 3339).
@@ -162,8 +195,8 @@ mod tests {
 
     #[test]
     fn canonical_form_ignores_key_order_and_whitespace() {
-        let a = DocState::Json(serde_json::from_str(r#"{"b":1, "a":{"y":2,"x":[1, 2]}}"#).unwrap());
-        let b = DocState::Json(serde_json::from_str(r#"{"a":{"x":[1,2],"y":2},"b":1}"#).unwrap());
+        let a = DocState::json(r#"{"b":1, "a":{"y":2,"x":[1, 2]}}"#).unwrap();
+        let b = DocState::json(r#"{"a":{"x":[1,2],"y":2},"b":1}"#).unwrap();
         let (ca, ha) = canonical(&a).unwrap();
         assert_eq!(ca, br#"{"a":{"x":[1,2],"y":2},"b":1}"#);
         assert_eq!(Some(ha), canonical(&b).map(|c| c.1));
@@ -201,7 +234,7 @@ mod tests {
         let arr = Change {
             collection: "a".into(),
             doc_id: "x".into(),
-            state: DocState::Json(json!([1])),
+            state: DocState::json("[1]").unwrap(),
         };
         assert!(arr.validate().is_err());
     }
@@ -227,12 +260,23 @@ mod tests {
             observed_ms: 0,
             org_uid: [2; 16],
         };
-        let v = cloud_event("gw1", 7, &e);
+        let v: serde_json::Value =
+            serde_json::from_slice(&cloud_event("gw1", 7, &e).to_bytes()).unwrap();
         assert_eq!(v["id"], "gw1:7");
         assert_eq!(v["source"], "peat://acme/mesh");
         assert_eq!(v["subject"], "tracks/t-1");
         assert_eq!(v["type"], "io.peat.document.upserted");
-        assert_eq!(v["data"], json!({"a": 1}));
+        assert_eq!(v["data"], serde_json::json!({"a": 1}));
         assert_eq!(v["peatlsn"], "7");
+        // Numbers reach the receiver exactly as the document has them.
+        let big = EventRecord {
+            data: Some(br#"{"big":98765432109876543210,"f":1.50}"#.to_vec()),
+            ..e
+        };
+        let text = String::from_utf8(cloud_event("gw1", 8, &big).to_bytes()).unwrap();
+        assert!(
+            text.contains(r#""data":{"big":98765432109876543210,"f":1.50}"#),
+            "{text}"
+        );
     }
 }

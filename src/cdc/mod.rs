@@ -11,6 +11,7 @@
 //!
 //! Entry points: [`Outbox`], [`Dispatcher`].
 
+mod canon;
 mod dispatch;
 mod error;
 mod event;
@@ -18,9 +19,10 @@ mod outbox;
 pub mod sink;
 pub mod source;
 
+pub use canon::{canonicalize, CanonError};
 pub use dispatch::{Command, Dispatcher, SinkState, SinkStatus};
 pub use error::CdcError;
-pub use event::{canonical, cloud_event, event_id, rfc3339_ms, Change, DocState, Op};
+pub use event::{canonical, cloud_event, event_id, rfc3339_ms, Change, CloudEvent, DocState, Op};
 pub use outbox::{
     AppendReport, Appended, FormationRef, FullPolicy, Outbox, OutboxConfig, OutboxStats,
 };

@@ -222,3 +222,46 @@ async fn errors_name_their_root_cause() {
         "the root cause over TCP too: {e}"
     );
 }
+
+#[tokio::test]
+async fn numbers_reach_the_sinks_exactly_as_the_node_keeps_them() {
+    let (g, sim) = start().await;
+    file_sink(&g, "all", json!({})).await;
+    bind(&g, &sim, &["tracks"], 86_400).await;
+    source_when(&g, |b| b["health"]["connected"] == true).await;
+    sim.put("tracks", "big", r#"{"big":98765432109876543210}"#);
+    sim.put("tracks", "big", r#"{ "big": 98765432109876543211 }"#);
+    sim.put("tracks", "neg", r#"{"n":-12345678901234567890,"f":1.50}"#);
+    wait_for(&g, "all", 3).await;
+    let raw = std::fs::read_to_string(g.data_dir().join("sinks/acme/all.jsonl")).unwrap();
+    for exact in [
+        r#""data":{"big":98765432109876543210}"#,
+        r#""data":{"big":98765432109876543211}"#,
+        r#""data":{"f":1.50,"n":-12345678901234567890}"#,
+    ] {
+        assert!(raw.contains(exact), "{exact} in {raw}");
+    }
+    // HTTP ingest keeps them too.
+    let (s, b) = crate::cdc::ingest(
+        &g,
+        json!([{"collection": "tracks", "doc_id": "h", "op": "upsert",
+            "data": serde_json::from_str::<serde_json::Value>(r#"{"h":1}"#).unwrap()}]),
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    let r = reqwest::Client::new()
+        .post(format!("{}/orgs/acme/formations/mesh/changes", g.base()))
+        .bearer_auth(crate::harness::ADMIN)
+        .header("content-type", "application/json")
+        .body(r#"[{"collection":"tracks","doc_id":"h2","op":"upsert","data":{"x":123456789012345678901234567890}}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_for(&g, "all", 5).await;
+    let raw = std::fs::read_to_string(g.data_dir().join("sinks/acme/all.jsonl")).unwrap();
+    assert!(
+        raw.contains(r#""data":{"x":123456789012345678901234567890}"#),
+        "{raw}"
+    );
+}

@@ -757,7 +757,7 @@ mod tests {
         let change = Change {
             collection: "tracks".into(),
             doc_id: "new".into(),
-            state: DocState::Json(serde_json::json!({"v": 1})),
+            state: DocState::json(r#"{"v":1}"#).unwrap(),
         };
         o.append(src, vec![change]).await.unwrap();
         assert_eq!(o.org_seq_at(a, 5).await.unwrap(), 3);
@@ -786,7 +786,7 @@ mod tests {
             let c = Change {
                 collection: "t".into(),
                 doc_id: format!("{}", o.head()),
-                state: DocState::Json(serde_json::json!({})),
+                state: DocState::json("{}").unwrap(),
             };
             o.append(src, vec![c]).await.unwrap();
         }
