@@ -205,18 +205,8 @@ async fn errors_name_their_root_cause() {
     let g = Gateway::start(GatewayOpts::standard()).await;
     setup(&g).await;
     let port = crate::harness::free_port();
-    let (s, b) = g
-        .admin(
-            Method::PUT,
-            "/orgs/acme/formations/mesh/source",
-            Some(
-                json!({"endpoint": format!("http://127.0.0.1:{port}"), "collections": ["tracks"]}),
-            ),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let st = source_when(&g, |b| b["health"]["last_error"].is_string()).await;
-    let e = st["health"]["last_error"].as_str().unwrap();
+    crate::source::bind_endpoint(&g, &format!("http://127.0.0.1:{port}")).await;
+    let e = crate::source::source_error(&g).await;
     assert!(
         e.contains("Connection refused"),
         "the root cause over TCP too: {e}"

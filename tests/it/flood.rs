@@ -44,27 +44,8 @@ async fn endless_answers_from_a_sidecar_or_an_identity_provider_are_cut_at_the_c
     let port = flooding_server().await;
     let g = Gateway::start(GatewayOpts::standard()).await;
     crate::cdc::setup(&g).await;
-    let (s, b) = g
-        .admin(
-            Method::PUT,
-            "/orgs/acme/formations/mesh/source",
-            Some(
-                json!({"endpoint": format!("http://127.0.0.1:{port}"), "collections": ["tracks"]}),
-            ),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let err = loop {
-        let (_, b) = g
-            .admin(Method::GET, "/orgs/acme/formations/mesh/source", None)
-            .await;
-        if let Some(e) = b["health"]["last_error"].as_str() {
-            break e.to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "{b}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    crate::source::bind_endpoint(&g, &format!("http://127.0.0.1:{port}")).await;
+    let err = crate::source::source_error(&g).await;
     assert!(err.contains("larger than"), "{err}");
 
     let (s, idp) = g

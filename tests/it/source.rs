@@ -36,6 +36,27 @@ pub async fn source_when(g: &Gateway, ok: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// Binds acme/mesh (as the admin) to `endpoint` for `tracks`.
+pub async fn bind_endpoint(g: &Gateway, endpoint: &str) {
+    let (s, b) = g
+        .admin(
+            Method::PUT,
+            "/orgs/acme/formations/mesh/source",
+            Some(json!({"endpoint": endpoint, "collections": ["tracks"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+/// The source's first reported error, once there is one.
+pub async fn source_error(g: &Gateway) -> String {
+    let st = source_when(g, |b| b["health"]["last_error"].is_string()).await;
+    st["health"]["last_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error reported: {st}"))
+        .to_owned()
+}
+
 pub fn subjects(ev: &[Value]) -> Vec<String> {
     ev.iter()
         .map(|e| {
