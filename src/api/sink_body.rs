@@ -60,6 +60,18 @@ struct MqttBody {
     client_key_pem: Option<crate::secret::Secret>,
 }
 
+#[cfg(feature = "redis")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisBody {
+    url: String,
+    stream: String,
+    maxlen: Option<u64>,
+    tls_ca_pem: Option<String>,
+    client_cert_pem: Option<String>,
+    client_key_pem: Option<crate::secret::Secret>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NatsBody {
@@ -74,6 +86,12 @@ struct NatsBody {
     client_cert_pem: Option<String>,
     client_key_pem: Option<crate::secret::Secret>,
 }
+
+/// The sink types this build has.
+#[cfg(feature = "redis")]
+const BUILT: &str = "File, Nats, Mqtt, Webhook or RedisStreams";
+#[cfg(not(feature = "redis"))]
+const BUILT: &str = "File, Nats, Mqtt or Webhook";
 
 /// The upstream shape `{"<Type>": {…}}`; types this binary lacks are refused, never accepted
 /// and dropped.
@@ -161,11 +179,34 @@ pub(super) fn spec_of(
                 secrets,
             ))
         }
-        "Kafka" | "RedisStreams" => Err(invalid(format!(
-            "the {kind} sink is not built into this binary; use File, Nats, Mqtt or Webhook"
+        #[cfg(feature = "redis")]
+        "RedisStreams" => {
+            let b: RedisBody = serde_json::from_value(body).map_err(parse)?;
+            literal(&b.url)?;
+            crate::cdc::sink::redis::parse_url(&b.url)
+                .map_err(|e| invalid(format!("RedisStreams url {e}")))?;
+            if let Some(pem) = &b.tls_ca_pem {
+                crate::tls::roots(pem, "sink_type.RedisStreams.tls_ca_pem").map_err(&invalid)?;
+            }
+            let mut secrets = SinkSecrets::default();
+            client_cert(b.client_cert_pem, b.client_key_pem, &mut secrets)?;
+            Ok((
+                SinkSpec::RedisStreams {
+                    url: b.url,
+                    stream: b.stream,
+                    maxlen: b.maxlen,
+                    tls_ca_pem: b.tls_ca_pem,
+                },
+                secrets,
+            ))
+        }
+        #[cfg(not(feature = "redis"))]
+        "RedisStreams" => Err(invalid(format!(
+            "the {kind} sink is not built into this binary; use {BUILT}"
         ))),
-        other => Err(invalid(format!(
-            "unknown sink type '{other}'; use File, Nats, Mqtt or Webhook"
+        "Kafka" => Err(invalid(format!(
+            "the {kind} sink is not built into this binary; use {BUILT}"
         ))),
+        other => Err(invalid(format!("unknown sink type '{other}'; use {BUILT}"))),
     }
 }

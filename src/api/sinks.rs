@@ -215,6 +215,15 @@ impl From<SinkDef> for SinkOut {
             } => {
                 json!({"Webhook": {"url": url, "allow_private": allow_private, "tls_ca_pem": tls_ca_pem}})
             }
+            SinkSpec::RedisStreams {
+                url,
+                stream,
+                maxlen,
+                tls_ca_pem,
+            } => {
+                json!({"RedisStreams": {"url": redact_url(&url), "stream": stream, "maxlen": maxlen,
+                    "tls_ca_pem": tls_ca_pem}})
+            }
         };
         Self {
             sink_id: d.sink_id,

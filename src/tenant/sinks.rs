@@ -44,6 +44,14 @@ pub enum SinkSpec {
         /// PEM of the CA that signs the endpoint's certificate (default: web roots).
         tls_ca_pem: Option<String>,
     },
+    /// Redis Streams, `redis://` or `rediss://[user@]host[:port][/db]` (the password is
+    /// sealed apart); `stream` may use `{org}` and `{app}`; `maxlen` trims approximately.
+    RedisStreams {
+        url: String,
+        stream: String,
+        maxlen: Option<u64>,
+        tls_ca_pem: Option<String>,
+    },
 }
 
 impl SinkSpec {
@@ -53,6 +61,7 @@ impl SinkSpec {
             SinkSpec::Nats { .. } => "nats",
             SinkSpec::Mqtt { .. } => "mqtt",
             SinkSpec::Webhook { .. } => "webhook",
+            SinkSpec::RedisStreams { .. } => "redis",
         }
     }
 
@@ -96,6 +105,47 @@ impl SinkSpec {
                 }
                 if let Some(s) = stream {
                     validate_id("sink_type.Nats.stream", s)?;
+                }
+                Ok(())
+            }
+            SinkSpec::RedisStreams {
+                url,
+                stream,
+                maxlen,
+                tls_ca_pem,
+            } => {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://"))
+                    || url.len() > 512
+                    || url.chars().any(char::is_whitespace)
+                {
+                    return Err(TenantError::invalid(
+                        "sink_type.RedisStreams.url",
+                        "must be a redis:// or rediss:// URL",
+                    ));
+                }
+                let name_ok = !stream.is_empty()
+                    && stream.len() <= 256
+                    && stream.chars().all(|c| c.is_ascii_graphic());
+                if !name_ok {
+                    return Err(TenantError::invalid(
+                        "sink_type.RedisStreams.stream",
+                        "1 to 256 printable characters; {org} and {app} are replaced",
+                    ));
+                }
+                if maxlen.is_some_and(|n| n == 0 || n > 1_000_000_000) {
+                    return Err(TenantError::invalid(
+                        "sink_type.RedisStreams.maxlen",
+                        "must be between 1 and 1000000000 (leave it out to keep every entry)",
+                    ));
+                }
+                if let Some(pem) = tls_ca_pem {
+                    if !url.starts_with("rediss://") || !pem.contains("-----BEGIN CERTIFICATE-----")
+                    {
+                        return Err(TenantError::invalid(
+                            "sink_type.RedisStreams.tls_ca_pem",
+                            "PEM certificates, with a rediss:// URL",
+                        ));
+                    }
                 }
                 Ok(())
             }
@@ -368,7 +418,9 @@ impl Tenancy {
                 secrets.webhook_key = Some(key.to_vec());
                 shown = Some(s);
             }
-            SinkSpec::Nats { url: Some(url), .. } | SinkSpec::Mqtt { url, .. } => {
+            SinkSpec::Nats { url: Some(url), .. }
+            | SinkSpec::Mqtt { url, .. }
+            | SinkSpec::RedisStreams { url, .. } => {
                 let (clean, password) = split_password(url);
                 *url = clean;
                 secrets.password = password;

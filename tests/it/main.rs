@@ -23,6 +23,8 @@ mod oidc;
 mod secrets;
 mod sink_mqtt;
 mod sink_nats;
+#[cfg(feature = "redis")]
+mod sink_redis;
 mod sink_webhook;
 mod source;
 mod tls;

@@ -4,6 +4,10 @@
 mod file;
 mod mqtt;
 pub mod nats;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "redis")]
+pub mod resp;
 pub mod webhook;
 
 use std::future::Future;
@@ -119,6 +123,25 @@ pub fn build(
                 tls_ca_pem.as_deref(),
                 secrets.client_identity(),
             )?))
+        }
+        #[cfg(feature = "redis")]
+        SinkSpec::RedisStreams {
+            url,
+            stream,
+            maxlen,
+            tls_ca_pem,
+        } => Ok(Box::new(redis::RedisSink::new(
+            url,
+            password,
+            stream.clone(),
+            *maxlen,
+            ctx.egress.for_org(&def.org_id),
+            tls_ca_pem.as_deref(),
+            secrets.client_identity(),
+        )?)),
+        #[cfg(not(feature = "redis"))]
+        SinkSpec::RedisStreams { .. } => {
+            Err("the RedisStreams sink is not built into this binary (cargo feature redis)".into())
         }
         SinkSpec::Mqtt {
             url,

@@ -159,6 +159,16 @@ impl Service {
         }
     }
 
+    /// Sends a signal (`STOP` freezes the server as a hung link does, `CONT` thaws it).
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
     /// SIGTERM and wait: the server saves what it keeps on a clean stop.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -196,6 +206,28 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// redis-server on loopback, every write fsync'd (append-only file under the service's dir).
+pub async fn redis(extra: &[&str]) -> Service {
+    let mut args = vec![
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--dir",
+        "{dir}",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--daemonize",
+        "no",
+    ];
+    args.extend_from_slice(extra);
+    Service::start("redis", "redis-server", &args).await
 }
 
 /// nats-server with JetStream, state under the service's dir.
