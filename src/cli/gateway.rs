@@ -44,6 +44,10 @@ pub(crate) struct DemoArgs {
     /// Also deliver to MQTT at this URL, e.g. mqtt://127.0.0.1:1883 (topics `peat/demo/#`).
     #[arg(long)]
     mqtt_url: Option<String>,
+    /// Also deliver to Redis Streams at this URL, e.g. redis://127.0.0.1:6379 (stream
+    /// `peat-demo-demo-mesh`).
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 pub(crate) fn serve(flag: Option<&Path>) -> Result<ExitCode, Failure> {
@@ -78,7 +82,8 @@ pub(crate) fn demo(flag: Option<&Path>, args: DemoArgs) -> Result<ExitCode, Fail
     let cfg = Config::from_raw(loaded).map_err(Failure::Config)?;
     init_logging(&cfg.log_filter);
     let rt = runtime()?;
-    let (rate, nats_url, mqtt_url) = (args.rate, args.nats_url, args.mqtt_url);
+    let (rate, nats_url, mqtt_url, redis_url) =
+        (args.rate, args.nats_url, args.mqtt_url, args.redis_url);
     rt.block_on(async move {
         let sim = Simulator::start(([127, 0, 0, 1], 0).into())
             .await
@@ -90,6 +95,7 @@ pub(crate) fn demo(flag: Option<&Path>, args: DemoArgs) -> Result<ExitCode, Fail
             node_url: sim.url(),
             nats_url,
             mqtt_url,
+            redis_url,
         };
         let running = start(cfg, Some(seed)).await?;
         // The simulator lives as long as the demo serves.
@@ -119,6 +125,7 @@ struct Seed {
     node_url: String,
     nats_url: Option<String>,
     mqtt_url: Option<String>,
+    redis_url: Option<String>,
 }
 
 /// A probe slower than this counts as a failure (a hung KMS must not look healthy).
@@ -585,6 +592,14 @@ async fn demo_broker_sinks(t: &Tenancy, seed: &Seed) -> Result<(), TenantError> 
         wanted.push(SinkSpec::Mqtt {
             url: url.clone(),
             topic_prefix: "peat".into(),
+            tls_ca_pem: None,
+        });
+    }
+    if let Some(url) = &seed.redis_url {
+        wanted.push(SinkSpec::RedisStreams {
+            url: url.clone(),
+            stream: "peat-{org}-{app}".into(),
+            maxlen: Some(100_000),
             tls_ca_pem: None,
         });
     }
