@@ -60,6 +60,25 @@ struct MqttBody {
     client_key_pem: Option<crate::secret::Secret>,
 }
 
+#[cfg(feature = "kafka")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaBody {
+    topic: String,
+    brokers: Option<String>,
+    #[serde(default)]
+    tls: bool,
+    tls_ca_pem: Option<String>,
+    client_cert_pem: Option<String>,
+    client_key_pem: Option<crate::secret::Secret>,
+    sasl_mechanism: Option<String>,
+    sasl_username: Option<String>,
+    /// Sealed, never shown.
+    sasl_password: Option<crate::secret::Secret>,
+    compression: Option<String>,
+    batch_size: Option<u32>,
+}
+
 #[cfg(feature = "redis")]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,17 +107,25 @@ struct NatsBody {
 }
 
 /// The sink types this build has.
-#[cfg(feature = "redis")]
-const BUILT: &str = "File, Nats, Mqtt, Webhook or RedisStreams";
-#[cfg(not(feature = "redis"))]
-const BUILT: &str = "File, Nats, Mqtt or Webhook";
+const BUILT: &str = if cfg!(all(feature = "redis", feature = "kafka")) {
+    "File, Nats, Mqtt, Webhook, RedisStreams or Kafka"
+} else if cfg!(feature = "redis") {
+    "File, Nats, Mqtt, Webhook or RedisStreams"
+} else if cfg!(feature = "kafka") {
+    "File, Nats, Mqtt, Webhook or Kafka"
+} else {
+    "File, Nats, Mqtt or Webhook"
+};
 
 /// The upstream shape `{"<Type>": {…}}`; types this binary lacks are refused, never accepted
 /// and dropped.
 pub(super) fn spec_of(
     v: Value,
     egress: &crate::egress::Egress,
+    default_kafka_brokers: Option<&str>,
 ) -> Result<(SinkSpec, SinkSecrets), TenantError> {
+    #[cfg(not(feature = "kafka"))]
+    let _ = default_kafka_brokers;
     let invalid = |r: String| TenantError::Invalid {
         field: "sink_type",
         reason: r,
@@ -200,10 +227,55 @@ pub(super) fn spec_of(
                 secrets,
             ))
         }
+        #[cfg(feature = "kafka")]
+        "Kafka" => {
+            let b: KafkaBody = serde_json::from_value(body).map_err(parse)?;
+            let brokers = b
+                .brokers
+                .as_deref()
+                .or(default_kafka_brokers)
+                .ok_or_else(|| {
+                    invalid("Kafka: no brokers: give `brokers` (host:port,…) in the sink or set PEAT_CDC_KAFKA_BROKERS".into())
+                })?;
+            for (host, _) in crate::cdc::sink::kafka::parse_brokers(brokers)
+                .map_err(|e| invalid(format!("Kafka brokers: {e}")))?
+            {
+                if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+                    egress
+                        .check(&host, ip)
+                        .map_err(|reason| TenantError::NotGranted { reason })?;
+                }
+            }
+            if b.sasl_mechanism.is_some() != b.sasl_password.is_some() {
+                return Err(invalid(
+                    "Kafka: sasl_mechanism, sasl_username and sasl_password go together".into(),
+                ));
+            }
+            if let Some(pem) = &b.tls_ca_pem {
+                crate::tls::roots(pem, "sink_type.Kafka.tls_ca_pem").map_err(&invalid)?;
+            }
+            let mut secrets = SinkSecrets::default();
+            client_cert(b.client_cert_pem, b.client_key_pem, &mut secrets)?;
+            secrets.password = b.sasl_password.map(|p| p.expose().to_owned());
+            Ok((
+                SinkSpec::Kafka {
+                    topic: b.topic,
+                    brokers: b.brokers,
+                    tls: b.tls,
+                    tls_ca_pem: b.tls_ca_pem,
+                    sasl_mechanism: b.sasl_mechanism,
+                    sasl_username: b.sasl_username,
+                    compression: b.compression,
+                    batch_size: b.batch_size,
+                },
+                secrets,
+            ))
+        }
         #[cfg(not(feature = "redis"))]
         "RedisStreams" => Err(invalid(format!(
             "the {kind} sink is not built into this binary; use {BUILT}"
         ))),
+        #[cfg(not(feature = "kafka"))]
         "Kafka" => Err(invalid(format!(
             "the {kind} sink is not built into this binary; use {BUILT}"
         ))),

@@ -224,6 +224,21 @@ impl From<SinkDef> for SinkOut {
                 json!({"RedisStreams": {"url": redact_url(&url), "stream": stream, "maxlen": maxlen,
                     "tls_ca_pem": tls_ca_pem}})
             }
+            SinkSpec::Kafka {
+                topic,
+                brokers,
+                tls,
+                tls_ca_pem,
+                sasl_mechanism,
+                sasl_username,
+                compression,
+                batch_size,
+            } => {
+                json!({"Kafka": {"topic": topic, "brokers": brokers, "tls": tls, "tls_ca_pem": tls_ca_pem,
+                    "sasl_mechanism": sasl_mechanism, "sasl_username": sasl_username,
+                    "sasl_password": sasl_mechanism.as_ref().map(|_| "[redacted]"),
+                    "compression": compression, "batch_size": batch_size}})
+            }
         };
         Self {
             sink_id: d.sink_id,
@@ -281,7 +296,8 @@ async fn create(
         }
     };
     let egress = s.tenancy.egress(scope.org_id());
-    let (spec, secrets) = super::sink_body::spec_of(body.sink_type, &egress)?;
+    let (spec, secrets) =
+        super::sink_body::spec_of(body.sink_type, &egress, s.cdc.default_kafka_brokers())?;
     let def = s
         .tenancy
         .create_sink(

@@ -147,6 +147,11 @@ impl Dispatcher {
         &self.inner.outbox
     }
 
+    /// Brokers for Kafka sinks that name none.
+    pub fn default_kafka_brokers(&self) -> Option<&str> {
+        self.inner.ctx.default_kafka_brokers.as_deref()
+    }
+
     /// Starts loops for new sinks, restarts changed ones, stops removed ones; shares the
     /// outbox among the orgs and drops the events of deleted orgs.
     pub async fn sync(&self) -> Result<(), CdcError> {

@@ -293,6 +293,7 @@ async fn prepare(
     let ctx = SinkContext {
         data_dir: cfg.data_dir.clone(),
         default_nats_url: cfg.cdc_nats_url.clone(),
+        default_kafka_brokers: cfg.cdc_kafka_brokers.clone(),
         egress: tenancy.egress_policies(),
     };
     let orgs = tenancy

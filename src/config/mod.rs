@@ -70,6 +70,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub store_cache_bytes: usize,
     pub cdc_nats_url: Option<String>,
+    /// Default brokers for Kafka sinks (`host:port,…`).
+    pub cdc_kafka_brokers: Option<String>,
     pub outbox: OutboxConfig,
     pub default_quotas: Quotas,
     pub sources: Vec<SourceConfig>,
@@ -158,11 +160,19 @@ impl Config {
                 ));
             }
         }
-        if raw.cdc_kafka_brokers.is_some() {
-            errors.push(err(
-                name("cdc_kafka_brokers"),
-                "the Kafka sink is not built into this binary; unset it",
-            ));
+        if let Some(list) = &raw.cdc_kafka_brokers {
+            #[cfg(feature = "kafka")]
+            if let Err(e) = crate::cdc::sink::kafka::parse_brokers(list) {
+                errors.push(err(name("cdc_kafka_brokers"), e));
+            }
+            #[cfg(not(feature = "kafka"))]
+            {
+                let _ = list;
+                errors.push(err(
+                    name("cdc_kafka_brokers"),
+                    "the Kafka sink is not built into this binary (cargo feature kafka); unset it",
+                ));
+            }
         }
 
         let timeout_s = raw.request_timeout_secs.unwrap_or(30);
@@ -369,6 +379,7 @@ impl Config {
                 max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
                 store_cache_bytes: usize::try_from(cache_mb * 1024 * 1024).unwrap_or(usize::MAX),
                 cdc_nats_url: raw.cdc_nats_url,
+                cdc_kafka_brokers: raw.cdc_kafka_brokers,
                 outbox: OutboxConfig {
                     quota_bytes: outbox_mb * 1024 * 1024,
                     policy,

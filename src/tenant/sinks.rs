@@ -52,6 +52,18 @@ pub enum SinkSpec {
         maxlen: Option<u64>,
         tls_ca_pem: Option<String>,
     },
+    /// Kafka; `brokers` (`host:port,…`) falls back to `PEAT_CDC_KAFKA_BROKERS`. The SASL
+    /// password is sealed with the sink's secrets.
+    Kafka {
+        topic: String,
+        brokers: Option<String>,
+        tls: bool,
+        tls_ca_pem: Option<String>,
+        sasl_mechanism: Option<String>,
+        sasl_username: Option<String>,
+        compression: Option<String>,
+        batch_size: Option<u32>,
+    },
 }
 
 impl SinkSpec {
@@ -62,6 +74,7 @@ impl SinkSpec {
             SinkSpec::Mqtt { .. } => "mqtt",
             SinkSpec::Webhook { .. } => "webhook",
             SinkSpec::RedisStreams { .. } => "redis",
+            SinkSpec::Kafka { .. } => "kafka",
         }
     }
 
@@ -146,6 +159,60 @@ impl SinkSpec {
                             "PEM certificates, with a rediss:// URL",
                         ));
                     }
+                }
+                Ok(())
+            }
+            SinkSpec::Kafka {
+                topic,
+                tls,
+                tls_ca_pem,
+                sasl_mechanism,
+                sasl_username,
+                compression,
+                batch_size,
+                ..
+            } => {
+                let topic_ok = !topic.is_empty()
+                    && topic.len() <= 249
+                    && topic
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                if !topic_ok {
+                    return Err(TenantError::invalid(
+                        "sink_type.Kafka.topic",
+                        "1 to 249 letters, digits, '.', '_' or '-'",
+                    ));
+                }
+                if tls_ca_pem.is_some() && !tls {
+                    return Err(TenantError::invalid(
+                        "sink_type.Kafka.tls_ca_pem",
+                        "a CA needs tls: true",
+                    ));
+                }
+                match (sasl_mechanism.as_deref(), sasl_username) {
+                    (None, None) => {}
+                    (Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512"), Some(u)) if !u.is_empty() => {}
+                    _ => {
+                        return Err(TenantError::invalid(
+                            "sink_type.Kafka.sasl_mechanism",
+                            "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, with sasl_username and sasl_password",
+                        ))
+                    }
+                }
+                if !matches!(
+                    compression.as_deref(),
+                    None | Some("none" | "gzip" | "snappy")
+                ) {
+                    return Err(TenantError::invalid(
+                        "sink_type.Kafka.compression",
+                        "none, gzip or snappy",
+                    ));
+                }
+                if batch_size.is_some_and(|n| n == 0 || n > 10_000) {
+                    return Err(TenantError::invalid(
+                        "sink_type.Kafka.batch_size",
+                        "records per produce request, 1 to 10000",
+                    ));
                 }
                 Ok(())
             }

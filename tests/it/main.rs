@@ -21,6 +21,8 @@ mod kms;
 mod listener;
 mod oidc;
 mod secrets;
+#[cfg(feature = "kafka")]
+mod sink_kafka;
 mod sink_mqtt;
 mod sink_nats;
 #[cfg(feature = "redis")]

@@ -2,6 +2,8 @@
 //! cursors, retries, dead letters and rate limits are the dispatcher's.
 
 mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod mqtt;
 pub mod nats;
 #[cfg(feature = "redis")]
@@ -55,6 +57,8 @@ pub trait Sink: Send {
 pub struct SinkContext {
     pub data_dir: PathBuf,
     pub default_nats_url: Option<String>,
+    /// Brokers for Kafka sinks that name none (`PEAT_CDC_KAFKA_BROKERS`).
+    pub default_kafka_brokers: Option<String>,
     /// Where each org's sinks may connect.
     pub egress: crate::egress::Policies,
 }
@@ -139,6 +143,48 @@ pub fn build(
             tls_ca_pem.as_deref(),
             secrets.client_identity(),
         )?)),
+        #[cfg(feature = "kafka")]
+        SinkSpec::Kafka {
+            topic,
+            brokers,
+            tls,
+            tls_ca_pem,
+            sasl_mechanism,
+            sasl_username,
+            compression,
+            batch_size,
+        } => {
+            let brokers = brokers
+                .clone()
+                .or_else(|| ctx.default_kafka_brokers.clone())
+                .ok_or_else(|| {
+                    "no Kafka brokers: give `brokers` in the sink or set PEAT_CDC_KAFKA_BROKERS"
+                        .to_owned()
+                })?;
+            let sasl = match (sasl_mechanism, sasl_username) {
+                (Some(m), Some(u)) => Some(kafka::Sasl {
+                    mechanism: m.clone(),
+                    username: u.clone(),
+                    password: password.clone().unwrap_or_default(),
+                }),
+                _ => None,
+            };
+            Ok(Box::new(kafka::KafkaSink::new(
+                &brokers,
+                topic.clone(),
+                compression.as_deref(),
+                batch_size.map(|n| n as usize),
+                ctx.egress.for_org(&def.org_id),
+                *tls,
+                tls_ca_pem.as_deref(),
+                secrets.client_identity(),
+                sasl,
+            )?))
+        }
+        #[cfg(not(feature = "kafka"))]
+        SinkSpec::Kafka { .. } => {
+            Err("the Kafka sink is not built into this binary (cargo feature kafka)".into())
+        }
         #[cfg(not(feature = "redis"))]
         SinkSpec::RedisStreams { .. } => {
             Err("the RedisStreams sink is not built into this binary (cargo feature redis)".into())

