@@ -48,6 +48,10 @@ pub(crate) struct DemoArgs {
     /// `peat-demo-demo-mesh`).
     #[arg(long)]
     redis_url: Option<String>,
+    /// Also deliver to Kafka at these brokers, e.g. 127.0.0.1:9092 (topic `peat-demo`; a build
+    /// with the `kafka` feature).
+    #[arg(long)]
+    kafka_brokers: Option<String>,
 }
 
 pub(crate) fn serve(flag: Option<&Path>) -> Result<ExitCode, Failure> {
@@ -82,8 +86,13 @@ pub(crate) fn demo(flag: Option<&Path>, args: DemoArgs) -> Result<ExitCode, Fail
     let cfg = Config::from_raw(loaded).map_err(Failure::Config)?;
     init_logging(&cfg.log_filter);
     let rt = runtime()?;
-    let (rate, nats_url, mqtt_url, redis_url) =
-        (args.rate, args.nats_url, args.mqtt_url, args.redis_url);
+    let (rate, nats_url, mqtt_url, redis_url, kafka_brokers) = (
+        args.rate,
+        args.nats_url,
+        args.mqtt_url,
+        args.redis_url,
+        args.kafka_brokers,
+    );
     rt.block_on(async move {
         let sim = Simulator::start(([127, 0, 0, 1], 0).into())
             .await
@@ -96,6 +105,7 @@ pub(crate) fn demo(flag: Option<&Path>, args: DemoArgs) -> Result<ExitCode, Fail
             nats_url,
             mqtt_url,
             redis_url,
+            kafka_brokers,
         };
         let running = start(cfg, Some(seed)).await?;
         // The simulator lives as long as the demo serves.
@@ -126,6 +136,7 @@ struct Seed {
     nats_url: Option<String>,
     mqtt_url: Option<String>,
     redis_url: Option<String>,
+    kafka_brokers: Option<String>,
 }
 
 /// A probe slower than this counts as a failure (a hung KMS must not look healthy).
@@ -602,6 +613,18 @@ async fn demo_broker_sinks(t: &Tenancy, seed: &Seed) -> Result<(), TenantError> 
             stream: "peat-{org}-{app}".into(),
             maxlen: Some(100_000),
             tls_ca_pem: None,
+        });
+    }
+    if let Some(brokers) = &seed.kafka_brokers {
+        wanted.push(SinkSpec::Kafka {
+            topic: "peat-demo".into(),
+            brokers: Some(brokers.clone()),
+            tls: false,
+            tls_ca_pem: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            compression: None,
+            batch_size: None,
         });
     }
     for spec in wanted.into_iter().filter(|s| !existing.contains(&s.kind())) {

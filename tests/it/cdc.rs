@@ -272,7 +272,7 @@ async fn bad_ingest_answers_4xx_json_and_appends_nothing() {
 }
 
 #[tokio::test]
-async fn sink_types_not_built_in_are_refused_and_filters_and_pause_hold() {
+async fn unknown_or_incomplete_sink_types_are_refused_and_filters_and_pause_hold() {
     let g = Gateway::start(GatewayOpts::standard()).await;
     setup(&g).await;
     for t in [
