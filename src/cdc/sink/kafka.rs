@@ -109,6 +109,18 @@ fn permanent(e: &rskafka::client::error::Error) -> bool {
     )
 }
 
+/// A topic the broker will not create, whatever the retry.
+fn uncreatable(e: &rskafka::client::error::Error) -> bool {
+    use rskafka::client::error::{Error, ProtocolError as P};
+    matches!(
+        e,
+        Error::ServerError {
+            protocol_error: P::PolicyViolation | P::ClusterAuthorizationFailed,
+            ..
+        }
+    )
+}
+
 impl KafkaSink {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
