@@ -217,11 +217,17 @@ impl KafkaSink {
             .await
             .map_err(|_| t(format!("creating topic {}: timed out", self.topic)))?
             .map_err(|e| {
-                t(format!(
-                    "creating topic {}: {}",
+                let reason = format!(
+                    "topic {} does not exist and cannot be created: {}",
                     self.topic,
                     crate::peer_read::chain(&e)
-                ))
+                );
+                // Refused for good (not allowed, invalid): the operator must act; else retry.
+                if permanent(&e) || uncreatable(&e) {
+                    SinkError::Rejected { index: 0, reason }
+                } else {
+                    t(reason)
+                }
             })?;
             partitions = (0..NEW_TOPIC_PARTITIONS).collect();
         }
