@@ -28,6 +28,11 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
             public("Prometheus metrics in text format"),
         )
         .get(
+            "/about",
+            about,
+            public("Version, build, cargo features compiled in and the embedded UI's size"),
+        )
+        .get(
             "/openapi.json",
             openapi,
             public("This API's OpenAPI 3.1 document"),
@@ -36,6 +41,28 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
 
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn about() -> Json<Value> {
+    let features: Vec<&str> = [
+        ("tpm", cfg!(feature = "tpm")),
+        ("redis", cfg!(feature = "redis")),
+        ("kafka", cfg!(feature = "kafka")),
+        ("ui", cfg!(feature = "ui")),
+        ("dev", cfg!(feature = "dev")),
+    ]
+    .into_iter()
+    .filter_map(|(f, on)| on.then_some(f))
+    .collect();
+    let (ui_files, ui_bytes) = super::ui::embedded_payload();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        // Set by image builds (Yocto, Nix) to name the source they built.
+        "build": option_env!("PEAT_GATEWAY_BUILD_ID"),
+        "target": format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+        "features": features,
+        "ui": {"embedded_files": ui_files, "embedded_gzip_bytes": ui_bytes},
+    }))
 }
 
 /// 200 when every check passes, else 503; the body names each check and why it failed.

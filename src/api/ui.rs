@@ -1,19 +1,40 @@
-//! The operator UI from `PEAT_UI_DIR`, served at `/_/` with a single-page-app fallback.
+//! The operator UI at `/_/`: embedded in the binary (feature `ui`), or read from
+//! `PEAT_UI_DIR` when set (development). Single-page-app fallback for extension-less paths.
 //!
-//! Public like upstream: the UI holds no data of its own and calls the authenticated API.
+//! Public like `/health`: the UI holds no data of its own and calls the authenticated API.
+//! Every answer carries a strict Content-Security-Policy; embedded files carry strong ETags
+//! and a gzip variant chosen by `Accept-Encoding`.
 
 use std::path::{Component, Path, PathBuf};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
 
+/// One file of the UI as the build script embedded it.
+pub(crate) struct EmbeddedAsset {
+    pub path: &'static str,
+    pub mime: &'static str,
+    /// Quoted-less hex of the content hash; also the `?v=` the page links assets with.
+    pub etag: &'static str,
+    pub raw: &'static [u8],
+    pub gzip: Option<&'static [u8]>,
+}
+
+include!(concat!(env!("OUT_DIR"), "/ui_assets.rs"));
+
+/// Scripts, styles and connections from this origin only; never framed.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; \
+    frame-ancestors 'none'";
+
 pub(crate) fn routes(state: &AppState) -> Router<AppState> {
-    if state.ui_dir.is_none() {
+    if state.ui_dir.is_none() && ASSETS.is_empty() {
         return Router::new();
     }
     Router::new()
@@ -25,29 +46,147 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/_/{*path}", get(serve))
 }
 
-async fn serve(State(state): State<AppState>, uri: Uri) -> Response {
-    let Some(root) = state.ui_dir.as_deref() else {
-        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response();
-    };
+/// What the build embedded: (files, bytes as served to a gzip-capable browser).
+pub(crate) fn embedded_payload() -> (usize, usize) {
+    let bytes = ASSETS
+        .iter()
+        .map(|a| a.gzip.map_or(a.raw.len(), <[u8]>::len))
+        .sum();
+    (ASSETS.len(), bytes)
+}
+
+async fn serve(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let rel = uri.path().trim_start_matches("/_/");
     let Some(rel) = safe_relative(rel) else {
-        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file").into_response();
+        return not_found();
     };
-    let file = root.join(&rel);
+    let mut res = match state.ui_dir.as_deref() {
+        Some(root) => from_dir(root, &rel).await,
+        None => embedded(&rel, uri.query(), &headers),
+    };
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    res
+}
+
+fn embedded(rel: &Path, query: Option<&str>, headers: &HeaderMap) -> Response {
+    let rel = rel.to_string_lossy();
+    let wanted = if rel.is_empty() { "index.html" } else { &rel };
+    let asset = match ASSETS.iter().find(|a| a.path == wanted) {
+        Some(a) => a,
+        // Client-side routes have no extension; missing assets stay 404.
+        None if !wanted.contains('.') => match ASSETS.iter().find(|a| a.path == "index.html") {
+            Some(a) => a,
+            None => return not_found(),
+        },
+        None => return not_found(),
+    };
+    let etag = format!("\"{}\"", asset.etag);
+    // A URL that names this exact version never changes; anything else revalidates.
+    let versioned = query
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("v=")))
+        .is_some_and(|v| v == asset.etag);
+    let cache = if versioned {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    let mut out = Response::builder()
+        .header(header::ETAG, &etag)
+        .header(header::CACHE_CONTROL, cache)
+        .header(header::VARY, "Accept-Encoding");
+    if matches_etag(headers, &etag) {
+        return out
+            .status(StatusCode::NOT_MODIFIED)
+            .body(axum::body::Body::empty())
+            .unwrap_or_else(|_| not_found());
+    }
+    out = out.header(header::CONTENT_TYPE, asset.mime);
+    let body = match asset.gzip {
+        Some(gz) if accepts_gzip(headers) => {
+            out = out.header(header::CONTENT_ENCODING, "gzip");
+            gz
+        }
+        _ => asset.raw,
+    };
+    out.body(axum::body::Body::from(body))
+        .unwrap_or_else(|_| not_found())
+}
+
+async fn from_dir(root: &Path, rel: &Path) -> Response {
+    let file = root.join(rel);
     let target = match tokio::fs::metadata(&file).await {
         Ok(m) if m.is_file() => file,
         Ok(m) if m.is_dir() => file.join("index.html"),
-        // Client-side routes have no extension; missing assets stay 404.
         _ if rel.extension().is_none() => root.join("index.html"),
-        _ => {
-            return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file")
-                .into_response()
-        }
+        _ => return not_found(),
     };
     match tokio::fs::read(&target).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, content_type(&target))], bytes).into_response(),
-        Err(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file").into_response(),
+        Ok(bytes) => {
+            let tag = Sha256::digest(&bytes);
+            let etag = format!("\"{}\"", hex8(&tag));
+            (
+                [
+                    (header::CONTENT_TYPE, content_type(&target).to_string()),
+                    (header::CACHE_CONTROL, "no-cache".to_string()),
+                    (header::ETAG, etag),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        Err(_) => not_found(),
     }
+}
+
+fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file").into_response()
+}
+
+fn hex8(d: &[u8]) -> String {
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `If-None-Match` with this ETag (or `*`) among its entries.
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+}
+
+/// `gzip` listed in `Accept-Encoding` without `q=0`.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
 }
 
 /// Only plain, downward path segments; anything else could leave the UI directory.
@@ -84,5 +223,47 @@ mod tests {
         for bad in ["../etc/passwd", "a/../../b", "/etc/passwd", "./x"] {
             assert!(safe_relative(bad).is_none(), "{bad}");
         }
+    }
+
+    fn with(name: header::HeaderName, v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn gzip_is_chosen_only_when_acceptable() {
+        let ae = header::ACCEPT_ENCODING;
+        assert!(accepts_gzip(&with(ae.clone(), "gzip, deflate, br")));
+        assert!(accepts_gzip(&with(ae.clone(), "br;q=1.0, GZIP;q=0.5")));
+        assert!(accepts_gzip(&with(ae.clone(), "*")));
+        assert!(!accepts_gzip(&with(ae.clone(), "gzip;q=0")));
+        assert!(!accepts_gzip(&with(ae.clone(), "identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn if_none_match_lists_and_weak_forms_match() {
+        let inm = header::IF_NONE_MATCH;
+        assert!(matches_etag(&with(inm.clone(), "\"a\", \"b\""), "\"b\""));
+        assert!(matches_etag(&with(inm.clone(), "W/\"b\""), "\"b\""));
+        assert!(matches_etag(&with(inm.clone(), "*"), "\"b\""));
+        assert!(!matches_etag(&with(inm.clone(), "\"a\""), "\"b\""));
+    }
+
+    #[cfg(feature = "ui")]
+    #[test]
+    fn the_embedded_ui_fits_its_budget_and_links_versioned_assets() {
+        let (files, bytes) = embedded_payload();
+        assert!(files >= 3, "index, script and style are embedded");
+        assert!(bytes < 150 * 1024, "UI payload {bytes} B over 150 KB");
+        let index = ASSETS.iter().find(|a| a.path == "index.html");
+        let index = String::from_utf8_lossy(index.map_or(&[][..], |a| a.raw));
+        assert!(
+            !index.contains("?v=@"),
+            "every ?v=@ marker names an embedded asset"
+        );
+        let script = ASSETS.iter().find(|a| a.path == "app.js");
+        assert!(script.is_some_and(|s| index.contains(&format!("app.js?v={}", s.etag))));
     }
 }

@@ -38,7 +38,7 @@ const INGEST: &[&str] = &["org-admin", "operator", "ingest"];
 
 fn expectation(method: &str, path: &str) -> Rule {
     match (method, path) {
-        (_, "/health" | "/ready" | "/metrics" | "/openapi.json") => Rule::Public,
+        (_, "/health" | "/ready" | "/metrics" | "/openapi.json" | "/about") => Rule::Public,
         (
             _,
             "/orgs/{org_id}/formations/{app_id}/enroll"

@@ -1,4 +1,5 @@
-//! `PEAT_UI_DIR`: the operator UI served at `/_/`, with a single-page-app fallback.
+//! The operator UI at `/_/`: embedded (feature `ui`) or from `PEAT_UI_DIR`, with a
+//! single-page-app fallback.
 
 use reqwest::Method;
 
@@ -50,9 +51,117 @@ async fn ui_dir_is_served_under_underscore_with_spa_fallback_and_nothing_outside
     }
 }
 
+#[cfg(not(feature = "ui"))]
 #[tokio::test]
-async fn without_ui_dir_there_is_no_ui_route() {
+async fn without_the_ui_feature_or_ui_dir_there_is_no_ui_route() {
     let g = Gateway::start(GatewayOpts::standard()).await;
     let (s, body) = g.call(Method::GET, "/_/", None, None).await;
     assert_eq!((s, error_code(&body)), (404, "not_found"));
+}
+
+#[cfg(feature = "ui")]
+#[tokio::test]
+async fn the_embedded_ui_is_served_with_csp_etags_gzip_and_caching() {
+    use std::io::Read;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    // No automatic decompression: the test reads the wire as a browser would receive it.
+    let client = reqwest::Client::builder().no_gzip().build().unwrap();
+    let url = |p: &str| format!("{}{p}", g.base());
+
+    let r = client.get(url("/_/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = h["content-security-policy"].to_str().unwrap();
+    for part in [
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "CSP lacks {part}: {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert!(h.get("content-encoding").is_none(), "identity unless asked");
+    let etag = h["etag"].to_str().unwrap().to_string();
+    assert!(
+        etag.starts_with('"') && etag.len() > 10,
+        "strong ETag: {etag}"
+    );
+    let page = r.text().await.unwrap();
+    assert!(
+        !page.contains("<script>") && !page.contains(" style="),
+        "no inline script or style"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing from the internet"
+    );
+
+    // Revalidation answers 304 with no body.
+    let r = client
+        .get(url("/_/"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    // The page links its script by version; that URL is immutable, and gzip is chosen.
+    let start = page.find("app.js?v=").expect("versioned script link");
+    let link = &page[start..page[start..].find('"').map(|e| start + e).unwrap()];
+    let r = client
+        .get(url(&format!("/_/{link}")))
+        .header("accept-encoding", "br, gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(r.headers()["vary"], "Accept-Encoding");
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    let gz = r.bytes().await.unwrap();
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut plain)
+        .unwrap();
+    let identity = client.get(url("/_/app.js")).send().await.unwrap();
+    assert_eq!(
+        identity.headers()["cache-control"],
+        "no-cache",
+        "unversioned URL revalidates"
+    );
+    assert_eq!(
+        plain,
+        identity.text().await.unwrap(),
+        "gzip variant is the same file"
+    );
+
+    // Client-side routes fall back to the page; missing assets and escapes stay 404.
+    let r = client.get(url("/_/orgs/alpha")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), page);
+    for missing in ["/_/nope.js", "/_/%2e%2e/data/state.redb"] {
+        let (s, body) = g.call(Method::GET, missing, None, None).await;
+        assert_eq!((s, error_code(&body)), (404, "not_found"), "{missing}");
+    }
+
+    // /about names what the build holds.
+    let (s, about) = g.call(Method::GET, "/about", None, None).await;
+    assert_eq!(s, 200);
+    assert!(about["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "ui"));
+    let ui_bytes = about["ui"]["embedded_gzip_bytes"].as_u64().unwrap();
+    assert!(ui_bytes > 1000 && ui_bytes < 150 * 1024, "{ui_bytes}");
 }

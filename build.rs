@@ -1,0 +1,142 @@
+//! Embeds the operator UI (`ui/web/`) when the `ui` feature is on: each file with its
+//! content type, a strong ETag and a gzip variant computed here, so the gateway build
+//! needs no Node toolchain and the binary serves without compressing at run time.
+//!
+//! `index.html` may reference assets as `name?v=@`; the marker becomes the asset's ETag so
+//! those URLs can be cached as immutable.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=ui/web");
+    println!("cargo:rerun-if-env-changed=PEAT_GATEWAY_BUILD_ID");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
+    let table = if std::env::var_os("CARGO_FEATURE_UI").is_some() {
+        embed(Path::new("ui/web"), &out)
+    } else {
+        String::from("&[]")
+    };
+    let code = format!("pub(crate) static ASSETS: &[EmbeddedAsset] = {table};\n");
+    if let Err(e) = std::fs::write(out.join("ui_assets.rs"), code) {
+        panic!("writing the UI asset table to OUT_DIR: {e}");
+    }
+}
+
+struct File {
+    rel: String,
+    bytes: Vec<u8>,
+}
+
+fn embed(root: &Path, out: &Path) -> String {
+    let mut files = Vec::new();
+    walk(root, root, &mut files);
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    // Assets first, so the page can carry their ETags.
+    let mut tags: Vec<(String, String)> = Vec::new();
+    let (pages, assets): (Vec<File>, Vec<File>) =
+        files.into_iter().partition(|f| f.rel.ends_with(".html"));
+    let mut rows = String::from("&[\n");
+    for f in assets.into_iter().chain(pages) {
+        let bytes = if f.rel.ends_with(".html") {
+            let mut text = String::from_utf8_lossy(&f.bytes).into_owned();
+            for (name, tag) in &tags {
+                text = text.replace(&format!("{name}?v=@"), &format!("{name}?v={tag}"));
+            }
+            text.into_bytes()
+        } else {
+            f.bytes
+        };
+        let tag = hex16(&Sha256::digest(&bytes));
+        tags.push((f.rel.clone(), tag.clone()));
+        let stem = f.rel.replace(['/', '.'], "_");
+        let raw_path = out.join(format!("ui_{stem}"));
+        write(&raw_path, &bytes);
+        let gz = gzip(&bytes);
+        let gz_expr = if gz.len() + 64 < bytes.len() {
+            let gz_path = out.join(format!("ui_{stem}.gz"));
+            write(&gz_path, &gz);
+            format!("Some(include_bytes!({:?}))", gz_path.display().to_string())
+        } else {
+            String::from("None")
+        };
+        let _ = writeln!(
+            rows,
+            "    EmbeddedAsset {{ path: {:?}, mime: {:?}, etag: {:?}, raw: include_bytes!({:?}), gzip: {gz_expr} }},",
+            f.rel,
+            mime(&f.rel),
+            tag,
+            raw_path.display().to_string(),
+        );
+    }
+    rows.push(']');
+    rows
+}
+
+fn walk(root: &Path, dir: &Path, files: &mut Vec<File>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => panic!("the `ui` feature embeds {}: {e}", dir.display()),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(root, &path, files);
+            continue;
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') {
+            continue;
+        }
+        let rel = path
+            .strip_prefix(root)
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .unwrap_or_default();
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("reading UI file {}: {e}", path.display()));
+        files.push(File { rel, bytes });
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    // No file name or time in the header: the output depends on the input alone.
+    let mut enc = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::best());
+    if let Err(e) = enc.write_all(bytes) {
+        panic!("compressing the UI: {e}");
+    }
+    enc.finish()
+        .unwrap_or_else(|e| panic!("compressing the UI: {e}"))
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    if let Err(e) = std::fs::write(path, bytes) {
+        panic!("writing {}: {e}", path.display());
+    }
+}
+
+fn hex16(digest: &[u8]) -> String {
+    digest.iter().take(8).fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn mime(rel: &str) -> &'static str {
+    match rel.rsplit('.').next().unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" => "application/json",
+        "webmanifest" => "application/manifest+json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        "woff2" => "font/woff2",
+        "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}

@@ -1,0 +1,366 @@
+// The operator UI: a hash-routed page over the gateway's own REST API. No framework, no
+// network beyond this origin; the token lives in sessionStorage and leaves with sign-out.
+
+const KEY = "peat-gateway.token";
+const main = document.getElementById("main");
+const live = document.getElementById("live");
+
+// ---- API -------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let res;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+      credentials: "omit",
+    });
+  } catch (e) {
+    throw new ApiError(0, "unreachable", `the gateway did not answer (${e.message}); check the link and retry`);
+  }
+  const text = await res.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  // /ready answers 503 with a full report: the caller reads `ready`, not the status.
+  if (!res.ok && !(path === "/ready" && json && "ready" in json)) {
+    const err = json && json.error;
+    throw new ApiError(res.status, err ? err.code : `http_${res.status}`, err ? err.message : text || res.statusText);
+  }
+  return json;
+}
+
+// ---- rendering helpers -----------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function errorBox(e) {
+  const code = e instanceof ApiError ? e.code : "error";
+  const status = e instanceof ApiError && e.status ? ` (HTTP ${e.status})` : "";
+  return h("div", { class: "error", role: "alert" }, h("code", {}, code), status, ": ", e.message);
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return "—";
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = Number(n);
+  while (v >= 1024 && i < u.length - 1) {
+    v /= 1024;
+    i += 1;
+  }
+  return `${v.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+
+function stateCell(text, level) {
+  return h("span", { class: `state s-${level}` }, text);
+}
+
+function dl(pairs) {
+  return h("dl", {}, pairs.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v ?? "—")]));
+}
+
+function page(title, ...children) {
+  main.replaceChildren(h("h1", {}, title), ...children);
+  main.focus({ preventScroll: true });
+}
+
+// ---- screens ---------------------------------------------------------------------------
+
+function signIn(message) {
+  document.getElementById("nav").hidden = true;
+  document.getElementById("signout").hidden = true;
+  const input = h("input", {
+    id: "token",
+    name: "token",
+    type: "password",
+    autocomplete: "off",
+    required: true,
+    "aria-describedby": "token-help",
+  });
+  const out = h("div", {});
+  const form = h(
+    "form",
+    {
+      class: "card",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        sessionStorage.setItem(KEY, input.value.trim());
+        try {
+          await api("GET", "/orgs?limit=1");
+          input.value = "";
+          location.hash = "#/overview";
+          route();
+        } catch (e) {
+          sessionStorage.removeItem(KEY);
+          out.replaceChildren(errorBox(e));
+        }
+      },
+    },
+    h("h2", {}, "Sign in"),
+    h("label", { for: "token" }, "Admin or org token", input),
+    h("p", { id: "token-help", class: "muted" }, "Kept in this tab only; signing out or closing the tab forgets it."),
+    h("button", { type: "submit", class: "primary" }, "Sign in"),
+    out,
+  );
+  main.replaceChildren(h("div", { class: "signin" }, message ? errorBox(message) : null, form));
+  input.focus();
+}
+
+async function overview() {
+  page("Overview", h("p", { class: "muted" }, "Loading…"));
+  const [ready, orgs] = await Promise.all([api("GET", "/ready"), api("GET", "/orgs?limit=100")]);
+  const checks = ready.checks || {};
+  const health = h(
+    "div",
+    { class: "grid" },
+    Object.entries(checks).map(([name, c]) =>
+      h(
+        "section",
+        { class: "card", "aria-label": `${name} check` },
+        h("h2", {}, name),
+        stateCell(c.ok ? "OK" : "FAILING", c.ok ? "ok" : "bad"),
+        c.reason ? h("p", {}, c.reason) : null,
+        name === "keys" && c.provider ? dl([["provider", c.provider], ["KEK id", c.kek_id], ["last probe", c.probe && c.probe.checked_at]]) : null,
+        name === "sources" && c.bound !== undefined ? dl([["bound", c.bound], ["connected", c.connected], ["down", c.down]]) : null,
+      ),
+    ),
+  );
+  const links = (checks.sources && checks.sources.links) || [];
+  const linkTable = links.length
+    ? h(
+        "section",
+        { class: "card scroll" },
+        h("h2", {}, "Node links"),
+        h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, ["Org", "Formation", "State", "Node id", "Last change", "Refused"].map((t) => h("th", { scope: "col" }, t)))),
+          h(
+            "tbody",
+            {},
+            links.map((l) =>
+              h(
+                "tr",
+                {},
+                h("td", {}, l.org),
+                h("td", {}, l.app),
+                h("td", {}, stateCell(l.state, l.state === "connected" ? "ok" : "warn"), l.last_error ? h("div", { class: "muted" }, l.last_error) : null),
+                h("td", {}, l.node_id ?? "—"),
+                h("td", {}, l.seconds_since_last_frame === null ? "—" : `${l.seconds_since_last_frame} s ago`),
+                h("td", {}, l.refused_documents),
+              ),
+            ),
+          ),
+        ),
+      )
+    : null;
+  const perOrg = await Promise.all(orgs.map((o) => orgSummary(o)));
+  page(
+    "Overview",
+    h("p", {}, "Gateway ", stateCell(ready.ready ? "READY" : "NOT READY", ready.ready ? "ok" : "bad")),
+    health,
+    linkTable,
+    h("h2", {}, "Organizations"),
+    perOrg.length ? h("div", { class: "grid" }, perOrg) : h("p", { class: "muted" }, "No organizations yet."),
+  );
+}
+
+async function orgSummary(org) {
+  const id = encodeURIComponent(org.org_id);
+  try {
+    const [outbox, sinks] = await Promise.all([api("GET", `/orgs/${id}/outbox`), api("GET", `/orgs/${id}/sinks`)]);
+    const statuses = await Promise.all(sinks.map((s) => api("GET", `/orgs/${id}/sinks/${encodeURIComponent(s.sink_id)}/status`).catch((e) => ({ state: "unknown", last_error: e.message }))));
+    return h(
+      "section",
+      { class: "card", "aria-label": `org ${org.org_id}` },
+      h("h2", {}, h("a", { href: `#/orgs/${id}` }, org.display_name), " ", h("span", { class: "muted" }, org.org_id)),
+      dl([
+        ["held in outbox", `${outbox.events} events, ${bytes(outbox.bytes)}`],
+        ["outbox use", `${(outbox.used_ratio * 100).toFixed(1)} % of ${bytes(outbox.share_bytes)}`],
+      ]),
+      sinks.length
+        ? h(
+            "ul",
+            {},
+            sinks.map((s, i) => h("li", {}, `${s.sink_id}: `, sinkState(statuses[i]))),
+          )
+        : h("p", { class: "muted" }, "No sinks."),
+    );
+  } catch (e) {
+    return h("section", { class: "card" }, h("h2", {}, org.org_id), errorBox(e));
+  }
+}
+
+function sinkState(st) {
+  const s = String(st.state || "unknown").toLowerCase();
+  const level = s === "delivering" || s === "idle" ? "ok" : s === "stalled" || s === "unknown" ? "bad" : "warn";
+  return h("span", {}, stateCell(s, level), st.last_error ? ` — ${st.last_error}` : "");
+}
+
+async function orgs() {
+  const list = await api("GET", "/orgs?limit=100");
+  const out = h("div", {});
+  const id = h("input", { id: "new-org", name: "org_id", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_\\-]{0,127}" });
+  const name = h("input", { id: "new-org-name", name: "display_name", required: true, maxlength: "256" });
+  const form = h(
+    "form",
+    {
+      class: "card row",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        try {
+          await api("POST", "/orgs", { org_id: id.value, display_name: name.value });
+          say(`Organization ${id.value} created.`);
+          await orgs();
+        } catch (e) {
+          out.replaceChildren(errorBox(e));
+        }
+      },
+    },
+    h("label", { for: "new-org" }, "Org id", id),
+    h("label", { for: "new-org-name" }, "Display name", name),
+    h("button", { type: "submit", class: "primary" }, "Create org"),
+  );
+  page(
+    "Organizations",
+    h(
+      "div",
+      { class: "card scroll" },
+      h(
+        "table",
+        {},
+        h("thead", {}, h("tr", {}, ["Org id", "Name", "Created"].map((t) => h("th", { scope: "col" }, t)))),
+        h(
+          "tbody",
+          {},
+          list.map((o) =>
+            h("tr", {}, h("td", {}, h("a", { href: `#/orgs/${encodeURIComponent(o.org_id)}` }, o.org_id)), h("td", {}, o.display_name), h("td", {}, new Date(o.created_at).toLocaleString())),
+          ),
+        ),
+      ),
+    ),
+    h("h2", {}, "New organization"),
+    form,
+    out,
+  );
+}
+
+async function org(orgId) {
+  const id = encodeURIComponent(orgId);
+  const [o, formations, sinks] = await Promise.all([api("GET", `/orgs/${id}`), api("GET", `/orgs/${id}/formations`), api("GET", `/orgs/${id}/sinks`)]);
+  page(
+    `${o.display_name}`,
+    h("section", { class: "card" }, h("h2", {}, "Formations"), formations.length ? h("ul", {}, formations.map((f) => h("li", {}, f.app_id, " ", h("span", { class: "muted" }, f.mesh_id || "")))) : h("p", { class: "muted" }, "None.")),
+    h("section", { class: "card" }, h("h2", {}, "Sinks"), sinks.length ? h("ul", {}, sinks.map((s) => h("li", {}, s.sink_id, " ", h("span", { class: "muted" }, Object.keys(s.sink_type)[0]), s.enabled ? "" : " (paused)"))) : h("p", { class: "muted" }, "None.")),
+  );
+}
+
+async function about() {
+  const a = await api("GET", "/about");
+  page(
+    "About",
+    h(
+      "section",
+      { class: "card" },
+      dl([
+        ["version", a.version],
+        ["build", a.build || "—"],
+        ["target", a.target],
+        ["features", a.features.join(", ")],
+        ["UI payload", `${bytes(a.ui.embedded_gzip_bytes)} in ${a.ui.embedded_files} files`],
+        ["API", h("a", { href: "/openapi.json" }, "/openapi.json")],
+      ]),
+    ),
+  );
+}
+
+// ---- shell -----------------------------------------------------------------------------
+
+function say(text) {
+  live.textContent = text;
+}
+
+const routes = [
+  [/^#\/overview$/, overview],
+  [/^#\/orgs$/, orgs],
+  [/^#\/orgs\/([^/]+)$/, (m) => org(decodeURIComponent(m[1]))],
+  [/^#\/about$/, about],
+];
+
+async function route() {
+  if (!sessionStorage.getItem(KEY)) {
+    signIn();
+    return;
+  }
+  document.getElementById("nav").hidden = false;
+  document.getElementById("signout").hidden = false;
+  const hash = location.hash || "#/overview";
+  for (const a of document.querySelectorAll("nav a")) {
+    if (hash.startsWith(a.getAttribute("href"))) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  const hit = routes.map(([re, fn]) => [hash.match(re), fn]).find(([m]) => m);
+  try {
+    if (hit) await hit[1](hit[0]);
+    else page("Not found", h("p", {}, "No such screen. ", h("a", { href: "#/overview" }, "Back to the overview")));
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) {
+      sessionStorage.removeItem(KEY);
+      signIn(e);
+      return;
+    }
+    page("Error", errorBox(e));
+  }
+}
+
+document.getElementById("signout").addEventListener("click", () => {
+  sessionStorage.removeItem(KEY);
+  say("Signed out.");
+  signIn();
+});
+
+const theme = document.getElementById("theme");
+function applyTheme(on) {
+  document.documentElement.classList.toggle("hc", on);
+  theme.setAttribute("aria-pressed", String(on));
+}
+applyTheme(localStorage.getItem("peat-gateway.hc") === "1");
+theme.addEventListener("click", () => {
+  const on = !document.documentElement.classList.contains("hc");
+  localStorage.setItem("peat-gateway.hc", on ? "1" : "0");
+  applyTheme(on);
+});
+
+window.addEventListener("hashchange", route);
+route();
