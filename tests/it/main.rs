@@ -33,6 +33,7 @@ mod tls;
 #[cfg(feature = "tpm")]
 mod tpm;
 mod ui;
+mod ui_browser;
 mod vault;
 
 use serde_json::Value;

@@ -1,5 +1,6 @@
 //! Test harness: real processes on ephemeral loopback ports, each in its own temp dir.
 
+pub mod browser;
 pub mod gateway;
 pub mod pki;
 pub mod service;

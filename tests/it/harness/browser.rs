@@ -1,0 +1,216 @@
+//! Headless Chromium driven over WebDriver (Debian `chromium` and `chromium-driver`), for the
+//! operator UI's tests. Host resolution is mapped away so nothing can leave loopback, and the
+//! performance log records every request the page makes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::service::Service;
+
+pub struct Browser {
+    _driver: Service,
+    http: reqwest::Client,
+    session: String,
+}
+
+/// WebDriver's key for an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    pub async fn start() -> Browser {
+        let driver = Service::start("chromedriver", "chromedriver", &["--port={port}"]).await;
+        let http = reqwest::Client::new();
+        let profile = driver.dir.path().join("profile");
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--window-size=1280,900",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    // Every name resolves to nothing: only literal loopback addresses work.
+                    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                    format!("--user-data-dir={}", profile.display())],
+            },
+            "goog:loggingPrefs": {"browser": "ALL", "performance": "ALL"},
+        }}});
+        let url = format!("http://127.0.0.1:{}/session", driver.port);
+        let v: Value = http
+            .post(&url)
+            .json(&caps)
+            .send()
+            .await
+            .expect("chromedriver answers")
+            .json()
+            .await
+            .expect("session JSON");
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {v}"))
+            .to_string();
+        Browser {
+            _driver: driver,
+            http,
+            session,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!(
+            "http://127.0.0.1:{}/session/{}{path}",
+            self._driver.port, self.session
+        );
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req
+            .send()
+            .await
+            .expect("chromedriver answers")
+            .json()
+            .await
+            .expect("WebDriver JSON");
+        v["value"].clone()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.post(
+            "/window/rect",
+            json!({"width": width, "height": height, "x": 0, "y": 0}),
+        )
+        .await;
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.post("/url", json!({"url": url})).await;
+    }
+
+    pub async fn exec(&self, script: &str, args: Value) -> Value {
+        self.post("/execute/sync", json!({"script": script, "args": args}))
+            .await
+    }
+
+    /// The element matching `css`, waiting up to 10 s for it to appear.
+    pub async fn wait(&self, css: &str) -> Value {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self
+                .post("/element", json!({"using": "css selector", "value": css}))
+                .await;
+            if v.get(ELEMENT).is_some() {
+                return v;
+            }
+            assert!(
+                Instant::now() < until,
+                "no element {css} after 10 s ({v}); page text: {}",
+                self.text("body").await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// How many elements match `css` now.
+    pub async fn count(&self, css: &str) -> usize {
+        let v = self
+            .post("/elements", json!({"using": "css selector", "value": css}))
+            .await;
+        v.as_array().map_or(0, Vec::len)
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        self.exec(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+            json!([css]),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    /// Waits up to `secs` for the text of `css` to contain `needle`.
+    pub async fn wait_text(&self, css: &str, needle: &str, secs: u64) -> String {
+        let until = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let t = self.text(css).await;
+            if t.contains(needle) {
+                return t;
+            }
+            assert!(
+                Instant::now() < until,
+                "{css} never showed {needle:?} within {secs} s; it shows: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let el = self.wait(css).await;
+        let id = el[ELEMENT].as_str().unwrap_or_default().to_string();
+        self.post(&format!("/element/{id}/clear"), json!({})).await;
+        self.post(&format!("/element/{id}/value"), json!({"text": text}))
+            .await;
+    }
+
+    pub async fn click(&self, css: &str) {
+        let el = self.wait(css).await;
+        let id = el[ELEMENT].as_str().unwrap_or_default().to_string();
+        let v = self.post(&format!("/element/{id}/click"), json!({})).await;
+        assert!(v.is_null(), "clicking {css}: {v}");
+    }
+
+    /// A PNG of the viewport under `<target>/ui-screenshots/<name>.png`.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        use base64::Engine;
+        let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .expect("screenshot is base64");
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+
+    /// Console messages at level SEVERE (errors, CSP violations, failed loads) since the last call.
+    pub async fn console_errors(&self) -> Vec<String> {
+        let v = self.post("/se/log", json!({"type": "browser"})).await;
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Every URL the page requested since the last call.
+    pub async fn requested_urls(&self) -> Vec<String> {
+        let v = self.post("/se/log", json!({"type": "performance"})).await;
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| serde_json::from_str::<Value>(e["message"].as_str()?).ok())
+            .filter(|m| m["message"]["method"] == "Network.requestWillBeSent")
+            .filter_map(|m| {
+                m["message"]["params"]["request"]["url"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect()
+    }
+}
+
+/// `<target>/ui-screenshots`, wherever the target directory is.
+pub fn screenshot_dir() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(&tmp).join("ui-screenshots")
+}

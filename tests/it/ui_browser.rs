@@ -1,0 +1,114 @@
+//! The operator UI in headless Chromium against the real gateway: sign-in, screens, errors as
+//! the API states them, no console errors, nothing requested off loopback. Screenshots land
+//! in `<target>/ui-screenshots/`.
+
+use crate::harness::browser::Browser;
+use crate::harness::{Gateway, GatewayOpts, ADMIN};
+
+/// Desktop and 10-inch tablet viewports.
+const WIDTHS: [(&str, u32, u32); 2] = [("desktop", 1280, 900), ("tablet", 800, 1280)];
+
+async fn shoot(b: &Browser, screen: &str) {
+    for (name, w, h) in WIDTHS {
+        b.resize(w, h).await;
+        b.screenshot(&format!("{screen}-{name}")).await;
+    }
+    b.resize(1280, 900).await;
+}
+
+/// Chrome logs every 4xx answer as a console error; the API's refusals the UI shows are
+/// expected, a failed load of the UI's own files is not.
+fn api_refusal(msg: &str) -> bool {
+    msg.contains("Failed to load resource: the server responded with a status of 4")
+        && !msg.contains("/_/")
+}
+
+async fn clean(b: &Browser) {
+    let errors: Vec<String> = b
+        .console_errors()
+        .await
+        .into_iter()
+        .filter(|e| !api_refusal(e))
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    let urls = b.requested_urls().await;
+    assert!(
+        urls.iter().any(|u| u.contains("/_/app.js")),
+        "the request log records the page's loads: {urls:?}"
+    );
+    let off: Vec<String> = urls
+        .into_iter()
+        // The browser's own chrome:// pages are not network requests.
+        .filter(|u| u.starts_with("http") || u.starts_with("ws"))
+        .filter(|u| !u.starts_with("http://127.0.0.1:"))
+        .collect();
+    assert!(off.is_empty(), "requests off loopback: {off:?}");
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_sees_the_overview_creates_an_org_and_signs_out() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    g.create_org("alpha", "Alpha Company").await;
+    let b = Browser::start().await;
+    b.goto(&format!("{}/_/", g.base())).await;
+
+    // A wrong token is refused with the API's own words, and nothing is kept.
+    b.type_into("#token", "not-a-token\n").await;
+    b.wait_text(".error", "unauthenticated (HTTP 401)", 10)
+        .await;
+    shoot(&b, "sign-in").await;
+
+    b.type_into("#token", &format!("{ADMIN}\n")).await;
+    b.wait_text("main", "READY", 10).await;
+    let overview = b.wait_text("main", "Alpha Company", 10).await;
+    assert!(
+        overview.contains("keys") && overview.contains("store"),
+        "{overview}"
+    );
+    let stored = b
+        .exec(
+            "return sessionStorage.length + ':' + location.href",
+            serde_json::json!([]),
+        )
+        .await;
+    assert!(
+        !stored.as_str().unwrap_or_default().contains(ADMIN),
+        "the token never appears in the URL"
+    );
+    shoot(&b, "overview").await;
+
+    // Create an org from the Orgs screen; a duplicate shows the API's error.
+    b.click("nav a[href='#/orgs']").await;
+    b.type_into("#new-org", "bravo").await;
+    b.type_into("#new-org-name", "Bravo Company\n").await;
+    b.wait_text("main table", "bravo", 10).await;
+    let (s, _) = g.admin(reqwest::Method::GET, "/orgs/bravo", None).await;
+    assert_eq!(s, 200, "the org exists on the gateway");
+    b.type_into("#new-org", "bravo").await;
+    b.type_into("#new-org-name", "Again\n").await;
+    b.wait_text(".error", "conflict", 10).await;
+    shoot(&b, "orgs").await;
+
+    b.click("nav a[href='#/about']").await;
+    let about = b.wait_text("main", "features", 10).await;
+    assert!(about.contains("ui"), "{about}");
+    shoot(&b, "about").await;
+
+    // The high-contrast theme is a toggle that says whether it is on.
+    b.click("#theme").await;
+    let hc = b
+        .exec("return document.documentElement.classList.contains('hc') + ':' + document.getElementById('theme').getAttribute('aria-pressed')", serde_json::json!([]))
+        .await;
+    assert_eq!(hc, "true:true");
+    shoot(&b, "about-high-contrast").await;
+
+    clean(&b).await;
+
+    b.click("#signout").await;
+    b.wait("#token").await;
+    let left = b
+        .exec("return sessionStorage.length", serde_json::json!([]))
+        .await;
+    assert_eq!(left, 0, "sign-out forgets the token");
+    assert_eq!(b.count("#nav:not([hidden])").await, 0);
+}
