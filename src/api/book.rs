@@ -13,6 +13,8 @@ use crate::tenant::Need;
 pub(crate) enum Access {
     Public,
     GatewayAdmin,
+    /// Any valid token, of any role; the answer concerns the caller alone.
+    AnyToken,
     Org(Need),
 }
 
@@ -21,6 +23,7 @@ impl Access {
         match self {
             Access::Public => "public",
             Access::GatewayAdmin => "admin token",
+            Access::AnyToken => "any valid token (admin or org token of any role)",
             Access::Org(Need::Read) => {
                 "admin token, or an org token with role viewer, operator or org-admin"
             }

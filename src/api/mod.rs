@@ -24,6 +24,7 @@ mod health;
 mod identity;
 mod orgs;
 mod peer;
+mod session;
 mod sink_body;
 mod sinks;
 mod sources;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
     let book = enroll::routes(book);
     let book = authority::routes(book);
     let book = identity::routes(book);
+    let book = session::routes(book);
     let (routes, openapi) = book.finish(env!("CARGO_PKG_VERSION"));
     let state = state.with_openapi(openapi);
     let routes = routes.merge(ui::routes(&state));

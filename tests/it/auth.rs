@@ -29,6 +29,8 @@ enum Rule {
     Org(&'static [&'static str]),
     /// Org-scoped in the path, admin only (org deletion).
     OrgPathAdminOnly,
+    /// Any valid token; the answer names the caller alone.
+    AnyToken,
 }
 
 const READ: &[&str] = &["org-admin", "operator", "viewer"];
@@ -39,6 +41,7 @@ const INGEST: &[&str] = &["org-admin", "operator", "ingest"];
 fn expectation(method: &str, path: &str) -> Rule {
     match (method, path) {
         (_, "/health" | "/ready" | "/metrics" | "/openapi.json" | "/about") => Rule::Public,
+        ("get", "/whoami") => Rule::AnyToken,
         (
             _,
             "/orgs/{org_id}/formations/{app_id}/enroll"
@@ -161,18 +164,6 @@ fn harmless_body(method: &str, path: &str) -> Option<Value> {
     }
 }
 
-async fn token(g: &Gateway, org: &str, role: &str) -> String {
-    let (s, t) = g
-        .admin(
-            Method::POST,
-            &format!("/orgs/{org}/api-tokens"),
-            Some(json!({"name": role, "role": role})),
-        )
-        .await;
-    assert_eq!(s, 201, "{t}");
-    t["token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking() {
     // Hundreds of deliberate failures from one address: the failure limit is tested elsewhere.
@@ -204,11 +195,11 @@ async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking(
         (Who::Nobody, None),
         (Who::BadToken, Some("pgt_0123456789abcdef_forged".into())),
         (Who::BadToken, Some("not-a-token-at-all".into())),
-        (Who::OtherOrg, Some(token(&g, "org-b", "org-admin").await)),
+        (Who::OtherOrg, Some(g.org_token("org-b", "org-admin").await)),
         (Who::Admin, Some(crate::harness::ADMIN.into())),
     ];
     for role in ["org-admin", "operator", "viewer", "ingest"] {
-        callers.push((Who::Role(role), Some(token(&g, "org-a", role).await)));
+        callers.push((Who::Role(role), Some(g.org_token("org-a", role).await)));
     }
 
     let (_, doc) = g.call(Method::GET, "/openapi.json", None, None).await;
@@ -254,6 +245,19 @@ async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking(
                     }
                     (_, Who::Admin) => assert!(![401, 403].contains(&status), "{ctx}"),
                     (Rule::Gateway, _) => assert_eq!(status, 403, "{ctx}"),
+                    (Rule::AnyToken, Who::Role(r)) => {
+                        assert_eq!(status, 200, "{ctx}");
+                        assert_eq!(
+                            (body["org_id"].as_str(), body["role"].as_str()),
+                            (Some("org-a"), Some(*r)),
+                            "{ctx}"
+                        );
+                        assert_eq!(body["ui"], *r != "ingest", "{ctx}");
+                    }
+                    (Rule::AnyToken, Who::OtherOrg) => {
+                        assert_eq!(status, 200, "{ctx}");
+                        assert_eq!(body["org_id"], "org-b", "{ctx}");
+                    }
                     (Rule::Org(_) | Rule::OrgPathAdminOnly, Who::OtherOrg) if path != "/orgs" => {
                         assert_eq!(status, 404, "{ctx}");
                         assert_eq!(error_code(&body), "not_found", "{ctx}");
@@ -440,7 +444,7 @@ async fn allow_lists_refuse_other_networks_globally_and_per_org() {
     let g = Gateway::start(GatewayOpts::standard()).await;
     g.create_org("acme", "Acme").await;
     g.create_formation("acme", "mesh").await;
-    let viewer = token(&g, "acme", "viewer").await;
+    let viewer = g.org_token("acme", "viewer").await;
     let (s, _) = g.call(Method::GET, "/orgs/acme", Some(&viewer), None).await;
     assert_eq!(s, 200);
     let (s, n) = g
@@ -482,7 +486,7 @@ async fn allow_lists_refuse_other_networks_globally_and_per_org() {
 async fn guessing_at_a_token_id_does_not_lock_out_its_holder() {
     let g = Gateway::start(GatewayOpts::standard().with("PEAT_AUTH_FAILURES_PER_MIN", "5")).await;
     g.create_org("acme", "Acme").await;
-    let tok = token(&g, "acme", "viewer").await;
+    let tok = g.org_token("acme", "viewer").await;
     // pgt_<id>_<secret>: the id is no secret; someone elsewhere guesses secrets for it.
     let id = tok.rsplit_once('_').unwrap().0.to_owned();
     let guesser = reqwest::Client::builder()

@@ -112,3 +112,50 @@ async fn an_operator_signs_in_sees_the_overview_creates_an_org_and_signs_out() {
     assert_eq!(left, 0, "sign-out forgets the token");
     assert_eq!(b.count("#nav:not([hidden])").await, 0);
 }
+
+#[tokio::test]
+async fn a_viewer_sees_no_mutating_control_and_an_ingest_token_is_told_it_cannot_use_the_ui() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    g.create_org("alpha", "Alpha Company").await;
+    g.create_org("bravo", "Bravo Company").await;
+    let viewer = g.org_token("alpha", "viewer").await;
+    let ingest = g.org_token("alpha", "ingest").await;
+    let b = Browser::start().await;
+    b.goto(&format!("{}/_/", g.base())).await;
+
+    b.type_into("#token", &format!("{ingest}\n")).await;
+    b.wait_text(".error", "cannot use the UI", 10).await;
+    assert_eq!(
+        b.count("#nav:not([hidden])").await,
+        0,
+        "no screens for ingest"
+    );
+    let kept = b
+        .exec("return sessionStorage.length", serde_json::json!([]))
+        .await;
+    assert_eq!(kept, 0, "the refused token is not kept");
+    shoot(&b, "sign-in-ingest-refused").await;
+
+    b.type_into("#token", &format!("{viewer}\n")).await;
+    b.wait_text("#who", "alpha · viewer", 10).await;
+    b.wait_text("main", "Alpha Company", 10).await;
+    for screen in ["#/overview", "#/orgs", "#/orgs/alpha", "#/about"] {
+        b.goto(&format!("{}/_/{screen}", g.base())).await;
+        b.wait("main h1").await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let text = b.text("main").await;
+        assert!(
+            !text.contains("Bravo"),
+            "{screen} shows another org: {text}"
+        );
+        let controls = b
+            .count("main form, main button, main input, main select, main textarea")
+            .await;
+        assert_eq!(
+            controls, 0,
+            "{screen} offers a viewer {controls} mutating controls: {text}"
+        );
+    }
+    shoot(&b, "orgs-viewer").await;
+    clean(&b).await;
+}

@@ -2,6 +2,16 @@
 // network beyond this origin; the token lives in sessionStorage and leaves with sign-out.
 
 const KEY = "peat-gateway.token";
+// The caller as /whoami states it; asked again after every sign-in or reload.
+let who = null;
+
+// Whether the caller may do what `need` names (the API decides; this only hides controls).
+function can(need) {
+  if (!who) return false;
+  if (who.kind === "admin") return true;
+  const roles = { read: ["org-admin", "operator", "viewer"], operate: ["org-admin", "operator"], manage: ["org-admin"], gateway: [] };
+  return (roles[need] || []).includes(who.role);
+}
 const main = document.getElementById("main");
 const live = document.getElementById("live");
 
@@ -117,12 +127,16 @@ function signIn(message) {
         ev.preventDefault();
         sessionStorage.setItem(KEY, input.value.trim());
         try {
-          await api("GET", "/orgs?limit=1");
+          who = await api("GET", "/whoami");
+          if (!who.ui) {
+            throw new ApiError(403, "forbidden", `this ${who.role} token only appends changes and cannot use the UI; sign in with a viewer, operator, org-admin or admin token`);
+          }
           input.value = "";
           location.hash = "#/overview";
           route();
         } catch (e) {
           sessionStorage.removeItem(KEY);
+          who = null;
           out.replaceChildren(errorBox(e));
         }
       },
@@ -252,6 +266,7 @@ async function orgs() {
     h("label", { for: "new-org-name" }, "Display name", name),
     h("button", { type: "submit", class: "primary" }, "Create org"),
   );
+  const create = can("gateway") ? [h("h2", {}, "New organization"), form, out] : [];
   page(
     "Organizations",
     h(
@@ -270,9 +285,7 @@ async function orgs() {
         ),
       ),
     ),
-    h("h2", {}, "New organization"),
-    form,
-    out,
+    ...create,
   );
 }
 
@@ -323,8 +336,18 @@ async function route() {
     signIn();
     return;
   }
+  if (!who) {
+    try {
+      who = await api("GET", "/whoami");
+    } catch (e) {
+      sessionStorage.removeItem(KEY);
+      signIn(e);
+      return;
+    }
+  }
   document.getElementById("nav").hidden = false;
   document.getElementById("signout").hidden = false;
+  document.getElementById("who").textContent = who.kind === "admin" ? "admin" : `${who.org_id} · ${who.role}`;
   const hash = location.hash || "#/overview";
   for (const a of document.querySelectorAll("nav a")) {
     if (hash.startsWith(a.getAttribute("href"))) a.setAttribute("aria-current", "page");
@@ -337,6 +360,7 @@ async function route() {
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) {
       sessionStorage.removeItem(KEY);
+      who = null;
       signIn(e);
       return;
     }
@@ -346,6 +370,8 @@ async function route() {
 
 document.getElementById("signout").addEventListener("click", () => {
   sessionStorage.removeItem(KEY);
+  who = null;
+  document.getElementById("who").textContent = "";
   say("Signed out.");
   signIn();
 });

@@ -335,6 +335,16 @@ impl Gateway {
     }
 
     /// Creates a formation (new genesis) as the admin; panics unless it was created.
+    /// A fresh org API token with `role`, named after the role.
+    pub async fn org_token(&self, org: &str, role: &str) -> String {
+        let body = serde_json::json!({"name": role, "role": role});
+        let (s, t) = self
+            .admin(Method::POST, &format!("/orgs/{org}/api-tokens"), Some(body))
+            .await;
+        assert_eq!(s, 201, "creating a {role} token for {org}: {t}");
+        t["token"].as_str().unwrap_or_default().to_owned()
+    }
+
     pub async fn create_formation(&self, org: &str, app: &str) -> Value {
         let body = serde_json::json!({"app_id": app});
         let (s, b) = self
