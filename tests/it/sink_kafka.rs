@@ -73,7 +73,14 @@ async fn wait_records(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = records(broker, topic).await;
-        if r.values().map(Vec::len).sum::<usize>() >= n || Instant::now() > deadline {
+        // At-least-once: redelivered duplicates must not count towards `n`.
+        let distinct = r
+            .values()
+            .flatten()
+            .map(|(_, id, _)| id)
+            .collect::<BTreeSet<_>>()
+            .len();
+        if distinct >= n || Instant::now() > deadline {
             return r;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -62,7 +62,9 @@ async fn wait_messages(nats: &Service, n: usize) -> Vec<(String, String, Value)>
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = stream_messages(nats).await;
-        if m.len() >= n || Instant::now() > deadline {
+        // At-least-once: redelivered duplicates must not count towards `n`.
+        let distinct = m.iter().map(|(_, id, _)| id).collect::<BTreeSet<_>>().len();
+        if distinct >= n || Instant::now() > deadline {
             return m;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

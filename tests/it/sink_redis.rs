@@ -71,7 +71,9 @@ async fn wait_entries(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let e = entries(broker, pw, stream).await;
-        if e.len() >= n || Instant::now() > deadline {
+        // At-least-once: redelivered duplicates must not count towards `n`.
+        let distinct = e.iter().map(|(_, id, _)| id).collect::<BTreeSet<_>>().len();
+        if distinct >= n || Instant::now() > deadline {
             return e;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
