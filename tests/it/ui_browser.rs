@@ -118,6 +118,14 @@ async fn a_viewer_sees_no_mutating_control_and_an_ingest_token_is_told_it_cannot
     let g = Gateway::start(GatewayOpts::standard()).await;
     g.create_org("alpha", "Alpha Company").await;
     g.create_org("bravo", "Bravo Company").await;
+    let (s, b) = g
+        .admin(
+            reqwest::Method::POST,
+            "/orgs/alpha/sinks",
+            Some(serde_json::json!({"sink_type": {"File": {"name": "alpha-events"}}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
     let viewer = g.org_token("alpha", "viewer").await;
     let ingest = g.org_token("alpha", "ingest").await;
     let b = Browser::start().await;
@@ -142,6 +150,9 @@ async fn a_viewer_sees_no_mutating_control_and_an_ingest_token_is_told_it_cannot
     for screen in ["#/overview", "#/orgs", "#/orgs/alpha", "#/about"] {
         b.goto(&format!("{}/_/{screen}", g.base())).await;
         b.wait("main h1").await;
+        if screen == "#/orgs/alpha" {
+            b.wait("#sinks table").await;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let text = b.text("main").await;
         assert!(
@@ -157,5 +168,89 @@ async fn a_viewer_sees_no_mutating_control_and_an_ingest_token_is_told_it_cannot
         );
     }
     shoot(&b, "orgs-viewer").await;
+    clean(&b).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn the_sinks_screen_shows_a_backlog_grow_while_the_broker_is_down_and_drain_when_it_returns()
+{
+    use serde_json::json;
+    let mut broker = crate::harness::service::redis(&[]).await;
+    let url = broker.url("redis");
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    let mut sinks = Vec::new();
+    for org in ["alpha", "bravo"] {
+        g.create_org(org, org).await;
+        g.create_formation(org, "mesh").await;
+        let (s, b) = g
+            .admin(
+                reqwest::Method::POST,
+                &format!("/orgs/{org}/sinks"),
+                Some(json!({"sink_type": {"RedisStreams": {"url": url, "stream": org}}})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        sinks.push(b["sink_id"].as_str().unwrap().to_owned());
+    }
+    let ingest = |org: &'static str, n: usize| {
+        let changes: Vec<serde_json::Value> = (0..n)
+            .map(|i| json!({"collection": "tracks", "doc_id": format!("d{i}"), "op": "upsert", "data": {"org": org}}))
+            .collect();
+        let g = &g;
+        async move {
+            let (s, b) = g
+                .admin(
+                    reqwest::Method::POST,
+                    &format!("/orgs/{org}/formations/mesh/changes"),
+                    Some(serde_json::Value::Array(changes)),
+                )
+                .await;
+            assert_eq!(s, 202, "{b}");
+        }
+    };
+
+    let b = Browser::start().await;
+    b.goto(&format!("{}/_/", g.base())).await;
+    b.type_into("#token", &format!("{ADMIN}\n")).await;
+    b.wait_text("main", "READY", 10).await;
+    b.goto(&format!("{}/_/#/orgs/alpha", g.base())).await;
+    let row = format!("tr[data-sink='{}']", sinks[0]);
+    b.wait(&row).await;
+    assert_eq!(
+        b.count(&format!("tr[data-sink='{}']", sinks[1])).await,
+        0,
+        "alpha's screen lists no sink of bravo"
+    );
+
+    broker.kill();
+    ingest("alpha", 20).await;
+    ingest("bravo", 5).await;
+    b.wait_text(&format!("{row} .sink-backlog"), "20 events", 30)
+        .await;
+    b.wait_text(&format!("{row} .sink-state"), "disconnected", 60)
+        .await;
+    shoot(&b, "sinks-broker-down").await;
+
+    broker.start_again().await;
+    b.wait_text(&format!("{row} .sink-state"), "idle", 90).await;
+    let backlog = b.text(&format!("{row} .sink-backlog")).await;
+    assert!(backlog.starts_with("0 events"), "drained: {backlog}");
+    shoot(&b, "sinks-drained").await;
+
+    // Pause and resume from the screen; the gateway's definition follows.
+    b.click(&format!("{row} button")).await;
+    b.wait_text(&format!("{row} .sink-state"), "paused", 15)
+        .await;
+    let (_, def) = g
+        .admin(
+            reqwest::Method::GET,
+            &format!("/orgs/alpha/sinks/{}", sinks[0]),
+            None,
+        )
+        .await;
+    assert_eq!(def["enabled"], false);
+    b.click(&format!("{row} button")).await;
+    b.wait_text(&format!("{row} .sink-state"), "idle", 15).await;
     clean(&b).await;
 }

@@ -289,14 +289,66 @@ async function orgs() {
   );
 }
 
+// The screen's refresh timer; cleared on every route change so screens never poll in the background.
+let refresh = null;
+
 async function org(orgId) {
   const id = encodeURIComponent(orgId);
-  const [o, formations, sinks] = await Promise.all([api("GET", `/orgs/${id}`), api("GET", `/orgs/${id}/formations`), api("GET", `/orgs/${id}/sinks`)]);
+  const [o, formations] = await Promise.all([api("GET", `/orgs/${id}`), api("GET", `/orgs/${id}/formations`)]);
+  const sinks = h("section", { class: "card scroll", id: "sinks", "aria-label": "Sinks" }, h("h2", {}, "Sinks"), h("p", { class: "muted" }, "Loading…"));
+  const out = h("div", {});
   page(
     `${o.display_name}`,
     h("section", { class: "card" }, h("h2", {}, "Formations"), formations.length ? h("ul", {}, formations.map((f) => h("li", {}, f.app_id, " ", h("span", { class: "muted" }, f.mesh_id || "")))) : h("p", { class: "muted" }, "None.")),
-    h("section", { class: "card" }, h("h2", {}, "Sinks"), sinks.length ? h("ul", {}, sinks.map((s) => h("li", {}, s.sink_id, " ", h("span", { class: "muted" }, Object.keys(s.sink_type)[0]), s.enabled ? "" : " (paused)"))) : h("p", { class: "muted" }, "None.")),
+    out,
+    sinks,
   );
+  const draw = async () => {
+    const list = await api("GET", `/orgs/${id}/sinks`);
+    const states = await Promise.all(list.map((s) => api("GET", `/orgs/${id}/sinks/${encodeURIComponent(s.sink_id)}/status`).catch((e) => ({ state: "unknown", last_error: e.message }))));
+    const act = async (label, method, path, body) => {
+      try {
+        const r = await api(method, path, body);
+        say(`${label}: done${r && r.outcome ? ` (${r.outcome})` : ""}.`);
+        await draw();
+      } catch (e) {
+        out.replaceChildren(errorBox(e));
+      }
+    };
+    const rows = list.map((s, i) => {
+      const st = states[i];
+      const path = `/orgs/${id}/sinks/${encodeURIComponent(s.sink_id)}`;
+      const controls = can("operate")
+        ? [
+            s.enabled
+              ? h("button", { type: "button", onclick: () => act(`Pause ${s.sink_id}`, "PATCH", path, { enabled: false }) }, "Pause")
+              : h("button", { type: "button", onclick: () => act(`Resume ${s.sink_id}`, "PATCH", path, { enabled: true }) }, "Resume"),
+            " ",
+            h("button", { type: "button", onclick: () => act(`Test event to ${s.sink_id}`, "POST", `${path}/test`) }, "Send test event"),
+          ]
+        : [];
+      const eta = st.drain_eta_seconds ? `, drains in ~${Math.ceil(st.drain_eta_seconds)} s` : "";
+      return h(
+        "tr",
+        { "data-sink": s.sink_id },
+        h("td", {}, s.sink_id, h("div", { class: "muted" }, Object.keys(s.sink_type)[0])),
+        h("td", { class: "sink-state" }, sinkState(st)),
+        h("td", { class: "sink-backlog" }, `${st.backlog_events ?? "—"} events, ${bytes(st.backlog_bytes)}${eta}`),
+        h("td", {}, st.delivered ?? "—", st.dead_lettered ? h("div", { class: "s-bad" }, `${st.dead_lettered} dead-lettered`) : null),
+        controls.length ? h("td", {}, controls) : null,
+      );
+    });
+    const heads = ["Sink", "State", "Backlog", "Delivered"].concat(can("operate") ? ["Actions"] : []);
+    sinks.replaceChildren(
+      h("h2", {}, "Sinks ", h("span", { class: "muted" }, `updated ${new Date().toLocaleTimeString()}`)),
+      list.length ? h("table", {}, h("thead", {}, h("tr", {}, heads.map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows)) : h("p", { class: "muted" }, "None."),
+    );
+  };
+  await draw();
+  // One status read per sink every few seconds, only while this screen is shown and visible.
+  refresh = setInterval(() => {
+    if (document.visibilityState === "visible") draw().catch((e) => out.replaceChildren(errorBox(e)));
+  }, 3000);
 }
 
 async function about() {
@@ -332,6 +384,8 @@ const routes = [
 ];
 
 async function route() {
+  clearInterval(refresh);
+  refresh = null;
   if (!sessionStorage.getItem(KEY)) {
     signIn();
     return;
