@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+#[path = "src/api/ui_mime.rs"]
+mod ui_mime;
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=ui/web");
@@ -68,7 +71,7 @@ fn embed(root: &Path, out: &Path) -> String {
             rows,
             "    EmbeddedAsset {{ path: {:?}, mime: {:?}, etag: {:?}, raw: include_bytes!({:?}), gzip: {gz_expr} }},",
             f.rel,
-            mime(&f.rel),
+            ui_mime::for_name(&f.rel),
             tag,
             raw_path.display().to_string(),
         );
@@ -123,20 +126,4 @@ fn hex16(digest: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
-}
-
-fn mime(rel: &str) -> &'static str {
-    match rel.rsplit('.').next().unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" => "application/json",
-        "webmanifest" => "application/manifest+json",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "woff2" => "font/woff2",
-        "txt" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
 }

@@ -33,6 +33,7 @@ mod state;
 mod streams;
 mod tokens;
 mod ui;
+mod ui_mime;
 
 pub use error::ApiError;
 pub use guard::AuthGuard;

@@ -139,7 +139,13 @@ async fn from_dir(root: &Path, rel: &Path) -> Response {
             let etag = format!("\"{}\"", hex8(&tag));
             (
                 [
-                    (header::CONTENT_TYPE, content_type(&target).to_string()),
+                    (
+                        header::CONTENT_TYPE,
+                        super::ui_mime::for_name(
+                            &target.file_name().unwrap_or_default().to_string_lossy(),
+                        )
+                        .to_string(),
+                    ),
                     (header::CACHE_CONTROL, "no-cache".to_string()),
                     (header::ETAG, etag),
                 ],
@@ -195,21 +201,6 @@ fn safe_relative(rel: &str) -> Option<PathBuf> {
     p.components()
         .all(|c| matches!(c, Component::Normal(_)))
         .then(|| p.to_path_buf())
-}
-
-fn content_type(p: &Path) -> &'static str {
-    match p.extension().and_then(|e| e.to_str()).unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" => "application/json",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "woff2" => "font/woff2",
-        "txt" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
 }
 
 #[cfg(test)]
