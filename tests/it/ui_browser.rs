@@ -254,3 +254,68 @@ async fn the_sinks_screen_shows_a_backlog_grow_while_the_broker_is_down_and_drai
     b.wait_text(&format!("{row} .sink-state"), "idle", 15).await;
     clean(&b).await;
 }
+
+#[tokio::test]
+async fn an_org_admin_issues_a_token_shown_once_revokes_it_and_reads_the_audit() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    g.create_org("alpha", "Alpha Company").await;
+    g.create_org("bravo", "Bravo Company").await;
+    let bravo_token = g.org_token("bravo", "viewer").await;
+    let org_admin = g.org_token("alpha", "org-admin").await;
+    let b = Browser::start().await;
+    b.goto(&format!("{}/_/", g.base())).await;
+    b.type_into("#token", &format!("{org_admin}\n")).await;
+    b.wait_text("#who", "alpha · org-admin", 10).await;
+    b.goto(&format!("{}/_/#/orgs/alpha/tokens", g.base())).await;
+    b.wait("#tok-name").await;
+    assert!(!b.text("main").await.contains("bravo"), "no token of bravo");
+
+    b.type_into("#tok-name", "field laptop").await;
+    b.exec(
+        "document.getElementById('tok-role').value = 'operator'",
+        serde_json::json!([]),
+    )
+    .await;
+    b.click("form button[type=submit]").await;
+    b.wait(".once #secret").await;
+    let secret = b.value("#secret").await;
+    let (s, me) = g
+        .call(reqwest::Method::GET, "/whoami", Some(&secret), None)
+        .await;
+    assert_eq!((s, me["role"].as_str()), (200, Some("operator")), "{me}");
+    shoot(&b, "tokens-created-once").await;
+
+    // Leaving the screen forgets the secret: it is never shown again.
+    b.goto(&format!("{}/_/#/orgs/alpha", g.base())).await;
+    b.goto(&format!("{}/_/#/orgs/alpha/tokens", g.base())).await;
+    b.wait_text("main table", "field laptop", 10).await;
+    assert!(!b.text("body").await.contains(&secret));
+    assert_eq!(b.count("#secret").await, 0);
+
+    let row = format!("tr[data-token='{}']", me["token_id"].as_str().unwrap());
+    b.click(&format!("{row} button")).await;
+    b.accept_dialog().await;
+    b.wait_text("#live", "revoked", 10).await;
+    let (s, _) = g
+        .call(reqwest::Method::GET, "/whoami", Some(&secret), None)
+        .await;
+    assert_eq!(s, 401, "the revoked token no longer works");
+    assert_eq!(b.count(&row).await, 0);
+
+    b.click("nav.tabs a[href$='/audit']").await;
+    let log = b.wait_text("main table", "api-token.create", 10).await;
+    assert!(
+        log.contains("api-token.revoke") || log.contains("api-token.delete"),
+        "{log}"
+    );
+    b.type_into("#audit-filter", "revoke").await;
+    let filtered = b.text("main table tbody").await;
+    assert!(!filtered.contains("api-token.create"), "{filtered}");
+    shoot(&b, "audit").await;
+    // bravo's token still works: nothing of bravo was touched.
+    let (s, _) = g
+        .call(reqwest::Method::GET, "/whoami", Some(&bravo_token), None)
+        .await;
+    assert_eq!(s, 200);
+    clean(&b).await;
+}

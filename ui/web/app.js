@@ -299,6 +299,7 @@ async function org(orgId) {
   const out = h("div", {});
   page(
     `${o.display_name}`,
+    orgTabs(orgId, "sinks"),
     h("section", { class: "card" }, h("h2", {}, "Formations"), formations.length ? h("ul", {}, formations.map((f) => h("li", {}, f.app_id, " ", h("span", { class: "muted" }, f.mesh_id || "")))) : h("p", { class: "muted" }, "None.")),
     out,
     sinks,
@@ -351,6 +352,131 @@ async function org(orgId) {
   }, 3000);
 }
 
+function orgTabs(orgId, current) {
+  const id = encodeURIComponent(orgId);
+  const tabs = [["sinks", `#/orgs/${id}`, "Formations and sinks"]];
+  if (can("manage")) tabs.push(["tokens", `#/orgs/${id}/tokens`, "API tokens"], ["audit", `#/orgs/${id}/audit`, "Audit"]);
+  return h("nav", { class: "tabs", "aria-label": "Org screens" }, tabs.map(([k, href, label]) => h("a", { href, "aria-current": k === current ? "page" : null }, label)));
+}
+
+async function tokens(orgId) {
+  const id = encodeURIComponent(orgId);
+  const list = await api("GET", `/orgs/${id}/api-tokens`);
+  const out = h("div", {});
+  const name = h("input", { id: "tok-name", required: true, maxlength: "128" });
+  const role = h("select", { id: "tok-role" }, ["viewer", "operator", "org-admin", "ingest"].map((r) => h("option", { value: r }, r)));
+  const days = h("input", { id: "tok-days", type: "number", min: "1", max: "3650", value: "90" });
+  const form = h(
+    "form",
+    {
+      class: "card row",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        const body = { name: name.value, role: role.value };
+        if (days.value) body.expires_at = Date.now() + Number(days.value) * 86400000;
+        try {
+          const t = await api("POST", `/orgs/${id}/api-tokens`, body);
+          await tokens(orgId);
+          main.append(secretOnce("New API token", t.token, `${t.name} (${t.role})`));
+        } catch (e) {
+          out.replaceChildren(errorBox(e));
+        }
+      },
+    },
+    h("label", { for: "tok-name" }, "Name", name),
+    h("label", { for: "tok-role" }, "Role", role),
+    h("label", { for: "tok-days" }, "Expires in (days)", days),
+    h("button", { type: "submit", class: "primary" }, "Create token"),
+  );
+  const revoke = async (t) => {
+    if (!confirm(`Revoke token ${t.name} (${t.token_id})? Whoever holds it loses access at once.`)) return;
+    try {
+      await api("DELETE", `/orgs/${id}/api-tokens/${encodeURIComponent(t.token_id)}`);
+      say(`Token ${t.name} revoked.`);
+      await tokens(orgId);
+    } catch (e) {
+      out.replaceChildren(errorBox(e));
+    }
+  };
+  page(
+    `API tokens of ${orgId}`,
+    orgTabs(orgId, "tokens"),
+    h(
+      "div",
+      { class: "card scroll" },
+      list.length
+        ? h(
+            "table",
+            {},
+            h("thead", {}, h("tr", {}, ["Name", "Role", "Token id", "Created", "Expires", ""].map((t) => h("th", { scope: "col" }, t)))),
+            h(
+              "tbody",
+              {},
+              list.map((t) =>
+                h(
+                  "tr",
+                  { "data-token": t.token_id },
+                  h("td", {}, t.name),
+                  h("td", {}, t.role),
+                  h("td", {}, h("code", {}, t.token_id)),
+                  h("td", {}, new Date(t.created_at).toLocaleString()),
+                  h("td", {}, t.expires_at ? new Date(t.expires_at).toLocaleString() : "never"),
+                  h("td", {}, h("button", { type: "button", class: "danger", onclick: () => revoke(t) }, "Revoke")),
+                ),
+              ),
+            ),
+          )
+        : h("p", { class: "muted" }, "No API tokens."),
+    ),
+    h("h2", {}, "New API token"),
+    form,
+    out,
+  );
+}
+
+// A secret shown once: selectable, copyable, never stored.
+function secretOnce(title, secret, what) {
+  const field = h("input", { id: "secret", readonly: true, value: secret, "aria-label": title, class: "secret" });
+  const copy = h("button", { type: "button", onclick: async () => {
+    try {
+      await navigator.clipboard.writeText(secret);
+      say("Copied.");
+    } catch {
+      field.select();
+      say("Select and copy it by hand; the browser refused the clipboard.");
+    }
+  } }, "Copy");
+  const box = h("section", { class: "card once", role: "alert" }, h("h2", {}, title), h("p", {}, what, ": shown once; the gateway keeps only its hash."), h("div", { class: "row" }, field, copy));
+  setTimeout(() => field.select(), 0);
+  return box;
+}
+
+async function audit(orgId, before) {
+  const id = encodeURIComponent(orgId);
+  const q = before ? `&before=${before}` : "";
+  const pageData = await api("GET", `/orgs/${id}/audit?limit=100${q}`);
+  const filter = h("input", { id: "audit-filter", type: "search", placeholder: "actor, action, target or outcome" });
+  const body = h("tbody", {});
+  const draw = () => {
+    const f = filter.value.trim().toLowerCase();
+    const rows = pageData.entries.filter((e) => !f || [e.actor_id, e.actor_role, e.action, e.target, e.outcome].join(" ").toLowerCase().includes(f));
+    body.replaceChildren(
+      ...rows.map((e) =>
+        h("tr", {}, h("td", {}, e.seq), h("td", {}, new Date(e.time).toLocaleString()), h("td", {}, e.actor_id, h("div", { class: "muted" }, e.actor_role)), h("td", {}, e.action), h("td", {}, e.target), h("td", {}, stateCell(e.outcome, e.outcome === "ok" ? "ok" : "bad"))),
+      ),
+    );
+  };
+  filter.addEventListener("input", draw);
+  draw();
+  page(
+    `Audit of ${orgId}`,
+    orgTabs(orgId, "audit"),
+    h("label", { for: "audit-filter" }, "Filter this page", filter),
+    h("div", { class: "card scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["#", "Time", "Actor", "Action", "Target", "Outcome"].map((t) => h("th", { scope: "col" }, t)))), body)),
+    pageData.next_before ? h("p", {}, h("a", { href: `#/orgs/${id}/audit/${pageData.next_before}` }, "Older entries")) : h("p", { class: "muted" }, "Start of the log."),
+  );
+}
+
 async function about() {
   const a = await api("GET", "/about");
   page(
@@ -380,6 +506,8 @@ const routes = [
   [/^#\/overview$/, overview],
   [/^#\/orgs$/, orgs],
   [/^#\/orgs\/([^/]+)$/, (m) => org(decodeURIComponent(m[1]))],
+  [/^#\/orgs\/([^/]+)\/tokens$/, (m) => tokens(decodeURIComponent(m[1]))],
+  [/^#\/orgs\/([^/]+)\/audit(?:\/(\d+))?$/, (m) => audit(decodeURIComponent(m[1]), m[2])],
   [/^#\/about$/, about],
 ];
 

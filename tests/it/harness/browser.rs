@@ -167,6 +167,32 @@ impl Browser {
         assert!(v.is_null(), "clicking {css}: {v}");
     }
 
+    /// Accepts the open `confirm()` dialog, waiting up to 5 s for it.
+    pub async fn accept_dialog(&self) {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.post("/alert/accept", json!({})).await;
+            if v.is_null() {
+                return;
+            }
+            assert!(Instant::now() < until, "no dialog to accept: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The `value` property of the element matching `css`.
+    pub async fn value(&self, css: &str) -> String {
+        self.wait(css).await;
+        self.exec(
+            "return document.querySelector(arguments[0]).value;",
+            json!([css]),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
     /// A PNG of the viewport under `<target>/ui-screenshots/<name>.png`.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         use base64::Engine;
