@@ -319,3 +319,84 @@ async fn an_org_admin_issues_a_token_shown_once_revokes_it_and_reads_the_audit()
     assert_eq!(s, 200);
     clean(&b).await;
 }
+
+#[tokio::test]
+async fn formations_are_created_exported_as_a_file_and_deleted_only_when_the_name_is_typed() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    g.create_org("alpha", "Alpha Company").await;
+    g.create_org("bravo", "Bravo Company").await;
+    g.create_formation("bravo", "bravo-mesh").await;
+    let org_admin = g.org_token("alpha", "org-admin").await;
+    let b = Browser::start().await;
+    b.goto(&format!("{}/_/", g.base())).await;
+    b.type_into("#token", &format!("{org_admin}\n")).await;
+    b.wait_text("#who", "alpha · org-admin", 10).await;
+    b.goto(&format!("{}/_/#/orgs/alpha", g.base())).await;
+    b.type_into("#new-app", "field-mesh\n").await;
+    let row = "tr[data-formation='field-mesh']";
+    b.wait(row).await;
+    let (s, f) = g
+        .admin(
+            reqwest::Method::GET,
+            "/orgs/alpha/formations/field-mesh",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, f["enrollment_policy"].as_str()),
+        (200, Some("Controlled")),
+        "{f}"
+    );
+    assert!(b.text(row).await.contains(f["mesh_id"].as_str().unwrap()));
+    assert!(
+        !b.text("main").await.contains("bravo-mesh"),
+        "another org's formation"
+    );
+    shoot(&b, "formations").await;
+
+    b.click(&format!("{row} button.export")).await;
+    let file = b.downloaded("alpha-field-mesh-credentials.json").await;
+    let creds: serde_json::Value = serde_json::from_slice(&file).unwrap();
+    assert_eq!(creds["mesh_id"], f["mesh_id"]);
+    assert!(creds["formation_secret"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+
+    // A wrong name deletes nothing; the right one deletes.
+    b.click(&format!("{row} button.danger")).await;
+    b.answer_prompt("field").await;
+    b.wait_text(".error", "nothing was deleted", 10).await;
+    let (s, _) = g
+        .admin(
+            reqwest::Method::GET,
+            "/orgs/alpha/formations/field-mesh",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    b.click(&format!("{row} button.danger")).await;
+    b.answer_prompt("field-mesh").await;
+    b.wait_text("#live", "deleted", 10).await;
+    let (s, _) = g
+        .admin(
+            reqwest::Method::GET,
+            "/orgs/alpha/formations/field-mesh",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (_, audit) = g
+        .admin(reqwest::Method::GET, "/orgs/alpha/audit?limit=100", None)
+        .await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.iter().any(|a| a.contains("credentials")),
+        "the export is audited: {actions:?}"
+    );
+    clean(&b).await;
+}

@@ -300,7 +300,7 @@ async function org(orgId) {
   page(
     `${o.display_name}`,
     orgTabs(orgId, "sinks"),
-    h("section", { class: "card" }, h("h2", {}, "Formations"), formations.length ? h("ul", {}, formations.map((f) => h("li", {}, f.app_id, " ", h("span", { class: "muted" }, f.mesh_id || "")))) : h("p", { class: "muted" }, "None.")),
+    formationsCard(orgId, formations, out),
     out,
     sinks,
   );
@@ -350,6 +350,96 @@ async function org(orgId) {
   refresh = setInterval(() => {
     if (document.visibilityState === "visible") draw().catch((e) => out.replaceChildren(errorBox(e)));
   }, 3000);
+}
+
+function formationsCard(orgId, formations, out) {
+  const id = encodeURIComponent(orgId);
+  const fail = (e) => out.replaceChildren(errorBox(e));
+  const exportCreds = async (f) => {
+    try {
+      const c = await api("GET", `/orgs/${id}/formations/${encodeURIComponent(f.app_id)}/credentials`);
+      // A file the operator carries to the node; the object URL is released at once.
+      const url = URL.createObjectURL(new Blob([JSON.stringify(c, null, 2)], { type: "application/json" }));
+      const a = h("a", { href: url, download: `${orgId}-${f.app_id}-credentials.json` });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      URL.revokeObjectURL(url);
+      say(`Credentials of ${f.app_id} exported (the export is audited).`);
+    } catch (e) {
+      fail(e);
+    }
+  };
+  const remove = async (f) => {
+    const typed = prompt(`Deleting formation ${f.app_id} destroys its key material; devices of this mesh can no longer be enrolled here. Type ${f.app_id} to confirm.`);
+    if (typed === null) return;
+    if (typed !== f.app_id) {
+      fail(new ApiError(0, "not_confirmed", `you typed "${typed}", not "${f.app_id}"; nothing was deleted`));
+      return;
+    }
+    try {
+      await api("DELETE", `/orgs/${id}/formations/${encodeURIComponent(f.app_id)}`);
+      say(`Formation ${f.app_id} deleted.`);
+      await route();
+    } catch (e) {
+      fail(e);
+    }
+  };
+  const appId = h("input", { id: "new-app", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_\\-]{0,127}" });
+  const policy = h("select", { id: "new-app-policy" }, ["Controlled", "Strict", "Open"].map((p) => h("option", { value: p }, p)));
+  const form = can("manage")
+    ? h(
+        "form",
+        {
+          class: "row",
+          onsubmit: async (ev) => {
+            ev.preventDefault();
+            try {
+              await api("POST", `/orgs/${id}/formations`, { app_id: appId.value, enrollment_policy: policy.value });
+              say(`Formation ${appId.value} created.`);
+              await route();
+            } catch (e) {
+              fail(e);
+            }
+          },
+        },
+        h("label", { for: "new-app" }, "Formation id", appId),
+        h("label", { for: "new-app-policy" }, "Enrollment policy", policy),
+        h("button", { type: "submit", class: "primary" }, "Create formation"),
+      )
+    : null;
+  const heads = ["Formation", "Mesh id", "Policy", "Authority key", "Created"].concat(can("manage") ? [""] : []);
+  return h(
+    "section",
+    { class: "card scroll", "aria-label": "Formations" },
+    h("h2", {}, "Formations"),
+    formations.length
+      ? h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, heads.map((t) => h("th", { scope: "col" }, t)))),
+          h(
+            "tbody",
+            {},
+            formations.map((f) =>
+              h(
+                "tr",
+                { "data-formation": f.app_id },
+                h("td", {}, f.app_id, f.adopted ? h("div", { class: "muted" }, "adopted") : null),
+                h("td", {}, h("code", {}, f.mesh_id)),
+                h("td", {}, f.enrollment_policy),
+                h("td", {}, h("code", { title: f.authority_public_key }, `${f.authority_public_key.slice(0, 16)}…`)),
+                h("td", {}, new Date(f.created_at).toLocaleString()),
+                can("manage")
+                  ? h("td", {}, h("button", { type: "button", class: "export", onclick: () => exportCreds(f) }, "Export credentials"), " ", h("button", { type: "button", class: "danger", onclick: () => remove(f) }, "Delete"))
+                  : null,
+              ),
+            ),
+          ),
+        )
+      : h("p", { class: "muted" }, "No formations yet."),
+    form,
+  );
 }
 
 function orgTabs(orgId, current) {

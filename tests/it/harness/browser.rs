@@ -34,6 +34,8 @@ impl Browser {
                     // Every name resolves to nothing: only literal loopback addresses work.
                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                     format!("--user-data-dir={}", profile.display())],
+                "prefs": {"download.default_directory": driver.dir.path().join("downloads"),
+                    "download.prompt_for_download": false},
             },
             "goog:loggingPrefs": {"browser": "ALL", "performance": "ALL"},
         }}});
@@ -165,6 +167,35 @@ impl Browser {
         let id = el[ELEMENT].as_str().unwrap_or_default().to_string();
         let v = self.post(&format!("/element/{id}/click"), json!({})).await;
         assert!(v.is_null(), "clicking {css}: {v}");
+    }
+
+    /// The files the page downloaded, waiting up to 10 s for `name` to be complete.
+    pub async fn downloaded(&self, name: &str) -> Vec<u8> {
+        let path = self._driver.dir.path().join("downloads").join(name);
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(bytes) = std::fs::read(&path) {
+                if !bytes.is_empty() {
+                    return bytes;
+                }
+            }
+            assert!(Instant::now() < until, "no download {name}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Answers the open `prompt()` dialog with `text` and accepts it.
+    pub async fn answer_prompt(&self, text: &str) {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.post("/alert/text", json!({"text": text})).await;
+            if v.is_null() {
+                break;
+            }
+            assert!(Instant::now() < until, "no prompt to answer: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.accept_dialog().await;
     }
 
     /// Accepts the open `confirm()` dialog, waiting up to 5 s for it.
