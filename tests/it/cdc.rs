@@ -558,7 +558,9 @@ async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
     // A generous bound (compaction is checked every 10 s): on a loaded CI machine this can be slow.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut now = grown;
-    while Instant::now() < deadline && now > grown / 4 {
+    // Compaction may run while the last trims are still landing (it starts once the file is
+    // twice what it holds plus 16 MiB), so what remains is bounded by that rule, not by zero.
+    while Instant::now() < deadline && now > grown / 2 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (_, m) = g.admin(Method::GET, "/metrics", None).await;
         now = metric(m.as_str().unwrap(), "peat_gateway_outbox_file_bytes ");
@@ -568,7 +570,8 @@ async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
         grown >> 20,
         now >> 20
     );
-    assert!(now < grown / 4, "compacted: {grown} -> {now}");
+    assert!(now < grown / 2, "compacted: {grown} -> {now}");
+    assert!(now < 32 << 20, "below the compaction trigger with nothing held: {now}");
     // The size can drop before the compaction's closing log line is written.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !g.all_output().contains("outbox compacted") && Instant::now() < deadline {
