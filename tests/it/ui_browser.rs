@@ -400,3 +400,91 @@ async fn formations_are_created_exported_as_a_file_and_deleted_only_when_the_nam
     );
     clean(&b).await;
 }
+
+#[tokio::test]
+async fn an_operator_approves_and_denies_enrollments_and_revokes_a_certificate() {
+    use crate::enroll::{boot_token, device, enroll_json, formation, request, ENROLL};
+    use peat_gateway::mesh::MeshTier;
+    let (g, mesh_id, _) = formation("Strict", &[]).await;
+    g.create_org("bravo", "Bravo Company").await;
+    g.create_formation("bravo", "bravo-mesh").await;
+    let token = boot_token(&g, serde_json::json!({"app_id": "mesh", "tier": "Edge"})).await;
+    for (n, node) in [(0x61, "alice"), (0x62, "bob")] {
+        let r = request(&device(n), &mesh_id, node, MeshTier::Edge, &token);
+        let (s, body) = enroll_json(&g, ENROLL, &r).await;
+        assert_eq!(s, 202, "{body}");
+    }
+    let operator = g.org_token("acme", "operator").await;
+    let b = Browser::start().await;
+    b.goto(&format!("{}/_/", g.base())).await;
+    b.type_into("#token", &format!("{operator}\n")).await;
+    b.wait_text("#who", "acme · operator", 10).await;
+    b.goto(&format!("{}/_/#/orgs/acme/enrollment", g.base()))
+        .await;
+    b.wait_text("main", "Pending approvals (2)", 10).await;
+    assert!(!b.text("main").await.contains("bravo-mesh"));
+    shoot(&b, "enrollment-pending").await;
+
+    let pending = |node: &'static str| {
+        let g = &g;
+        async move {
+            let (_, list) = g
+                .admin(reqwest::Method::GET, "/orgs/acme/enrollments", None)
+                .await;
+            list["enrollments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["node_id"] == node)
+                .cloned()
+                .unwrap()
+        }
+    };
+    let alice = pending("alice").await;
+    let bob = pending("bob").await;
+    let row = |p: &serde_json::Value| {
+        format!(
+            "tr[data-enrollment='{}']",
+            p["enrollment_id"].as_str().unwrap()
+        )
+    };
+
+    b.click(&format!("{} button.approve", row(&alice))).await;
+    b.wait_text("#live", "alice approved", 10).await;
+    assert_eq!(pending("alice").await["status"], "approved");
+
+    b.click(&format!("{} button.deny", row(&bob))).await;
+    b.answer_prompt("not one of ours").await;
+    b.wait_text("#live", "bob denied", 10).await;
+    let bob = pending("bob").await;
+    assert_eq!(
+        (bob["status"].as_str(), bob["reason"].as_str()),
+        (Some("denied"), Some("not one of ours"))
+    );
+    b.wait_text("main", "Pending approvals (0)", 10).await;
+
+    let cert = format!(
+        "tr[data-cert='{}']",
+        pending("alice").await["fingerprint"].as_str().unwrap()
+    );
+    b.wait_text(&format!("{cert} .cert-state"), "valid", 10)
+        .await;
+    b.click(&format!("{cert} button")).await;
+    b.answer_prompt("device lost").await;
+    b.wait_text(&format!("{cert} .cert-state"), "revoked", 10)
+        .await;
+    let (_, certs) = g
+        .admin(
+            reqwest::Method::GET,
+            "/orgs/acme/formations/mesh/certificates",
+            None,
+        )
+        .await;
+    assert_eq!(certs["certificates"][0]["state"], "revoked", "{certs}");
+    assert_eq!(
+        certs["certificates"][0]["revocation"]["reason"],
+        "device lost"
+    );
+    shoot(&b, "enrollment-certificates").await;
+    clean(&b).await;
+}

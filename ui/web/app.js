@@ -101,7 +101,7 @@ function dl(pairs) {
 }
 
 function page(title, ...children) {
-  main.replaceChildren(h("h1", {}, title), ...children);
+  main.replaceChildren(h("h1", {}, title), ...children.flat().filter((c) => c !== null && c !== undefined));
   main.focus({ preventScroll: true });
 }
 
@@ -442,9 +442,113 @@ function formationsCard(orgId, formations, out) {
   );
 }
 
+async function enrollment(orgId) {
+  const id = encodeURIComponent(orgId);
+  const [pending, formations] = await Promise.all([api("GET", `/orgs/${id}/enrollments?status=pending`), api("GET", `/orgs/${id}/formations`)]);
+  const certs = await Promise.all(formations.map((f) => api("GET", `/orgs/${id}/formations/${encodeURIComponent(f.app_id)}/certificates?limit=200`).then((c) => [f, c])));
+  const out = h("div", {});
+  const fail = (e) => out.replaceChildren(errorBox(e));
+  const decide = async (p, approve) => {
+    let body;
+    if (!approve) {
+      const reason = prompt(`Deny ${p.node_id} (${p.app_id})? The requester is told this reason:`);
+      if (reason === null) return;
+      body = { reason };
+    }
+    try {
+      await api("POST", `/orgs/${id}/enrollments/${encodeURIComponent(p.enrollment_id)}/${approve ? "approve" : "deny"}`, body);
+      say(`${p.node_id} ${approve ? "approved: its certificate is signed" : "denied"}.`);
+      await enrollment(orgId);
+    } catch (e) {
+      fail(e);
+    }
+  };
+  const revoke = async (f, c) => {
+    const reason = prompt(`Revoke the key of ${c.node_id}? Every certificate of that key stops being valid. Reason:`);
+    if (reason === null) return;
+    try {
+      await api("POST", `/orgs/${id}/formations/${encodeURIComponent(f.app_id)}/certificates/${c.fingerprint}/revoke`, { reason });
+      say(`${c.node_id} revoked.`);
+      await enrollment(orgId);
+    } catch (e) {
+      fail(e);
+    }
+  };
+  const list = pending.enrollments || [];
+  const date = (ms) => (ms ? new Date(ms).toLocaleString() : "—");
+  page(
+    `Enrollment in ${orgId}`,
+    orgTabs(orgId, "enrollment"),
+    out,
+    h(
+      "section",
+      { class: "card scroll", "aria-label": "Pending approvals" },
+      h("h2", {}, `Pending approvals (${list.length})`),
+      list.length
+        ? h(
+            "table",
+            {},
+            h("thead", {}, h("tr", {}, ["Node", "Formation", "Tier", "Identity", "Requested", "Expires", ""].map((t) => h("th", { scope: "col" }, t)))),
+            h(
+              "tbody",
+              {},
+              list.map((p) =>
+                h(
+                  "tr",
+                  { "data-enrollment": p.enrollment_id },
+                  h("td", {}, p.node_id, h("div", { class: "muted" }, h("code", {}, p.public_key.slice(0, 16) + "…"))),
+                  h("td", {}, p.app_id),
+                  h("td", {}, p.tier, p.requested_tier !== p.tier ? h("div", { class: "muted" }, `asked ${p.requested_tier}`) : null),
+                  h("td", {}, p.identity ? JSON.stringify(p.identity) : "—"),
+                  h("td", {}, date(p.created_at)),
+                  h("td", {}, date(p.expires_at)),
+                  can("operate")
+                    ? h("td", {}, h("button", { type: "button", class: "primary approve", onclick: () => decide(p, true) }, "Approve"), " ", h("button", { type: "button", class: "danger deny", onclick: () => decide(p, false) }, "Deny"))
+                    : null,
+                ),
+              ),
+            ),
+          )
+        : h("p", { class: "muted" }, "Nothing waits for a decision."),
+    ),
+    certs.map(([f, c]) => {
+      const items = (c && (c.certificates || c)) || [];
+      return h(
+        "section",
+        { class: "card scroll", "aria-label": `Certificates of ${f.app_id}` },
+        h("h2", {}, `Certificates of ${f.app_id} (${items.length})`),
+        items.length
+          ? h(
+              "table",
+              {},
+              h("thead", {}, h("tr", {}, ["Node", "Tier", "State", "Issued", "Renew by", "Via", ""].map((t) => h("th", { scope: "col" }, t)))),
+              h(
+                "tbody",
+                {},
+                items.map((x) =>
+                  h(
+                    "tr",
+                    { "data-cert": x.fingerprint },
+                    h("td", {}, x.node_id, h("div", { class: "muted" }, h("code", {}, x.fingerprint.slice(0, 16) + "…"))),
+                    h("td", {}, x.tier),
+                    h("td", { class: "cert-state" }, stateCell(x.state, x.state === "valid" ? "ok" : "bad"), x.revocation ? h("div", { class: "muted" }, x.revocation.reason) : null),
+                    h("td", {}, date(x.issued_at)),
+                    h("td", {}, date(x.expires_at)),
+                    h("td", {}, x.granted_via || "—"),
+                    can("operate") && !x.revocation ? h("td", {}, h("button", { type: "button", class: "danger", onclick: () => revoke(f, x) }, "Revoke")) : h("td", {}),
+                  ),
+                ),
+              ),
+            )
+          : h("p", { class: "muted" }, "None issued."),
+      );
+    }),
+  );
+}
+
 function orgTabs(orgId, current) {
   const id = encodeURIComponent(orgId);
-  const tabs = [["sinks", `#/orgs/${id}`, "Formations and sinks"]];
+  const tabs = [["sinks", `#/orgs/${id}`, "Formations and sinks"], ["enrollment", `#/orgs/${id}/enrollment`, "Enrollment"]];
   if (can("manage")) tabs.push(["tokens", `#/orgs/${id}/tokens`, "API tokens"], ["audit", `#/orgs/${id}/audit`, "Audit"]);
   return h("nav", { class: "tabs", "aria-label": "Org screens" }, tabs.map(([k, href, label]) => h("a", { href, "aria-current": k === current ? "page" : null }, label)));
 }
@@ -597,6 +701,7 @@ const routes = [
   [/^#\/orgs$/, orgs],
   [/^#\/orgs\/([^/]+)$/, (m) => org(decodeURIComponent(m[1]))],
   [/^#\/orgs\/([^/]+)\/tokens$/, (m) => tokens(decodeURIComponent(m[1]))],
+  [/^#\/orgs\/([^/]+)\/enrollment$/, (m) => enrollment(decodeURIComponent(m[1]))],
   [/^#\/orgs\/([^/]+)\/audit(?:\/(\d+))?$/, (m) => audit(decodeURIComponent(m[1]), m[2])],
   [/^#\/about$/, about],
 ];
