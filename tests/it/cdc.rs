@@ -571,7 +571,10 @@ async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
         now >> 20
     );
     assert!(now < grown / 2, "compacted: {grown} -> {now}");
-    assert!(now < 32 << 20, "below the compaction trigger with nothing held: {now}");
+    assert!(
+        now < 32 << 20,
+        "below the compaction trigger with nothing held: {now}"
+    );
     // The size can drop before the compaction's closing log line is written.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !g.all_output().contains("outbox compacted") && Instant::now() < deadline {
