@@ -23,6 +23,13 @@ fn api_refusal(msg: &str) -> bool {
         && !msg.contains("/_/")
 }
 
+/// Opens the UI and signs in with `token`, waiting until the header names `who`.
+async fn sign_in(b: &Browser, g: &Gateway, token: &str, who: &str) {
+    b.goto(&format!("{}/_/", g.base())).await;
+    b.type_into("#token", &format!("{token}\n")).await;
+    b.wait_text("#who", who, 10).await;
+}
+
 async fn clean(b: &Browser) {
     let errors: Vec<String> = b
         .console_errors()
@@ -263,9 +270,7 @@ async fn an_org_admin_issues_a_token_shown_once_revokes_it_and_reads_the_audit()
     let bravo_token = g.org_token("bravo", "viewer").await;
     let org_admin = g.org_token("alpha", "org-admin").await;
     let b = Browser::start().await;
-    b.goto(&format!("{}/_/", g.base())).await;
-    b.type_into("#token", &format!("{org_admin}\n")).await;
-    b.wait_text("#who", "alpha · org-admin", 10).await;
+    sign_in(&b, &g, &org_admin, "alpha · org-admin").await;
     b.goto(&format!("{}/_/#/orgs/alpha/tokens", g.base())).await;
     b.wait("#tok-name").await;
     assert!(!b.text("main").await.contains("bravo"), "no token of bravo");
@@ -328,9 +333,7 @@ async fn formations_are_created_exported_as_a_file_and_deleted_only_when_the_nam
     g.create_formation("bravo", "bravo-mesh").await;
     let org_admin = g.org_token("alpha", "org-admin").await;
     let b = Browser::start().await;
-    b.goto(&format!("{}/_/", g.base())).await;
-    b.type_into("#token", &format!("{org_admin}\n")).await;
-    b.wait_text("#who", "alpha · org-admin", 10).await;
+    sign_in(&b, &g, &org_admin, "alpha · org-admin").await;
     b.goto(&format!("{}/_/#/orgs/alpha", g.base())).await;
     b.type_into("#new-app", "field-mesh\n").await;
     let row = "tr[data-formation='field-mesh']";
@@ -363,28 +366,24 @@ async fn formations_are_created_exported_as_a_file_and_deleted_only_when_the_nam
         .is_some_and(|s| !s.is_empty()));
 
     // A wrong name deletes nothing; the right one deletes.
-    b.click(&format!("{row} button.danger")).await;
-    b.answer_prompt("field").await;
-    b.wait_text(".error", "nothing was deleted", 10).await;
-    let (s, _) = g
-        .admin(
-            reqwest::Method::GET,
-            "/orgs/alpha/formations/field-mesh",
-            None,
-        )
-        .await;
-    assert_eq!(s, 200);
-    b.click(&format!("{row} button.danger")).await;
-    b.answer_prompt("field-mesh").await;
-    b.wait_text("#live", "deleted", 10).await;
-    let (s, _) = g
-        .admin(
-            reqwest::Method::GET,
-            "/orgs/alpha/formations/field-mesh",
-            None,
-        )
-        .await;
-    assert_eq!(s, 404);
+    for (typed, shown, status) in [("field", ".error", 200), ("field-mesh", "#live", 404)] {
+        b.click(&format!("{row} button.danger")).await;
+        b.answer_prompt(typed).await;
+        let said = if status == 200 {
+            "nothing was deleted"
+        } else {
+            "deleted"
+        };
+        b.wait_text(shown, said, 10).await;
+        let (s, _) = g
+            .admin(
+                reqwest::Method::GET,
+                "/orgs/alpha/formations/field-mesh",
+                None,
+            )
+            .await;
+        assert_eq!(s, status, "after typing {typed:?}");
+    }
     let (_, audit) = g
         .admin(reqwest::Method::GET, "/orgs/alpha/audit?limit=100", None)
         .await;
@@ -416,9 +415,7 @@ async fn an_operator_approves_and_denies_enrollments_and_revokes_a_certificate()
     }
     let operator = g.org_token("acme", "operator").await;
     let b = Browser::start().await;
-    b.goto(&format!("{}/_/", g.base())).await;
-    b.type_into("#token", &format!("{operator}\n")).await;
-    b.wait_text("#who", "acme · operator", 10).await;
+    sign_in(&b, &g, &operator, "acme · operator").await;
     b.goto(&format!("{}/_/#/orgs/acme/enrollment", g.base()))
         .await;
     b.wait_text("main", "Pending approvals (2)", 10).await;
