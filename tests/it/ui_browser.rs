@@ -485,3 +485,53 @@ async fn an_operator_approves_and_denies_enrollments_and_revokes_a_certificate()
     shoot(&b, "enrollment-certificates").await;
     clean(&b).await;
 }
+
+#[tokio::test]
+async fn a_bootstrap_token_made_in_the_ui_admits_a_device_until_it_is_revoked() {
+    use crate::enroll::{device, enroll_json, formation, request, ENROLL};
+    use peat_gateway::mesh::MeshTier;
+    let (g, mesh_id, _) = formation("Controlled", &[]).await;
+    let org_admin = g.org_token("acme", "org-admin").await;
+    let b = Browser::start().await;
+    sign_in(&b, &g, &org_admin, "acme · org-admin").await;
+    b.goto(&format!("{}/_/#/orgs/acme/enrollment", g.base()))
+        .await;
+    b.type_into("#boot-label", "kit 7").await;
+    b.type_into("#boot-uses", "2").await;
+    b.click("form button[type=submit]").await;
+    b.wait(".once #secret").await;
+    let secret = b.value("#secret").await;
+    shoot(&b, "bootstrap-token-once").await;
+
+    let (s, body) = enroll_json(
+        &g,
+        ENROLL,
+        &request(&device(0x71), &mesh_id, "radio-1", MeshTier::Edge, &secret),
+    )
+    .await;
+    assert!(
+        s == 200 || s == 201,
+        "the token from the screen admits a device: {s} {body}"
+    );
+
+    b.goto(&format!("{}/_/#/orgs/acme", g.base())).await;
+    b.goto(&format!("{}/_/#/orgs/acme/enrollment", g.base()))
+        .await;
+    b.wait_text("main", "1 of 2", 10).await;
+    assert!(!b.text("body").await.contains(&secret), "shown once");
+    b.click("tr[data-boot] button.danger").await;
+    b.accept_dialog().await;
+    b.wait_text("tr[data-boot] .boot-state", "revoked", 10)
+        .await;
+    let (s, body) = enroll_json(
+        &g,
+        ENROLL,
+        &request(&device(0x72), &mesh_id, "radio-2", MeshTier::Edge, &secret),
+    )
+    .await;
+    assert!(
+        s >= 400 && s < 500,
+        "a revoked token admits nobody: {s} {body}"
+    );
+    clean(&b).await;
+}

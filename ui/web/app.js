@@ -442,6 +442,86 @@ function formationsCard(orgId, formations, out) {
   );
 }
 
+// Bootstrap tokens of every formation: the secret shows once, in the answer to its creation.
+async function bootTokens(orgId, formations, fail) {
+  const id = encodeURIComponent(orgId);
+  const lists = await Promise.all(formations.map((f) => api("GET", `/orgs/${id}/formations/${encodeURIComponent(f.app_id)}/tokens`).then((r) => r.tokens.map((t) => t))));
+  const all = lists.flat();
+  const app = h("select", { id: "boot-app" }, formations.map((f) => h("option", { value: f.app_id }, f.app_id)));
+  const label = h("input", { id: "boot-label", maxlength: "128" });
+  const tier = h("select", { id: "boot-tier" }, ["Tactical", "Edge", "Regional", "Enterprise"].map((t) => h("option", { value: t }, t)));
+  const uses = h("input", { id: "boot-uses", type: "number", min: "1", value: "1" });
+  const hours = h("input", { id: "boot-hours", type: "number", min: "1", value: "24" });
+  const form = formations.length
+    ? h(
+        "form",
+        {
+          class: "row",
+          onsubmit: async (ev) => {
+            ev.preventDefault();
+            const body = { app_id: app.value, tier: tier.value };
+            if (label.value) body.label = label.value;
+            if (uses.value) body.max_uses = Number(uses.value);
+            if (hours.value) body.expires_at = Date.now() + Number(hours.value) * 3600000;
+            try {
+              const t = await api("POST", `/orgs/${id}/tokens`, body);
+              await enrollment(orgId);
+              main.append(secretOnce("New bootstrap token", t.token, `${t.label || t.token_id} for ${t.app_id} (${t.tier}, ${t.max_uses ?? "unlimited"} use${t.max_uses === 1 ? "" : "s"})`));
+            } catch (e) {
+              fail(e);
+            }
+          },
+        },
+        h("label", { for: "boot-app" }, "Formation", app),
+        h("label", { for: "boot-label" }, "Label", label),
+        h("label", { for: "boot-tier" }, "Tier", tier),
+        h("label", { for: "boot-uses" }, "Uses", uses),
+        h("label", { for: "boot-hours" }, "Valid for (hours)", hours),
+        h("button", { type: "submit", class: "primary" }, "Create bootstrap token"),
+      )
+    : h("p", { class: "muted" }, "Create a formation first.");
+  const revoke = async (t) => {
+    if (!confirm(`Revoke bootstrap token ${t.label || t.token_id}? Devices not yet enrolled with it are refused.`)) return;
+    try {
+      await api("POST", `/orgs/${id}/tokens/${encodeURIComponent(t.token_id)}/revoke`);
+      say(`Bootstrap token ${t.label || t.token_id} revoked.`);
+      await enrollment(orgId);
+    } catch (e) {
+      fail(e);
+    }
+  };
+  return h(
+    "section",
+    { class: "card scroll", "aria-label": "Bootstrap tokens" },
+    h("h2", {}, `Bootstrap tokens (${all.length})`),
+    all.length
+      ? h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, ["Label", "Formation", "Tier", "Uses", "State", "Expires", ""].map((t) => h("th", { scope: "col" }, t)))),
+          h(
+            "tbody",
+            {},
+            all.map((t) =>
+              h(
+                "tr",
+                { "data-boot": t.token_id },
+                h("td", {}, t.label || h("code", {}, t.token_id)),
+                h("td", {}, t.app_id),
+                h("td", {}, t.tier),
+                h("td", {}, `${t.uses} of ${t.max_uses ?? "∞"}`),
+                h("td", { class: "boot-state" }, stateCell(t.state, t.state === "active" ? "ok" : "warn")),
+                h("td", {}, t.expires_at ? new Date(t.expires_at).toLocaleString() : "never"),
+                h("td", {}, t.state === "active" ? h("button", { type: "button", class: "danger", onclick: () => revoke(t) }, "Revoke") : null),
+              ),
+            ),
+          ),
+        )
+      : h("p", { class: "muted" }, "No bootstrap tokens."),
+    form,
+  );
+}
+
 async function enrollment(orgId) {
   const id = encodeURIComponent(orgId);
   const [pending, formations] = await Promise.all([api("GET", `/orgs/${id}/enrollments?status=pending`), api("GET", `/orgs/${id}/formations`)]);
@@ -476,6 +556,7 @@ async function enrollment(orgId) {
   };
   const list = pending.enrollments || [];
   const date = (ms) => (ms ? new Date(ms).toLocaleString() : "—");
+  const boot = can("manage") ? await bootTokens(orgId, formations, fail) : null;
   page(
     `Enrollment in ${orgId}`,
     orgTabs(orgId, "enrollment"),
@@ -511,6 +592,7 @@ async function enrollment(orgId) {
           )
         : h("p", { class: "muted" }, "Nothing waits for a decision."),
     ),
+    boot,
     certs.map(([f, c]) => {
       const items = (c && (c.certificates || c)) || [];
       return h(
