@@ -788,7 +788,15 @@ const routes = [
   [/^#\/about$/, about],
 ];
 
-async function route() {
+// Screens render one after another: a slow screen still loading when the hash changes
+// finishes first, so it cannot overwrite the newer one.
+let routing = Promise.resolve();
+function route() {
+  routing = routing.then(routeNow, routeNow);
+  return routing;
+}
+
+async function routeNow() {
   clearInterval(refresh);
   refresh = null;
   if (!sessionStorage.getItem(KEY)) {
