@@ -132,8 +132,9 @@ function signIn(message) {
             throw new ApiError(403, "forbidden", `this ${who.role} token only appends changes and cannot use the UI; sign in with a viewer, operator, org-admin or admin token`);
           }
           input.value = "";
-          location.hash = "#/overview";
-          route();
+          // A hash change routes by itself; routing twice would render the screen twice.
+          if (!location.hash) location.hash = "#/overview";
+          else route();
         } catch (e) {
           sessionStorage.removeItem(KEY);
           who = null;
@@ -790,9 +791,17 @@ const routes = [
 
 // Screens render one after another: a slow screen still loading when the hash changes
 // finishes first, so it cannot overwrite the newer one.
+// Requests made while one waits collapse into it: it reads the hash when it starts.
 let routing = Promise.resolve();
+let waiting = false;
 function route() {
-  routing = routing.then(routeNow, routeNow);
+  if (waiting) return routing;
+  waiting = true;
+  const run = () => {
+    waiting = false;
+    return routeNow();
+  };
+  routing = routing.then(run, run);
   return routing;
 }
 

@@ -158,8 +158,10 @@ impl Browser {
         let el = self.wait(css).await;
         let id = el[ELEMENT].as_str().unwrap_or_default().to_string();
         self.post(&format!("/element/{id}/clear"), json!({})).await;
-        self.post(&format!("/element/{id}/value"), json!({"text": text}))
+        let v = self
+            .post(&format!("/element/{id}/value"), json!({"text": text}))
             .await;
+        assert!(v.is_null(), "typing into {css}: {v}");
     }
 
     pub async fn click(&self, css: &str) {
