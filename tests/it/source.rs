@@ -217,7 +217,10 @@ async fn bindings_are_validated_survive_restarts_and_unbind() {
     assert_eq!(
         ev.len(),
         2,
-        "the binding and the content hashes survive a restart: no re-delivery of v1"
+        "the binding and the content hashes survive a restart: no re-delivery of v1; got {:?}",
+        ev.iter()
+            .map(|e| (e["id"].to_string(), e["data"].to_string()))
+            .collect::<Vec<_>>()
     );
     assert_eq!(ev[1]["data"], json!({"v": 2}));
 
