@@ -24,6 +24,7 @@ mod principal;
 mod rekey;
 mod service;
 mod sink_codec;
+mod sink_spec;
 mod sinks;
 mod sources;
 mod tokens;
