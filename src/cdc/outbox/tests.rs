@@ -1,0 +1,147 @@
+//! Unit tests of the parent module.
+
+use super::*;
+use crate::cdc::DocState;
+
+fn cfg(quota: u64) -> OutboxConfig {
+    OutboxConfig {
+        quota_bytes: quota,
+        policy: FullPolicy::Block,
+        compact_min_bytes: u64::MAX,
+    }
+}
+
+/// The layout of events written before org uids, as they sit in older files.
+#[derive(serde::Serialize)]
+struct V1 {
+    org_id: String,
+    app_id: String,
+    collection: String,
+    doc_id: String,
+    op: u8,
+    data: Option<Vec<u8>>,
+    encrypted: bool,
+    content_hash: [u8; 32],
+    observed_ms: u64,
+}
+
+fn v1(org: &str, doc: &str) -> Vec<u8> {
+    let mut out = vec![1u8];
+    postcard::to_io(
+        &V1 {
+            org_id: org.into(),
+            app_id: "mesh".into(),
+            collection: "tracks".into(),
+            doc_id: doc.into(),
+            op: 1,
+            data: Some(b"{}".to_vec()),
+            encrypted: false,
+            content_hash: [0; 32],
+            observed_ms: 1,
+        },
+        &mut out,
+    )
+    .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn older_events_are_indexed_by_org_and_those_of_deleted_orgs_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let o = tokio::task::spawn_blocking(move || Outbox::open(&d, 1 << 20, cfg(1 << 30), None))
+        .await
+        .unwrap()
+        .unwrap();
+    let names = ["alpha", "gone", "bravo", "alpha", "alpha"];
+    o.store
+        .write(move |t| -> Result<(), CdcError> {
+            let mut used = 0;
+            for (i, org) in names.iter().enumerate() {
+                let raw = v1(org, &format!("d{i}"));
+                used += raw.len() as u64 + EVENT_OVERHEAD;
+                t.put_raw(Table::Events, (i as u64 + 1).to_be_bytes().to_vec(), raw);
+            }
+            put_u64(t, NEXT_LSN, 6);
+            put_u64(t, BYTES, used);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (a, b) = ([1u8; 16], [2u8; 16]);
+    let orgs = HashMap::from([("alpha".to_owned(), a), ("bravo".to_owned(), b)]);
+    let st = o.stamp_older_events(orgs.clone()).await.unwrap();
+    assert_eq!(
+        st,
+        Stamped {
+            indexed: 4,
+            orphaned: 1
+        }
+    );
+    let got = o.read_org_after(a, 0, 10).await.unwrap();
+    let lsns: Vec<(u64, u64)> = got.iter().map(|(l, _, _, s)| (*l, *s)).collect();
+    assert_eq!(lsns, [(1, 1), (4, 2), (5, 3)]);
+    assert!(got.iter().all(|(_, e, _, _)| e.org_uid == a));
+    assert_eq!(o.read_org_after(b, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(o.org_fill(&a).events, 3);
+    // Bytes held are the orgs' bytes together, and a second run changes nothing.
+    let total = o.org_fill(&a).bytes + o.org_fill(&b).bytes;
+    assert_eq!(o.stats().bytes, total);
+    assert_eq!(
+        o.stamp_older_events(orgs).await.unwrap(),
+        Stamped::default()
+    );
+    // New appends continue each org's seq.
+    let src = FormationRef {
+        org_id: "alpha".into(),
+        org_uid: a,
+        app_id: "mesh".into(),
+        formation_uid: [9; 16],
+        max_documents: 100,
+    };
+    let change = Change {
+        collection: "tracks".into(),
+        doc_id: "new".into(),
+        state: DocState::json(r#"{"v":1}"#).unwrap(),
+    };
+    o.append(src, vec![change]).await.unwrap();
+    assert_eq!(o.org_seq_at(a, 5).await.unwrap(), 3);
+    assert_eq!(o.org_fill(&a).seq, 4);
+    o.shutdown().await;
+}
+
+#[tokio::test]
+async fn trimming_and_forgetting_touch_only_the_named_org() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let o = tokio::task::spawn_blocking(move || Outbox::open(&d, 1 << 20, cfg(1 << 30), None))
+        .await
+        .unwrap()
+        .unwrap();
+    o.stamp_older_events(HashMap::new()).await.unwrap();
+    let (a, b) = ([1u8; 16], [2u8; 16]);
+    for (org, uid) in [("a", a), ("b", b), ("a", a), ("b", b)] {
+        let src = FormationRef {
+            org_id: org.into(),
+            org_uid: uid,
+            app_id: "m".into(),
+            formation_uid: uid,
+            max_documents: 100,
+        };
+        let c = Change {
+            collection: "t".into(),
+            doc_id: format!("{}", o.head()),
+            state: DocState::json("{}").unwrap(),
+        };
+        o.append(src, vec![c]).await.unwrap();
+    }
+    let sink = [7u8; 16];
+    o.set_cursor(sink, 4).await.unwrap();
+    assert_eq!(o.trim(vec![(a, vec![sink]), (b, vec![])]).await.unwrap(), 2);
+    assert!(o.read_org_after(a, 0, 10).await.unwrap().is_empty());
+    assert_eq!(o.read_org_after(b, 0, 10).await.unwrap().len(), 2);
+    assert_eq!(o.forget_org(b).await.unwrap(), 2);
+    assert_eq!(o.stats().bytes, 0);
+    assert!(o.known_orgs().contains(&a) && !o.known_orgs().contains(&b));
+    o.shutdown().await;
+}
