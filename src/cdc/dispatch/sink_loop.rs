@@ -1,0 +1,317 @@
+//! One sink's delivery loop: read a batch after the cursor, filter, deliver, then commit;
+//! transient errors back off and retry the same batch, a refusal stalls until an operator acts.
+
+use super::*;
+
+pub(super) struct Loop {
+    pub(super) outbox: Outbox,
+    pub(super) def: SinkDef,
+    pub(super) status: Arc<Mutex<SinkStatus>>,
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    /// (lsn, org seq) of the batch being delivered, so a committed cursor knows its seq.
+    pub(super) seqs: Vec<(u64, u64)>,
+}
+
+/// Full jitter over an exponential step, capped.
+fn backoff(attempt: u32) -> Duration {
+    let exp = BACKOFF_FIRST.saturating_mul(1u32 << attempt.min(6));
+    let cap = exp.min(BACKOFF_CAP);
+    let mut r = [0u8; 2];
+    let frac = if getrandom::fill(&mut r).is_ok() {
+        f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX)
+    } else {
+        1.0
+    };
+    cap.mul_f64(0.5 + frac / 2.0)
+}
+
+impl Loop {
+    fn set(&self, f: impl FnOnce(&mut SinkStatus)) {
+        f(&mut lock(&self.status));
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps unless stopped first; `false` when stopped.
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !self.stopped(),
+            _ = self.stop.changed() => false,
+        }
+    }
+
+    async fn start_cursor(&mut self) -> Option<u64> {
+        let uid = self.def.sink_uid;
+        let mut attempt = 0;
+        loop {
+            let r = match self.outbox.cursor(uid).await {
+                Ok(Some(c)) => Ok(c),
+                Ok(None) => {
+                    let c = match self.def.start {
+                        SinkStart::Latest => self.outbox.head(),
+                        SinkStart::Earliest => 0,
+                    };
+                    self.outbox.set_cursor(uid, c).await.map(|()| c)
+                }
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    self.set(|s| s.last_error = Some(e.to_string()));
+                    attempt += 1;
+                    if !self.pause(backoff(attempt)).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) async fn run(mut self, mut sink: Box<dyn Sink>) {
+        let Some(mut cursor) = self.start_cursor().await else {
+            return;
+        };
+        let org = self.def.org_uid;
+        let seq = self.outbox.org_seq_at(org, cursor).await.unwrap_or(0);
+        self.set(|s| {
+            s.cursor = cursor;
+            s.cursor_seq = seq;
+        });
+        let mut head = self.outbox.watch();
+        while !self.stopped() {
+            if !self.def.enabled {
+                self.set(|s| s.state = SinkState::Paused);
+                let _ = self.stop.changed().await;
+                return;
+            }
+            let batch = match self.outbox.read_org_after(org, cursor, BATCH_EVENTS).await {
+                Ok(b) => b,
+                Err(e) => {
+                    self.set(|s| s.last_error = Some(e.to_string()));
+                    if !self.pause(BACKOFF_CAP).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(last) = batch.last().map(|b| b.0) else {
+                self.set(|s| s.state = SinkState::Idle);
+                tokio::select! {
+                    r = head.changed() => if r.is_err() { return; },
+                    _ = self.stop.changed() => return,
+                }
+                continue;
+            };
+            let mut deliveries = Vec::new();
+            let mut bytes = 0usize;
+            let mut upto = last;
+            self.seqs.clear();
+            for (lsn, ev, _, seq) in batch {
+                if ev.org_uid != org {
+                    continue;
+                }
+                if !self.def.wants(&ev.app_id, &ev.collection) {
+                    self.seqs.push((lsn, seq));
+                    continue;
+                }
+                let body = serde_json::to_vec(&cloud_event(self.outbox.gateway_id(), lsn, &ev))
+                    .unwrap_or_default();
+                if !deliveries.is_empty() && bytes + body.len() > BATCH_BYTES {
+                    upto = lsn - 1;
+                    break;
+                }
+                bytes += body.len();
+                self.seqs.push((lsn, seq));
+                deliveries.push(Delivery {
+                    lsn,
+                    id: event_id(self.outbox.gateway_id(), lsn),
+                    event: ev,
+                    body,
+                });
+            }
+            if !deliveries.is_empty() {
+                self.set(|s| s.state = SinkState::Delivering);
+                match self.deliver_all(sink.as_mut(), &deliveries).await {
+                    Some(()) => {}
+                    None => return,
+                }
+                self.throttle(bytes).await;
+            }
+            cursor = upto;
+            if let Err(e) = self.commit(cursor).await {
+                self.set(|s| s.last_error = Some(e.to_string()));
+                return;
+            }
+        }
+    }
+
+    async fn commit(&mut self, cursor: u64) -> Result<(), CdcError> {
+        self.outbox.set_cursor(self.def.sink_uid, cursor).await?;
+        let seq = self
+            .seqs
+            .iter()
+            .rev()
+            .find(|(lsn, _)| *lsn <= cursor)
+            .map(|(_, seq)| *seq);
+        self.set(|s| {
+            s.cursor = cursor;
+            if let Some(seq) = seq {
+                s.cursor_seq = seq;
+            }
+        });
+        Ok(())
+    }
+
+    /// Delivers until every event is acknowledged or parked; `None` when stopped.
+    async fn deliver_all(&mut self, sink: &mut dyn Sink, all: &[Delivery]) -> Option<()> {
+        let mut rest = all;
+        let mut attempt = 0u32;
+        while !rest.is_empty() {
+            let started = std::time::Instant::now();
+            match sink.deliver(rest).await {
+                Ok(()) => {
+                    self.delivered(rest, started.elapsed());
+                    return Some(());
+                }
+                Err(SinkError::Transient(reason)) => {
+                    attempt += 1;
+                    tracing::debug!(sink = %self.def.sink_id, %reason, attempt, "delivery failed, retrying");
+                    self.set(|s| {
+                        s.state = SinkState::Disconnected;
+                        s.last_error = Some(reason);
+                        s.retried += 1;
+                    });
+                    if !self.pause(backoff(attempt)).await {
+                        return None;
+                    }
+                }
+                Err(SinkError::Busy {
+                    retry_after,
+                    reason,
+                }) => {
+                    tracing::debug!(sink = %self.def.sink_id, %reason, ?retry_after, "receiver busy");
+                    self.set(|s| {
+                        s.state = SinkState::Disconnected;
+                        s.last_error = Some(format!(
+                            "{reason}; retrying after {}s",
+                            retry_after.as_secs()
+                        ));
+                        s.retried += 1;
+                    });
+                    if !self.pause(retry_after).await {
+                        return None;
+                    }
+                }
+                Err(SinkError::Rejected { index, reason }) => {
+                    let index = index.min(rest.len() - 1);
+                    let (done, tail) = rest.split_at(index);
+                    if let Some(d) = done.last() {
+                        self.delivered(done, started.elapsed());
+                        if self.commit(d.lsn).await.is_err() {
+                            return None;
+                        }
+                    }
+                    let bad = &tail[0];
+                    // Parked at once, so operators see it; the cursor stays before it.
+                    if self
+                        .outbox
+                        .park(
+                            self.def.sink_uid,
+                            bad.lsn,
+                            bad.event.clone(),
+                            reason.clone(),
+                        )
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
+                    self.set(|s| s.dead_lettered += 1);
+                    match self.stall(bad, &reason).await? {
+                        Command::Retry => {
+                            // Delivered, it is no dead letter; refused again, it is parked again.
+                            let _ = self
+                                .outbox
+                                .remove_dead_letters(self.def.sink_uid, vec![bad.lsn])
+                                .await;
+                            self.set(|s| s.dead_lettered = s.dead_lettered.saturating_sub(1));
+                            rest = tail;
+                        }
+                        Command::Skip => {
+                            if self.commit(bad.lsn).await.is_err() {
+                                return None;
+                            }
+                            rest = &tail[1..];
+                        }
+                    }
+                    attempt = 0;
+                }
+            }
+        }
+        Some(())
+    }
+
+    async fn stall(&mut self, bad: &Delivery, reason: &str) -> Option<Command> {
+        tracing::warn!(sink = %self.def.sink_id, org = %self.def.org_id, lsn = bad.lsn, %reason,
+            "sink refused an event; stalled until an operator retries or skips it");
+        self.set(|s| {
+            s.state = SinkState::Stalled;
+            s.stalled_lsn = Some(bad.lsn);
+            s.last_error = Some(reason.to_owned());
+        });
+        let cmd = tokio::select! {
+            c = self.commands.recv() => c?,
+            _ = self.stop.changed() => return None,
+        };
+        self.set(|s| {
+            s.state = SinkState::Delivering;
+            s.stalled_lsn = None;
+        });
+        Some(cmd)
+    }
+
+    fn delivered(&self, batch: &[Delivery], took: Duration) {
+        let n = batch.len() as u64;
+        let bytes: usize = batch.iter().map(|d| d.body.len()).sum();
+        let inst = n as f64 / took.as_secs_f64().max(1e-6);
+        self.set(|s| {
+            s.delivered += n;
+            s.delivered_bytes += bytes as u64;
+            s.last_delivery_ms = Some(now_ms());
+            s.last_error = None;
+            s.rate = if s.rate == 0.0 {
+                inst
+            } else {
+                s.rate * 0.8 + inst * 0.2
+            };
+        });
+    }
+
+    /// Holds delivery to the sink's byte-rate cap.
+    async fn throttle(&mut self, bytes: usize) {
+        let cap = self.def.rate_limit_bytes_per_sec;
+        if cap > 0 {
+            let d = Duration::from_secs_f64(bytes as f64 / cap as f64);
+            self.pause(d).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jittered_and_caps_at_five_seconds() {
+        for attempt in 0..20 {
+            let d = backoff(attempt);
+            assert!(d <= BACKOFF_CAP, "{d:?}");
+            assert!(d >= BACKOFF_FIRST / 2, "{d:?}");
+        }
+        assert!(backoff(10) >= BACKOFF_CAP / 2);
+    }
+}
