@@ -61,6 +61,7 @@ async fn about() -> Json<Value> {
         "build": option_env!("PEAT_GATEWAY_BUILD_ID"),
         "target": format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
         "features": features,
+        "sink_types": super::sink_body::BUILT_TYPES,
         "ui": {"embedded_files": ui_files, "embedded_gzip_bytes": ui_bytes},
     }))
 }

@@ -16,7 +16,7 @@ use crate::identity::oidc::{IdpConfig, IdpInfo};
 use crate::identity::rules::{self, Condition, NoMatch, Op, Rule, Verdict};
 use crate::mesh::{MeshTier, Permissions};
 use crate::secret::Secret;
-use crate::tenant::{Need, TenantError};
+use crate::tenant::{Need, Role, TenantError};
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
     let manage = Access::Org(Need::Manage);
@@ -49,7 +49,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
     .post(
         "/orgs/{org_id}/policy-rules/evaluate",
         evaluate,
-        doc("What a set of claims would get: `{claims, app_id?}`", read, None, 200),
+        doc("What claims would get as a device (tier, permissions) and at sign-in (role): `{claims | token, app_id?}`; a token is verified and its claims evaluated either way", read, None, 200),
     )
     .get("/orgs/{org_id}/identity-settings", get_settings, doc("What claims get when no rule matches", read, None, 200))
     .put(
@@ -83,7 +83,9 @@ fn rule_schema() -> Value {
         "tier": {"type": "string", "default": "Edge"},
         "permissions": {"type": "array", "items": {"type": "string"}, "default": ["STANDARD"]},
         "formations": {"type": "array", "items": {"type": "string"}},
-        "description": {"type": "string"}}})
+        "description": {"type": "string"},
+        "role": {"type": "string", "enum": ["viewer", "operator", "org-admin"],
+            "description": "the org role single sign-on to the UI grants these claims; absent: the rule admits devices only"}}})
 }
 
 #[derive(Deserialize)]
@@ -240,6 +242,8 @@ struct RuleIn {
     formations: Vec<String>,
     #[serde(default)]
     description: String,
+    /// The org role single sign-on grants (viewer, operator, org-admin).
+    role: Option<String>,
 }
 
 fn rule_json(r: &Rule) -> Value {
@@ -247,7 +251,7 @@ fn rule_json(r: &Rule) -> Value {
         "rule_id": r.rule_id, "priority": r.priority, "effect": if r.deny { "deny" } else { "allow" },
         "conditions": r.conditions.iter().map(|c| json!({"claim": c.claim, "op": c.op.name(), "value": c.value})).collect::<Vec<_>>(),
         "tier": r.tier.name(), "permissions": r.permissions.names(), "formations": r.formations,
-        "description": r.description,
+        "description": r.description, "role": r.role.map(Role::name),
     })
 }
 
@@ -295,6 +299,13 @@ async fn create_rule(
         )?,
         formations: b.formations,
         description: b.description,
+        role: match b.role.as_deref() {
+            None => None,
+            Some(name) => Some(
+                Role::from_name(name)
+                    .ok_or_else(|| TenantError::invalid("role", "viewer, operator or org-admin"))?,
+            ),
+        },
     };
     let rule = rules::create(&s.tenancy, &scope, rule).await?;
     Ok((StatusCode::CREATED, Json(rule_json(&rule))))
@@ -327,7 +338,10 @@ async fn delete_rule(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EvaluateIn {
-    claims: Value,
+    /// Claims as JSON, or
+    claims: Option<Value>,
+    /// a token the org's providers verify (its claims are evaluated either way).
+    token: Option<crate::secret::Secret>,
     app_id: Option<String>,
 }
 
@@ -340,25 +354,58 @@ async fn evaluate(
     let scope = s
         .scope(&p, &ids, Need::Read, "evaluate claim rules")
         .await?;
-    if !b.claims.is_object() {
+    let (claims, token) = match (b.claims, b.token) {
+        (Some(c), None) => (c, None),
+        (None, Some(t)) => {
+            let verdict = s
+                .authority
+                .oidc()
+                .verify(scope.org_id(), t.expose())
+                .await?;
+            let claims = crate::identity::oidc::unverified_claims(t.expose()).ok_or_else(|| {
+                TenantError::invalid(
+                    "token",
+                    "is not a JWT (three base64url parts, a JSON payload)",
+                )
+            })?;
+            let report = match verdict {
+                Ok(id) => json!({"verified": true, "issuer": id.issuer, "subject": id.subject}),
+                Err(reason) => json!({"verified": false, "reason": reason}),
+            };
+            (claims, Some(report))
+        }
+        _ => {
+            return Err(TenantError::invalid("claims", "give either claims or token").into());
+        }
+    };
+    if !claims.is_object() {
         return Err(TenantError::invalid("claims", "must be a JSON object").into());
     }
     let list = rules::list(&s.tenancy, &scope).await?;
     let no_match = rules::get_no_match(&s.tenancy, &scope).await?;
-    Ok(Json(
-        match rules::evaluate(&list, &b.claims, b.app_id.as_deref(), no_match) {
-            Verdict::Allow {
-                tier,
-                permissions,
-                rule_id,
-            } => json!({
-            "decision": "allow", "rule_id": rule_id, "tier": tier.name(),
-            "permissions": permissions.names(), "permission_bits": permissions.bits()}),
-            Verdict::Deny { reason, rule_id } => {
-                json!({"decision": "deny", "rule_id": rule_id, "reason": reason})
-            }
-        },
-    ))
+    let mut out = match rules::evaluate(&list, &claims, b.app_id.as_deref(), no_match) {
+        Verdict::Allow {
+            tier,
+            permissions,
+            rule_id,
+        } => json!({
+        "decision": "allow", "rule_id": rule_id, "tier": tier.name(),
+        "permissions": permissions.names(), "permission_bits": permissions.bits()}),
+        Verdict::Deny { reason, rule_id } => {
+            json!({"decision": "deny", "rule_id": rule_id, "reason": reason})
+        }
+    };
+    out["sign_in"] = match rules::sign_in_role(&list, &claims) {
+        Ok((role, rule_id)) => {
+            json!({"decision": "allow", "role": role.name(), "rule_id": rule_id})
+        }
+        Err(reason) => json!({"decision": "deny", "reason": reason}),
+    };
+    if let Some(t) = token {
+        out["token"] = t;
+        out["claims"] = claims;
+    }
+    Ok(Json(out))
 }
 
 fn no_match_json(n: &NoMatch) -> Value {

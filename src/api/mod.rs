@@ -28,6 +28,7 @@ mod session;
 mod sink_body;
 mod sinks;
 mod sources;
+mod sso;
 mod stack;
 mod state;
 mod streams;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
     let book = authority::routes(book);
     let book = identity::routes(book);
     let book = session::routes(book);
+    let book = sso::routes(book);
     let (routes, openapi) = book.finish(env!("CARGO_PKG_VERSION"));
     let state = state.with_openapi(openapi);
     let routes = routes.merge(ui::routes(&state));

@@ -106,16 +106,17 @@ struct NatsBody {
     client_key_pem: Option<crate::secret::Secret>,
 }
 
-/// The sink types this build has.
-const BUILT: &str = if cfg!(all(feature = "redis", feature = "kafka")) {
-    "File, Nats, Mqtt, Webhook, RedisStreams or Kafka"
-} else if cfg!(feature = "redis") {
-    "File, Nats, Mqtt, Webhook or RedisStreams"
-} else if cfg!(feature = "kafka") {
-    "File, Nats, Mqtt, Webhook or Kafka"
-} else {
-    "File, Nats, Mqtt or Webhook"
-};
+/// The sink types this build has, as `sink_type` names them.
+pub(crate) const BUILT_TYPES: &[&str] = &[
+    "File",
+    "Nats",
+    "Mqtt",
+    "Webhook",
+    #[cfg(feature = "redis")]
+    "RedisStreams",
+    #[cfg(feature = "kafka")]
+    "Kafka",
+];
 
 /// The upstream shape `{"<Type>": {…}}`; types this binary lacks are refused, never accepted
 /// and dropped.
@@ -273,12 +274,17 @@ pub(super) fn spec_of(
         }
         #[cfg(not(feature = "redis"))]
         "RedisStreams" => Err(invalid(format!(
-            "the {kind} sink is not built into this binary; use {BUILT}"
+            "the {kind} sink is not built into this binary; use {}",
+            BUILT_TYPES.join(", ")
         ))),
         #[cfg(not(feature = "kafka"))]
         "Kafka" => Err(invalid(format!(
-            "the {kind} sink is not built into this binary; use {BUILT}"
+            "the {kind} sink is not built into this binary; use {}",
+            BUILT_TYPES.join(", ")
         ))),
-        other => Err(invalid(format!("unknown sink type '{other}'; use {BUILT}"))),
+        other => Err(invalid(format!(
+            "unknown sink type '{other}'; use {}",
+            BUILT_TYPES.join(", ")
+        ))),
     }
 }

@@ -49,6 +49,16 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
             ok: 200,
         },
     )
+    .post(
+        "/orgs/{org_id}/formations/{app_id}/source/reconcile",
+        reconcile,
+        Doc {
+            summary: "Reconcile with the node now (list every document, append what differs); 409 while the link is down",
+            access: Access::Org(Need::Operate),
+            body: None,
+            ok: 202,
+        },
+    )
     .put(
         GRANTS,
         put_grants,
@@ -188,6 +198,27 @@ async fn get_source(
     let scope = s.scope(&p, &ids, Need::Read, "read sources").await?;
     let d = s.tenancy.get_source(&scope, ids.second()).await?;
     Ok(Json(view(&s, &d)))
+}
+
+async fn reconcile(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    ids: Ids,
+) -> Result<StatusCode, ApiError> {
+    let scope = s
+        .scope(&p, &ids, Need::Operate, "reconcile sources")
+        .await?;
+    // The binding must exist in this org: another org's formation answers 404.
+    s.tenancy.get_source(&scope, ids.second()).await?;
+    if s.sources.reconcile_now(ids.org(), ids.second()) {
+        Ok(StatusCode::ACCEPTED)
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_connected",
+            "the node link is not up; the gateway reconciles as soon as it connects",
+        ))
+    }
 }
 
 async fn delete_source(

@@ -45,6 +45,8 @@ pub struct AppState {
     pub(crate) public_detail: bool,
     /// A node link that is down makes `/ready` 503.
     pub(crate) ready_requires_nodes: bool,
+    /// Single sign-on flows in progress and sessions waiting for their browser.
+    pub(crate) sso: super::sso::Flows,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             streams: super::streams::StreamBudget::new(4, 64),
             public_detail: false,
             ready_requires_nodes: false,
+            sso: Default::default(),
         }
     }
 

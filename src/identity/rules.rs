@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::mesh::{MeshTier, Permissions};
 use crate::store::{keys, IdentitySettingsRecord, Reader, RuleRecord, Table};
-use crate::tenant::{load_org, now_ms, random_token_id, OrgScope, Tenancy, TenantError};
+use crate::tenant::{load_org, now_ms, random_token_id, OrgScope, Role, Tenancy, TenantError};
 
 /// Most rules one org may hold.
 pub const MAX_RULES: usize = 500;
@@ -90,6 +90,8 @@ pub struct Rule {
     /// Empty: every formation of the org.
     pub formations: Vec<String>,
     pub description: String,
+    /// The org role a single sign-on with these claims gets; `None`: no sign-in from this rule.
+    pub role: Option<Role>,
 }
 
 /// What the claims get.
@@ -204,6 +206,26 @@ pub fn evaluate(rules: &[Rule], claims: &Value, app: Option<&str>, no_match: NoM
     }
 }
 
+/// The org role single sign-on grants these claims: the first deny rule or rule with a role
+/// (by priority, then id) decides; rules without a role only admit devices, and no match
+/// signs nobody in (the org's no-match setting is for devices).
+pub fn sign_in_role(rules: &[Rule], claims: &Value) -> Result<(Role, String), String> {
+    let mut ordered: Vec<&Rule> = rules
+        .iter()
+        .filter(|r| r.deny || r.role.is_some())
+        .collect();
+    ordered.sort_by(|a, b| (a.priority, &a.rule_id).cmp(&(b.priority, &b.rule_id)));
+    for r in ordered {
+        if r.conditions.iter().all(|c| c.matches(claims)) {
+            return match (r.deny, r.role) {
+                (false, Some(role)) if role != Role::Ingest => Ok((role, r.rule_id.clone())),
+                _ => Err(format!("claim rule {} denies this identity", r.rule_id)),
+            };
+        }
+    }
+    Err("no claim rule with a role matches this identity; an org-admin adds one (claim rules, `role`)".into())
+}
+
 pub(crate) fn to_record(r: &Rule, created_at_ms: u64) -> RuleRecord {
     RuleRecord {
         rule_id: r.rule_id.clone(),
@@ -219,6 +241,7 @@ pub(crate) fn to_record(r: &Rule, created_at_ms: u64) -> RuleRecord {
         formations: r.formations.clone(),
         description: r.description.clone(),
         created_at_ms,
+        role: r.role.map(Role::to_byte),
     }
 }
 
@@ -246,7 +269,17 @@ pub(crate) fn from_record(r: &RuleRecord) -> Result<Rule, TenantError> {
         permissions: Permissions::from_wire(r.permissions),
         formations: r.formations.clone(),
         description: r.description.clone(),
+        role: match r.role {
+            None => None,
+            Some(b) => Some(Role::from_byte(b).ok_or_else(bad)?),
+        },
     })
+}
+
+/// The org's rules, for a sign-in (no caller scope yet: the provider vouched for the claims).
+pub async fn of_org(tenancy: &Tenancy, org: &str) -> Result<Vec<Rule>, TenantError> {
+    let org = org.to_owned();
+    tenancy.store().read(move |r| load_all(r, &org)).await
 }
 
 pub(crate) fn load_all(r: &impl Reader, org: &str) -> Result<Vec<Rule>, TenantError> {
@@ -299,7 +332,17 @@ fn validate(r: &Rule) -> Result<(), TenantError> {
     if r.description.len() > 256 {
         return Err(TenantError::invalid("description", "at most 256 bytes"));
     }
-    Ok(())
+    match (r.deny, r.role) {
+        (_, Some(Role::Ingest)) => Err(TenantError::invalid(
+            "role",
+            "viewer, operator or org-admin (ingest tokens cannot sign in)",
+        )),
+        (true, Some(_)) => Err(TenantError::invalid(
+            "role",
+            "a deny rule grants no role; leave it out",
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub async fn create(
@@ -441,7 +484,98 @@ mod tests {
             permissions: Permissions::STANDARD,
             formations: vec![],
             description: String::new(),
+            role: None,
         }
+    }
+
+    #[test]
+    fn sign_in_takes_the_first_rule_with_a_role_or_a_deny() {
+        let mut device_only = rule("a-device", 1, false, vec![("sub", Op::Exists, json!(null))]);
+        device_only.tier = MeshTier::Edge;
+        let banned = rule(
+            "b-banned",
+            5,
+            true,
+            vec![("groups", Op::Contains, json!("banned"))],
+        );
+        let mut ops = rule(
+            "c-ops",
+            10,
+            false,
+            vec![("groups", Op::Contains, json!("kit-operators"))],
+        );
+        ops.role = Some(Role::Operator);
+        let mut lead = rule(
+            "d-lead",
+            20,
+            false,
+            vec![("groups", Op::Contains, json!("kit-leads"))],
+        );
+        lead.role = Some(Role::OrgAdmin);
+        let rules = vec![lead, ops, banned, device_only];
+        // A device rule matching first grants no sign-in; the operator rule decides.
+        let op = json!({"sub": "ana", "groups": ["kit-operators", "kit-leads"]});
+        assert_eq!(
+            sign_in_role(&rules, &op),
+            Ok((Role::Operator, "c-ops".into()))
+        );
+        let lead_only = json!({"sub": "bo", "groups": ["kit-leads"]});
+        assert_eq!(
+            sign_in_role(&rules, &lead_only),
+            Ok((Role::OrgAdmin, "d-lead".into()))
+        );
+        let denied = json!({"sub": "cy", "groups": ["kit-operators", "banned"]});
+        assert!(sign_in_role(&rules, &denied).is_err_and(|e| e.contains("b-banned")));
+        // Matching only a device rule (or nothing) signs nobody in, whatever the no-match setting.
+        assert!(sign_in_role(&rules, &json!({"sub": "dee", "groups": []})).is_err());
+    }
+
+    #[test]
+    fn a_rule_grants_no_ingest_role_and_a_deny_rule_no_role_at_all() {
+        let mut r = rule("x", 1, false, vec![("sub", Op::Exists, json!(null))]);
+        r.role = Some(Role::Ingest);
+        assert!(validate(&r).is_err());
+        r.role = Some(Role::Viewer);
+        assert!(validate(&r).is_ok());
+        r.deny = true;
+        assert!(validate(&r).is_err());
+    }
+
+    #[test]
+    fn a_version_1_rule_record_reads_as_granting_no_sign_in() {
+        use crate::store::Record;
+        #[derive(serde::Serialize)]
+        struct V1 {
+            rule_id: String,
+            priority: u32,
+            deny: bool,
+            conditions: Vec<(String, u8, String)>,
+            tier: u8,
+            permissions: u8,
+            formations: Vec<String>,
+            description: String,
+            created_at_ms: u64,
+        }
+        let v1 = V1 {
+            rule_id: "old".into(),
+            priority: 7,
+            deny: false,
+            conditions: vec![("groups".into(), 1, "\"field-ops\"".into())],
+            tier: MeshTier::Edge.to_byte(),
+            permissions: Permissions::STANDARD.bits(),
+            formations: vec!["mesh".into()],
+            description: "from before sign-in".into(),
+            created_at_ms: 5,
+        };
+        let mut bytes = vec![1u8];
+        bytes.extend(postcard::to_allocvec(&v1).unwrap());
+        let rec = RuleRecord::decode(&bytes).unwrap();
+        let r = from_record(&rec).unwrap();
+        assert_eq!((r.rule_id.as_str(), r.priority, r.role), ("old", 7, None));
+        assert_eq!(r.conditions[0].value, json!("field-ops"));
+        // Written back, it is the current version and reads the same.
+        let again = RuleRecord::decode(&to_record(&r, 5).encode().unwrap()).unwrap();
+        assert_eq!(from_record(&again).unwrap(), r);
     }
 
     #[test]

@@ -306,11 +306,45 @@ pub struct RuleRecord {
     pub formations: Vec<String>,
     pub description: String,
     pub created_at_ms: u64,
+    /// The org role a single sign-on with matching claims gets (`Role` byte); `None`: this
+    /// rule grants no sign-in.
+    pub role: Option<u8>,
+}
+
+#[derive(Deserialize)]
+struct RuleRecordV1 {
+    rule_id: String,
+    priority: u32,
+    deny: bool,
+    conditions: Vec<(String, u8, String)>,
+    tier: u8,
+    permissions: u8,
+    formations: Vec<String>,
+    description: String,
+    created_at_ms: u64,
 }
 
 impl Record for RuleRecord {
     const KIND: &'static str = "rule";
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        match bytes.first() {
+            Some(1) => decode_body::<RuleRecordV1>(Self::KIND, &bytes[1..]).map(|v| Self {
+                rule_id: v.rule_id,
+                priority: v.priority,
+                deny: v.deny,
+                conditions: v.conditions,
+                tier: v.tier,
+                permissions: v.permissions,
+                formations: v.formations,
+                description: v.description,
+                created_at_ms: v.created_at_ms,
+                role: None,
+            }),
+            _ => decode_current(bytes),
+        }
+    }
 }
 
 /// What an org's claims get when no rule matches.

@@ -116,6 +116,86 @@ pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
     /// Pass as `before` to get the next (older) page; `None` at the start of the log.
     pub next_before: Option<u64>,
+    /// Records read to fill the page (more than its length when a filter skipped some).
+    pub scanned: usize,
+}
+
+/// Which entries a page keeps: `actor` anywhere in the actor id, `action` as its prefix
+/// (`sink.` for every sink action), both case-insensitive.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+}
+
+impl Filter {
+    fn keeps(&self, r: &AuditRecord) -> bool {
+        let actor = self
+            .actor
+            .as_deref()
+            .is_none_or(|a| r.actor_id.to_lowercase().contains(&a.to_lowercase()));
+        let action = self
+            .action
+            .as_deref()
+            .is_none_or(|a| r.action.to_lowercase().starts_with(&a.to_lowercase()));
+        actor && action
+    }
+}
+
+/// Most records one filtered page reads before answering with what it found.
+const SCAN_CAP: usize = 20_000;
+
+/// Fills a page from `next(before, n)`, which yields up to `n` records older than `before`,
+/// newest first.
+fn page_of(
+    limit: usize,
+    before: Option<u64>,
+    filter: &Filter,
+    mut next: impl FnMut(Option<u64>, usize) -> Result<Vec<AuditRecord>, TenantError>,
+) -> Result<AuditPage, TenantError> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let mut entries = Vec::with_capacity(limit);
+    let mut cursor = before;
+    let mut scanned = 0;
+    loop {
+        let left = limit - entries.len();
+        // A filter may skip most records: read in larger steps then.
+        let want = if filter.actor.is_none() && filter.action.is_none() {
+            left
+        } else {
+            left.clamp(64, MAX_PAGE)
+        };
+        let batch = next(cursor, want)?;
+        let ended = batch.len() < want;
+        for rec in batch {
+            scanned += 1;
+            cursor = Some(rec.seq);
+            if filter.keeps(&rec) {
+                entries.push(AuditEntry::from(rec));
+                if entries.len() == limit {
+                    return Ok(AuditPage {
+                        entries,
+                        next_before: cursor,
+                        scanned,
+                    });
+                }
+            }
+        }
+        if ended {
+            return Ok(AuditPage {
+                entries,
+                next_before: None,
+                scanned,
+            });
+        }
+        if scanned >= SCAN_CAP {
+            return Ok(AuditPage {
+                entries,
+                next_before: cursor,
+                scanned,
+            });
+        }
+    }
 }
 
 pub(crate) fn list_for_org(
@@ -123,28 +203,22 @@ pub(crate) fn list_for_org(
     org_uid: &[u8; 16],
     before: Option<u64>,
     limit: usize,
+    filter: &Filter,
 ) -> Result<AuditPage, TenantError> {
-    let limit = limit.clamp(1, MAX_PAGE);
-    let bound = before.map(|b| keys::audit_by_org(org_uid, b));
-    let idx = r.scan_rev(Table::AuditByOrg, org_uid, bound.as_deref(), limit)?;
-    let mut entries = Vec::with_capacity(idx.len());
-    for (k, _) in &idx {
-        let seq = keys::audit_seq_of(k).ok_or(StoreError::Decode {
-            kind: "audit index",
-            reason: "short key",
-        })?;
-        if let Some(rec) = r.get::<AuditRecord>(Table::Audit, &keys::audit(seq))? {
-            entries.push(AuditEntry::from(rec));
+    page_of(limit, before, filter, |before, n| {
+        let bound = before.map(|b| keys::audit_by_org(org_uid, b));
+        let idx = r.scan_rev(Table::AuditByOrg, org_uid, bound.as_deref(), n)?;
+        let mut out = Vec::with_capacity(idx.len());
+        for (k, _) in &idx {
+            let seq = keys::audit_seq_of(k).ok_or(StoreError::Decode {
+                kind: "audit index",
+                reason: "short key",
+            })?;
+            if let Some(rec) = r.get::<AuditRecord>(Table::Audit, &keys::audit(seq))? {
+                out.push(rec);
+            }
         }
-    }
-    let next_before = if idx.len() == limit {
-        entries.last().map(|e| e.seq)
-    } else {
-        None
-    };
-    Ok(AuditPage {
-        entries,
-        next_before,
+        Ok(out)
     })
 }
 
@@ -153,26 +227,14 @@ pub(crate) fn list_all(
     r: &impl Reader,
     before: Option<u64>,
     limit: usize,
+    filter: &Filter,
 ) -> Result<AuditPage, TenantError> {
-    let limit = limit.clamp(1, MAX_PAGE);
-    let bound = before.map(keys::audit);
-    let rows = r.scan_rev(Table::Audit, b"", bound.as_deref(), limit)?;
-    let entries = rows
-        .iter()
-        .map(|(_, v)| {
-            Ok(AuditEntry::from(
-                <AuditRecord as crate::store::Record>::decode(v)?,
-            ))
-        })
-        .collect::<Result<Vec<_>, TenantError>>()?;
-    let next_before = if rows.len() == limit {
-        entries.last().map(|e| e.seq)
-    } else {
-        None
-    };
-    Ok(AuditPage {
-        entries,
-        next_before,
+    page_of(limit, before, filter, |before, n| {
+        let bound = before.map(keys::audit);
+        r.scan_rev(Table::Audit, b"", bound.as_deref(), n)?
+            .iter()
+            .map(|(_, v)| Ok(<AuditRecord as crate::store::Record>::decode(v)?))
+            .collect()
     })
 }
 
@@ -385,7 +447,7 @@ mod tests {
                     }
                 );
                 let page = s
-                    .read(|r| list_for_org(r, &[1; 16], None, 100))
+                    .read(|r| list_for_org(r, &[1; 16], None, 100, &Filter::default()))
                     .await
                     .unwrap();
                 assert_eq!(page.entries.len(), 5, "the org index went with them");
@@ -440,23 +502,89 @@ mod tests {
                     }
                 );
                 let p1 = s
-                    .read(|r| list_for_org(r, &[1; 16], None, 2))
+                    .read(|r| list_for_org(r, &[1; 16], None, 2, &Filter::default()))
                     .await
                     .unwrap();
                 let seqs: Vec<u64> = p1.entries.iter().map(|e| e.seq).collect();
                 assert_eq!(seqs, [5, 4]);
                 assert_eq!(p1.next_before, Some(4));
                 let p3 = s
-                    .read(|r| list_for_org(r, &[1; 16], Some(2), 10))
+                    .read(|r| list_for_org(r, &[1; 16], Some(2), 10, &Filter::default()))
                     .await
                     .unwrap();
                 assert_eq!(p3.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
                 assert_eq!(p3.next_before, None);
                 let other = s
-                    .read(|r| list_for_org(r, &[2; 16], None, 10))
+                    .read(|r| list_for_org(r, &[2; 16], None, 10, &Filter::default()))
                     .await
                     .unwrap();
                 assert_eq!(other.entries.len(), 2);
+                s.shutdown().await;
+            })
+        });
+    }
+
+    #[test]
+    fn filters_keep_matching_entries_across_pages_and_say_where_to_go_on() {
+        with_store(|s| {
+            Box::pin(async move {
+                for i in 0..300u32 {
+                    s.write(move |t| -> Result<(), StoreError> {
+                        let a = Actor {
+                            id: if i % 3 == 0 {
+                                format!("token:ab{i}")
+                            } else {
+                                "admin".into()
+                            },
+                            role: "org-admin",
+                        };
+                        let action = if i % 10 == 0 {
+                            "sink.create"
+                        } else {
+                            "org.update"
+                        };
+                        let target = format!("org/acme/{i}");
+                        append(
+                            t,
+                            Event {
+                                org: Some(("acme", [1; 16])),
+                                actor: &a,
+                                action,
+                                target: &target,
+                                outcome: "ok",
+                            },
+                        )?;
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+                }
+                let sinks = Filter {
+                    actor: None,
+                    action: Some("SINK.".into()),
+                };
+                let p = s
+                    .read(move |r| list_for_org(r, &[1; 16], None, 20, &sinks))
+                    .await
+                    .unwrap();
+                // Every tenth record (i = 290, 280, …, 0 → seq i + 1), all 30 fit in one page of 20 + rest.
+                assert_eq!(p.entries.len(), 20);
+                assert!(p.entries.iter().all(|e| e.action == "sink.create"));
+                assert_eq!(p.entries[0].seq, 291);
+                assert_eq!(p.next_before, Some(p.entries[19].seq));
+                let both = Filter {
+                    actor: Some("token:AB".into()),
+                    action: Some("sink.".into()),
+                };
+                let after = p.next_before;
+                let rest = s
+                    .read(move |r| list_for_org(r, &[1; 16], after, 100, &both))
+                    .await
+                    .unwrap();
+                // i divisible by 30 and older than the first page's end: i = 90, 60, 30, 0.
+                let seqs: Vec<u64> = rest.entries.iter().map(|e| e.seq).collect();
+                assert_eq!(seqs, [91, 61, 31, 1]);
+                assert_eq!(rest.next_before, None, "the start of the log");
                 s.shutdown().await;
             })
         });

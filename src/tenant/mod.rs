@@ -23,6 +23,7 @@ mod orgs;
 mod principal;
 mod rekey;
 mod service;
+mod sessions;
 mod sink_codec;
 mod sink_spec;
 mod sinks;
@@ -30,7 +31,9 @@ mod sources;
 mod tokens;
 
 pub(crate) use audit::{append as audit_append, Event as AuditEvent};
-pub use audit::{AuditEntry, AuditPage, ChainReport, Retention as AuditRetention};
+pub use audit::{
+    AuditEntry, AuditPage, ChainReport, Filter as AuditFilter, Retention as AuditRetention,
+};
 pub use clock::now_ms;
 pub use error::TenantError;
 pub use formations::{CredentialsExport, Formation, NewFormation};
@@ -42,6 +45,7 @@ pub use principal::{Actor, Need, OrgScope, Principal, Role};
 pub use rekey::RewrapReport;
 pub(crate) use service::{random_secret, token_hash};
 pub use service::{AdminAuth, AdminBootstrap, Tenancy};
+pub use sessions::{session_of, SessionInfo, SignIn, SESSION_TTL_MS};
 pub use sinks::{
     parse_mqtt_url, split_password, with_password, MqttAddr, NewSink, SinkDef, SinkPatch,
     SinkSecrets, SinkSpec, SinkStart,

@@ -118,8 +118,9 @@ impl Principal {
                 role: "admin",
             },
             Principal::Org { token_id, role, .. } => Actor {
-                // A client certificate names itself (`x509:<cn>`); tokens by their id.
-                id: if token_id.starts_with("x509:") {
+                // A client certificate (`x509:<cn>`) and a session (`sso:<subject>/<id>`)
+                // name themselves; tokens go by their id.
+                id: if token_id.starts_with("x509:") || token_id.starts_with("sso:") {
                     token_id.clone()
                 } else {
                     format!("token:{token_id}")

@@ -40,6 +40,8 @@ pub struct Tenancy {
     pub(crate) networks: super::network::NetworkCache,
     /// Every org's egress grant, as last written.
     pub(crate) egress: crate::egress::Policies,
+    /// Sign-in sessions after single sign-on; this process's only.
+    pub(crate) sessions: super::sessions::Sessions,
 }
 
 const TOKEN_LABEL: &[u8] = b"peat-gateway:token:v1";
@@ -73,6 +75,7 @@ impl Tenancy {
             admin,
             networks: Default::default(),
             egress: Default::default(),
+            sessions: Default::default(),
         }
     }
 
@@ -183,6 +186,9 @@ impl Tenancy {
     pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, TenantError> {
         if let Some(token) = bearer.filter(|t| t.starts_with(ORG_TOKEN_PREFIX)) {
             return self.authenticate_org_token(token).await;
+        }
+        if let Some(token) = bearer.filter(|t| t.starts_with(super::sessions::SESSION_PREFIX)) {
+            return self.authenticate_session(token);
         }
         match (self.admin, bearer) {
             (AdminAuth::Open, _) => Ok(Principal::Admin { dev_open: true }),

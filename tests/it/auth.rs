@@ -31,6 +31,10 @@ enum Rule {
     OrgPathAdminOnly,
     /// Any valid token; the answer names the caller alone.
     AnyToken,
+    /// Single sign-on steps: unauthenticated, the same refusal for everyone until a flow runs.
+    SignIn,
+    /// The caller's own sign-in session: any valid token, refused unless it is a session.
+    OwnSession,
 }
 
 const READ: &[&str] = &["org-admin", "operator", "viewer"];
@@ -42,6 +46,13 @@ fn expectation(method: &str, path: &str) -> Rule {
     match (method, path) {
         (_, "/health" | "/ready" | "/metrics" | "/openapi.json" | "/about") => Rule::Public,
         ("get", "/whoami") => Rule::AnyToken,
+        (_, "/sso/start" | "/sso/callback" | "/sso/session") => Rule::SignIn,
+        ("delete", "/session") => Rule::OwnSession,
+        ("get", "/orgs/{org_id}/sessions") => Rule::Org(MANAGE),
+        ("delete", "/orgs/{org_id}/sessions/{session_id}") => Rule::Org(MANAGE),
+        ("post", "/orgs/{org_id}/formations/{app_id}/source/reconcile") => Rule::Org(OPERATE),
+        ("get", "/orgs/{org_id}/audit/verify") => Rule::Org(MANAGE),
+        ("get", "/audit/verify") => Rule::Gateway,
         (
             _,
             "/orgs/{org_id}/formations/{app_id}/enroll"
@@ -129,6 +140,8 @@ fn expectation(method: &str, path: &str) -> Rule {
 fn harmless_body(method: &str, path: &str) -> Option<Value> {
     match (method, path) {
         ("post", "/orgs") => Some(json!({"org_id": "", "display_name": "x"})),
+        // No org of that name: the same answer as an org without single sign-on.
+        ("post", "/sso/start") => Some(json!({"org_id": "ghost"})),
         ("patch", "/orgs/{org_id}/sinks/{sink_id}") => Some(json!({"enabled": true})),
         ("post", "/orgs/{org_id}/sinks/{sink_id}/dead-letters") => Some(json!({"action": "nope"})),
         ("patch", "/orgs/{org_id}/idps/{idp_id}") => Some(json!({"enabled": true})),
@@ -230,7 +243,8 @@ async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking(
                     .replace("{enrollment_id}", "00000000000000000000000000000000")
                     .replace("{fingerprint}", &"0".repeat(64))
                     .replace("{idp_id}", "0000000000000000")
-                    .replace("{rule_id}", "0000000000000000");
+                    .replace("{rule_id}", "0000000000000000")
+                    .replace("{session_id}", "0000000000000000");
                 let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 let (status, body) = g
                     .call(m, &concrete, tok.as_deref(), harmless_body(method, path))
@@ -239,9 +253,22 @@ async fn every_route_answers_each_caller_as_the_role_table_says_without_leaking(
                 match (rule, who) {
                     (Rule::Public, _) => assert_eq!(status, 200, "{ctx}"),
                     (Rule::Device, _) => assert!([404, 415].contains(&status), "{ctx}"),
+                    (Rule::SignIn, _) => {
+                        assert!([303, 404].contains(&status), "{ctx}");
+                        if status == 404 {
+                            let code = error_code(&body);
+                            assert!(
+                                ["sso_not_configured", "no_sign_in_waiting"].contains(&code),
+                                "{ctx}"
+                            );
+                        }
+                    }
                     (_, Who::Nobody | Who::BadToken) => {
                         assert_eq!(status, 401, "{ctx}");
                         assert_eq!(error_code(&body), "unauthenticated", "{ctx}");
+                    }
+                    (Rule::OwnSession, _) => {
+                        assert_eq!((status, error_code(&body)), (409, "not_a_session"), "{ctx}")
                     }
                     (_, Who::Admin) => assert!(![401, 403].contains(&status), "{ctx}"),
                     (Rule::Gateway, _) => assert_eq!(status, 403, "{ctx}"),

@@ -57,6 +57,8 @@ struct Running {
     client: SidecarClient,
     health: Arc<Mutex<SourceHealth>>,
     stop: watch::Sender<bool>,
+    /// Wakes the loop to reconcile now (an operator asked).
+    reconcile: Arc<tokio::sync::Notify>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -161,7 +163,9 @@ impl Sources {
                 },
             );
             let (stop, stop_rx) = watch::channel(false);
+            let reconcile = Arc::new(tokio::sync::Notify::new());
             let capture = Capture {
+                reconcile: reconcile.clone(),
                 outbox: self.outbox.clone(),
                 tenancy: self.tenancy.clone(),
                 on_append: self.on_append.clone(),
@@ -178,6 +182,7 @@ impl Sources {
                     client,
                     health,
                     stop,
+                    reconcile,
                 },
             );
         }
@@ -189,6 +194,19 @@ impl Sources {
         lock(&self.running)
             .get(&(org.to_owned(), app.to_owned()))
             .map(|r| r.client.clone())
+    }
+
+    /// Asks the formation's capture loop to reconcile with its node now; `false` when the
+    /// link is not up (it reconciles on connecting anyway).
+    pub fn reconcile_now(&self, org: &str, app: &str) -> bool {
+        let running = lock(&self.running);
+        match running.get(&(org.to_owned(), app.to_owned())) {
+            Some(r) if lock(&r.health).connected => {
+                r.reconcile.notify_one();
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn health(&self, org: &str, app: &str) -> Option<SourceHealth> {
@@ -220,6 +238,7 @@ struct Capture {
     client: SidecarClient,
     health: Arc<Mutex<SourceHealth>>,
     stop: watch::Receiver<bool>,
+    reconcile: Arc<tokio::sync::Notify>,
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -324,6 +343,7 @@ impl Capture {
                     None => return Err(SourceError::Cut),
                 },
                 _ = reconcile_tick.tick() => self.reconcile().await?,
+                _ = self.reconcile.notified() => self.reconcile().await?,
                 _ = liveness.tick() => {
                     // A stopped node keeps its sockets open and says nothing: probe it.
                     let probe = tokio::time::timeout(LIVENESS_TIMEOUT, self.client.status()).await;

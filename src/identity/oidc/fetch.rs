@@ -43,7 +43,7 @@ pub(crate) fn client(
 }
 
 /// A URL whose host is an IP literal is checked here; names go through the resolver.
-fn literal_ok(egress: &crate::egress::Egress, url: &str) -> Result<(), String> {
+pub(super) fn literal_ok(egress: &crate::egress::Egress, url: &str) -> Result<(), String> {
     match url::Url::parse(url).ok().as_ref().and_then(url::Url::host) {
         Some(h) => egress.check_literal(&h),
         None => Ok(()),

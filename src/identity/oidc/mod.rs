@@ -5,6 +5,7 @@
 //! provider is configured for it (that path needs the provider online).
 
 mod fetch;
+pub mod sso;
 mod verify;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use crate::keys::RecordIdentity;
 use crate::store::{keys, IdpKeysRecord, IdpRecord, Reader, Table};
 use crate::tenant::{load_org, now_ms, random_token_id, OrgScope, Tenancy, TenantError};
 pub use fetch::check_url;
-pub use verify::looks_like_jwt;
+pub use verify::{looks_like_jwt, unverified_claims};
 
 /// Cached keys younger than this are used without asking the provider.
 const FRESH_MS: u64 = 3600 * 1000;
@@ -499,6 +500,51 @@ impl Oidc {
             .await
     }
 
+    /// The provider's sealed client secret, opened; `None` when it has none.
+    async fn client_secret(
+        &self,
+        org: &str,
+        rec: &IdpRecord,
+    ) -> Result<Option<Zeroizing<String>>, TenantError> {
+        let (o, id) = (org.to_owned(), rec.idp_id.clone());
+        let sealed = self
+            .tenancy
+            .store()
+            .read(move |r| {
+                Ok::<_, TenantError>(r.get_raw(Table::Sealed, &keys::sealed(&o, SECRET_APP, &id))?)
+            })
+            .await?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let secret = self
+            .tenancy
+            .keyring()
+            .open(secret_identity(org, &rec.idp_id), &sealed)
+            .await?;
+        Ok(Some(Zeroizing::new(
+            String::from_utf8_lossy(&secret).into_owned(),
+        )))
+    }
+
+    /// The org's enabled providers that can sign operators in (they have a client id), by id.
+    async fn sign_in_providers(&self, org: &str) -> Result<Vec<IdpRecord>, TenantError> {
+        let o = org.to_owned();
+        let mut idps: Vec<IdpRecord> = self
+            .tenancy
+            .store()
+            .read(move |r| {
+                r.scan(Table::Idps, &keys::org_prefix(&o), None, MAX_IDPS)?
+                    .iter()
+                    .map(|(_, v)| Ok(<IdpRecord as crate::store::Record>::decode(v)?))
+                    .collect::<Result<Vec<_>, TenantError>>()
+            })
+            .await?;
+        idps.retain(|i| i.enabled && i.client_id.is_some());
+        idps.sort_by(|a, b| a.idp_id.cmp(&b.idp_id));
+        Ok(idps)
+    }
+
     async fn introspect(
         &self,
         org: &str,
@@ -513,24 +559,12 @@ impl Oidc {
                 "introspection is configured without client credentials".into(),
             ));
         };
-        let (o, id) = (org.to_owned(), rec.idp_id.clone());
-        let sealed = self
-            .tenancy
-            .store()
-            .read(move |r| {
-                Ok::<_, TenantError>(r.get_raw(Table::Sealed, &keys::sealed(&o, SECRET_APP, &id))?)
-            })
+        let secret = self
+            .client_secret(org, rec)
             .await?
             .ok_or(TenantError::NotFound {
                 what: "identity provider client secret",
             })?;
-        let secret = self
-            .tenancy
-            .keyring()
-            .open(secret_identity(org, &rec.idp_id), &sealed)
-            .await?;
-        let secret = String::from_utf8_lossy(&secret).into_owned();
-        let secret = Zeroizing::new(secret);
         let cache = match self.cached(org, &rec.idp_id).await? {
             Some(c) if c.introspection_endpoint.is_some() => Some(c),
             _ => self.refresh(org, rec, false).await?,
