@@ -43,7 +43,7 @@ async fn health() -> Json<Value> {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
-async fn about() -> Json<Value> {
+async fn about(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Json<Value> {
     let features: Vec<&str> = [
         ("tpm", cfg!(feature = "tpm")),
         ("redis", cfg!(feature = "redis")),
@@ -63,6 +63,14 @@ async fn about() -> Json<Value> {
         "features": features,
         "sink_types": super::sink_body::BUILT_TYPES,
         "ui": {"embedded_files": ui_files, "embedded_gzip_bytes": ui_bytes},
+        // Gateway-wide figures: the admin's (or everyone's with PEAT_PUBLIC_DETAIL).
+        "data_dir": if s.detail_for(&headers).await {
+            json!({"state_bytes": s.tenancy.store().file_bytes(),
+                "outbox_bytes": s.cdc.outbox().file_bytes(),
+                "free_bytes": s.tenancy.store().free_bytes()})
+        } else {
+            Value::Null
+        },
     }))
 }
 

@@ -188,6 +188,13 @@ impl Store {
         std::fs::metadata(&self.inner.path).map_or(0, |m| m.len())
     }
 
+    /// Free space for unprivileged writers on the file system holding the database.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let dir = self.inner.path.parent()?;
+        let st = rustix::fs::statvfs(dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     /// Compacts the file on the writer thread, between batches; readers wait meanwhile.
     /// Returns the file size before and after.
     pub async fn compact(&self) -> Result<(u64, u64), StoreError> {

@@ -2,55 +2,8 @@
 //! the API states them, no console errors, nothing requested off loopback. Screenshots land
 //! in `<target>/ui-screenshots/`.
 
-use crate::harness::browser::Browser;
+use crate::harness::browser::{clean, shoot, sign_in, Browser};
 use crate::harness::{Gateway, GatewayOpts, ADMIN};
-
-/// Desktop and 10-inch tablet viewports.
-const WIDTHS: [(&str, u32, u32); 2] = [("desktop", 1280, 900), ("tablet", 800, 1280)];
-
-async fn shoot(b: &Browser, screen: &str) {
-    for (name, w, h) in WIDTHS {
-        b.resize(w, h).await;
-        b.screenshot(&format!("{screen}-{name}")).await;
-    }
-    b.resize(1280, 900).await;
-}
-
-/// Chrome logs every 4xx answer as a console error; the API's refusals the UI shows are
-/// expected, a failed load of the UI's own files is not.
-fn api_refusal(msg: &str) -> bool {
-    msg.contains("Failed to load resource: the server responded with a status of 4")
-        && !msg.contains("/_/")
-}
-
-/// Opens the UI and signs in with `token`, waiting until the header names `who`.
-async fn sign_in(b: &Browser, g: &Gateway, token: &str, who: &str) {
-    b.goto(&format!("{}/_/", g.base())).await;
-    b.type_into("#token", &format!("{token}\n")).await;
-    b.wait_text("#who", who, 10).await;
-}
-
-async fn clean(b: &Browser) {
-    let errors: Vec<String> = b
-        .console_errors()
-        .await
-        .into_iter()
-        .filter(|e| !api_refusal(e))
-        .collect();
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    let urls = b.requested_urls().await;
-    assert!(
-        urls.iter().any(|u| u.contains("/_/app.js")),
-        "the request log records the page's loads: {urls:?}"
-    );
-    let off: Vec<String> = urls
-        .into_iter()
-        // The browser's own chrome:// pages are not network requests.
-        .filter(|u| u.starts_with("http") || u.starts_with("ws"))
-        .filter(|u| !u.starts_with("http://127.0.0.1:"))
-        .collect();
-    assert!(off.is_empty(), "requests off loopback: {off:?}");
-}
 
 #[tokio::test]
 async fn an_operator_signs_in_sees_the_overview_creates_an_org_and_signs_out() {
@@ -154,11 +107,22 @@ async fn a_viewer_sees_no_mutating_control_and_an_ingest_token_is_told_it_cannot
     b.type_into("#token", &format!("{viewer}\n")).await;
     b.wait_text("#who", "alpha · viewer", 10).await;
     b.wait_text("main", "Alpha Company", 10).await;
-    for screen in ["#/overview", "#/orgs", "#/orgs/alpha", "#/about"] {
+    for screen in [
+        "#/overview",
+        "#/orgs",
+        "#/orgs/alpha",
+        "#/orgs/alpha/sinks",
+        "#/orgs/alpha/enrollment",
+        "#/orgs/alpha/identity",
+        "#/about",
+    ] {
         b.goto(&format!("{}/_/{screen}", g.base())).await;
         b.wait("main h1").await;
-        if screen == "#/orgs/alpha" {
-            b.wait("#sinks table").await;
+        match screen {
+            "#/orgs/alpha" => drop(b.wait_text("#sources h2", "updated", 10).await),
+            "#/orgs/alpha/sinks" => drop(b.wait("#sinks table").await),
+            "#/orgs/alpha/identity" => drop(b.wait_text("main", "Claim rules", 10).await),
+            _ => {}
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let text = b.text("main").await;
@@ -166,8 +130,9 @@ async fn a_viewer_sees_no_mutating_control_and_an_ingest_token_is_told_it_cannot
             !text.contains("Bravo"),
             "{screen} shows another org: {text}"
         );
+        // `.view` marks controls that only show more (sink details).
         let controls = b
-            .count("main form, main button, main input, main select, main textarea")
+            .count("main form, main button:not(.view), main input, main select, main textarea")
             .await;
         assert_eq!(
             controls, 0,
@@ -221,7 +186,7 @@ async fn the_sinks_screen_shows_a_backlog_grow_while_the_broker_is_down_and_drai
     b.goto(&format!("{}/_/", g.base())).await;
     b.type_into("#token", &format!("{ADMIN}\n")).await;
     b.wait_text("main", "READY", 10).await;
-    b.goto(&format!("{}/_/#/orgs/alpha", g.base())).await;
+    b.goto(&format!("{}/_/#/orgs/alpha/sinks", g.base())).await;
     let row = format!("tr[data-sink='{}']", sinks[0]);
     b.wait(&row).await;
     assert_eq!(
@@ -313,9 +278,12 @@ async fn an_org_admin_issues_a_token_shown_once_revokes_it_and_reads_the_audit()
         log.contains("api-token.revoke") || log.contains("api-token.delete"),
         "{log}"
     );
-    b.type_into("#audit-filter", "revoke").await;
+    b.wait_text("#chain", "CHAIN INTACT", 10).await;
+    b.type_into("#audit-action", "api-token.rev\n").await;
+    b.wait_text("main", "matching entries among", 10).await;
     let filtered = b.text("main table tbody").await;
     assert!(!filtered.contains("api-token.create"), "{filtered}");
+    assert!(filtered.contains("api-token.revoke"), "{filtered}");
     shoot(&b, "audit").await;
     // bravo's token still works: nothing of bravo was touched.
     let (s, _) = g

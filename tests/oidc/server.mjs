@@ -1,7 +1,12 @@
 // A real OpenID provider for the integration tests: panva/oidc-provider on a loopback port.
 // Signing keys (RSA and P-256, random key ids) are generated at every start, so a restart is a
-// key rotation. Clients use the client_credentials grant; access tokens are JWTs for the
+// key rotation. Device clients use the client_credentials grant; access tokens are JWTs for the
 // requested resource (the audience) with extra claims per client.
+//
+// Single sign-on: a test registers its own client (open dynamic registration at /reg, since
+// the gateway's callback port is only known then) and signs people in through the provider's
+// development login form, where any login works. Accounts' claims are below; the ID token
+// carries them.
 //
 //   node tests/oidc/server.mjs <port>
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -30,11 +35,25 @@ const clients = Object.keys(claims).map((id) => ({
   response_types: [],
 }));
 
+// People who sign in, by login: groups decide their role through the org's claim rules.
+const people = {
+  ana: { email: 'ana@kit.lan', groups: ['kit-operators'] },
+  lead: { email: 'lead@kit.lan', groups: ['kit-operators', 'kit-leads'] },
+  mallory: { email: 'mallory@kit.lan', groups: ['kit-operators', 'banned'] },
+};
+
 const provider = new Provider(issuer, {
   clients,
+  conformIdTokenClaims: false,
+  claims: { openid: ['sub', 'groups'], email: ['email', 'email_verified'], profile: ['name'] },
+  findAccount: (ctx, sub) => ({
+    accountId: sub,
+    claims: () => ({ sub, name: sub, email_verified: true, groups: [], ...(people[sub] ?? {}) }),
+  }),
   jwks: { keys: [rsa, ec] },
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: true },
+    registration: { enabled: true },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     resourceIndicators: {

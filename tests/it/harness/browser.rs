@@ -273,3 +273,52 @@ pub fn screenshot_dir() -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     tmp.parent().unwrap_or(&tmp).join("ui-screenshots")
 }
+
+// ---- helpers shared by the UI tests ----
+
+/// Desktop and 10-inch tablet viewports.
+const WIDTHS: [(&str, u32, u32); 2] = [("desktop", 1280, 900), ("tablet", 800, 1280)];
+
+pub async fn shoot(b: &Browser, screen: &str) {
+    for (name, w, h) in WIDTHS {
+        b.resize(w, h).await;
+        b.screenshot(&format!("{screen}-{name}")).await;
+    }
+    b.resize(1280, 900).await;
+}
+
+/// Chrome logs every 4xx answer as a console error; the API's refusals the UI shows are
+/// expected, a failed load of the UI's own files is not.
+pub fn api_refusal(msg: &str) -> bool {
+    msg.contains("Failed to load resource: the server responded with a status of 4")
+        && !msg.contains("/_/")
+}
+
+/// Opens the UI and signs in with `token`, waiting until the header names `who`.
+pub async fn sign_in(b: &Browser, g: &super::Gateway, token: &str, who: &str) {
+    b.goto(&format!("{}/_/", g.base())).await;
+    b.type_into("#token", &format!("{token}\n")).await;
+    b.wait_text("#who", who, 10).await;
+}
+
+pub async fn clean(b: &Browser) {
+    let errors: Vec<String> = b
+        .console_errors()
+        .await
+        .into_iter()
+        .filter(|e| !api_refusal(e))
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    let urls = b.requested_urls().await;
+    assert!(
+        urls.iter().any(|u| u.contains("/_/app.js")),
+        "the request log records the page's loads: {urls:?}"
+    );
+    let off: Vec<String> = urls
+        .into_iter()
+        // The browser's own chrome:// pages are not network requests.
+        .filter(|u| u.starts_with("http") || u.starts_with("ws"))
+        .filter(|u| !u.starts_with("http://127.0.0.1:"))
+        .collect();
+    assert!(off.is_empty(), "requests off loopback: {off:?}");
+}
