@@ -34,6 +34,7 @@ mod tls;
 mod tpm;
 mod ui;
 mod ui_browser;
+mod ui_operate;
 mod vault;
 
 use serde_json::Value;

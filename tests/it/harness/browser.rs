@@ -164,11 +164,26 @@ impl Browser {
         assert!(v.is_null(), "typing into {css}: {v}");
     }
 
+    /// Clicks `css`; a live screen may redraw between finding and clicking, so a stale or
+    /// not-yet-interactable element is looked up again for a few seconds.
     pub async fn click(&self, css: &str) {
-        let el = self.wait(css).await;
-        let id = el[ELEMENT].as_str().unwrap_or_default().to_string();
-        let v = self.post(&format!("/element/{id}/click"), json!({})).await;
-        assert!(v.is_null(), "clicking {css}: {v}");
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let el = self.wait(css).await;
+            let id = el[ELEMENT].as_str().unwrap_or_default().to_string();
+            let v = self.post(&format!("/element/{id}/click"), json!({})).await;
+            if v.is_null() {
+                return;
+            }
+            let retry = ["stale element reference", "element not interactable"]
+                .iter()
+                .any(|e| v["error"] == *e);
+            if !retry || Instant::now() > until {
+                self.screenshot("failed-click").await;
+                panic!("clicking {css}: {}", v["message"]);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The files the page downloaded, waiting up to 10 s for `name` to be complete.
@@ -302,6 +317,16 @@ pub async fn sign_in(b: &Browser, g: &super::Gateway, token: &str, who: &str) {
 }
 
 pub async fn clean(b: &Browser) {
+    let urls = quiet(b).await;
+    assert!(
+        urls.iter().any(|u| u.contains("/_/app.js")),
+        "the request log records the page's loads: {urls:?}"
+    );
+}
+
+/// No console errors (but the API's refusals) and no request off loopback since the last
+/// look; returns the URLs requested.
+pub async fn quiet(b: &Browser) -> Vec<String> {
     let errors: Vec<String> = b
         .console_errors()
         .await
@@ -310,15 +335,12 @@ pub async fn clean(b: &Browser) {
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
     let urls = b.requested_urls().await;
-    assert!(
-        urls.iter().any(|u| u.contains("/_/app.js")),
-        "the request log records the page's loads: {urls:?}"
-    );
-    let off: Vec<String> = urls
-        .into_iter()
+    let off: Vec<&String> = urls
+        .iter()
         // The browser's own chrome:// pages are not network requests.
         .filter(|u| u.starts_with("http") || u.starts_with("ws"))
         .filter(|u| !u.starts_with("http://127.0.0.1:"))
         .collect();
     assert!(off.is_empty(), "requests off loopback: {off:?}");
+    urls
 }

@@ -104,7 +104,7 @@ async function drawSinks(orgId, box, detail, formations, fail) {
           " ",
           h("button", { type: "button", class: "retry", onclick: () => act(`Retry ${s.sink_id}`, "POST", `${path}/retry`) }, "Retry refused event"),
           " ",
-          h("button", { type: "button", class: "skip", onclick: () => confirm(`Park the refused event of ${s.sink_id} as a dead letter and go on?`) && act(`Skip on ${s.sink_id}`, "POST", `${path}/skip`) }, "Skip it"),
+          h("button", { type: "button", class: "skip-event", onclick: () => confirm(`Park the refused event of ${s.sink_id} as a dead letter and go on?`) && act(`Skip on ${s.sink_id}`, "POST", `${path}/skip`) }, "Skip it"),
         );
       }
     }
