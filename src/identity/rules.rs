@@ -171,8 +171,9 @@ impl Condition {
 }
 
 /// First matching rule (by priority, then id) for this formation decides.
+/// Rules that name a sign-in role are for people signing in to the UI, never for devices.
 pub fn evaluate(rules: &[Rule], claims: &Value, app: Option<&str>, no_match: NoMatch) -> Verdict {
-    let mut ordered: Vec<&Rule> = rules.iter().collect();
+    let mut ordered: Vec<&Rule> = rules.iter().filter(|r| r.role.is_none()).collect();
     ordered.sort_by(|a, b| (a.priority, &a.rule_id).cmp(&(b.priority, &b.rule_id)));
     for r in ordered {
         let in_scope =
@@ -207,8 +208,8 @@ pub fn evaluate(rules: &[Rule], claims: &Value, app: Option<&str>, no_match: NoM
 }
 
 /// The org role single sign-on grants these claims: the first deny rule or rule with a role
-/// (by priority, then id) decides; rules without a role only admit devices, and no match
-/// signs nobody in (the org's no-match setting is for devices).
+/// (by priority, then id) decides; rules without a role only admit devices (and rules with
+/// one only people), and no match signs nobody in (the org's no-match setting is for devices).
 pub fn sign_in_role(rules: &[Rule], claims: &Value) -> Result<(Role, String), String> {
     let mut ordered: Vec<&Rule> = rules
         .iter()
@@ -528,6 +529,16 @@ mod tests {
         assert!(sign_in_role(&rules, &denied).is_err_and(|e| e.contains("b-banned")));
         // Matching only a device rule (or nothing) signs nobody in, whatever the no-match setting.
         assert!(sign_in_role(&rules, &json!({"sub": "dee", "groups": []})).is_err());
+        // And a sign-in rule admits no device: the device rule decides for the same claims.
+        assert!(matches!(
+            evaluate(&rules, &op, None, NoMatch::default()),
+            Verdict::Allow { rule_id: Some(ref id), tier: MeshTier::Edge, .. } if id == "a-device"
+        ));
+        let only_people: Vec<Rule> = rules.iter().filter(|r| r.role.is_some()).cloned().collect();
+        assert!(matches!(
+            evaluate(&only_people, &op, None, NoMatch::default()),
+            Verdict::Deny { rule_id: None, .. }
+        ));
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod tpm;
 mod ui;
 mod ui_browser;
 mod ui_operate;
+mod ui_sso;
 mod vault;
 
 use serde_json::Value;

@@ -81,6 +81,7 @@ async fn a_formation_is_bound_to_its_node_from_the_ui_and_its_changes_arrive_liv
     assert!(!seen.contains("b-1"), "another org's change: {seen}");
     b.wait_text(&format!("{row} .source-counts"), "appended", 10)
         .await;
+    b.scroll_to("#changes").await;
     shoot(&b, "source-live-changes").await;
 
     // Reconcile on demand: the gateway lists the node's documents again.
@@ -273,6 +274,7 @@ async fn a_sink_is_created_and_edited_in_the_ui_and_its_dead_letter_replayed() {
         .await;
     assert_eq!(def["collections"], json!(["tracks", "alerts"]), "{def}");
     assert_eq!(def["rate_limit_bytes_per_sec"], 65536);
+    b.scroll_to("#sink-detail").await;
     shoot(&b, "sink-details").await;
 
     // The endpoint accepts again: retry the stalled event, replay the dead letter.

@@ -32,7 +32,8 @@ async function signedIn() {
 function signIn(message) {
   document.getElementById("nav").hidden = true;
   document.getElementById("signout").hidden = true;
-  const out = h("div", {});
+  // One place for errors: a new attempt's replaces the last one's.
+  const out = h("div", {}, message ? errorBox(message) : null);
   const fail = (e) => {
     session.forget();
     out.replaceChildren(errorBox(e));
@@ -106,7 +107,7 @@ function signIn(message) {
           h("button", { type: "submit", id: "cert" }, "Use my certificate"),
         )
       : null;
-  main.replaceChildren(h("div", { class: "signin" }, message ? errorBox(message) : null, out, tokenForm, ssoForm, certForm));
+  main.replaceChildren(h("div", { class: "signin" }, out, tokenForm, ssoForm, certForm));
   input.focus();
 }
 

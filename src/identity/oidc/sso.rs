@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata,
 };
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
@@ -188,6 +189,9 @@ impl<T> Sso<T> {
             )
             .add_scope(Scope::new("profile".into()))
             .add_scope(Scope::new("email".into()))
+            // Kit laptops are shared: the provider asks who is there every time, so a
+            // provider session left by the previous operator signs nobody in.
+            .add_prompt(CoreAuthPrompt::Login)
             .set_pkce_challenge(challenge)
             .url();
         let binder = crate::tenant::random_token_id()? + &crate::tenant::random_token_id()?;

@@ -228,6 +228,25 @@ impl Browser {
         }
     }
 
+    /// Scrolls `css` into the middle of the viewport (for screenshots of what matters).
+    pub async fn scroll_to(&self, css: &str) {
+        self.wait(css).await;
+        self.exec(
+            "document.querySelector(arguments[0]).scrollIntoView({block: 'center'})",
+            json!([css]),
+        )
+        .await;
+    }
+
+    /// The address the page shows.
+    pub async fn url(&self) -> String {
+        self.call(reqwest::Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// The `value` property of the element matching `css`.
     pub async fn value(&self, css: &str) -> String {
         self.wait(css).await;

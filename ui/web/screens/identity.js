@@ -52,7 +52,7 @@ export async function identity(orgId) {
       h("td", {}, r.priority),
       h("td", {}, stateCell(r.effect, r.effect === "allow" ? "ok" : "bad")),
       h("td", {}, r.conditions.map((c) => h("div", {}, h("code", {}, c.claim), ` ${c.op} `, c.op === "exists" ? "" : h("code", {}, JSON.stringify(c.value))))),
-      h("td", {}, r.effect === "allow" ? `${r.tier}, ${r.permissions.join(" ")}` : "—", r.formations.length ? h("div", { class: "muted" }, `only ${r.formations.join(", ")}`) : null),
+      h("td", {}, r.effect === "deny" ? "denied" : r.role ? h("span", { class: "muted" }, "— (a sign-in rule)") : `${r.tier}, ${r.permissions.join(" ")}`, r.formations.length ? h("div", { class: "muted" }, `only ${r.formations.join(", ")}`) : null),
       h("td", { class: "rule-role" }, r.role || h("span", { class: "muted" }, "no sign-in")),
       h("td", {}, r.description),
       can("manage") ? h("td", {}, h("button", { type: "button", class: "danger", onclick: () => confirm(`Remove claim rule ${r.rule_id}?`) && act(`Remove rule ${r.rule_id}`, "DELETE", `/orgs/${id}/policy-rules/${r.rule_id}`) }, "Remove")) : null,
@@ -113,7 +113,7 @@ function ruleForm(orgId, act) {
   const op = h("select", { id: "rule-op" }, ["contains", "equals", "in", "prefix", "exists"].map((o) => h("option", { value: o }, o)));
   const value = h("input", { id: "rule-value", placeholder: 'kit-operators (or JSON: ["a","b"])' });
   const effect = h("select", { id: "rule-effect" }, h("option", { value: "allow" }, "allow"), h("option", { value: "deny" }, "deny"));
-  const role = h("select", { id: "rule-role" }, h("option", { value: "" }, "no sign-in (devices only)"), ["viewer", "operator", "org-admin"].map((r) => h("option", { value: r }, r)));
+  const role = h("select", { id: "rule-role" }, h("option", { value: "" }, "none: a device rule"), ["viewer", "operator", "org-admin"].map((r) => h("option", { value: r }, r)));
   const tier = h("select", { id: "rule-tier" }, ["Edge", "Tactical", "Regional", "Enterprise"].map((t) => h("option", { value: t }, t)));
   const priority = h("input", { id: "rule-priority", type: "number", min: "0", value: "100" });
   const formations = h("input", { id: "rule-formations", placeholder: "every formation" });
