@@ -10,6 +10,7 @@
 //!
 //! Entry point: [`router`].
 
+mod activity;
 mod audit;
 mod authority;
 mod book;
@@ -36,6 +37,7 @@ mod tokens;
 mod ui;
 mod ui_mime;
 
+pub use activity::{sample as sample_activity, Activity};
 pub use error::ApiError;
 pub use guard::AuthGuard;
 pub use peer::PeerInfo;
@@ -61,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     let book = identity::routes(book);
     let book = session::routes(book);
     let book = sso::routes(book);
+    let book = activity::routes(book);
     let (routes, openapi) = book.finish(env!("CARGO_PKG_VERSION"));
     let state = state.with_openapi(openapi);
     let routes = routes.merge(ui::routes(&state));

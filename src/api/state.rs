@@ -47,6 +47,8 @@ pub struct AppState {
     pub(crate) ready_requires_nodes: bool,
     /// Single sign-on flows in progress and sessions waiting for their browser.
     pub(crate) sso: super::sso::Flows,
+    /// Rates and gateway events for the overview.
+    pub activity: super::activity::Activity,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
             public_detail: false,
             ready_requires_nodes: false,
             sso: Default::default(),
+            activity: Default::default(),
         }
     }
 

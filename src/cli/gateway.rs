@@ -394,6 +394,11 @@ async fn bind(
         )),
         None => None,
     };
+    if let Some(t) = &cfg.tls {
+        state
+            .activity
+            .tls_loaded(listen::cert_not_after(&t.cert_pem).ok());
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut listeners = vec![listen::Bound::Tcp {
         listener,
@@ -460,12 +465,15 @@ impl Running {
         });
         let sources = self.state.sources.clone();
         let metrics = self.state.metrics.clone();
+        let activity = self.state.activity.clone();
+        let sampler = tokio::spawn(api::sample_activity(self.state.clone(), stop.subscribe()));
         let app = api::router(self.state);
         let reloads = self.tls.map(|(state, files)| {
             tokio::spawn(super::reload::tls_reloads(
                 state,
                 files,
                 metrics,
+                activity,
                 stop.subscribe(),
             ))
         });
@@ -475,6 +483,7 @@ impl Running {
         let _ = stop.send(true);
         let _ = housekeeping.await;
         let _ = retention.await;
+        let _ = sampler.await;
         if let Some(r) = reloads {
             let _ = r.await;
         }

@@ -27,7 +27,8 @@ impl From<&Config> for TlsFiles {
 }
 
 impl TlsFiles {
-    fn load(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, String> {
+    /// The new server settings and the certificate's end (Unix seconds).
+    fn load(&self) -> Result<(std::sync::Arc<rustls::ServerConfig>, i64), String> {
         let read = |p: &std::path::Path| {
             std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
         };
@@ -49,7 +50,7 @@ impl TlsFiles {
             },
             require_client_cert: self.require_client_cert,
         };
-        m.server_config()
+        Ok((m.server_config()?, end))
     }
 
     /// What identifies each file's current content cheaply: modification time, inode and
@@ -74,6 +75,7 @@ pub(crate) async fn tls_reloads(
     state: listen::TlsState,
     files: TlsFiles,
     metrics: Arc<peat_gateway::metrics::Metrics>,
+    activity: peat_gateway::api::Activity,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -92,12 +94,14 @@ pub(crate) async fn tls_reloads(
             _ = stop.changed() => return,
         };
         match files.load() {
-            Ok(cfg) => {
+            Ok((cfg, not_after)) => {
                 state.replace(cfg);
+                activity.tls_loaded(Some(not_after));
                 metrics.tls_reloads.inc();
                 tracing::info!(trigger = why, "listener TLS material reloaded");
             }
             Err(e) => {
+                activity.tls_reload_refused(e.clone());
                 metrics.tls_reload_failures.inc();
                 tracing::error!(trigger = why, error = %e, "TLS reload failed; the previous certificate stays in use");
             }

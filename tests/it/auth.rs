@@ -53,6 +53,8 @@ fn expectation(method: &str, path: &str) -> Rule {
         ("post", "/orgs/{org_id}/formations/{app_id}/source/reconcile") => Rule::Org(OPERATE),
         ("get", "/orgs/{org_id}/audit/verify") => Rule::Org(MANAGE),
         ("get", "/audit/verify") => Rule::Gateway,
+        ("get", "/activity") => Rule::Gateway,
+        ("get", "/orgs/{org_id}/activity") => Rule::Org(READ),
         (
             _,
             "/orgs/{org_id}/formations/{app_id}/enroll"

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod activity;
 mod architecture;
 mod auth;
 mod bad_input;

@@ -45,6 +45,21 @@ async fn tls_serves_the_api_and_a_client_ca_refuses_strangers() {
     let g = tls_gateway(&ca, Some(&cards), false).await;
     let (s, _) = g.call(Method::GET, "/health", None, None).await;
     assert_eq!(s, 200, "https with no client certificate (optional)");
+    // The overview names the certificate's end.
+    let (s, act) = g
+        .call(Method::GET, "/activity", Some(crate::harness::ADMIN), None)
+        .await;
+    assert_eq!(s, 200, "{act}");
+    assert!(
+        act["tls"]["days_left"].as_i64().is_some_and(|d| d > 30),
+        "{act}"
+    );
+    assert!(
+        act["tls"]["not_after"]
+            .as_str()
+            .is_some_and(|t| t.len() > 10),
+        "{act}"
+    );
 
     // A certificate from the configured client CA is accepted; one from another CA is not.
     let good = cards.client("truck-7", "field-ops", "truck7@kit.example");

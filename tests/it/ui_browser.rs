@@ -25,6 +25,8 @@ async fn an_operator_signs_in_sees_the_overview_creates_an_org_and_signs_out() {
         overview.contains("keys") && overview.contains("store"),
         "{overview}"
     );
+    b.wait_text("#alerts", "All clear", 10).await;
+    b.wait_text("main", "Ingest and delivery", 10).await;
     let stored = b
         .exec(
             "return sessionStorage.length + ':' + location.href",
@@ -203,6 +205,19 @@ async fn the_sinks_screen_shows_a_backlog_grow_while_the_broker_is_down_and_drai
     b.wait_text(&format!("{row} .sink-state"), "disconnected", 60)
         .await;
     shoot(&b, "sinks-broker-down").await;
+    // The overview says it at a glance: the alert, the backlog and its drain.
+    b.goto(&format!("{}/_/#/overview", g.base())).await;
+    let alerts = b.wait_text("#alerts", "cannot reach its target", 20).await;
+    assert!(alerts.contains("alpha"), "{alerts}");
+    b.wait_text(
+        &format!("li[data-sink='{}']", sinks[0]),
+        "backlog 20 events",
+        10,
+    )
+    .await;
+    shoot(&b, "overview-alerts").await;
+    b.goto(&format!("{}/_/#/orgs/alpha/sinks", g.base())).await;
+    b.wait(&row).await;
 
     broker.start_again().await;
     b.wait_text(&format!("{row} .sink-state"), "idle", 90).await;

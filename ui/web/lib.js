@@ -122,7 +122,9 @@ export function dl(pairs) {
 
 export function page(title, ...children) {
   main.replaceChildren(h("h1", {}, title), ...children.flat().filter((c) => c !== null && c !== undefined));
-  main.focus({ preventScroll: true });
+  // A refresh of the same screen leaves the keyboard focus where the operator put it.
+  if (main.dataset.title !== title) main.focus({ preventScroll: true });
+  main.dataset.title = title;
 }
 
 
