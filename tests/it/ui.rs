@@ -165,3 +165,55 @@ async fn the_embedded_ui_is_served_with_csp_etags_gzip_and_caching() {
     let ui_bytes = about["ui"]["embedded_gzip_bytes"].as_u64().unwrap();
     assert!(ui_bytes > 1000 && ui_bytes < 150 * 1024, "{ui_bytes}");
 }
+
+/// The UI's vendored files are exactly the packages `ui/package-lock.json` pins: the list in
+/// `ui/web/vendor/SOURCES.txt` names each file's package, version and hash, and where
+/// `scripts/setup` installed the packages, the copies equal their files byte for byte.
+#[test]
+fn vendored_ui_files_match_the_lockfile() {
+    use sha2::Digest as _;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+    let lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("package-lock.json")).unwrap())
+            .unwrap();
+    let sources = std::fs::read_to_string(root.join("web/vendor/SOURCES.txt")).unwrap();
+    let mut checked = 0;
+    for line in sources
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [file, package, version, _license, sum] = f[..] else {
+            panic!("malformed SOURCES.txt line: {line}");
+        };
+        let pinned = &lock["packages"][format!("node_modules/{package}")]["version"];
+        assert_eq!(
+            pinned, version,
+            "{file}: SOURCES.txt and the lockfile disagree; run scripts/ui-vendor"
+        );
+        let bytes = std::fs::read(root.join("web/vendor").join(file)).unwrap();
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            sum,
+            "{file} was changed by hand; run scripts/ui-vendor"
+        );
+        let installed = root.join("node_modules").join(package);
+        if installed.exists() {
+            let main: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(installed.join("package.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                main["version"], version,
+                "{package} installed is not the pinned version; run scripts/setup"
+            );
+            let upstream = std::fs::read(installed.join("dist").join(file)).unwrap();
+            assert!(
+                upstream == bytes,
+                "{file} differs from {package} {version}; run scripts/ui-vendor"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1, "SOURCES.txt lists nothing");
+}

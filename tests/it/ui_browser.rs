@@ -348,6 +348,15 @@ async fn formations_are_created_exported_as_a_file_and_deleted_only_when_the_nam
         .as_str()
         .is_some_and(|s| !s.is_empty()));
 
+    // The same credentials as a QR code: read back from the screen, they are the file's.
+    b.click(&format!("{row} button.show-qr")).await;
+    b.scroll_to(".qr").await;
+    let scanned: serde_json::Value = serde_json::from_str(&b.read_qr(".qr").await).unwrap();
+    assert_eq!(scanned, creds, "the QR code holds the exported credentials");
+    shoot(&b, "formation-credentials-qr").await;
+    b.click(".qr-box button").await;
+    assert_eq!(b.count(".qr").await, 0, "hidden");
+
     // A wrong name deletes nothing; the right one deletes.
     for (typed, shown, status) in [("field", ".error", 200), ("field-mesh", "#live", 404)] {
         b.click(&format!("{row} button.danger")).await;

@@ -228,6 +228,42 @@ impl Browser {
         }
     }
 
+    /// The text a QR code drawn in `css` holds, read from a screenshot of the element.
+    pub async fn read_qr(&self, css: &str) -> String {
+        use base64::Engine;
+        let el = self.wait(css).await;
+        let id = el[ELEMENT].as_str().unwrap_or_default().to_string();
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/element/{id}/screenshot"),
+                None,
+            )
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .expect("element screenshot is base64");
+        let mut dec = png::Decoder::new(std::io::Cursor::new(png));
+        dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let mut reader = dec.read_info().expect("a PNG");
+        let mut buf = vec![0; reader.output_buffer_size().expect("PNG size")];
+        let info = reader.next_frame(&mut buf).expect("PNG frame");
+        let channels = info.color_type.samples();
+        let (w, h) = (info.width as usize, info.height as usize);
+        let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| {
+            let p = &buf[(y * w + x) * channels..];
+            if channels >= 3 {
+                ((u32::from(p[0]) + u32::from(p[1]) + u32::from(p[2])) / 3) as u8
+            } else {
+                p[0]
+            }
+        });
+        let grids = img.detect_grids();
+        assert_eq!(grids.len(), 1, "one QR code in {css} ({w}×{h} px)");
+        let (_, text) = grids[0].decode().expect("the QR code decodes");
+        text
+    }
+
     /// Scrolls `css` into the middle of the viewport (for screenshots of what matters).
     pub async fn scroll_to(&self, css: &str) {
         self.wait(css).await;

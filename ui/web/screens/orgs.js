@@ -2,6 +2,7 @@
 
 import { api, ApiError, can, errorBox, h, nav, orgTabs, page, say, stateCell, every } from "../lib.js";
 import { openLive } from "../live.js";
+import { qrSvg } from "../qr.js";
 
 export async function orgs() {
   const list = await api("GET", "/orgs?limit=100");
@@ -217,6 +218,25 @@ export function formationsCard(orgId, formations, out) {
       fail(e);
     }
   };
+  // The same credentials as a QR code, for a node with a camera; shown until hidden.
+  const showQr = async (f) => {
+    try {
+      const c = await api("GET", `/orgs/${id}/formations/${encodeURIComponent(f.app_id)}/credentials`);
+      const box = h(
+        "section",
+        { class: "card once qr-box", role: "dialog", "aria-label": `Credentials of ${f.app_id} as a QR code` },
+        h("h2", {}, `Credentials of ${f.app_id}`),
+        h("p", {}, "Holds the formation secret: scan it, then hide it. The export is audited."),
+        qrSvg(JSON.stringify(c), `credentials of ${f.app_id}`),
+        h("div", { class: "row" }, h("button", { type: "button", class: "primary", onclick: () => box.remove() }, "Hide")),
+      );
+      for (const old of document.querySelectorAll(".qr-box")) old.remove();
+      out.replaceChildren(box);
+      say(`Credentials of ${f.app_id} shown as a QR code (the export is audited).`);
+    } catch (e) {
+      fail(e);
+    }
+  };
   const remove = async (f) => {
     const typed = prompt(`Deleting formation ${f.app_id} destroys its key material; devices of this mesh can no longer be enrolled here. Type ${f.app_id} to confirm.`);
     if (typed === null) return;
@@ -278,7 +298,7 @@ export function formationsCard(orgId, formations, out) {
                 h("td", {}, h("code", { title: f.authority_public_key }, `${f.authority_public_key.slice(0, 16)}…`)),
                 h("td", {}, new Date(f.created_at).toLocaleString()),
                 can("manage")
-                  ? h("td", {}, h("button", { type: "button", class: "export", onclick: () => exportCreds(f) }, "Export credentials"), " ", h("button", { type: "button", class: "danger", onclick: () => remove(f) }, "Delete"))
+                  ? h("td", {}, h("button", { type: "button", class: "export", onclick: () => exportCreds(f) }, "Export credentials"), " ", h("button", { type: "button", class: "show-qr", onclick: () => showQr(f) }, "QR code"), " ", h("button", { type: "button", class: "danger", onclick: () => remove(f) }, "Delete"))
                   : null,
               ),
             ),
