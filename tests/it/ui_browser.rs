@@ -414,6 +414,14 @@ async fn an_operator_approves_and_denies_enrollments_and_revokes_a_certificate()
     assert!(!b.text("main").await.contains("bravo-mesh"));
     shoot(&b, "enrollment-pending").await;
 
+    // A request made while the screen is open appears on it by itself.
+    b.wait_text("main .livebadge", "live", 10).await;
+    let r = request(&device(0x63), &mesh_id, "carol", MeshTier::Edge, &token);
+    let (s, body) = enroll_json(&g, ENROLL, &r).await;
+    assert_eq!(s, 202, "{body}");
+    b.wait_text("#pending", "Pending approvals (3)", 10).await;
+    assert!(b.text("#pending").await.contains("carol"));
+
     let pending = |node: &'static str| {
         let g = &g;
         async move {
@@ -450,7 +458,7 @@ async fn an_operator_approves_and_denies_enrollments_and_revokes_a_certificate()
         (bob["status"].as_str(), bob["reason"].as_str()),
         (Some("denied"), Some("not one of ours"))
     );
-    b.wait_text("main", "Pending approvals (0)", 10).await;
+    b.wait_text("main", "Pending approvals (1)", 10).await;
 
     let cert = format!(
         "tr[data-cert='{}']",

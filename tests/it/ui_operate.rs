@@ -252,11 +252,34 @@ async fn a_sink_is_created_and_edited_in_the_ui_and_its_dead_letter_replayed() {
         .await;
     shoot(&b, "sink-stalled").await;
 
-    // Skip parks the refused event as a dead letter; the sink goes on (and stalls on the next).
+    // Skip parks the refused event as a dead letter; the sink goes on and stalls on the next.
+    let status = || {
+        let g = &g;
+        let id = id.clone();
+        async move {
+            g.admin(Method::GET, &format!("/orgs/alpha/sinks/{id}/status"), None)
+                .await
+                .1
+        }
+    };
+    let first = status().await["stalled_lsn"].clone();
+    assert!(first.is_u64(), "stalled on an event");
     b.click(&format!("{row} button.skip-event")).await;
     b.accept_dialog().await;
     b.wait_text("#live", "Skip on", 10).await;
-    b.wait_text(&format!("{row} .sink-delivered"), "dead-lettered", 20)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let st = status().await;
+        if st["state"] == "stalled" && st["stalled_lsn"].is_u64() && st["stalled_lsn"] != first {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never went on to the next event: {st}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    b.wait_text(&format!("{row} .sink-delivered"), "2 dead-lettered", 20)
         .await;
 
     // Details: edit the filters and rate cap; the gateway's definition follows.
@@ -279,9 +302,9 @@ async fn a_sink_is_created_and_edited_in_the_ui_and_its_dead_letter_replayed() {
 
     // The endpoint accepts again: retry the stalled event, replay the dead letter.
     hook.accept.store(true, Ordering::SeqCst);
-    if b.count(&format!("{row} button.retry")).await > 0 {
-        b.click(&format!("{row} button.retry")).await;
-    }
+    b.wait_text(&format!("{row} .sink-state"), "stalled", 30)
+        .await;
+    b.click(&format!("{row} button.retry")).await;
     b.wait_text(&format!("{row} .sink-state"), "idle", 30).await;
     b.click(&format!("{row} button.details")).await;
     b.click("button.replay").await;

@@ -346,8 +346,12 @@ pub fn screenshot_dir() -> PathBuf {
 
 // ---- helpers shared by the UI tests ----
 
-/// Desktop and 10-inch tablet viewports.
-const WIDTHS: [(&str, u32, u32); 2] = [("desktop", 1280, 900), ("tablet", 800, 1280)];
+/// Desktop, 10-inch tablet and phone viewports.
+const WIDTHS: [(&str, u32, u32); 3] = [
+    ("desktop", 1280, 900),
+    ("tablet", 800, 1280),
+    ("phone", 390, 844),
+];
 
 pub async fn shoot(b: &Browser, screen: &str) {
     for (name, w, h) in WIDTHS {
@@ -389,6 +393,16 @@ pub async fn quiet(b: &Browser) -> Vec<String> {
         .filter(|e| !api_refusal(e))
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
+    // Every control on the screen has a name a screen reader says.
+    let unlabelled = b
+        .exec(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+                .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+                .map(e => e.outerHTML.slice(0, 120))",
+            json!([]),
+        )
+        .await;
+    assert_eq!(unlabelled, json!([]), "controls without a label");
     let urls = b.requested_urls().await;
     let off: Vec<&String> = urls
         .iter()

@@ -1,5 +1,6 @@
 // Enrollment: pending approvals, bootstrap tokens and the certificate inventory.
 
+import { openLive } from "../live.js";
 import { api, can, errorBox, h, main, orgTabs, page, say, secretOnce, stateCell } from "../lib.js";
 
 async function bootTokens(orgId, formations, fail) {
@@ -113,44 +114,57 @@ export async function enrollment(orgId) {
       fail(e);
     }
   };
-  const list = pending.enrollments || [];
   const date = (ms) => (ms ? new Date(ms).toLocaleString() : "—");
   const boot = can("manage") ? await bootTokens(orgId, formations, fail) : null;
+  // Requests and decisions arrive over the event stream: the pending list redraws alone, so
+  // a form being filled in elsewhere on the screen is kept.
+  const pendingBox = h("div", { id: "pending" });
+  const drawPending = (list) => pendingBox.replaceChildren(
+    h(
+        "section",
+        { class: "card scroll", "aria-label": "Pending approvals" },
+        h("h2", {}, `Pending approvals (${list.length})`),
+        list.length
+          ? h(
+              "table",
+              {},
+              h("thead", {}, h("tr", {}, ["Node", "Formation", "Tier", "Identity", "Requested", "Expires", ""].map((t) => h("th", { scope: "col" }, t)))),
+              h(
+                "tbody",
+                {},
+                list.map((p) =>
+                  h(
+                    "tr",
+                    { "data-enrollment": p.enrollment_id },
+                    h("td", {}, p.node_id, h("div", { class: "muted" }, h("code", {}, p.public_key.slice(0, 16) + "…"))),
+                    h("td", {}, p.app_id),
+                    h("td", {}, p.tier, p.requested_tier !== p.tier ? h("div", { class: "muted" }, `asked ${p.requested_tier}`) : null),
+                    h("td", {}, p.identity ? JSON.stringify(p.identity) : "—"),
+                    h("td", {}, date(p.created_at)),
+                    h("td", {}, date(p.expires_at)),
+                    can("operate")
+                      ? h("td", {}, h("button", { type: "button", class: "primary approve", onclick: () => decide(p, true) }, "Approve"), " ", h("button", { type: "button", class: "danger deny", onclick: () => decide(p, false) }, "Deny"))
+                      : null,
+                  ),
+                ),
+              ),
+            )
+          : h("p", { class: "muted" }, "Nothing waits for a decision."),
+      ),
+  );
+  drawPending(pending.enrollments || []);
+  const badge = openLive(orgId, {
+    enrollment: () =>
+      api("GET", `/orgs/${id}/enrollments?status=pending`)
+        .then((p) => drawPending(p.enrollments || []))
+        .catch(fail),
+  });
   page(
     `Enrollment in ${orgId}`,
     orgTabs(orgId, "enrollment"),
+    h("p", { class: "muted" }, "Requests and decisions arrive live ", badge, "."),
     out,
-    h(
-      "section",
-      { class: "card scroll", "aria-label": "Pending approvals" },
-      h("h2", {}, `Pending approvals (${list.length})`),
-      list.length
-        ? h(
-            "table",
-            {},
-            h("thead", {}, h("tr", {}, ["Node", "Formation", "Tier", "Identity", "Requested", "Expires", ""].map((t) => h("th", { scope: "col" }, t)))),
-            h(
-              "tbody",
-              {},
-              list.map((p) =>
-                h(
-                  "tr",
-                  { "data-enrollment": p.enrollment_id },
-                  h("td", {}, p.node_id, h("div", { class: "muted" }, h("code", {}, p.public_key.slice(0, 16) + "…"))),
-                  h("td", {}, p.app_id),
-                  h("td", {}, p.tier, p.requested_tier !== p.tier ? h("div", { class: "muted" }, `asked ${p.requested_tier}`) : null),
-                  h("td", {}, p.identity ? JSON.stringify(p.identity) : "—"),
-                  h("td", {}, date(p.created_at)),
-                  h("td", {}, date(p.expires_at)),
-                  can("operate")
-                    ? h("td", {}, h("button", { type: "button", class: "primary approve", onclick: () => decide(p, true) }, "Approve"), " ", h("button", { type: "button", class: "danger deny", onclick: () => decide(p, false) }, "Deny"))
-                    : null,
-                ),
-              ),
-            ),
-          )
-        : h("p", { class: "muted" }, "Nothing waits for a decision."),
-    ),
+    pendingBox,
     boot,
     certs.map(([f, c]) => {
       const items = (c && (c.certificates || c)) || [];
