@@ -539,6 +539,29 @@ async fn client_certificates_map_to_the_admin_or_an_org_role() {
         "another org is invisible"
     );
     assert_eq!(call(&viewer, Method::GET, "/orgs/acme", None).await, 200);
+    // The UI's certificate sign-in asks /whoami with no token: the mapping answers.
+    let me: Value = g
+        .client_with(Some(&ops))
+        .get(format!("{}/whoami", g.base()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            me["org_id"].as_str(),
+            me["role"].as_str(),
+            me["ui"].as_bool()
+        ),
+        (Some("acme"), Some("operator"), Some(true)),
+        "{me}"
+    );
+    assert!(
+        me["session"].is_null(),
+        "a certificate is no sign-in session: {me}"
+    );
     assert_eq!(
         call(
             &viewer,

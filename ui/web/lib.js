@@ -45,7 +45,26 @@ export class ApiError extends Error {
   }
 }
 
+// Changes in flight: the header says "Working…" while one takes longer than a moment.
+let changing = 0;
+const busy = document.getElementById("busy");
+
 export async function api(method, path, body) {
+  if (method === "GET") return request(method, path, body);
+  changing += 1;
+  const shown = setTimeout(() => {
+    if (changing > 0) busy.hidden = false;
+  }, 300);
+  try {
+    return await request(method, path, body);
+  } finally {
+    changing -= 1;
+    clearTimeout(shown);
+    if (changing === 0) busy.hidden = true;
+  }
+}
+
+async function request(method, path, body) {
   const headers = { Accept: "application/json" };
   Object.assign(headers, authHeader());
   if (body !== undefined) headers["Content-Type"] = "application/json";
