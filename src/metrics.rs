@@ -459,10 +459,10 @@ impl Metrics {
                 sink_id: def.sink_id.clone(),
                 sink_type: def.spec.kind().to_owned(),
             };
-            set(
-                &self.sink_backlog.get_or_create(&l),
-                d.backlog(&def, &status),
-            );
+            // A loop still reading its cursor keeps the last figure.
+            if let Some(b) = d.backlog(&def, &status) {
+                set(&self.sink_backlog.get_or_create(&l), b);
+            }
             set(&self.sink_delivered.get_or_create(&l), status.delivered);
             set(&self.sink_retries.get_or_create(&l), status.retried);
             set(

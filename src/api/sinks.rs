@@ -403,8 +403,9 @@ async fn status(
     let outbox = s.cdc.outbox();
     let st = s.cdc.status(&def.sink_uid);
     let (cursor, cursor_seq) = match &st {
-        Some(st) => (st.cursor, st.cursor_seq),
-        None => {
+        Some(st) if st.cursor_loaded => (st.cursor, st.cursor_seq),
+        // Not running, or still reading its cursor: the stored cursor says where it is.
+        _ => {
             let c = outbox.cursor(def.sink_uid).await?.unwrap_or(0);
             (c, outbox.org_seq_at(def.org_uid, c).await?)
         }

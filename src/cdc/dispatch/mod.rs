@@ -78,6 +78,8 @@ pub struct SinkStatus {
     pub last_delivery_ms: Option<u64>,
     /// Delivered events per second, smoothed.
     pub rate: f64,
+    /// Whether `cursor` and `cursor_seq` hold the stored cursor yet (a starting loop reads it).
+    pub cursor_loaded: bool,
 }
 
 impl SinkStatus {
@@ -95,6 +97,7 @@ impl SinkStatus {
             dead_lettered: 0,
             last_delivery_ms: None,
             rate: 0.0,
+            cursor_loaded: false,
         }
     }
 }
@@ -266,12 +269,15 @@ impl Dispatcher {
     }
 
     /// Events of the sink's org after its cursor.
-    pub fn backlog(&self, def: &SinkDef, st: &SinkStatus) -> u64 {
-        self.inner
-            .outbox
-            .org_fill(&def.org_uid)
-            .seq
-            .saturating_sub(st.cursor_seq)
+    /// The sink's backlog; `None` while its loop has not read its cursor yet.
+    pub fn backlog(&self, def: &SinkDef, st: &SinkStatus) -> Option<u64> {
+        st.cursor_loaded.then(|| {
+            self.inner
+                .outbox
+                .org_fill(&def.org_uid)
+                .seq
+                .saturating_sub(st.cursor_seq)
+        })
     }
 
     /// Every running sink's definition and status, for metrics.

@@ -80,6 +80,7 @@ impl Loop {
         self.set(|s| {
             s.cursor = cursor;
             s.cursor_seq = seq;
+            s.cursor_loaded = true;
         });
         let mut head = self.outbox.watch();
         while !self.stopped() {
