@@ -402,24 +402,27 @@ mod tests {
 
     async fn append_n(s: &Store, n: usize, uid: [u8; 16]) {
         for i in 0..n {
-            s.write(move |t| -> Result<(), StoreError> {
-                let a = actor();
-                let target = format!("org/acme/{i}");
-                append(
-                    t,
-                    Event {
-                        org: Some(("acme", uid)),
-                        actor: &a,
-                        action: "org.update",
-                        target: &target,
-                        outcome: "ok",
-                    },
-                )?;
-                Ok(())
-            })
-            .await
-            .unwrap();
+            append_one(s, actor(), "org.update", uid, i).await;
         }
+    }
+
+    async fn append_one(s: &Store, a: Actor, action: &'static str, uid: [u8; 16], i: usize) {
+        s.write(move |t| -> Result<(), StoreError> {
+            let target = format!("org/acme/{i}");
+            append(
+                t,
+                Event {
+                    org: Some(("acme", uid)),
+                    actor: &a,
+                    action,
+                    target: &target,
+                    outcome: "ok",
+                },
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
     }
 
     #[test]
@@ -528,36 +531,21 @@ mod tests {
     fn filters_keep_matching_entries_across_pages_and_say_where_to_go_on() {
         with_store(|s| {
             Box::pin(async move {
-                for i in 0..300u32 {
-                    s.write(move |t| -> Result<(), StoreError> {
-                        let a = Actor {
-                            id: if i % 3 == 0 {
-                                format!("token:ab{i}")
-                            } else {
-                                "admin".into()
-                            },
-                            role: "org-admin",
-                        };
-                        let action = if i % 10 == 0 {
-                            "sink.create"
+                for i in 0..300usize {
+                    let a = Actor {
+                        id: if i % 3 == 0 {
+                            format!("token:ab{i}")
                         } else {
-                            "org.update"
-                        };
-                        let target = format!("org/acme/{i}");
-                        append(
-                            t,
-                            Event {
-                                org: Some(("acme", [1; 16])),
-                                actor: &a,
-                                action,
-                                target: &target,
-                                outcome: "ok",
-                            },
-                        )?;
-                        Ok(())
-                    })
-                    .await
-                    .unwrap();
+                            "admin".into()
+                        },
+                        role: "org-admin",
+                    };
+                    let action = if i % 10 == 0 {
+                        "sink.create"
+                    } else {
+                        "org.update"
+                    };
+                    append_one(&s, a, action, [1; 16], i).await;
                 }
                 let sinks = Filter {
                     actor: None,

@@ -9,17 +9,10 @@ use serde_json::{json, Value};
 use crate::harness::{Gateway, GatewayOpts};
 
 async fn ingest(g: &Gateway, org: &str, n: usize) {
-    let changes: Vec<Value> = (0..n)
-        .map(|i| json!({"collection": "tracks", "doc_id": format!("{org}-{i}"), "op": "upsert", "data": {"i": i}}))
+    let docs = (0..n)
+        .map(|i| (format!("{org}-{i}"), json!({"i": i})))
         .collect();
-    let (s, b) = g
-        .admin(
-            Method::POST,
-            &format!("/orgs/{org}/formations/mesh/changes"),
-            Some(Value::Array(changes)),
-        )
-        .await;
-    assert_eq!(s, 202, "{b}");
+    g.upsert(org, "mesh", "tracks", docs).await;
 }
 
 /// Total events per second over the rates the answer lists (each interval's rate × 5 s).

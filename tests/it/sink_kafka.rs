@@ -101,17 +101,8 @@ async fn kafka_sink(g: &Gateway, org: &str, broker: &Service, topic: &str) -> St
 }
 
 async fn ingest(g: &Gateway, org: &str, n: u64, v: u64, acked: &mut BTreeSet<(String, u64)>) {
-    let changes: Vec<Value> = (0..n)
-        .map(|i| json!({"collection": "tracks", "doc_id": format!("d{i}"), "op": "upsert", "data": {"v": v}}))
-        .collect();
-    let (s, b) = g
-        .admin(
-            Method::POST,
-            &format!("/orgs/{org}/formations/mesh/changes"),
-            Some(Value::Array(changes)),
-        )
-        .await;
-    assert_eq!(s, 202, "{b}");
+    let docs = (0..n).map(|i| (format!("d{i}"), json!({"v": v}))).collect();
+    g.upsert(org, "mesh", "tracks", docs).await;
     for i in 0..n {
         acked.insert((format!("d{i}"), v));
     }

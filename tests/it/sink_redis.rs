@@ -94,17 +94,10 @@ async fn redis_sink(g: &Gateway, org: &str, url: &str, stream: &str) -> String {
 
 /// Ingests version `v` of documents `d0..d{n}` into `org`; returns how many were acknowledged.
 async fn ingest(g: &Gateway, org: &str, n: u64, v: u64) -> usize {
-    let changes: Vec<Value> = (0..n)
-        .map(|i| json!({"collection": "tracks", "doc_id": format!("d{i}"), "op": "upsert", "data": {"v": v, "org": org}}))
+    let docs = (0..n)
+        .map(|i| (format!("d{i}"), json!({"v": v, "org": org})))
         .collect();
-    let (s, b) = g
-        .admin(
-            Method::POST,
-            &format!("/orgs/{org}/formations/mesh/changes"),
-            Some(Value::Array(changes)),
-        )
-        .await;
-    assert_eq!(s, 202, "{b}");
+    let b = g.upsert(org, "mesh", "tracks", docs).await;
     b["appended"].as_u64().unwrap() as usize
 }
 

@@ -168,20 +168,10 @@ async fn the_sinks_screen_shows_a_backlog_grow_while_the_broker_is_down_and_drai
         sinks.push(b["sink_id"].as_str().unwrap().to_owned());
     }
     let ingest = |org: &'static str, n: usize| {
-        let changes: Vec<serde_json::Value> = (0..n)
-            .map(|i| json!({"collection": "tracks", "doc_id": format!("d{i}"), "op": "upsert", "data": {"org": org}}))
+        let docs = (0..n)
+            .map(|i| (format!("d{i}"), json!({"org": org})))
             .collect();
-        let g = &g;
-        async move {
-            let (s, b) = g
-                .admin(
-                    reqwest::Method::POST,
-                    &format!("/orgs/{org}/formations/mesh/changes"),
-                    Some(serde_json::Value::Array(changes)),
-                )
-                .await;
-            assert_eq!(s, 202, "{b}");
-        }
+        g.upsert(org, "mesh", "tracks", docs)
     };
 
     let b = Browser::start().await;

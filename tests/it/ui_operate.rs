@@ -230,21 +230,11 @@ async fn a_sink_is_created_and_edited_in_the_ui_and_its_dead_letter_replayed() {
 
     // The endpoint refuses: the sink stalls on the first event and says why.
     let ingest = |org: &'static str, ids: &'static [&'static str]| {
-        let g = &g;
-        async move {
-            let changes: Vec<Value> = ids
-                .iter()
-                .map(|d| json!({"collection": "tracks", "doc_id": d, "op": "upsert", "data": {"org": org}}))
-                .collect();
-            let (s, b) = g
-                .admin(
-                    Method::POST,
-                    &format!("/orgs/{org}/formations/mesh/changes"),
-                    Some(Value::Array(changes)),
-                )
-                .await;
-            assert_eq!(s, 202, "{b}");
-        }
+        let docs = ids
+            .iter()
+            .map(|d| (d.to_string(), json!({"org": org})))
+            .collect();
+        g.upsert(org, "mesh", "tracks", docs)
     };
     ingest("alpha", &["a-1", "a-2"]).await;
     ingest("bravo", &["b-1"]).await;

@@ -412,17 +412,7 @@ impl Oidc {
         org: &str,
         token: &str,
     ) -> Result<Result<Identity, String>, TenantError> {
-        let o = org.to_owned();
-        let idps: Vec<IdpRecord> = self
-            .tenancy
-            .store()
-            .read(move |r| {
-                r.scan(Table::Idps, &keys::org_prefix(&o), None, MAX_IDPS)?
-                    .iter()
-                    .map(|(_, v)| Ok(<IdpRecord as crate::store::Record>::decode(v)?))
-                    .collect::<Result<Vec<_>, TenantError>>()
-            })
-            .await?;
+        let idps = self.org_idps(org).await?;
         let enabled: Vec<&IdpRecord> = idps.iter().filter(|i| i.enabled).collect();
         if enabled.is_empty() {
             return Ok(Err("this org has no enabled identity provider".into()));
@@ -527,11 +517,10 @@ impl Oidc {
         )))
     }
 
-    /// The org's enabled providers that can sign operators in (they have a client id), by id.
-    async fn sign_in_providers(&self, org: &str) -> Result<Vec<IdpRecord>, TenantError> {
+    /// Every provider record of the org, in key order.
+    async fn org_idps(&self, org: &str) -> Result<Vec<IdpRecord>, TenantError> {
         let o = org.to_owned();
-        let mut idps: Vec<IdpRecord> = self
-            .tenancy
+        self.tenancy
             .store()
             .read(move |r| {
                 r.scan(Table::Idps, &keys::org_prefix(&o), None, MAX_IDPS)?
@@ -539,7 +528,12 @@ impl Oidc {
                     .map(|(_, v)| Ok(<IdpRecord as crate::store::Record>::decode(v)?))
                     .collect::<Result<Vec<_>, TenantError>>()
             })
-            .await?;
+            .await
+    }
+
+    /// The org's enabled providers that can sign operators in (they have a client id), by id.
+    async fn sign_in_providers(&self, org: &str) -> Result<Vec<IdpRecord>, TenantError> {
+        let mut idps = self.org_idps(org).await?;
         idps.retain(|i| i.enabled && i.client_id.is_some());
         idps.sort_by(|a, b| a.idp_id.cmp(&b.idp_id));
         Ok(idps)

@@ -356,6 +356,30 @@ impl Gateway {
         assert_eq!(s, 201, "creating formation {org}/{app}: {b}");
         b
     }
+
+    /// Upserts `docs` (id, data) into `org`'s formation `app` as the admin; asserts the 202
+    /// and returns its body.
+    pub async fn upsert(
+        &self,
+        org: &str,
+        app: &str,
+        collection: &str,
+        docs: Vec<(String, Value)>,
+    ) -> Value {
+        let changes: Vec<Value> = docs
+            .into_iter()
+            .map(|(id, data)| serde_json::json!({"collection": collection, "doc_id": id, "op": "upsert", "data": data}))
+            .collect();
+        let (s, b) = self
+            .admin(
+                Method::POST,
+                &format!("/orgs/{org}/formations/{app}/changes"),
+                Some(Value::Array(changes)),
+            )
+            .await;
+        assert_eq!(s, 202, "ingest into {org}/{app}: {b}");
+        b
+    }
 }
 
 pub async fn split(resp: Response) -> (u16, Value) {
