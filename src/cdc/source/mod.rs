@@ -241,6 +241,47 @@ struct Capture {
     reconcile: Arc<tokio::sync::Notify>,
 }
 
+/// Probes the node every [`LIVENESS`]; ends with the reason after two probes in a row failed
+/// (a stopped node keeps its sockets open and says nothing).
+async fn watch_liveness(client: SidecarClient) -> SourceError {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + LIVENESS, LIVENESS);
+    let mut failures = 0;
+    loop {
+        tick.tick().await;
+        let failure = match tokio::time::timeout(LIVENESS_TIMEOUT, client.status()).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(SourceError::Unreachable {
+                endpoint: client.endpoint().to_owned(),
+                reason: format!(
+                    "the node stopped answering (no answer to two status probes in {} s each)",
+                    LIVENESS_TIMEOUT.as_secs()
+                ),
+            }),
+        };
+        match failure {
+            None => failures = 0,
+            Some(e) => {
+                failures += 1;
+                if failures >= 2 {
+                    return e;
+                }
+            }
+        }
+    }
+}
+
+/// `work`, unless the node stops answering first.
+async fn alive<T>(
+    work: impl std::future::Future<Output = Result<T, SourceError>>,
+    liveness: &mut (impl std::future::Future<Output = SourceError> + Unpin),
+) -> Result<T, SourceError> {
+    tokio::select! {
+        r = work => r,
+        e = liveness => Err(e),
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(200)
         .saturating_mul(1u32 << attempt.min(5))
@@ -329,46 +370,22 @@ impl Capture {
             h.connects += 1;
             h.last_error = None;
         });
-        self.reconcile().await?;
+        // The node is probed the whole time, reconciliations included: a node that stops
+        // answering mid-reconciliation is seen as soon as when it is quiet.
+        let mut liveness = Box::pin(watch_liveness(self.client.clone()));
+        alive(self.reconcile(), &mut liveness).await?;
         let every = Duration::from_secs(self.def.reconcile_secs);
         let mut reconcile_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let mut liveness =
-            tokio::time::interval_at(tokio::time::Instant::now() + LIVENESS, LIVENESS);
-        let mut failures = 0;
         loop {
             tokio::select! {
                 batch = stream.next_batch() => match batch? {
-                    Some(frames) => self.frames(&mut stream, frames).await?,
+                    Some(frames) => alive(self.frames(&mut stream, frames), &mut liveness).await?,
                     None => return Err(SourceError::Cut),
                 },
-                _ = reconcile_tick.tick() => self.reconcile().await?,
-                _ = self.reconcile.notified() => self.reconcile().await?,
-                _ = liveness.tick() => {
-                    // A stopped node keeps its sockets open and says nothing: probe it.
-                    let probe = tokio::time::timeout(LIVENESS_TIMEOUT, self.client.status()).await;
-                    match probe {
-                        Ok(Ok(_)) => failures = 0,
-                        Ok(Err(e)) => {
-                            failures += 1;
-                            if failures >= 2 {
-                                return Err(e);
-                            }
-                        }
-                        Err(_) => {
-                            failures += 1;
-                            if failures >= 2 {
-                                return Err(SourceError::Unreachable {
-                                    endpoint: self.client.endpoint().to_owned(),
-                                    reason: format!(
-                                        "the node stopped answering (no answer to two status probes in {} s each)",
-                                        LIVENESS_TIMEOUT.as_secs()
-                                    ),
-                                });
-                            }
-                        }
-                    }
-                }
+                _ = reconcile_tick.tick() => alive(self.reconcile(), &mut liveness).await?,
+                _ = self.reconcile.notified() => alive(self.reconcile(), &mut liveness).await?,
+                e = &mut liveness => return Err(e),
                 _ = self.stop.changed() => return Ok(()),
             }
         }
