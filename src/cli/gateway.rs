@@ -467,6 +467,11 @@ impl Running {
         let metrics = self.state.metrics.clone();
         let activity = self.state.activity.clone();
         let sampler = tokio::spawn(api::sample_activity(self.state.clone(), stop.subscribe()));
+        let supervisor = tokio::spawn(super::service::supervise(
+            self.state.clone(),
+            stop.subscribe(),
+        ));
+        super::service::ready(&self.state);
         let app = api::router(self.state);
         let reloads = self.tls.map(|(state, files)| {
             tokio::spawn(super::reload::tls_reloads(
@@ -478,12 +483,14 @@ impl Running {
             ))
         });
         listen::serve(self.listeners, app, self.limits, shutdown_signal()).await;
+        super::service::stopping();
         let served: anyhow::Result<()> = Ok(());
         tracing::info!("listener closed; stopping sinks and flushing the stores");
         let _ = stop.send(true);
         let _ = housekeeping.await;
         let _ = retention.await;
         let _ = sampler.await;
+        let _ = supervisor.await;
         if let Some(r) = reloads {
             let _ = r.await;
         }

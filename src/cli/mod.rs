@@ -4,6 +4,7 @@ mod admin;
 mod gateway;
 mod keyring;
 mod reload;
+mod service;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -209,6 +209,21 @@ impl Store {
         Ok((before, self.file_bytes()))
     }
 
+    /// Whether the writer thread answers within `within` and the store takes writes: what
+    /// the service watchdog needs to keep the gateway alive. Writes nothing.
+    pub async fn writer_healthy(&self, within: std::time::Duration) -> bool {
+        if self.is_poisoned() {
+            return false;
+        }
+        let (reply, rx) = oneshot::channel();
+        // A full queue counts against the writer too: the send waits inside the limit.
+        let asked = async {
+            self.inner.tx.send(Msg::Ping(reply)).await.ok()?;
+            rx.await.ok()
+        };
+        matches!(tokio::time::timeout(within, asked).await, Ok(Some(())))
+    }
+
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::Acquire)
     }

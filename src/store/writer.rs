@@ -28,6 +28,8 @@ pub(crate) enum Msg {
     Job(Box<dyn Job>),
     /// Compact the file; nothing else runs meanwhile.
     Compact(oneshot::Sender<Result<(), StoreError>>),
+    /// Answered at once by a writer that is not stuck (the service watchdog asks).
+    Ping(oneshot::Sender<()>),
     Stop,
 }
 
@@ -95,6 +97,10 @@ pub(crate) fn run(
                 let _ = reply.send(compact(&db));
                 continue;
             }
+            Some(Msg::Ping(reply)) => {
+                let _ = reply.send(());
+                continue;
+            }
             Some(Msg::Stop) | None => break,
         }
         let mut compact_after = None;
@@ -104,6 +110,9 @@ pub(crate) fn run(
                 Ok(Msg::Compact(reply)) => {
                     compact_after = Some(reply);
                     break;
+                }
+                Ok(Msg::Ping(reply)) => {
+                    let _ = reply.send(());
                 }
                 Ok(Msg::Stop) => {
                     stop = true;

@@ -30,6 +30,7 @@ mod sink_nats;
 mod sink_redis;
 mod sink_webhook;
 mod source;
+mod systemd;
 mod tls;
 #[cfg(feature = "tpm")]
 mod tpm;

@@ -539,6 +539,11 @@ impl Outbox {
         Ok(Some((before, after)))
     }
 
+    /// Whether `cdc.redb`'s writer answers within `within` and takes writes.
+    pub async fn writer_healthy(&self, within: std::time::Duration) -> bool {
+        self.store.writer_healthy(within).await
+    }
+
     pub fn file_bytes(&self) -> u64 {
         self.store.file_bytes()
     }
