@@ -12,13 +12,24 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-const ABOUT: &str = "Edge gateway for Peat meshes: formation authority and admin API on a kit";
+const ABOUT: &str =
+    "Edge gateway for Peat meshes: durable change capture to enterprise sinks, formation authority";
 
 const LONG_ABOUT: &str = "\
-peat-gateway runs beside a Peat mesh node on an ARM gateway. It keeps each organization's
-formations (Peat genesis keys, sealed under a key-encryption key), issues org-scoped API
-tokens, records every administrative action in a hash-chained audit log, and serves an admin
-REST API with Prometheus metrics.
+peat-gateway runs beside a Peat mesh node on an ARM gateway and does two jobs:
+
+  Change capture. It follows the node's document changes (bound per formation to the node's
+  sidecar), keeps them durably in an outbox on local flash while the backhaul is down, and
+  forwards them to each organization's sinks (NATS JetStream, MQTT, webhooks, Redis Streams,
+  Kafka, files) when the link returns: an acknowledged change is never lost.
+
+  Formation authority. Each organization's formations keep their Peat genesis keys sealed
+  under a key-encryption key (TPM 2.0, Vault, AWS KMS or a local key); devices enroll with
+  proof of possession through bootstrap tokens, OpenID tokens (verified offline from cached
+  keys) or client certificates, and receive Peat mesh certificates.
+
+Around both: multi-org tenancy with org-scoped API tokens, a hash-chained audit log, an
+admin REST API (/openapi.json) with Prometheus metrics, and an operator web UI at /_/.
 
 With no subcommand it runs `serve`. Try `peat-gateway demo` for a self-contained run.";
 
@@ -29,18 +40,23 @@ when present) and the environment, which overrides the file:
   PEAT_GATEWAY_BIND        listen address                 (default 0.0.0.0:8080)
   PEAT_GATEWAY_DATA_DIR    state directory                (default ./data)
   PEAT_ADMIN_TOKEN         bootstrap admin bearer token   (unset: generated at first start)
-  PEAT_KEK                 local key-encryption key, 64 hex characters
-  PEAT_KEY_PROVIDER        local | plaintext              (implied by PEAT_KEK)
+  PEAT_KEY_PROVIDER        tpm | vault | aws-kms | local  (plaintext in dev builds only)
+  PEAT_KEK                 local key-encryption key, 64 hex characters (implies local)
+  PEAT_CDC_NATS_URL        default NATS server for sinks that name none
   PEAT_DEV_MODE            1 allows an open admin API and the plaintext provider (dev builds)
   PEAT_LOG                 log filter, e.g. info or peat_gateway=debug (else RUST_LOG)
+  Secrets accept file:/path or credential:NAME (systemd LoadCredential=).
   See README.md for every setting.
 
 Examples:
+  peat-gateway demo                              # everything on embedded defaults
   peat-gateway keys generate-kek                 # make a KEK for PEAT_KEK
   PEAT_KEK=<64 hex> peat-gateway                 # serve; prints the admin token once
+  PEAT_KEY_PROVIDER=tpm peat-gateway keys init   # seal a new KEK in the TPM
   PEAT_KEK=<64 hex> peat-gateway check-config    # show the effective settings
-  peat-gateway demo                              # everything on embedded defaults
+  peat-gateway audit verify                      # walk the audit hash chain (gateway stopped)
 
+Under systemd (Type=notify) it reports READY, a STATUS line and watchdog pings.
 Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.";
 
 #[derive(Parser)]

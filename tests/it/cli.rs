@@ -95,6 +95,11 @@ fn help_teaches_the_settings_and_generate_kek_gives_a_usable_key() {
         "PEAT_GATEWAY_DATA_DIR",
         "demo",
         "Exit codes",
+        // The whole job: capture and the authority, and every key provider.
+        "Change capture",
+        "Formation authority",
+        "tpm | vault | aws-kms | local",
+        "credential:NAME",
     ] {
         assert!(out.contains(s), "--help lacks {s}");
     }
