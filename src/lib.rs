@@ -3,6 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for the bird's-eye view and the code map.
 
 pub mod api;
+pub mod backup;
 pub mod cdc;
 pub mod config;
 pub mod egress;

@@ -46,7 +46,7 @@ impl ApiError {
         )
     }
 
-    fn internal(message: &str, cause: String) -> Self {
+    pub(crate) fn internal(message: &str, cause: String) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",

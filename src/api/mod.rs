@@ -13,6 +13,7 @@
 mod activity;
 mod audit;
 mod authority;
+mod backup;
 mod book;
 mod changes;
 mod enroll;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
     let book = session::routes(book);
     let book = sso::routes(book);
     let book = activity::routes(book);
+    let book = backup::routes(book);
     let (routes, openapi) = book.finish(env!("CARGO_PKG_VERSION"));
     let state = state.with_openapi(openapi);
     let routes = routes.merge(ui::routes(&state));

@@ -1,6 +1,7 @@
 //! Command-line interface. `anyhow` lives here and nowhere in the library.
 
 mod admin;
+mod backup;
 mod gateway;
 mod keyring;
 mod reload;
@@ -99,6 +100,13 @@ enum Cmd {
     /// encrypt records a plaintext setup wrote (--from-plaintext). Reports counts; --dry-run
     /// only counts.
     MigrateKeys(admin::MigrateArgs),
+    /// Take a consistent backup of the running gateway (both stores and the TPM-sealed KEK
+    /// file) through its API, without stopping it. Needs the admin token.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into the data directory (gateway stopped). Refuses a backup from a
+    /// newer schema or one the configured key cannot open, and a data directory that holds
+    /// data unless --force (the old files are kept aside).
+    Restore(backup::RestoreArgs),
 }
 
 /// How a command ended; mapped to the documented exit codes.
@@ -125,6 +133,8 @@ pub(crate) fn main() -> ExitCode {
         Cmd::Audit { cmd } => admin::audit(cli.config.as_deref(), cmd),
         Cmd::Keys { cmd } => admin::keys(cli.config.as_deref(), cmd),
         Cmd::MigrateKeys(args) => admin::migrate_keys(cli.config.as_deref(), args),
+        Cmd::Backup(args) => backup::backup(args),
+        Cmd::Restore(args) => backup::restore(cli.config.as_deref(), args),
     };
     match result {
         Ok(code) => code,

@@ -188,6 +188,48 @@ impl Store {
         std::fs::metadata(&self.inner.path).map_or(0, |m| m.len())
     }
 
+    /// Writes a consistent copy of the whole database to the new file `dest`: every table as
+    /// one read transaction sees it, so writers go on meanwhile and nothing is torn. Returns
+    /// the copy's schema version. Blocks on disk I/O: call it from `spawn_blocking`.
+    pub fn snapshot_to(&self, dest: &Path) -> Result<u32, StoreError> {
+        use redb::{ReadableDatabase as _, ReadableTable as _, TableHandle as _};
+        let guard = read_lock(&self.inner.db);
+        let rtx = guard.begin_read().op("begin read")?;
+        let mut b = Builder::new();
+        b.set_cache_size(1 << 20);
+        let out = b.create(dest).op("create the snapshot")?;
+        let mut wtx = out.begin_write().op("begin write")?;
+        wtx.set_durability(redb::Durability::Immediate)
+            .op("set durability")?;
+        for handle in rtx.list_tables().op("list tables")? {
+            let name = handle.name().to_owned();
+            let def: redb::TableDefinition<'_, &[u8], &[u8]> = redb::TableDefinition::new(&name);
+            let from = rtx.open_table(def).op("open table")?;
+            let mut to = wtx.open_table(def).op("create table")?;
+            for row in from.iter().op("scan table")? {
+                let (k, v) = row.op("read row")?;
+                to.insert(k.value(), v.value()).op("copy row")?;
+            }
+        }
+        wtx.commit().op("commit the snapshot")?;
+        drop(out);
+        read_schema_version_of(&rtx)
+    }
+
+    /// The directory holding the database file.
+    pub fn dir(&self) -> &Path {
+        self.inner.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Whether another process holds the database at `path` open (a running gateway).
+    pub fn in_use(path: &Path) -> bool {
+        path.exists()
+            && matches!(
+                Builder::new().set_cache_size(1 << 20).open(path),
+                Err(DatabaseError::DatabaseAlreadyOpen)
+            )
+    }
+
     /// Free space for unprivileged writers on the file system holding the database.
     pub fn free_bytes(&self) -> Option<u64> {
         let dir = self.inner.path.parent()?;
@@ -295,6 +337,10 @@ fn migrate(db: &Database, path: &Path, schema: &Schema) -> Result<(), StoreError
 
 fn read_schema_version(db: &Database) -> Result<u32, StoreError> {
     let rtx = db.begin_read().op("begin read")?;
+    read_schema_version_of(&rtx)
+}
+
+fn read_schema_version_of(rtx: &redb::ReadTransaction) -> Result<u32, StoreError> {
     let meta = match rtx.open_table(Table::Meta.def()) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),

@@ -54,6 +54,7 @@ fn expectation(method: &str, path: &str) -> Rule {
         ("get", "/orgs/{org_id}/audit/verify") => Rule::Org(MANAGE),
         ("get", "/audit/verify") => Rule::Gateway,
         ("get", "/activity") => Rule::Gateway,
+        ("get", "/backup") => Rule::Gateway,
         ("get", "/orgs/{org_id}/activity") => Rule::Org(READ),
         (
             _,

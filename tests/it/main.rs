@@ -5,6 +5,7 @@ mod harness;
 mod activity;
 mod architecture;
 mod auth;
+mod backup;
 mod bad_input;
 mod capture;
 mod cdc;

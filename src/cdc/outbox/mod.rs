@@ -539,6 +539,11 @@ impl Outbox {
         Ok(Some((before, after)))
     }
 
+    /// A consistent copy of `cdc.redb` at `dest` (see [`Store::snapshot_to`]); its schema.
+    pub fn snapshot_to(&self, dest: &std::path::Path) -> Result<u32, CdcError> {
+        Ok(self.store.snapshot_to(dest)?)
+    }
+
     /// Whether `cdc.redb`'s writer answers within `within` and takes writes.
     pub async fn writer_healthy(&self, within: std::time::Duration) -> bool {
         self.store.writer_healthy(within).await
