@@ -156,6 +156,8 @@ pub struct Metrics {
     pub refused_sources: Counter,
     pub tls_reloads: Counter,
     pub tls_reload_failures: Counter,
+    /// When the listener certificate in use ends (Unix seconds); 0 without TLS.
+    pub tls_not_after: Gauge,
     pub auth_blocked: Counter,
     pub key_probe_failures: Counter,
     pub cdc_appended: Counter,
@@ -267,6 +269,12 @@ impl Metrics {
             "tls_reload_failures",
             "Listener certificate reloads refused (the previous material stayed in use)",
             tls_reload_failures.clone(),
+        );
+        let tls_not_after = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the listener certificate in use ends (Unix seconds); 0 without TLS",
+            tls_not_after.clone(),
         );
         let refused_sources = Counter::default();
         registry.register(
@@ -403,6 +411,7 @@ impl Metrics {
             refused_sources,
             tls_reloads,
             tls_reload_failures,
+            tls_not_after,
             auth_blocked,
             key_probe_failures,
             cdc_appended,

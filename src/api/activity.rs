@@ -59,6 +59,11 @@ impl Activity {
         i.tls_reload_error = None;
     }
 
+    /// The listener certificate's end (Unix seconds), when serving TLS.
+    pub fn tls_not_after(&self) -> Option<i64> {
+        self.lock().tls_not_after
+    }
+
     pub fn tls_reload_refused(&self, why: String) {
         self.lock().tls_reload_error = Some((now_ms(), why));
     }

@@ -192,6 +192,9 @@ fn without_detail(text: &str) -> String {
 async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     s.metrics.observe_cdc(&s.cdc);
     s.metrics.observe_sources(&s.sources);
+    s.metrics
+        .tls_not_after
+        .set(s.activity.tls_not_after().unwrap_or(0));
     if let Ok((orgs, formations)) = s.tenancy.counts().await {
         s.metrics.orgs.set(i64::try_from(orgs).unwrap_or(i64::MAX));
         s.metrics

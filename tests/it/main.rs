@@ -21,6 +21,7 @@ mod flood;
 mod isolation;
 mod kms;
 mod listener;
+mod monitoring;
 mod oidc;
 mod secrets;
 #[cfg(feature = "kafka")]
