@@ -847,14 +847,7 @@ async fn certificates_and_revocations_are_published_to_the_node_as_peat_document
     use peat_gateway::cdc::source::simulator::Simulator;
     let sim = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let (g, mesh_id, authority) = formation("Open", &[]).await;
-    let (s, b) = g
-        .admin(
-            Method::PUT,
-            "/orgs/acme/formations/mesh/source",
-            Some(json!({"endpoint": sim.url(), "collections": ["tracks"]})),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    crate::source::bind_endpoint(&g, &sim.url()).await;
     let (s, _) = put_settings(&g, "mesh", json!({"publish_documents": true})).await;
     assert_eq!(s, 200);
     let key = device(0xe1);

@@ -58,14 +58,7 @@ async fn the_dashboard_and_alert_rules_name_only_series_the_gateway_exports() {
     sim.put("tracks", "", r#"{"lat":1}"#);
     sim.put("tracks", "t-1", r#"{"lat":2}"#);
     let (g, mesh_id, _) = formation("Open", &[]).await;
-    let (s, b) = g
-        .admin(
-            Method::PUT,
-            "/orgs/acme/formations/mesh/source",
-            Some(json!({"endpoint": sim.url(), "collections": ["tracks"]})),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    crate::source::bind_endpoint(&g, &sim.url()).await;
     source_when(&g, |b| {
         b["health"]["refused_documents"]
             .as_array()
