@@ -15,6 +15,33 @@ pub struct Browser {
     session: String,
 }
 
+impl Drop for Browser {
+    /// Ends the WebDriver session, so chromedriver quits the browser it started (the browser
+    /// lives in a process group of its own and would outlive chromedriver), then kills
+    /// whatever of it is left, found by this browser's own profile directory.
+    fn drop(&mut self) {
+        use std::io::{Read as _, Write as _};
+        let quit = std::net::TcpStream::connect(("127.0.0.1", self._driver.port)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            )?;
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer);
+            Ok(())
+        });
+        drop(quit);
+        let profile = self._driver.dir.path().join("profile");
+        let _ = std::process::Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(profile.display().to_string())
+            .status();
+    }
+}
+
 /// WebDriver's key for an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 

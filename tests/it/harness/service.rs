@@ -124,8 +124,12 @@ impl Service {
             .append(true)
             .open(self.dir.path().join(format!("{}.log", self.name)))
             .expect("log file");
+        use std::os::unix::process::CommandExt as _;
         let child = Command::new(&self.program)
             .args(&self.args)
+            // Its own process group: killing the service also kills what it started (the
+            // browsers chromedriver launches would outlive it otherwise).
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -154,6 +158,10 @@ impl Service {
     /// SIGKILL: no goodbye to clients, nothing flushed beyond what the server already synced.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(format!("-{}", c.id()))
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
