@@ -2,6 +2,7 @@
 
 mod admin;
 mod backup;
+mod demo;
 mod gateway;
 mod keyring;
 mod reload;
