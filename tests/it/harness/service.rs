@@ -158,9 +158,10 @@ impl Service {
     /// SIGKILL: no goodbye to clients, nothing flushed beyond what the server already synced.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // `--` first: procps's kill reads `-KILL -<pgid>` as something else entirely and
+            // signalled far more than the group.
             let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(format!("-{}", c.id()))
+                .args(["-s", "KILL", "--", &format!("-{}", c.id())])
                 .status();
             let _ = c.kill();
             let _ = c.wait();
