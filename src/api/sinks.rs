@@ -435,7 +435,7 @@ async fn status(
             st.retried,
             st.dead_lettered,
             st.last_delivery_ms,
-            st.rate,
+            st.rate.per_sec(std::time::Instant::now(), st.delivered),
         ),
         None => (
             SinkState::Starting,
@@ -449,7 +449,9 @@ async fn status(
             0.0,
         ),
     };
-    let eta = (rate > 0.0 && backlog > 0).then(|| backlog as f64 / rate);
+    // Only while events flow: a disconnected or stalled sink drains at no known rate.
+    let flowing = matches!(state, SinkState::Delivering | SinkState::Idle);
+    let eta = (flowing && rate > 0.0 && backlog > 0).then(|| backlog as f64 / rate);
     Ok(Json(json!({
         "sink_id": def.sink_id,
         "state": state.name(),

@@ -418,3 +418,117 @@ async fn a_nats_server_verifying_client_certificates_admits_the_sink_that_presen
         "no client certificate, no connection: {st}"
     );
 }
+
+/// An org's sink, delivering into its own stream.
+async fn org_nats_sink(g: &Gateway, org: &str, nats: &Service) -> String {
+    for (path, body) in [
+        (
+            "/orgs".to_owned(),
+            json!({"org_id": org, "display_name": org}),
+        ),
+        (format!("/orgs/{org}/formations"), json!({"app_id": "mesh"})),
+        (
+            format!("/orgs/{org}/sinks"),
+            json!({"sink_type": {"Nats": {"subject_prefix": "peat", "url": nats.url("nats")}}}),
+        ),
+    ] {
+        let (s, b) = g.admin(Method::POST, &path, Some(body)).await;
+        assert_eq!(s, 201, "{path}: {b}");
+        if path.ends_with("/sinks") {
+            return b["sink_id"].as_str().unwrap().to_owned();
+        }
+    }
+    unreachable!()
+}
+
+async fn org_status(g: &Gateway, org: &str, sink: &str) -> Value {
+    g.admin(
+        Method::GET,
+        &format!("/orgs/{org}/sinks/{sink}/status"),
+        None,
+    )
+    .await
+    .1
+}
+
+#[tokio::test]
+async fn sink_rates_are_measured_over_wall_time_and_a_disconnected_sink_gives_no_eta() {
+    let mut nats = service::nats().await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    let sinks = [
+        ("alpha", org_nats_sink(&g, "alpha", &nats).await, 50u64),
+        ("bravo", org_nats_sink(&g, "bravo", &nats).await, 20),
+    ];
+    // Each sink's loop runs (idle) before the first event is ingested.
+    for (org, sink, _) in &sinks {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while org_status(&g, org, sink).await["state"] != "idle" && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let started = Instant::now();
+    for (org, _, n) in &sinks {
+        for round in 0..n / 10 {
+            let (s, b) = ingest_org(&g, org, round).await;
+            assert_eq!(s, 202, "{b}");
+        }
+    }
+    for (org, sink, n) in &sinks {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let st = loop {
+            let asked = Instant::now();
+            let st = org_status(&g, org, sink).await;
+            if st["delivered"] == *n || Instant::now() > deadline {
+                break (st, asked);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (st, asked) = st;
+        assert_eq!(st["delivered"], *n, "{org}: its own events only: {st}");
+        // Every one of the org's events was delivered after `started`: a rate measured over
+        // wall time cannot exceed them over the time since (one that times only the
+        // publish calls does, by far).
+        let rate = st["rate_events_per_sec"].as_f64().unwrap();
+        let bound = *n as f64 / asked.duration_since(started).as_secs_f64();
+        assert!(rate > 0.0, "{org}: {st}");
+        assert!(rate <= bound, "{org}: {rate}/s > {bound}/s: {st}");
+    }
+
+    nats.kill();
+    for round in 5..10 {
+        let (s, _) = ingest_org(&g, "alpha", round).await;
+        assert_eq!(s, 202);
+    }
+    let (org, sink, _) = &sinks[0];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st = org_status(&g, org, sink).await;
+        if (st["state"] == "disconnected" && st["backlog_events"] == 50)
+            || Instant::now() > deadline
+        {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(st["state"], "disconnected", "{st}");
+    assert_eq!(st["backlog_events"], 50, "{st}");
+    assert!(
+        st["drain_eta_seconds"].is_null(),
+        "no ETA while nothing can be delivered: {st}"
+    );
+    let bravo = org_status(&g, sinks[1].0, &sinks[1].1).await;
+    assert_eq!(
+        bravo["backlog_events"], 0,
+        "bravo's backlog is its own: {bravo}"
+    );
+    assert!(bravo["drain_eta_seconds"].is_null(), "{bravo}");
+}
+
+async fn ingest_org(g: &Gateway, org: &str, round: u64) -> (u16, Value) {
+    g.admin(
+        Method::POST,
+        &format!("/orgs/{org}/formations/mesh/changes"),
+        Some(batch(round)),
+    )
+    .await
+}

@@ -16,7 +16,10 @@ use super::sink::{self, Delivery, Sink, SinkContext, SinkError};
 use super::{event_id, CdcError, Outbox};
 use crate::tenant::{now_ms, SinkDef, SinkStart, Tenancy};
 
+mod rate;
 mod sink_loop;
+
+pub use rate::DeliveryRate;
 
 use sink_loop::Loop;
 
@@ -76,8 +79,8 @@ pub struct SinkStatus {
     pub retried: u64,
     pub dead_lettered: u64,
     pub last_delivery_ms: Option<u64>,
-    /// Delivered events per second, smoothed.
-    pub rate: f64,
+    /// Delivered events over wall time (see [`DeliveryRate`]).
+    pub rate: DeliveryRate,
     /// Whether `cursor` and `cursor_seq` hold the stored cursor yet (a starting loop reads it).
     pub cursor_loaded: bool,
 }
@@ -96,7 +99,7 @@ impl SinkStatus {
             retried: 0,
             dead_lettered: 0,
             last_delivery_ms: None,
-            rate: 0.0,
+            rate: DeliveryRate::default(),
             cursor_loaded: false,
         }
     }

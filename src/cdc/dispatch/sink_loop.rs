@@ -81,6 +81,7 @@ impl Loop {
             s.cursor = cursor;
             s.cursor_seq = seq;
             s.cursor_loaded = true;
+            s.rate.record(std::time::Instant::now(), s.delivered);
         });
         let mut head = self.outbox.watch();
         while !self.stopped() {
@@ -172,10 +173,9 @@ impl Loop {
         let mut rest = all;
         let mut attempt = 0u32;
         while !rest.is_empty() {
-            let started = std::time::Instant::now();
             match sink.deliver(rest).await {
                 Ok(()) => {
-                    self.delivered(rest, started.elapsed());
+                    self.delivered(rest);
                     return Some(());
                 }
                 Err(SinkError::Transient(reason)) => {
@@ -211,7 +211,7 @@ impl Loop {
                     let index = index.min(rest.len() - 1);
                     let (done, tail) = rest.split_at(index);
                     if let Some(d) = done.last() {
-                        self.delivered(done, started.elapsed());
+                        self.delivered(done);
                         if self.commit(d.lsn).await.is_err() {
                             return None;
                         }
@@ -275,20 +275,15 @@ impl Loop {
         Some(cmd)
     }
 
-    fn delivered(&self, batch: &[Delivery], took: Duration) {
+    fn delivered(&self, batch: &[Delivery]) {
         let n = batch.len() as u64;
         let bytes: usize = batch.iter().map(|d| d.body.len()).sum();
-        let inst = n as f64 / took.as_secs_f64().max(1e-6);
         self.set(|s| {
             s.delivered += n;
             s.delivered_bytes += bytes as u64;
             s.last_delivery_ms = Some(now_ms());
             s.last_error = None;
-            s.rate = if s.rate == 0.0 {
-                inst
-            } else {
-                s.rate * 0.8 + inst * 0.2
-            };
+            s.rate.record(std::time::Instant::now(), s.delivered);
         });
     }
 
