@@ -190,10 +190,11 @@ impl Config {
             ));
         }
         let enroll_rate = raw.enroll_rate_per_min.unwrap_or(30);
-        if !(1..=100_000).contains(&enroll_rate) {
+        // Up to 100,000 a second: a whole site's devices may enroll from behind one NAT.
+        if !(1..=6_000_000).contains(&enroll_rate) {
             errors.push(err(
                 name("enroll_rate_per_min"),
-                "must be between 1 and 100000",
+                "must be between 1 and 6000000",
             ));
         }
         let tls = tls::listener_tls(&raw, &name, &mut errors);

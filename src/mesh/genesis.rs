@@ -30,6 +30,8 @@ pub struct MeshGenesis {
     authority_seed: Zeroizing<[u8; 32]>,
     created_at_ms: u64,
     policy: MembershipPolicy,
+    /// Derived from `authority_seed` once: deriving it costs a scalar multiplication.
+    authority: ed25519_dalek::SigningKey,
 }
 
 impl MeshGenesis {
@@ -47,6 +49,7 @@ impl MeshGenesis {
         Ok(Self {
             mesh_name: mesh_name.to_owned(),
             mesh_seed,
+            authority: signing_key(&authority_seed),
             authority_seed,
             created_at_ms,
             policy,
@@ -85,12 +88,13 @@ impl MeshGenesis {
     }
 
     pub fn authority_public_key(&self) -> [u8; 32] {
-        signing_key(&self.authority_seed).verifying_key().to_bytes()
+        self.authority.verifying_key().to_bytes()
     }
 
-    /// The authority's signing key (zeroized on drop), for issuing certificates.
+    /// The authority's signing key (zeroized on drop), for issuing certificates. A copy of
+    /// the derived key: nothing is recomputed.
     pub fn authority_signing_key(&self) -> ed25519_dalek::SigningKey {
-        signing_key(&self.authority_seed)
+        self.authority.clone()
     }
 
     /// First 16 bytes of SHA-256(authority public key), lowercase hex.
@@ -134,6 +138,7 @@ impl MeshGenesis {
         Ok(Self {
             mesh_name,
             mesh_seed,
+            authority: signing_key(&authority_seed),
             authority_seed,
             created_at_ms,
             policy,

@@ -42,7 +42,7 @@ use redb::TableDefinition;
 
 pub(crate) type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     Meta,
     Orgs,

@@ -1,5 +1,7 @@
 //! Transaction views handed to operations: [`Txn`] for writes, [`ReadView`] for reads.
 
+use std::collections::HashMap;
+
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::error::RedbResultExt;
@@ -32,6 +34,15 @@ pub trait Reader {
     ) -> Result<Vec<Entry>, StoreError>;
 
     fn count(&self, table: Table) -> Result<u64, StoreError>;
+
+    /// The values of many keys of one table, in the order asked.
+    fn get_many_raw(
+        &self,
+        table: Table,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|k| self.get_raw(table, k)).collect()
+    }
 
     fn get<R: Record>(&self, table: Table, key: &[u8]) -> Result<Option<R>, StoreError> {
         self.get_raw(table, key)?
@@ -165,10 +176,8 @@ impl Reader for ReadView {
     table_scans!(rtx);
 }
 
-enum Pending {
-    Put(Table, Vec<u8>, Vec<u8>),
-    Delete(Table, Vec<u8>),
-}
+/// A buffered write: the new value, or `None` for a delete.
+type Pending = Option<Vec<u8>>;
 
 /// One operation's view of a write transaction.
 ///
@@ -177,19 +186,39 @@ enum Pending {
 /// operations committed to the transaction, not this operation's buffer.
 pub struct Txn<'a> {
     wtx: &'a WriteTransaction,
-    pending: Vec<Pending>,
+    /// The last buffered write of each key, in first-write order per table: applying them
+    /// opens each table once, and a read of a buffered key is one lookup.
+    pending: HashMap<Table, (Vec<Vec<u8>>, HashMap<Vec<u8>, Pending>)>,
+    /// Tables in the order first written.
+    order: Vec<Table>,
 }
 
 impl<'a> Txn<'a> {
     pub(crate) fn new(wtx: &'a WriteTransaction) -> Self {
         Self {
             wtx,
-            pending: Vec::new(),
+            pending: HashMap::new(),
+            order: Vec::new(),
         }
     }
 
+    fn buffer(&mut self, table: Table, key: Vec<u8>, value: Pending) {
+        let (keys, values) = self.pending.entry(table).or_insert_with(|| {
+            self.order.push(table);
+            Default::default()
+        });
+        if !values.contains_key(&key) {
+            keys.push(key.clone());
+        }
+        values.insert(key, value);
+    }
+
+    fn buffered(&self, table: Table, key: &[u8]) -> Option<&Pending> {
+        self.pending.get(&table).and_then(|(_, v)| v.get(key))
+    }
+
     pub fn put_raw(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
-        self.pending.push(Pending::Put(table, key, value));
+        self.buffer(table, key, Some(value));
     }
 
     pub fn put<R: Record>(
@@ -204,7 +233,7 @@ impl<'a> Txn<'a> {
     }
 
     pub fn delete(&mut self, table: Table, key: Vec<u8>) {
-        self.pending.push(Pending::Delete(table, key));
+        self.buffer(table, key, None);
     }
 
     /// Deletes every key with `prefix` in `table`; returns how many there were.
@@ -225,16 +254,21 @@ impl<'a> Txn<'a> {
         }
     }
 
-    pub(crate) fn apply(self) -> Result<(), StoreError> {
-        for p in self.pending {
-            match p {
-                Pending::Put(table, k, v) => {
-                    let mut t = self.wtx.open_table(table.def()).op("open table")?;
-                    t.insert(k.as_slice(), v.as_slice()).op("insert")?;
-                }
-                Pending::Delete(table, k) => {
-                    let mut t = self.wtx.open_table(table.def()).op("open table")?;
-                    t.remove(k.as_slice()).op("remove")?;
+    pub(crate) fn apply(mut self) -> Result<(), StoreError> {
+        for table in std::mem::take(&mut self.order) {
+            let Some((keys, mut values)) = self.pending.remove(&table) else {
+                continue;
+            };
+            let mut t = self.wtx.open_table(table.def()).op("open table")?;
+            for k in keys {
+                match values.remove(&k) {
+                    Some(Some(v)) => {
+                        t.insert(k.as_slice(), v.as_slice()).op("insert")?;
+                    }
+                    Some(None) => {
+                        t.remove(k.as_slice()).op("remove")?;
+                    }
+                    None => {}
                 }
             }
         }
@@ -244,16 +278,26 @@ impl<'a> Txn<'a> {
 
 impl Reader for Txn<'_> {
     fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        for p in self.pending.iter().rev() {
-            match p {
-                Pending::Put(t, k, v) if *t == table && k == key => return Ok(Some(v.clone())),
-                Pending::Delete(t, k) if *t == table && k == key => return Ok(None),
-                _ => {}
-            }
+        if let Some(p) = self.buffered(table, key) {
+            return Ok(p.clone());
         }
         let t = self.wtx.open_table(table.def()).op("open table")?;
         let v = t.get(key).op("get")?.map(|v| v.value().to_vec());
         Ok(v)
+    }
+
+    fn get_many_raw(
+        &self,
+        table: Table,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let t = self.wtx.open_table(table.def()).op("open table")?;
+        keys.iter()
+            .map(|k| match self.buffered(table, k) {
+                Some(p) => Ok(p.clone()),
+                None => Ok(t.get(*k).op("get")?.map(|v| v.value().to_vec())),
+            })
+            .collect()
     }
 
     table_scans!(wtx);

@@ -1,5 +1,7 @@
 //! Formations: one Peat mesh each, with its genesis sealed under the key provider.
 
+use std::sync::Arc;
+
 use zeroize::Zeroizing;
 
 use super::orgs::{check_quota, load_org};
@@ -246,28 +248,33 @@ impl Tenancy {
     ) -> Result<[u8; 16], TenantError> {
         let org_id = scope.org_id().to_owned();
         let app_id = app_id.to_owned();
+        let forget = (org_id.clone(), app_id.clone());
         let target = format!("org/{org_id}/formation/{app_id}");
-        self.mutate(
-            scope.actor(),
-            "formation.delete",
-            target,
-            Some(org_id.clone()),
-            move |t| {
-                let org = load_org(t, &org_id)?;
-                let key = keys::formation(&org_id, &app_id);
-                let rec: FormationRecord = t
-                    .get(Table::Formations, &key)?
-                    .ok_or(TenantError::NotFound { what: "formation" })?;
-                t.delete(Table::Sources, key.clone());
-                t.delete(Table::Formations, key);
-                let rows = keys::sealed_prefix(&org_id, &app_id);
-                t.delete_prefix(Table::Sealed, &rows)?;
-                delete_enrollment_rows(t, &rows)?;
-                t.delete(Table::EnrollSettings, keys::formation(&org_id, &app_id));
-                Ok((rec.formation_uid, Some((org.org_id, org.org_uid))))
-            },
-        )
-        .await
+        let deleted = self
+            .mutate(
+                scope.actor(),
+                "formation.delete",
+                target,
+                Some(org_id.clone()),
+                move |t| {
+                    let org = load_org(t, &org_id)?;
+                    let key = keys::formation(&org_id, &app_id);
+                    let rec: FormationRecord = t
+                        .get(Table::Formations, &key)?
+                        .ok_or(TenantError::NotFound { what: "formation" })?;
+                    t.delete(Table::Sources, key.clone());
+                    t.delete(Table::Formations, key);
+                    let rows = keys::sealed_prefix(&org_id, &app_id);
+                    t.delete_prefix(Table::Sealed, &rows)?;
+                    delete_enrollment_rows(t, &rows)?;
+                    t.delete(Table::EnrollSettings, keys::formation(&org_id, &app_id));
+                    Ok((rec.formation_uid, Some((org.org_id, org.org_uid))))
+                },
+            )
+            .await;
+        // Its secrets leave memory with it (a new formation of the name has another uid).
+        self.geneses.forget(&forget.0, Some(&forget.1));
+        deleted
     }
 
     /// Opens the sealed genesis; the export is audited before it is returned.
@@ -276,7 +283,7 @@ impl Tenancy {
         &self,
         org_id: &str,
         app_id: &str,
-    ) -> Result<(Formation, MeshGenesis), TenantError> {
+    ) -> Result<(Formation, Arc<MeshGenesis>), TenantError> {
         let (org, app) = (org_id.to_owned(), app_id.to_owned());
         let (rec, sealed) = self
             .store
@@ -292,11 +299,17 @@ impl Tenancy {
                 Ok::<_, TenantError>((rec, sealed))
             })
             .await?;
+        let uid = rec.formation_uid;
+        if let Some(g) = self.geneses.get(org_id, app_id, &uid) {
+            return Ok((Formation::try_from(rec)?, g));
+        }
         let plain = self
             .keyring
-            .open(genesis_identity(org_id, app_id, rec.formation_uid), &sealed)
+            .open(genesis_identity(org_id, app_id, uid), &sealed)
             .await?;
-        Ok((Formation::try_from(rec)?, MeshGenesis::decode(&plain)?))
+        let genesis = Arc::new(MeshGenesis::decode(&plain)?);
+        self.geneses.put(org_id, app_id, uid, genesis.clone());
+        Ok((Formation::try_from(rec)?, genesis))
     }
 
     pub async fn export_credentials(

@@ -17,6 +17,7 @@ mod clock;
 mod egress;
 mod error;
 mod formations;
+mod genesis_cache;
 mod ids;
 mod network;
 mod orgs;

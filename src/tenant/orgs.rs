@@ -366,6 +366,7 @@ impl Tenancy {
             .await;
         // A re-created org with this id starts without an allow-list or egress grant.
         self.forget_networks(&forgotten);
+        self.geneses.forget(&forgotten, None);
         self.egress.set(&forgotten, crate::egress::Grant::default());
         deleted
     }

@@ -42,6 +42,8 @@ pub struct Tenancy {
     pub(crate) egress: crate::egress::Policies,
     /// Sign-in sessions after single sign-on; this process's only.
     pub(crate) sessions: super::sessions::Sessions,
+    /// Opened geneses, so enrollment neither unseals nor derives keys per request.
+    pub(crate) geneses: super::genesis_cache::GenesisCache,
 }
 
 const TOKEN_LABEL: &[u8] = b"peat-gateway:token:v1";
@@ -76,6 +78,7 @@ impl Tenancy {
             networks: Default::default(),
             egress: Default::default(),
             sessions: Default::default(),
+            geneses: Default::default(),
         }
     }
 

@@ -478,17 +478,28 @@ async fn sigkill_during_ingest_and_drain_loses_no_acknowledged_event() {
         g.restart_with(GatewayOpts::standard()).await;
     }
     let want = acked.len();
-    let ev = wait_for(&g, "out", want).await;
-    let delivered: BTreeSet<String> = ev
-        .iter()
-        .map(|e| {
-            e["subject"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("tracks/")
-                .to_owned()
-        })
-        .collect();
+    // Redeliveries after each kill add lines: wait for every acknowledged document, not for
+    // a count of lines.
+    let subjects = |ev: &[Value]| -> BTreeSet<String> {
+        ev.iter()
+            .map(|e| {
+                e["subject"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("tracks/")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (ev, delivered) = loop {
+        let ev = sink_events(&g, "out");
+        let delivered = subjects(&ev);
+        if acked.values().all(|d| delivered.contains(d)) || Instant::now() > deadline {
+            break (ev, delivered);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let lost: Vec<&String> = acked.values().filter(|d| !delivered.contains(*d)).collect();
     let ids: BTreeSet<&str> = ev.iter().map(|e| e["id"].as_str().unwrap()).collect();
     eprintln!(

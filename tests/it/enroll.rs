@@ -974,3 +974,45 @@ async fn a_formation_admits_at_most_its_quota_of_peers() {
     let (s, b) = enroll_open(&g, &mesh_id, 0xc0).await;
     assert_eq!(s, 200, "{b}");
 }
+
+#[tokio::test]
+async fn a_formation_created_again_under_its_name_signs_with_its_new_authority() {
+    let (g, mesh_id, authority) = formation("Open", &[]).await;
+    let (s, r) = enroll_binary(
+        &g,
+        &request(&device(0x31), &mesh_id, "first", MeshTier::Edge, ""),
+    )
+    .await;
+    assert_eq!((s, r.status), (200, EnrollmentStatus::Approved));
+    let first = r.certificate.unwrap();
+    assert_eq!(hex::encode(first.issuer), authority);
+
+    let (s, _) = g
+        .admin(Method::DELETE, "/orgs/acme/formations/mesh", None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, f) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/formations",
+            Some(json!({"app_id": "mesh", "enrollment_policy": "Open"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{f}");
+    let (new_mesh, new_authority) = (
+        f["mesh_id"].as_str().unwrap(),
+        f["authority_public_key"].as_str().unwrap(),
+    );
+    assert_ne!(new_authority, authority);
+
+    // The old formation's authority (held since the first enrollment) signs nothing more.
+    let (s, r) = enroll_binary(
+        &g,
+        &request(&device(0x32), new_mesh, "second", MeshTier::Edge, ""),
+    )
+    .await;
+    assert_eq!((s, r.status), (200, EnrollmentStatus::Approved));
+    let second = r.certificate.unwrap();
+    assert_eq!(hex::encode(second.issuer), new_authority);
+    assert!(second.verify_signature().is_ok());
+}

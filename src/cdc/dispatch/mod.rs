@@ -23,10 +23,14 @@ pub use rate::DeliveryRate;
 
 use sink_loop::Loop;
 
-const BATCH_EVENTS: usize = 256;
+const BATCH_EVENTS: usize = 1024;
+/// How far the stored cursor may trail deliveries while a backlog drains.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
 const BATCH_BYTES: usize = 1024 * 1024;
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// How often a loop backing off asks whether its sink's link is back.
+const LINK_POLL: Duration = Duration::from_millis(20);
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Housekeeping rounds between compaction checks.
 const COMPACT_EVERY: u64 = 10;

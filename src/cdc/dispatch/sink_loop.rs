@@ -43,6 +43,27 @@ impl Loop {
         }
     }
 
+    /// Sleeps `d` or until the sink's link, seen down meanwhile, is up again; `false` when
+    /// stopped.
+    async fn pause_or_link(&mut self, sink: &mut dyn Sink, d: Duration) -> bool {
+        let until = std::time::Instant::now() + d;
+        let mut was_down = !sink.link_up();
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return !self.stopped();
+            }
+            if !self.pause(left.min(LINK_POLL)).await {
+                return false;
+            }
+            let up = sink.link_up();
+            if up && was_down {
+                return true;
+            }
+            was_down |= !up;
+        }
+    }
+
     async fn start_cursor(&mut self) -> Option<u64> {
         let uid = self.def.sink_uid;
         let mut attempt = 0;
@@ -84,23 +105,37 @@ impl Loop {
             s.rate.record(std::time::Instant::now(), s.delivered);
         });
         let mut head = self.outbox.watch();
+        // Delivered up to `cursor`; the stored cursor follows within COMMIT_EVERY, and at once
+        // when the loop idles or stops. A crash redelivers the rest with the same ids.
+        let mut committed = cursor;
+        let mut last_commit = std::time::Instant::now();
+        // The batch after the one being delivered, read while it is.
+        let mut next = None;
         while !self.stopped() {
             if !self.def.enabled {
+                self.commit_if(&mut committed, cursor).await;
                 self.set(|s| s.state = SinkState::Paused);
                 let _ = self.stop.changed().await;
                 return;
             }
-            let batch = match self.outbox.read_org_after(org, cursor, BATCH_EVENTS).await {
+            let read = match next.take() {
+                Some(r) => r,
+                None => self.outbox.read_org_after(org, cursor, BATCH_EVENTS).await,
+            };
+            let batch = match read {
                 Ok(b) => b,
                 Err(e) => {
                     self.set(|s| s.last_error = Some(e.to_string()));
                     if !self.pause(BACKOFF_CAP).await {
-                        return;
+                        break;
                     }
                     continue;
                 }
             };
             let Some(last) = batch.last().map(|b| b.0) else {
+                if !self.commit_if(&mut committed, cursor).await {
+                    return;
+                }
                 self.set(|s| s.state = SinkState::Idle);
                 tokio::select! {
                     r = head.changed() => if r.is_err() { return; },
@@ -137,16 +172,42 @@ impl Loop {
             }
             if !deliveries.is_empty() {
                 self.set(|s| s.state = SinkState::Delivering);
-                match self.deliver_all(sink.as_mut(), &deliveries).await {
-                    Some(()) => {}
-                    None => return,
+                let outbox = self.outbox.clone();
+                let prefetch = async move { outbox.read_org_after(org, upto, BATCH_EVENTS).await };
+                let (delivered, fetched) =
+                    tokio::join!(self.deliver_all(sink.as_mut(), &deliveries), prefetch);
+                if delivered.is_none() {
+                    break;
                 }
+                next = Some(fetched);
                 self.throttle(bytes).await;
             }
             cursor = upto;
-            if let Err(e) = self.commit(cursor).await {
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                if !self.commit_if(&mut committed, cursor).await {
+                    return;
+                }
+                last_commit = std::time::Instant::now();
+            }
+        }
+        // Stopping: what was delivered is not delivered again.
+        self.commit_if(&mut committed, cursor).await;
+    }
+
+    /// Stores `cursor` unless it is stored already; `false` (with the error shown) when the
+    /// store refused.
+    async fn commit_if(&mut self, committed: &mut u64, cursor: u64) -> bool {
+        if *committed == cursor {
+            return true;
+        }
+        match self.commit(cursor).await {
+            Ok(()) => {
+                *committed = cursor;
+                true
+            }
+            Err(e) => {
                 self.set(|s| s.last_error = Some(e.to_string()));
-                return;
+                false
             }
         }
     }
@@ -186,7 +247,7 @@ impl Loop {
                         s.last_error = Some(reason);
                         s.retried += 1;
                     });
-                    if !self.pause(backoff(attempt)).await {
+                    if !self.pause_or_link(&mut *sink, backoff(attempt)).await {
                         return None;
                     }
                 }

@@ -45,10 +45,29 @@ fn doc_count(t: &Txn<'_>, formation_uid: &[u8; 16]) -> Result<u64, CdcError> {
     Ok(n)
 }
 
+/// A change with its document key, canonical bytes and content hash, computed before the
+/// write transaction so the writer thread only reads, compares and inserts.
+pub(super) struct Prepared {
+    change: Change,
+    key: Vec<u8>,
+    canon: Option<(Vec<u8>, [u8; 32])>,
+}
+
+pub(super) fn prepare(formation_uid: &[u8; 16], changes: Vec<Change>) -> Vec<Prepared> {
+    changes
+        .into_iter()
+        .map(|change| Prepared {
+            key: doc_key(formation_uid, &change.collection, &change.doc_id),
+            canon: canonical(&change.state),
+            change,
+        })
+        .collect()
+}
+
 pub(super) fn append_in(
     t: &mut Txn<'_>,
     src: &FormationRef,
-    changes: Vec<Change>,
+    changes: Vec<Prepared>,
     cfg: OutboxConfig,
     share: u64,
     now: u64,
@@ -61,10 +80,22 @@ pub(super) fn append_in(
     let mut added = 0u64;
     let mut outcomes = Vec::with_capacity(changes.len());
     let mut last = None;
-    for c in changes {
-        let key = doc_key(&src.formation_uid, &c.collection, &c.doc_id);
-        let prev: Option<DocRecord> = t.get(Table::Docs, &key)?;
-        let canon = canonical(&c.state);
+    // Every document's last state in one read; a document changed twice in this append
+    // sees its first change through the transaction's buffer.
+    let keys: Vec<&[u8]> = changes.iter().map(|p| p.key.as_slice()).collect();
+    let stored = t.get_many_raw(Table::Docs, &keys)?;
+    let mut changed: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    for (p, stored) in changes.into_iter().zip(stored) {
+        let Prepared {
+            change: c,
+            key,
+            canon,
+        } = p;
+        let prev: Option<DocRecord> = if changed.contains(&key) {
+            t.get(Table::Docs, &key)?
+        } else {
+            stored.map(|raw| DocRecord::decode(&raw)).transpose()?
+        };
         let new_hash = canon.as_ref().map(|(_, h)| *h);
         // A delete of a document never captured announces nothing: there is no state to end.
         let unchanged = match &prev {
@@ -116,6 +147,7 @@ pub(super) fn append_in(
             orgs::index_key(&org, next),
             orgs::index_value(fill.seq, size),
         );
+        changed.insert(key.clone());
         t.put(
             Table::Docs,
             key,

@@ -19,7 +19,7 @@ use crate::store::{
     CommitStats, DocRecord, EventRecord, Reader, Record, Store, StoreOptions, Table, Txn, OUTBOX,
 };
 use crate::tenant::now_ms;
-use append::append_in;
+use append::{append_in, prepare};
 pub use orgs::{share_of, OrgFill, Stamped};
 
 const NEXT_LSN: &[u8] = b"next_lsn";
@@ -391,9 +391,10 @@ impl Outbox {
         let now = now_ms();
         let share = self.org_share();
         let org_uid = src.org_uid;
+        let prepared = prepare(&src.formation_uid, changes);
         let done = self
             .store
-            .write(move |t| append_in(t, &src, changes, cfg, share, now))
+            .write(move |t| append_in(t, &src, prepared, cfg, share, now))
             .await?;
         lock(&self.fills).insert(org_uid, done.fill);
         let (outcomes, added, dropped, last) = (done.outcomes, done.added, done.dropped, done.last);

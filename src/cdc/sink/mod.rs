@@ -50,6 +50,12 @@ pub trait Sink: Send {
     fn deliver<'a>(&'a mut self, batch: &'a [Delivery]) -> DeliverFuture<'a>;
     /// Human-readable target for status pages, without credentials.
     fn target(&self) -> String;
+    /// Whether the link to the broker is up, for sinks whose client reconnects by itself: a
+    /// loop backing off after link trouble retries as soon as this turns true. `false` (the
+    /// default) leaves the backoff to run out.
+    fn link_up(&self) -> bool {
+        false
+    }
 }
 
 /// What sinks may need from the gateway's configuration.

