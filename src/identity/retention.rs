@@ -13,6 +13,22 @@ fn peer_key(org: &str, app: &str, subject: &[u8; 32]) -> Vec<u8> {
     keys::formation_row(org, app, subject)
 }
 
+/// The formation's peers: the stored count, or (first time) counted once.
+fn peer_count(t: &Txn<'_>, formation: &[u8]) -> Result<u64, TenantError> {
+    if let Some(v) = t.get_raw(Table::Meta, &keys::peer_count(formation))? {
+        return Ok(v.try_into().map_or(0, u64::from_le_bytes));
+    }
+    Ok(t.scan(Table::Peers, formation, None, usize::MAX)?.len() as u64)
+}
+
+fn set_peer_count(t: &mut Txn<'_>, formation: &[u8], n: u64) {
+    t.put_raw(
+        Table::Meta,
+        keys::peer_count(formation),
+        n.to_le_bytes().to_vec(),
+    );
+}
+
 fn peer_until(r: &impl Reader, key: &[u8]) -> Result<Option<u64>, TenantError> {
     Ok(r.get_raw(Table::Peers, key)?
         .map(|v| v.try_into().map_or(0, u64::from_le_bytes)))
@@ -33,13 +49,14 @@ pub(crate) fn admit_peer(
         Some(u) => u.max(expires_ms),
         None => {
             let prefix = keys::formation_row(org, app, b"");
-            let limit = max_peers as usize;
-            if t.scan(Table::Peers, &prefix, None, limit + 1)?.len() >= limit {
+            let n = peer_count(t, &prefix)?;
+            if n >= u64::from(max_peers) {
                 return Err(TenantError::QuotaExceeded {
                     quota: "max_peers_per_formation",
                     limit: max_peers,
                 });
             }
+            set_peer_count(t, &prefix, n + 1);
             expires_ms
         }
     };
@@ -97,6 +114,9 @@ pub(crate) fn prune(t: &mut Txn<'_>, now: u64) -> Result<u64, TenantError> {
                 peer.extend_from_slice(&rec.subject);
                 if peer_until(t, &peer)?.is_some_and(|u| u <= rec.expires_at_ms) {
                     t.delete(Table::Peers, peer);
+                    let formation = &row[..row.len().saturating_sub(32)];
+                    let n = peer_count(t, formation)?;
+                    set_peer_count(t, formation, n.saturating_sub(1));
                 }
                 pruned += 1;
             }

@@ -11,9 +11,9 @@ pub trait Record: Serialize + DeserializeOwned {
     const VERSION: u8;
 
     fn encode(&self) -> Result<Vec<u8>, StoreError> {
-        let mut out = vec![Self::VERSION];
-        postcard::to_io(self, &mut out).map_err(|_| StoreError::Encode { kind: Self::KIND })?;
-        Ok(out)
+        // `to_extend` appends byte strings whole (`to_io` wrote them a byte at a time).
+        postcard::to_extend(self, vec![Self::VERSION])
+            .map_err(|_| StoreError::Encode { kind: Self::KIND })
     }
 
     /// Decodes the current version; a record with older versions overrides this and reads

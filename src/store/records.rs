@@ -404,6 +404,7 @@ pub struct EventRecord {
     /// 1 upsert, 2 delete.
     pub op: u8,
     /// Canonical JSON of the document, or the node's opaque `ENC:v1:` text when `encrypted`.
+    #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
     pub encrypted: bool,
     pub content_hash: [u8; 32],
@@ -590,6 +591,58 @@ mod tests {
         let bytes = r.encode().unwrap();
         assert_eq!(bytes[0], AdminTokenRecord::VERSION);
         assert_eq!(AdminTokenRecord::decode(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn event_records_keep_their_stored_bytes() {
+        // The layout as first written (data a sequence of u8): every stored outbox reads back.
+        #[derive(Serialize)]
+        struct Written {
+            org_id: String,
+            app_id: String,
+            collection: String,
+            doc_id: String,
+            op: u8,
+            data: Option<Vec<u8>>,
+            encrypted: bool,
+            content_hash: [u8; 32],
+            observed_ms: u64,
+            org_uid: [u8; 16],
+        }
+        let data = br#"{"a":1,"pad":"\u00e9x"}"#.repeat(20);
+        let r = EventRecord {
+            org_id: "acme".into(),
+            app_id: "mesh".into(),
+            collection: "tracks".into(),
+            doc_id: "t-1".into(),
+            op: 1,
+            data: Some(data.clone()),
+            encrypted: false,
+            content_hash: [9; 32],
+            observed_ms: 1_700_000_000_000,
+            org_uid: [3; 16],
+        };
+        let w = Written {
+            org_id: r.org_id.clone(),
+            app_id: r.app_id.clone(),
+            collection: r.collection.clone(),
+            doc_id: r.doc_id.clone(),
+            op: 1,
+            data: Some(data),
+            encrypted: false,
+            content_hash: [9; 32],
+            observed_ms: r.observed_ms,
+            org_uid: [3; 16],
+        };
+        let mut old = vec![EventRecord::VERSION];
+        old.extend(postcard::to_allocvec(&w).unwrap());
+        assert_eq!(r.encode().unwrap(), old);
+        assert_eq!(EventRecord::decode(&old).unwrap(), r);
+        let deleted = EventRecord { data: None, ..r };
+        assert_eq!(
+            EventRecord::decode(&deleted.encode().unwrap()).unwrap(),
+            deleted
+        );
     }
 
     #[test]

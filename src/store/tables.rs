@@ -181,6 +181,14 @@ pub mod keys {
         k
     }
 
+    /// Meta key of the count of peers under `formation` (a formation's row prefix); an
+    /// org's prefix covers all its formations' counts.
+    pub fn peer_count(formation: &[u8]) -> Vec<u8> {
+        let mut k = b"peers\0".to_vec();
+        k.extend_from_slice(formation);
+        k
+    }
+
     /// How long expired certificates and decided enrollments stay listed before pruning.
     pub const RETENTION_GRACE_MS: u64 = 7 * 86_400_000;
     pub const EXPIRY_CERTIFICATE: u8 = 1;

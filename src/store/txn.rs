@@ -178,6 +178,8 @@ impl Reader for ReadView {
 
 /// A buffered write: the new value, or `None` for a delete.
 type Pending = Option<Vec<u8>>;
+/// One table's buffered keys in first-write order, and each key's last write.
+type TableWrites = (Vec<Vec<u8>>, HashMap<Vec<u8>, Pending>);
 
 /// One operation's view of a write transaction.
 ///
@@ -188,7 +190,7 @@ pub struct Txn<'a> {
     wtx: &'a WriteTransaction,
     /// The last buffered write of each key, in first-write order per table: applying them
     /// opens each table once, and a read of a buffered key is one lookup.
-    pending: HashMap<Table, (Vec<Vec<u8>>, HashMap<Vec<u8>, Pending>)>,
+    pending: HashMap<Table, TableWrites>,
     /// Tables in the order first written.
     order: Vec<Table>,
 }

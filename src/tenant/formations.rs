@@ -89,6 +89,7 @@ pub(crate) fn delete_enrollment_rows(t: &mut Txn<'_>, prefix: &[u8]) -> Result<(
     t.delete_prefix(Table::Revocations, prefix)?;
     t.delete_prefix(Table::Enrollments, prefix)?;
     t.delete_prefix(Table::Peers, prefix)?;
+    t.delete_prefix(Table::Meta, &keys::peer_count(prefix))?;
     Ok(())
 }
 

@@ -12,10 +12,12 @@ use crate::mesh::MeshGenesis;
 const MAX_HELD: usize = 256;
 
 type Key = (String, String);
+/// Each formation's uid when opened, and its genesis.
+type Held = HashMap<Key, ([u8; 16], Arc<MeshGenesis>)>;
 
 #[derive(Clone, Default)]
 pub(crate) struct GenesisCache {
-    held: Arc<Mutex<HashMap<Key, ([u8; 16], Arc<MeshGenesis>)>>>,
+    held: Arc<Mutex<Held>>,
 }
 
 impl GenesisCache {
