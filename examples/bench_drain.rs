@@ -113,6 +113,8 @@ async fn gateway(bin: &str, n: usize, partition: Duration) -> Drain {
         &[
             ("PEAT_CDC_OUTBOX_MAX_MB", "4096"),
             ("PEAT_GATEWAY_MAX_BODY_BYTES", "8388608"),
+            // The hub is on loopback, which sinks may not reach unless granted.
+            ("PEAT_EGRESS_ALLOW", "127.0.0.1/32"),
         ],
     )
     .await;
@@ -232,7 +234,11 @@ async fn leaf(bin: &str, n: usize, partition: Duration) -> Drain {
             name: "HUB".into(),
             sources: Some(vec![jetstream::stream::Source {
                 name: "LEAF".into(),
-                domain: Some("leaf".into()),
+                // The leaf's JetStream API, reached through the leafnode connection.
+                external: Some(jetstream::stream::External {
+                    api_prefix: "$JS.leaf.API".into(),
+                    delivery_prefix: None,
+                }),
                 ..Default::default()
             }]),
             ..Default::default()

@@ -12,6 +12,7 @@
 //! Entry points: [`Outbox`], [`Dispatcher`].
 
 mod canon;
+mod ce_json;
 mod dispatch;
 mod error;
 mod event;

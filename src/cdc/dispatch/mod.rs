@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use super::ce_json::cloud_event_bytes;
 use super::event::cloud_event;
 use super::sink::{self, Delivery, Sink, SinkContext, SinkError};
 use super::{event_id, CdcError, Outbox};

@@ -155,8 +155,7 @@ impl Loop {
                     self.seqs.push((lsn, seq));
                     continue;
                 }
-                let body = serde_json::to_vec(&cloud_event(self.outbox.gateway_id(), lsn, &ev))
-                    .unwrap_or_default();
+                let body = cloud_event_bytes(self.outbox.gateway_id(), lsn, &ev);
                 if !deliveries.is_empty() && bytes + body.len() > BATCH_BYTES {
                     upto = lsn - 1;
                     break;
