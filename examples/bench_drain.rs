@@ -27,6 +27,8 @@ struct Drain {
     all_s: f64,
     events: u64,
     bytes_per_msg: f64,
+    /// CPU seconds the edge (gateway or leaf) and the hub spent while the backlog drained.
+    cpu: (f64, f64),
 }
 
 impl Drain {
@@ -34,8 +36,8 @@ impl Drain {
         let flowing = self.events as f64 / (self.all_s - self.first_s).max(1e-6);
         let overall = self.events as f64 / self.all_s.max(1e-6);
         println!(
-            "{name:<24} first delivery {:>6.2} s after the hub accepts; {:>8.0} events/s once flowing, {:>8.0}/s from the link's return; {:>5.0} B per message at the hub",
-            self.first_s, flowing, overall, self.bytes_per_msg
+            "{name:<24} first delivery {:>6.2} s after the hub accepts; {:>8.0} events/s once flowing, {:>8.0}/s from the link's return; {:>5.0} B per message at the hub; CPU edge {:.2} s, hub {:.2} s",
+            self.first_s, flowing, overall, self.bytes_per_msg, self.cpu.0, self.cpu.1
         );
     }
     fn flowing(&self) -> f64 {
@@ -95,6 +97,7 @@ async fn time_drain(port: u16, stream: &str, before: u64, n: u64) -> Drain {
                 all_s: all.as_secs_f64(),
                 events: msgs.saturating_sub(before),
                 bytes_per_msg: bytes as f64 / msgs.max(1) as f64,
+                cpu: (0.0, 0.0),
             };
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -119,31 +122,7 @@ async fn gateway(bin: &str, n: usize, partition: Duration) -> Drain {
     )
     .await;
     let http = reqwest::Client::new();
-    setup(
-        &http,
-        &g,
-        Method::POST,
-        "/orgs",
-        json!({"org_id": "bench", "display_name": "Bench"}),
-    )
-    .await;
-    setup(
-        &http,
-        &g,
-        Method::POST,
-        "/orgs/bench/formations",
-        json!({"app_id": "mesh"}),
-    )
-    .await;
-    // Every event is a document of its own here.
-    setup(
-        &http,
-        &g,
-        Method::PATCH,
-        "/orgs/bench",
-        json!({"quotas": {"max_documents_per_formation": 1_000_000u64}}),
-    )
-    .await;
+    bench_org(&http, &g).await;
     setup(&http, &g, Method::POST, "/orgs/bench/sinks",
         json!({"sink_type": {"Nats": {"subject_prefix": "peat", "url": format!("nats://127.0.0.1:{port}")}}})).await;
     let stream = "peat-bench-peat";
@@ -182,8 +161,10 @@ async fn gateway(bin: &str, n: usize, partition: Duration) -> Drain {
         cut.elapsed().as_secs_f64()
     );
     tokio::time::sleep(partition.saturating_sub(cut.elapsed())).await;
-    let _hub = nats_with_config(bin, &dir, "hub", &conf);
-    let d = time_drain(port, stream, 1, n as u64).await;
+    let hub = nats_with_config(bin, &dir, "hub", &conf);
+    let (e0, h0) = (cpu_seconds(g.pid), cpu_seconds(hub.0.id()));
+    let mut d = time_drain(port, stream, 1, n as u64).await;
+    d.cpu = (cpu_seconds(g.pid) - e0, cpu_seconds(hub.0.id()) - h0);
     let _ = std::fs::remove_dir_all(&dir);
     d
 }
@@ -219,7 +200,7 @@ async fn leaf(bin: &str, n: usize, partition: Duration) -> Drain {
         "listen: 127.0.0.1:{edge_port}\njetstream {{ store_dir: \"{}\", domain: leaf }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ] }}\n",
         dir.join("leaf-store").display()
     );
-    let _edge = nats_with_config(bin, &dir, "leaf", &edge_conf);
+    let edge_server = nats_with_config(bin, &dir, "leaf", &edge_conf);
     let edge = jetstream::new(connect(edge_port).await);
     edge.create_stream(jetstream::stream::Config {
         name: "LEAF".into(),
@@ -283,17 +264,17 @@ async fn leaf(bin: &str, n: usize, partition: Duration) -> Drain {
         cut.elapsed().as_secs_f64()
     );
     tokio::time::sleep(partition.saturating_sub(cut.elapsed())).await;
-    let _hub = nats_with_config(bin, &dir, "hub", &conf);
-    let d = time_drain(port, "HUB", 1, n as u64).await;
+    let hub = nats_with_config(bin, &dir, "hub", &conf);
+    let edge_pid = edge_server.0.id();
+    let (e0, h0) = (cpu_seconds(edge_pid), cpu_seconds(hub.0.id()));
+    let mut d = time_drain(port, "HUB", 1, n as u64).await;
+    d.cpu = (cpu_seconds(edge_pid) - e0, cpu_seconds(hub.0.id()) - h0);
     let _ = std::fs::remove_dir_all(&dir);
     d
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = numeric_args();
     let n = args.first().copied().unwrap_or(200_000).max(1);
     let partition = Duration::from_secs(args.get(1).copied().unwrap_or(30) as u64);
     let bin = nats_server_bin();

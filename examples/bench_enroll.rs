@@ -25,10 +25,7 @@ fn now_ms() -> u64 {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = numeric_args();
     let n = args.first().copied().unwrap_or(20_000).max(1);
     let clients = args.get(1).copied().unwrap_or(8).max(1);
     println!("P5 enrollment: {n} devices, {clients} clients, local KEK, Open formation, binary");

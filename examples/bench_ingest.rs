@@ -63,31 +63,7 @@ async fn gateway(events: usize, batch: usize, clients: usize) -> Figures {
     .await;
     let http = reqwest::Client::new();
     let base = g.base.clone();
-    setup(
-        &http,
-        &g,
-        reqwest::Method::POST,
-        "/orgs",
-        json!({"org_id": "bench", "display_name": "Bench"}),
-    )
-    .await;
-    setup(
-        &http,
-        &g,
-        reqwest::Method::POST,
-        "/orgs/bench/formations",
-        json!({"app_id": "mesh"}),
-    )
-    .await;
-    // Every event is a document of its own here.
-    setup(
-        &http,
-        &g,
-        reqwest::Method::PATCH,
-        "/orgs/bench",
-        json!({"quotas": {"max_documents_per_formation": 1_000_000u64}}),
-    )
-    .await;
+    bench_org(&http, &g).await;
     let filler = "x".repeat(PAYLOAD - 60);
     let per_client = events / clients;
     let started = Instant::now();
@@ -217,10 +193,7 @@ async fn jetstream(
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = numeric_args();
     let events = args.first().copied().unwrap_or(200_000);
     let batch = args.get(1).copied().unwrap_or(500).max(1);
     let clients = args.get(2).copied().unwrap_or(4).max(1);

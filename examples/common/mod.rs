@@ -119,6 +119,39 @@ pub async fn setup(
     v
 }
 
+/// Org `bench` with formation `mesh`, whose every event may be a document of its own.
+pub async fn bench_org(http: &reqwest::Client, g: &Gateway) {
+    use reqwest::Method;
+    use serde_json::json;
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/orgs",
+            json!({"org_id": "bench", "display_name": "Bench"}),
+        ),
+        (
+            Method::POST,
+            "/orgs/bench/formations",
+            json!({"app_id": "mesh"}),
+        ),
+        (
+            Method::PATCH,
+            "/orgs/bench",
+            json!({"quotas": {"max_documents_per_formation": 1_000_000u64}}),
+        ),
+    ] {
+        setup(http, g, method, path, body).await;
+    }
+}
+
+/// The numeric command-line arguments, in order.
+pub fn numeric_args() -> Vec<usize> {
+    std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
