@@ -16,6 +16,7 @@ mod demo;
 mod docs;
 mod egress;
 mod enroll;
+mod enroll_admin;
 mod events;
 mod flood;
 mod isolation;
