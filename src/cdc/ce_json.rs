@@ -56,24 +56,23 @@ fn key(out: &mut Vec<u8>, k: &str) {
     out.extend_from_slice(b"\":");
 }
 
-/// UTC time with milliseconds, as [`rfc3339_ms`](super::event::rfc3339_ms) writes it.
-fn time(out: &mut Vec<u8>, ms: u64) {
+/// UTC time with milliseconds (RFC 3339), the one writer of that form.
+pub(super) fn rfc3339_ms_into(out: &mut Vec<u8>, ms: u64) {
     let t = crate::time::Utc::from_ms(ms);
-    out.push(b'"');
     digits(out, t.year.max(0) as u64, 4);
-    out.push(b'-');
-    digits(out, u64::from(t.month), 2);
-    out.push(b'-');
-    digits(out, u64::from(t.day), 2);
-    out.push(b'T');
-    digits(out, u64::from(t.hour), 2);
-    out.push(b':');
-    digits(out, u64::from(t.minute), 2);
-    out.push(b':');
-    digits(out, u64::from(t.second), 2);
+    for (sep, v) in [
+        (b'-', t.month),
+        (b'-', t.day),
+        (b'T', t.hour),
+        (b':', t.minute),
+        (b':', t.second),
+    ] {
+        out.push(sep);
+        digits(out, u64::from(v), 2);
+    }
     out.push(b'.');
     digits(out, u64::from(t.milli), 3);
-    out.extend_from_slice(b"Z\"");
+    out.push(b'Z');
 }
 
 /// The event's CloudEvent, structured JSON mode.
@@ -102,7 +101,9 @@ pub fn cloud_event_bytes(gateway_id: &str, lsn: u64, e: &EventRecord) -> Vec<u8>
     subject.extend_from_slice(e.doc_id.as_bytes());
     string(&mut out, &subject);
     key(&mut out, "time");
-    time(&mut out, e.observed_ms);
+    out.push(b'"');
+    rfc3339_ms_into(&mut out, e.observed_ms);
+    out.push(b'"');
     key(&mut out, "datacontenttype");
     out.extend_from_slice(br#""application/json""#);
     key(&mut out, "peatcollection");
@@ -129,14 +130,15 @@ pub fn cloud_event_bytes(gateway_id: &str, lsn: u64, e: &EventRecord) -> Vec<u8>
             key(&mut out, "data");
             out.extend_from_slice(d);
         }
-        (Some(d), encrypted, _) => {
-            // Never expected: the structured form's own path decides (it validates).
-            let ce = super::event::cloud_event(gateway_id, lsn, e);
-            if !encrypted {
-                return serde_json::to_vec(&ce).unwrap_or_default();
-            }
+        // An opaque ENC:v1 payload travels as a JSON string.
+        (Some(d), true, _) => {
             key(&mut out, "data");
             string(&mut out, String::from_utf8_lossy(d).as_bytes());
+        }
+        // Never expected (capture stores canonical JSON): the serde path decides.
+        (Some(_), false, _) => {
+            return serde_json::to_vec(&super::event::cloud_event(gateway_id, lsn, e))
+                .unwrap_or_default();
         }
     }
     out.push(b'}');

@@ -182,11 +182,9 @@ pub fn cloud_event(gateway_id: &str, lsn: u64, e: &EventRecord) -> CloudEvent {
 
 /// UTC time with milliseconds (RFC 3339).
 pub fn rfc3339_ms(ms: u64) -> String {
-    let t = crate::time::Utc::from_ms(ms);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year, t.month, t.day, t.hour, t.minute, t.second, t.milli
-    )
+    let mut out = Vec::with_capacity(24);
+    super::ce_json::rfc3339_ms_into(&mut out, ms);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

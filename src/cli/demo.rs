@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use peat_gateway::mesh::MembershipPolicy;
 use peat_gateway::tenant::{
-    Actor, Need, NewFormation, NewOrg, NewSink, NewSource, Principal, SinkSpec, SinkStart, Tenancy,
+    Actor, Need, NewFormation, NewOrg, NewSink, NewSource, Principal, SinkSpec, Tenancy,
     TenantError,
 };
 
@@ -68,17 +68,9 @@ pub(super) async fn seed_demo(t: &Tenancy) -> Result<(), TenantError> {
     if t.list_sinks(&scope).await?.is_empty() {
         t.create_sink(
             &scope,
-            NewSink {
-                spec: SinkSpec::File {
-                    name: "events".into(),
-                },
-                secrets: Default::default(),
-                enabled: true,
-                formations: vec![],
-                collections: vec![],
-                rate_limit_bytes_per_sec: 0,
-                start: SinkStart::Earliest,
-            },
+            NewSink::everything(SinkSpec::File {
+                name: "events".into(),
+            }),
         )
         .await?;
     }
@@ -131,19 +123,7 @@ pub(super) async fn demo_broker_sinks(t: &Tenancy, seed: &Seed) -> Result<(), Te
         });
     }
     for spec in wanted.into_iter().filter(|s| !existing.contains(&s.kind())) {
-        t.create_sink(
-            &scope,
-            NewSink {
-                spec,
-                secrets: Default::default(),
-                enabled: true,
-                formations: vec![],
-                collections: vec![],
-                rate_limit_bytes_per_sec: 0,
-                start: SinkStart::Earliest,
-            },
-        )
-        .await?;
+        t.create_sink(&scope, NewSink::everything(spec)).await?;
     }
     Ok(())
 }

@@ -215,7 +215,8 @@ impl<'a> Txn<'a> {
         values.insert(key, value);
     }
 
-    fn buffered(&self, table: Table, key: &[u8]) -> Option<&Pending> {
+    /// This operation's own write of `key`, if any (`Some(None)`: deleted).
+    pub fn buffered(&self, table: Table, key: &[u8]) -> Option<&Pending> {
         self.pending.get(&table).and_then(|(_, v)| v.get(key))
     }
 

@@ -83,6 +83,21 @@ pub struct NewSink {
     pub start: SinkStart,
 }
 
+impl NewSink {
+    /// An enabled sink of every formation and collection, from the oldest retained event.
+    pub fn everything(spec: SinkSpec) -> Self {
+        Self {
+            spec,
+            secrets: SinkSecrets::default(),
+            enabled: true,
+            formations: vec![],
+            collections: vec![],
+            rate_limit_bytes_per_sec: 0,
+            start: SinkStart::Earliest,
+        }
+    }
+}
+
 /// Partial change; absent fields keep their value.
 #[derive(Default)]
 pub struct SinkPatch {

@@ -321,6 +321,8 @@ async fn a_formation_admits_at_most_its_quota_of_peers() {
 #[tokio::test]
 async fn a_formation_created_again_under_its_name_signs_with_its_new_authority() {
     let (g, mesh_id, authority) = formation("Open", &[]).await;
+    // One peer per formation: the new formation's count starts again from none.
+    set_quota(&g, "max_peers_per_formation", 1).await;
     let (s, r) = enroll_binary(
         &g,
         &request(&device(0x31), &mesh_id, "first", MeshTier::Edge, ""),

@@ -394,7 +394,7 @@ impl Dispatcher {
             let d = Delivery {
                 lsn,
                 id: event_id(&gw, lsn),
-                body: serde_json::to_vec(&cloud_event(&gw, lsn, &dl.event)).unwrap_or_default(),
+                body: cloud_event_bytes(&gw, lsn, &dl.event),
                 event: dl.event.clone(),
             };
             match sink.deliver(std::slice::from_ref(&d)).await {

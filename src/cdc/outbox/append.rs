@@ -81,21 +81,20 @@ pub(super) fn append_in(
     let mut outcomes = Vec::with_capacity(changes.len());
     let mut last = None;
     // Every document's last state in one read; a document changed twice in this append
-    // sees its first change through the transaction's buffer.
+    // sees its first change in the transaction's buffer.
     let keys: Vec<&[u8]> = changes.iter().map(|p| p.key.as_slice()).collect();
     let stored = t.get_many_raw(Table::Docs, &keys)?;
-    let mut changed: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     for (p, stored) in changes.into_iter().zip(stored) {
         let Prepared {
             change: c,
             key,
             canon,
         } = p;
-        let prev: Option<DocRecord> = if changed.contains(&key) {
-            t.get(Table::Docs, &key)?
-        } else {
-            stored.map(|raw| DocRecord::decode(&raw)).transpose()?
+        let raw = match t.buffered(Table::Docs, &key) {
+            Some(own) => own.clone(),
+            None => stored,
         };
+        let prev: Option<DocRecord> = raw.map(|raw| DocRecord::decode(&raw)).transpose()?;
         let new_hash = canon.as_ref().map(|(_, h)| *h);
         // A delete of a document never captured announces nothing: there is no state to end.
         let unchanged = match &prev {
@@ -147,7 +146,6 @@ pub(super) fn append_in(
             orgs::index_key(&org, next),
             orgs::index_value(fill.seq, size),
         );
-        changed.insert(key.clone());
         t.put(
             Table::Docs,
             key,
