@@ -89,6 +89,9 @@ pub struct Fetched {
     pub jwks_json: String,
     pub jwks_uri: String,
     pub introspection_endpoint: Option<String>,
+    /// Where a browser signs in (authorization code flow).
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
 }
 
 /// Discovery (the issuer it names must be exactly ours), then the JWKS it points to.
@@ -117,12 +120,67 @@ pub async fn discover(
     if !jwks["keys"].is_array() {
         return Err(format!("{jwks_uri} holds no `keys` array"));
     }
-    let introspection_endpoint = doc["introspection_endpoint"].as_str().map(str::to_owned);
+    let endpoint = |k: &str| doc[k].as_str().map(str::to_owned);
     Ok(Fetched {
         jwks_json: jwks.to_string(),
         jwks_uri,
-        introspection_endpoint,
+        introspection_endpoint: endpoint("introspection_endpoint"),
+        authorization_endpoint: endpoint("authorization_endpoint"),
+        token_endpoint: endpoint("token_endpoint"),
     })
+}
+
+/// The authorization code for tokens (RFC 6749 §4.1.3, PKCE RFC 7636): the client secret,
+/// when there is one, by HTTP Basic (`client_secret_basic`), else the client id in the form.
+/// The token response's JSON, or the provider's own words for a refusal.
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    egress: &crate::egress::Egress,
+    endpoint: &str,
+    client_id: &str,
+    client_secret: Option<&str>,
+    form: &[(&str, &str)],
+) -> Result<Value, String> {
+    check_url("token_endpoint", endpoint)?;
+    literal_ok(egress, endpoint)?;
+    // The serializer is not `Send`: finished before any await.
+    let body = {
+        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        ser.extend_pairs(form);
+        if client_secret.is_none() {
+            ser.append_pair("client_id", client_id);
+        }
+        ser.finish()
+    };
+    let mut req = http.post(endpoint).header("accept", "application/json");
+    if let Some(secret) = client_secret {
+        // RFC 6749 §2.3.1: both parts form-encoded before Basic.
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        req = req.basic_auth(enc(client_id), Some(enc(secret)));
+    }
+    let resp = req
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| short(&e))?;
+    let status = resp.status().as_u16();
+    let bytes = crate::peer_read::capped(resp, MAX_DOC)
+        .await
+        .map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
+        let said = match (v["error"].as_str(), v["error_description"].as_str()) {
+            (Some(e), Some(d)) => format!("{e}: {d}"),
+            (Some(e), None) => e.to_owned(),
+            _ => "no reason given".to_owned(),
+        };
+        return Err(format!("HTTP {status}: {said}"));
+    }
+    if !v.is_object() {
+        return Err("the token response is not a JSON object".into());
+    }
+    Ok(v)
 }
 
 /// RFC 7662 introspection with client credentials; the claims when `active` is true.

@@ -5,6 +5,7 @@
 //! provider is configured for it (that path needs the provider online).
 
 mod fetch;
+mod jws;
 pub mod sso;
 mod verify;
 

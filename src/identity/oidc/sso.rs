@@ -1,7 +1,7 @@
 //! Single sign-on for the operator UI: OpenID Connect authorization code with PKCE (S256)
-//! against one of the org's providers, with the `openidconnect` crate. The ID token is
-//! verified (signature by the provider's published keys, issuer, audience = client id, nonce,
-//! expiry); the caller maps its claims to a role.
+//! against one of the org's providers. The ID token is verified as enrollment tokens are
+//! (signature by the provider's published keys, issuer, audience = client id, expiry), plus
+//! its nonce and authorized party; the caller maps its claims to a role.
 //!
 //! Nothing secret travels in a URL: each flow is bound to the browser that started it by a
 //! random binder the browser holds in an HttpOnly cookie, and the outcome is handed over once,
@@ -11,14 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use openidconnect::core::{
-    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata,
-};
-use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
-};
+use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -118,24 +111,17 @@ fn digest(binder: &str) -> [u8; 32] {
     Sha256::digest(binder.as_bytes()).into()
 }
 
-fn algorithms(names: &[String]) -> Vec<CoreJwsSigningAlgorithm> {
-    names
-        .iter()
-        .filter_map(|n| {
-            Some(match n.as_str() {
-                "RS256" => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-                "RS384" => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
-                "RS512" => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
-                "PS256" => CoreJwsSigningAlgorithm::RsaSsaPssSha256,
-                "PS384" => CoreJwsSigningAlgorithm::RsaSsaPssSha384,
-                "PS512" => CoreJwsSigningAlgorithm::RsaSsaPssSha512,
-                "ES256" => CoreJwsSigningAlgorithm::EcdsaP256Sha256,
-                "ES384" => CoreJwsSigningAlgorithm::EcdsaP384Sha384,
-                "EdDSA" => CoreJwsSigningAlgorithm::EdDsa,
-                _ => return None,
-            })
-        })
-        .collect()
+/// A fresh random value, base64url: 32 bytes make a PKCE verifier of 43 characters.
+fn random_b64(bytes: usize) -> Result<String, SsoError> {
+    let mut buf = Zeroizing::new(vec![0u8; bytes]);
+    getrandom::fill(&mut buf)
+        .map_err(|_| SsoError::Tenant(TenantError::Key(crate::keys::KeyError::Rng)))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*buf))
+}
+
+/// The PKCE S256 challenge of a verifier (RFC 7636 §4.2).
+fn challenge(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
 /// Discovery of `rec`'s provider through the org's egress guard.
@@ -143,19 +129,61 @@ async fn discover(
     oidc: &Oidc,
     org: &str,
     rec: &IdpRecord,
-) -> Result<(reqwest::Client, CoreProviderMetadata), SsoError> {
+) -> Result<(reqwest::Client, fetch::Fetched), SsoError> {
     let unreachable = |reason: String| SsoError::Unreachable {
         issuer: rec.issuer.clone(),
         reason,
     };
     let egress = oidc.tenancy.egress(org);
     fetch::literal_ok(&egress, &rec.issuer).map_err(unreachable)?;
-    let http = fetch::client(rec.tls_ca_pem.as_deref(), egress).map_err(unreachable)?;
-    let issuer = IssuerUrl::new(rec.issuer.clone()).map_err(|e| unreachable(e.to_string()))?;
-    let meta = CoreProviderMetadata::discover_async(issuer, &http)
+    let http = fetch::client(rec.tls_ca_pem.as_deref(), egress.clone()).map_err(unreachable)?;
+    let meta = fetch::discover(&http, &egress, &rec.issuer)
         .await
-        .map_err(|e| unreachable(crate::peer_read::chain(&e)))?;
+        .map_err(unreachable)?;
     Ok((http, meta))
+}
+
+/// The browser's way to the provider: code flow with PKCE, state, nonce and `prompt=login`.
+fn authorize_url(
+    endpoint: &str,
+    client_id: &str,
+    redirect: &str,
+    state: &str,
+    nonce: &str,
+    verifier: &str,
+) -> Result<String, SsoError> {
+    let mut url =
+        fetch::check_url("authorization_endpoint", endpoint).map_err(SsoError::Invalid)?;
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("scope", "openid profile email")
+        .append_pair("state", state)
+        .append_pair("nonce", nonce)
+        .append_pair("code_challenge", &challenge(verifier))
+        .append_pair("code_challenge_method", "S256")
+        // Kit laptops are shared: the provider asks who is there every time, so a provider
+        // session left by the previous operator signs nobody in.
+        .append_pair("prompt", "login");
+    Ok(url.into())
+}
+
+/// OIDC Core §3.1.3.7 beyond the JWT checks: the nonce this flow sent, and with several
+/// audiences an authorized party that is this client.
+fn id_token_binds(claims: &Value, nonce: &str, client_id: &str) -> Result<(), SsoError> {
+    if claims["nonce"].as_str() != Some(nonce) {
+        return Err(SsoError::Invalid(
+            "the ID token's nonce is not this sign-in's".into(),
+        ));
+    }
+    let several = claims["aud"].as_array().is_some_and(|a| a.len() > 1);
+    if (several || claims.get("azp").is_some()) && claims["azp"].as_str() != Some(client_id) {
+        return Err(SsoError::Invalid(format!(
+            "the ID token's authorized party is not this client ({client_id})"
+        )));
+    }
+    Ok(())
 }
 
 impl<T> Sso<T> {
@@ -176,24 +204,13 @@ impl<T> Sso<T> {
             .ok_or_else(|| SsoError::NotConfigured(org_id.to_owned()))?;
         let (_, meta) = discover(oidc, org_id, &rec).await?;
         let client_id = rec.client_id.clone().unwrap_or_default();
-        let redirect_url = RedirectUrl::new(redirect.clone())
+        url::Url::parse(&redirect)
             .map_err(|e| SsoError::Invalid(format!("redirect URL {redirect}: {e}")))?;
-        let client = CoreClient::from_provider_metadata(meta, ClientId::new(client_id), None)
-            .set_redirect_uri(redirect_url);
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = client
-            .authorize_url(
-                CoreAuthenticationFlow::AuthorizationCode,
-                CsrfToken::new_random,
-                Nonce::new_random,
-            )
-            .add_scope(Scope::new("profile".into()))
-            .add_scope(Scope::new("email".into()))
-            // Kit laptops are shared: the provider asks who is there every time, so a
-            // provider session left by the previous operator signs nobody in.
-            .add_prompt(CoreAuthPrompt::Login)
-            .set_pkce_challenge(challenge)
-            .url();
+        let endpoint = meta.authorization_endpoint.as_deref().ok_or_else(|| {
+            SsoError::Invalid("the provider publishes no authorization endpoint".into())
+        })?;
+        let (state, nonce, verifier) = (random_b64(16)?, random_b64(16)?, random_b64(32)?);
+        let url = authorize_url(endpoint, &client_id, &redirect, &state, &nonce, &verifier)?;
         let binder = crate::tenant::random_token_id()? + &crate::tenant::random_token_id()?;
         let binder = Zeroizing::new(binder);
         let mut flows = lock(&self.flows);
@@ -208,19 +225,19 @@ impl<T> Sso<T> {
             }
         }
         flows.insert(
-            state.secret().clone(),
+            state,
             Flow {
                 org_id: org_id.to_owned(),
                 idp_id: rec.idp_id.clone(),
                 binder: digest(&binder),
-                verifier: Zeroizing::new(verifier.secret().clone()),
-                nonce: nonce.secret().clone(),
+                verifier: Zeroizing::new(verifier),
+                nonce,
                 redirect,
                 at: Instant::now(),
             },
         );
         Ok(Started {
-            authorize_url: url.to_string(),
+            authorize_url: url,
             binder,
         })
     }
@@ -260,40 +277,38 @@ impl<T> Sso<T> {
             .ok_or_else(|| SsoError::NotConfigured(flow.org_id.clone()))?;
         let (http, meta) = discover(oidc, &flow.org_id, &rec).await?;
         let secret = oidc.client_secret(&flow.org_id, &rec).await?;
-        let client = CoreClient::from_provider_metadata(
-            meta,
-            ClientId::new(rec.client_id.clone().unwrap_or_default()),
-            secret.as_ref().map(|s| ClientSecret::new(s.to_string())),
+        let client_id = rec.client_id.clone().unwrap_or_default();
+        let endpoint = meta
+            .token_endpoint
+            .as_deref()
+            .ok_or_else(|| SsoError::Invalid("the provider publishes no token endpoint".into()))?;
+        let tokens = fetch::exchange_code(
+            &http,
+            &oidc.tenancy.egress(&flow.org_id),
+            endpoint,
+            &client_id,
+            secret.as_ref().map(|s| s.as_str()),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", &flow.redirect),
+                ("code_verifier", &flow.verifier),
+            ],
         )
-        .set_redirect_uri(
-            RedirectUrl::new(flow.redirect.clone())
-                .map_err(|e| SsoError::Invalid(e.to_string()))?,
-        );
-        let exchange = client
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .map_err(|e| {
-                SsoError::Invalid(format!("the provider publishes no token endpoint: {e}"))
-            })?
-            .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.to_string()));
-        let tokens = exchange.request_async(&http).await.map_err(|e| {
-            SsoError::Refused(format!(
-                "exchanging the code: {}",
-                crate::peer_read::chain(&e)
-            ))
-        })?;
-        let id_token = tokens
-            .id_token()
+        .await
+        .map_err(|e| SsoError::Refused(format!("exchanging the code: {e}")))?;
+        let id_token = tokens["id_token"]
+            .as_str()
             .ok_or_else(|| SsoError::Invalid("no ID token in the answer".into()))?;
-        let verifier = client
-            .id_token_verifier()
-            .set_allowed_algs(algorithms(&rec.algorithms));
-        id_token
-            .claims(&verifier, &Nonce::new(flow.nonce.clone()))
-            .map_err(|e| SsoError::Invalid(e.to_string()))?;
-        // The signature was verified over these very bytes; read every claim, not only the
-        // standard ones the crate models.
-        let claims = super::unverified_claims(&id_token.to_string())
-            .ok_or_else(|| SsoError::Invalid("the ID token payload is not JSON".into()))?;
+        let expect = super::verify::Expect {
+            issuer: &rec.issuer,
+            audience: &client_id,
+            algorithms: &rec.algorithms,
+            skew_secs: rec.clock_skew_secs,
+        };
+        let claims = super::verify::verify(id_token, &meta.jwks_json, &expect)
+            .map_err(|r| SsoError::Invalid(r.text()))?;
+        id_token_binds(&claims, &flow.nonce, &client_id)?;
         Ok(Verified {
             org_id: flow.org_id,
             idp_id: flow.idp_id,
@@ -324,5 +339,58 @@ impl<T> Sso<T> {
             .remove(&digest(binder))
             .filter(|o| o.at.elapsed() < HANDOFF_TTL)
             .map(|o| o.outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pkce_challenge_is_rfc_7636s() {
+        // RFC 7636 appendix B.
+        assert_eq!(
+            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        assert_eq!(random_b64(32).unwrap().len(), 43);
+    }
+
+    #[test]
+    fn an_id_token_must_carry_this_flows_nonce_and_party() {
+        let ok = serde_json::json!({"nonce": "n1", "aud": "gw"});
+        assert!(id_token_binds(&ok, "n1", "gw").is_ok());
+        assert!(id_token_binds(&ok, "n2", "gw").is_err());
+        assert!(id_token_binds(&serde_json::json!({"aud": "gw"}), "n1", "gw").is_err());
+        let several = serde_json::json!({"nonce": "n1", "aud": ["gw", "other"]});
+        assert!(id_token_binds(&several, "n1", "gw").is_err());
+        let mut with_azp = several.clone();
+        with_azp["azp"] = "gw".into();
+        assert!(id_token_binds(&with_azp, "n1", "gw").is_ok());
+        with_azp["azp"] = "other".into();
+        assert!(id_token_binds(&with_azp, "n1", "gw").is_err());
+    }
+
+    #[test]
+    fn the_authorize_url_carries_pkce_state_nonce_and_login_prompt() {
+        let u = authorize_url(
+            "https://idp/auth?x=1",
+            "gw",
+            "http://k/cb",
+            "st",
+            "no",
+            "ver",
+        )
+        .unwrap();
+        let u = url::Url::parse(&u).unwrap();
+        let q: HashMap<_, _> = u.query_pairs().into_owned().collect();
+        assert_eq!(q["x"], "1");
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["code_challenge"], challenge("ver"));
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!((q["state"].as_str(), q["nonce"].as_str()), ("st", "no"));
+        assert_eq!(q["prompt"], "login");
+        assert!(q["scope"].split(' ').any(|s| s == "openid"));
+        assert!(authorize_url("http://idp.example/auth", "gw", "r", "s", "n", "v").is_err());
     }
 }

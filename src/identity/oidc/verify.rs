@@ -73,6 +73,7 @@ pub fn unverified_claims(token: &str) -> Option<Value> {
 }
 
 pub fn verify(token: &str, jwks_json: &str, e: &Expect<'_>) -> Result<Value, Refusal> {
+    super::jws::install();
     let other = |s: &str| Refusal::Other(s.to_owned());
     if raw_alg(token).is_some_and(|a| a.eq_ignore_ascii_case("none")) {
         return Err(other("token is unsigned (alg none); never accepted"));
