@@ -46,8 +46,13 @@ async fn health() -> Json<Value> {
 async fn about(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Json<Value> {
     let features: Vec<&str> = [
         ("tpm", cfg!(feature = "tpm")),
+        ("nats", cfg!(feature = "nats")),
+        ("mqtt", cfg!(feature = "mqtt")),
+        ("webhook", cfg!(feature = "webhook")),
         ("redis", cfg!(feature = "redis")),
         ("kafka", cfg!(feature = "kafka")),
+        ("vault", cfg!(feature = "vault")),
+        ("aws-kms", cfg!(feature = "aws-kms")),
         ("ui", cfg!(feature = "ui")),
         ("dev", cfg!(feature = "dev")),
     ]

@@ -40,18 +40,25 @@ pub(crate) async fn keyring(key: &KeyConfig, data_dir: &Path) -> anyhow::Result<
                 .collect();
             return Ok((Keyring::with_previous(Arc::new(k), previous), created));
         }
+        #[cfg(feature = "vault")]
         KeyConfig::Vault(v) => {
             let started = std::time::Instant::now();
             let p = peat_gateway::keys::VaultTransit::connect(v.clone()).await?;
             tracing::info!(addr = %v.addr, key = %v.key, ms = started.elapsed().as_millis() as u64, "Vault Transit reachable");
             Arc::new(p)
         }
+        #[cfg(feature = "aws-kms")]
         KeyConfig::AwsKms(k) => {
             let started = std::time::Instant::now();
             let p = peat_gateway::keys::AwsKms::connect(k.clone()).await?;
             tracing::info!(key = %k.key_arn, ms = started.elapsed().as_millis() as u64, "AWS KMS key reachable");
             Arc::new(p)
         }
+        // Refused with the feature's name when the configuration is read.
+        #[cfg(not(feature = "vault"))]
+        KeyConfig::Vault(_) => anyhow::bail!("the Vault key provider is not in this build"),
+        #[cfg(not(feature = "aws-kms"))]
+        KeyConfig::AwsKms(_) => anyhow::bail!("the AWS KMS key provider is not in this build"),
         #[cfg(feature = "dev")]
         KeyConfig::Plaintext => Arc::new(peat_gateway::keys::Plaintext),
         #[cfg(not(feature = "dev"))]

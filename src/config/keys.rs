@@ -153,6 +153,14 @@ pub(super) fn select_key(
             }
             Ok(KeyConfig::Tpm(TpmConfig { tcti, pcrs, auth }))
         }
+        "vault" if !cfg!(feature = "vault") => Err(vec![err(
+            name("key_provider"),
+            "the Vault key provider is not compiled into this binary (cargo feature `vault`); use a build with it (`--features full`), or the tpm or local provider",
+        )]),
+        "aws-kms" if !cfg!(feature = "aws-kms") => Err(vec![err(
+            name("key_provider"),
+            "the AWS KMS key provider is not compiled into this binary (cargo feature `aws-kms`); use a build with it (`--features full`), or the tpm or local provider",
+        )]),
         "vault" => vault_settings(raw, name).map(KeyConfig::Vault),
         "aws-kms" => kms_settings(raw, name).map(KeyConfig::AwsKms),
         other => Err(vec![err(

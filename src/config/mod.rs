@@ -149,7 +149,12 @@ impl Config {
             }
         }
 
-        if let Some(url) = &raw.cdc_nats_url {
+        if raw.cdc_nats_url.is_some() && !cfg!(feature = "nats") {
+            errors.push(err(
+                name("cdc_nats_url"),
+                "the NATS sink is not built into this binary (cargo feature nats); unset it",
+            ));
+        } else if let Some(url) = &raw.cdc_nats_url {
             if !["nats://", "tls://", "ws://", "wss://"]
                 .iter()
                 .any(|p| url.starts_with(p))

@@ -127,15 +127,20 @@ fn plaintext_outside_dev_mode_and_incomplete_providers_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let m = messages(from_env(&[("PEAT_KEY_PROVIDER", "plaintext")], d.path()));
     assert!(m[0].contains("PEAT_DEV_MODE=1"), "{m:?}");
-    let m = messages(from_env(&[("PEAT_KMS_KEY_ARN", "not-an-arn")], d.path()));
-    assert!(
-        m.iter()
-            .any(|s| s.starts_with("PEAT_KMS_KEY_ARN: the aws-kms provider needs")),
-        "{m:?}"
-    );
-    assert!(m.iter().any(|s| s.contains("AWS_ACCESS_KEY_ID")), "{m:?}");
-    let m = messages(from_env(&[("PEAT_VAULT_ADDR", "vault.kit")], d.path()));
-    assert!(m.iter().any(|s| s.starts_with("PEAT_VAULT_ADDR")), "{m:?}");
+    // Builds without these providers refuse them by name (the test below).
+    if cfg!(feature = "aws-kms") {
+        let m = messages(from_env(&[("PEAT_KMS_KEY_ARN", "not-an-arn")], d.path()));
+        assert!(
+            m.iter()
+                .any(|s| s.starts_with("PEAT_KMS_KEY_ARN: the aws-kms provider needs")),
+            "{m:?}"
+        );
+        assert!(m.iter().any(|s| s.contains("AWS_ACCESS_KEY_ID")), "{m:?}");
+    }
+    if cfg!(feature = "vault") {
+        let m = messages(from_env(&[("PEAT_VAULT_ADDR", "vault.kit")], d.path()));
+        assert!(m.iter().any(|s| s.starts_with("PEAT_VAULT_ADDR")), "{m:?}");
+    }
     let m = messages(from_env(&[("PEAT_KEY_PROVIDER", "hsm")], d.path()));
     assert!(m[0].contains("'hsm' is not a key provider"));
 }
@@ -176,4 +181,48 @@ fn environment_overrides_the_file_and_unknown_file_keys_are_refused() {
     std::fs::write(&f, "bnid = \"x\"\n").unwrap();
     let e = load(Some(&f), |_| None).err().unwrap();
     assert!(e[0].message.contains("unknown field"), "{e:?}");
+}
+
+#[test]
+fn a_build_without_a_provider_or_sink_refuses_its_configuration_by_feature_name() {
+    let d = tempfile::tempdir().unwrap();
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Vars, bool, &str); 3] = [
+        (
+            &[
+                ("PEAT_KEY_PROVIDER", "vault"),
+                ("PEAT_VAULT_ADDR", "http://127.0.0.1:8200"),
+                ("PEAT_VAULT_TOKEN", "s.token"),
+            ],
+            cfg!(feature = "vault"),
+            "cargo feature `vault`",
+        ),
+        (
+            &[
+                ("PEAT_KEY_PROVIDER", "aws-kms"),
+                (
+                    "PEAT_KMS_KEY_ARN",
+                    "arn:aws:kms:eu-west-1:111122223333:key/k",
+                ),
+            ],
+            cfg!(feature = "aws-kms"),
+            "cargo feature `aws-kms`",
+        ),
+        (
+            &[
+                ("PEAT_KEK", KEK),
+                ("PEAT_CDC_NATS_URL", "nats://127.0.0.1:4222"),
+            ],
+            cfg!(feature = "nats"),
+            "cargo feature nats",
+        ),
+    ];
+    for (vars, built, words) in cases {
+        let m: Vec<String> = match from_env(vars, d.path()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        };
+        let refused = m.iter().any(|s| s.contains(words));
+        assert_eq!(refused, !built, "{vars:?}: {m:?}");
+    }
 }
