@@ -314,3 +314,29 @@ pub(super) fn spec_of(
         })),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_type_this_build_lacks_is_refused_by_its_feature() {
+        let egress = crate::egress::Policies::default().for_org("acme");
+        for (kind, feature) in FEATURES {
+            let body = serde_json::json!({ *kind: {"url": "nats://192.0.2.1:4222"} });
+            let r = spec_of(body, &egress, None);
+            let text = match r {
+                Err(TenantError::Invalid { reason, .. }) => reason,
+                Err(e) => e.to_string(),
+                Ok(_) => String::new(),
+            };
+            let built = BUILT_TYPES.contains(kind);
+            let refused = text.contains(&format!("(cargo feature {feature})"));
+            assert_eq!(refused, !built, "{kind}: {text}");
+        }
+        let r = spec_of(serde_json::json!({"Carrier": {}}), &egress, None);
+        assert!(
+            matches!(r, Err(TenantError::Invalid { reason, .. }) if reason.starts_with("unknown sink type"))
+        );
+    }
+}
