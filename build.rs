@@ -1,5 +1,5 @@
 //! Embeds the operator UI (`ui/web/`) when the `ui` feature is on: each file with its
-//! content type, a strong ETag and a gzip variant computed here, so the gateway build
+//! content type, a strong ETag and, where it is smaller, only its gzip form, computed here, so the gateway build
 //! needs no Node toolchain and the binary serves without compressing at run time.
 //!
 //! `index.html` may reference assets as `name?v=@`; the marker becomes the asset's ETag so
@@ -57,23 +57,19 @@ fn embed(root: &Path, out: &Path) -> String {
         let tag = hex16(&Sha256::digest(&bytes));
         tags.push((f.rel.clone(), tag.clone()));
         let stem = f.rel.replace(['/', '.'], "_");
-        let raw_path = out.join(format!("ui_{stem}"));
-        write(&raw_path, &bytes);
+        // One copy per file: gzip where it is smaller (inflated for the rare client without
+        // gzip), else the file as written.
         let gz = gzip(&bytes);
-        let gz_expr = if gz.len() + 64 < bytes.len() {
-            let gz_path = out.join(format!("ui_{stem}.gz"));
-            write(&gz_path, &gz);
-            format!("Some(include_bytes!({:?}))", gz_path.display().to_string())
-        } else {
-            String::from("None")
-        };
+        let gzipped = gz.len() + 64 < bytes.len();
+        let path = out.join(format!("ui_{stem}{}", if gzipped { ".gz" } else { "" }));
+        write(&path, if gzipped { &gz } else { &bytes });
         let _ = writeln!(
             rows,
-            "    EmbeddedAsset {{ path: {:?}, mime: {:?}, etag: {:?}, raw: include_bytes!({:?}), gzip: {gz_expr} }},",
+            "    EmbeddedAsset {{ path: {:?}, mime: {:?}, etag: {:?}, body: include_bytes!({:?}), gzipped: {gzipped} }},",
             f.rel,
             ui_mime::for_name(&f.rel),
             tag,
-            raw_path.display().to_string(),
+            path.display().to_string(),
         );
     }
     rows.push(']');

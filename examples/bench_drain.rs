@@ -29,6 +29,8 @@ struct Drain {
     bytes_per_msg: f64,
     /// CPU seconds the edge (gateway or leaf) and the hub spent while the backlog drained.
     cpu: (f64, f64),
+    /// The edge's peak PSS and RSS (KiB) from start through the drain.
+    peak: (u64, u64),
 }
 
 impl Drain {
@@ -38,6 +40,12 @@ impl Drain {
         println!(
             "{name:<24} first delivery {:>6.2} s after the hub accepts; {:>8.0} events/s once flowing, {:>8.0}/s from the link's return; {:>5.0} B per message at the hub; CPU edge {:.2} s, hub {:.2} s",
             self.first_s, flowing, overall, self.bytes_per_msg, self.cpu.0, self.cpu.1
+        );
+        println!(
+            "{:<24} edge peak PSS {:.1} MiB, RSS {:.1} MiB holding and draining the backlog",
+            "",
+            mib(self.peak.0),
+            mib(self.peak.1)
         );
     }
     fn flowing(&self) -> f64 {
@@ -98,6 +106,7 @@ async fn time_drain(port: u16, stream: &str, before: u64, n: u64) -> Drain {
                 events: msgs.saturating_sub(before),
                 bytes_per_msg: bytes as f64 / msgs.max(1) as f64,
                 cpu: (0.0, 0.0),
+                peak: (0, 0),
             };
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -121,6 +130,7 @@ async fn gateway(bin: &str, n: usize, partition: Duration) -> Drain {
         ],
     )
     .await;
+    let mem = MemWatch::start(g.pid);
     let http = reqwest::Client::new();
     bench_org(&http, &g).await;
     setup(&http, &g, Method::POST, "/orgs/bench/sinks",
@@ -165,6 +175,7 @@ async fn gateway(bin: &str, n: usize, partition: Duration) -> Drain {
     let (e0, h0) = (cpu_seconds(g.pid), cpu_seconds(hub.0.id()));
     let mut d = time_drain(port, stream, 1, n as u64).await;
     d.cpu = (cpu_seconds(g.pid) - e0, cpu_seconds(hub.0.id()) - h0);
+    d.peak = mem.peak();
     let _ = std::fs::remove_dir_all(&dir);
     d
 }
@@ -201,6 +212,7 @@ async fn leaf(bin: &str, n: usize, partition: Duration) -> Drain {
         dir.join("leaf-store").display()
     );
     let edge_server = nats_with_config(bin, &dir, "leaf", &edge_conf);
+    let mem = MemWatch::start(edge_server.0.id());
     let edge = jetstream::new(connect(edge_port).await);
     edge.create_stream(jetstream::stream::Config {
         name: "LEAF".into(),
@@ -269,6 +281,7 @@ async fn leaf(bin: &str, n: usize, partition: Duration) -> Drain {
     let (e0, h0) = (cpu_seconds(edge_pid), cpu_seconds(hub.0.id()));
     let mut d = time_drain(port, "HUB", 1, n as u64).await;
     d.cpu = (cpu_seconds(edge_pid) - e0, cpu_seconds(hub.0.id()) - h0);
+    d.peak = mem.peak();
     let _ = std::fs::remove_dir_all(&dir);
     d
 }

@@ -61,6 +61,7 @@ async fn gateway(events: usize, batch: usize, clients: usize) -> Figures {
         ],
     )
     .await;
+    let mem = MemWatch::start(g.pid);
     let http = reqwest::Client::new();
     let base = g.base.clone();
     bench_org(&http, &g).await;
@@ -103,13 +104,21 @@ async fn gateway(events: usize, batch: usize, clients: usize) -> Figures {
     }
     let lat = gather(tasks).await;
     let elapsed = started.elapsed();
+    let (pss, rss) = mem.peak();
     drop(g);
-    report(
+    let f = report(
         "peat-gateway (ack after fsync)",
         per_client * clients,
         elapsed,
         lat,
-    )
+    );
+    println!(
+        "{:<28} peak PSS {:.1} MiB, RSS {:.1} MiB",
+        "",
+        mib(pss),
+        mib(rss)
+    );
+    f
 }
 
 async fn jetstream(
@@ -134,7 +143,8 @@ async fn jetstream(
         "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\"{sync} }}\n",
         dir.join("store").display()
     );
-    let _n = nats_with_config(bin, &dir, "js", &conf);
+    let n_server = nats_with_config(bin, &dir, "js", &conf);
+    let mem = MemWatch::start(n_server.0.id());
     wait_port(port).await;
     let client = async_nats::connect(format!("127.0.0.1:{port}"))
         .await
@@ -180,7 +190,8 @@ async fn jetstream(
     let lat = gather(tasks).await;
     let elapsed = started.elapsed();
     let _ = std::fs::remove_dir_all(&dir);
-    report(
+    let (pss, rss) = mem.peak();
+    let f = report(
         if sync_always {
             "JetStream sync always (ack after fsync)"
         } else {
@@ -189,7 +200,15 @@ async fn jetstream(
         per_client * clients,
         elapsed,
         lat,
-    )
+    );
+    println!(
+        "{:<28} peak PSS {:.1} MiB, RSS {:.1} MiB",
+        "",
+        mib(pss),
+        mib(rss)
+    );
+    drop(n_server);
+    f
 }
 
 fn main() {

@@ -217,3 +217,51 @@ pub async fn send_ok(r: reqwest::RequestBuilder, what: &str) {
         Err(e) => panic!("{what} failed: {e}"),
     }
 }
+
+/// The peak memory of a process (PSS and RSS in KiB from `/proc/<pid>/smaps_rollup`), sampled
+/// every 50 ms on a thread of its own until [`MemWatch::peak`].
+pub struct MemWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl MemWatch {
+    pub fn start(pid: u32) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut peak = (0, 0);
+            while !s.load(Ordering::Relaxed) {
+                let (pss, rss) = memory_kib(pid);
+                peak = (peak.0.max(pss), peak.1.max(rss));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        });
+        Self { stop, handle }
+    }
+
+    /// (peak PSS, peak RSS) in KiB.
+    pub fn peak(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap_or((0, 0))
+    }
+}
+
+/// (PSS, RSS) of a process in KiB; zeros once it is gone.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Pss:"), field("Rss:"))
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}

@@ -30,7 +30,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
     book.post(
         "/orgs/{org_id}/tokens",
         create_token,
-        doc("Create a bootstrap token for a formation; the secret is in this answer only", manage, Some(token_schema()), 201),
+        doc("Create a bootstrap token for a formation; the secret is in this answer only", manage, Some(token_schema), 201),
     )
     .get(
         "/orgs/{org_id}/formations/{app_id}/tokens",
@@ -60,7 +60,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
     .put(
         "/orgs/{org_id}/formations/{app_id}/enrollment-settings",
         put_settings,
-        doc("Replace the enrollment settings", manage, Some(settings_schema()), 200),
+        doc("Replace the enrollment settings", manage, Some(settings_schema), 200),
     )
     .get(
         "/orgs/{org_id}/enrollments",
@@ -70,12 +70,12 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
     .post(
         "/orgs/{org_id}/enrollments/{enrollment_id}/approve",
         approve,
-        doc("Approve a pending enrollment (signs its certificate)", operate, Some(reason_schema(false)), 200),
+        doc("Approve a pending enrollment (signs its certificate)", operate, Some(|| reason_schema(false)), 200),
     )
     .post(
         "/orgs/{org_id}/enrollments/{enrollment_id}/deny",
         deny,
-        doc("Deny a pending enrollment with a reason", operate, Some(reason_schema(true)), 200),
+        doc("Deny a pending enrollment with a reason", operate, Some(|| reason_schema(true)), 200),
     )
     .get(
         "/orgs/{org_id}/formations/{app_id}/certificates",
@@ -90,7 +90,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
     .post(
         "/orgs/{org_id}/formations/{app_id}/certificates/{fingerprint}/revoke",
         revoke_cert,
-        doc("Revoke the certificate's key: every certificate of that key stops being valid", operate, Some(reason_schema(true)), 200),
+        doc("Revoke the certificate's key: every certificate of that key stops being valid", operate, Some(|| reason_schema(true)), 200),
     )
     .post(
         "/orgs/{org_id}/formations/{app_id}/certificates/publish",

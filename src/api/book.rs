@@ -39,18 +39,25 @@ impl Access {
     }
 }
 
-/// One route's description.
+/// One route's description. Nothing of it is built until `/openapi.json` is asked for: a
+/// document of JSON values held from start-up would cost far more memory than it is worth.
+#[derive(Clone, Copy)]
 pub(crate) struct Doc {
     pub summary: &'static str,
     pub access: Access,
     /// JSON Schema of the request body, when there is one.
-    pub body: Option<Value>,
+    pub body: Option<fn() -> Value>,
     /// Status of a successful answer.
     pub ok: u16,
 }
 
 /// A [`Doc`] in one line.
-pub(crate) fn doc(summary: &'static str, access: Access, body: Option<Value>, ok: u16) -> Doc {
+pub(crate) fn doc(
+    summary: &'static str,
+    access: Access,
+    body: Option<fn() -> Value>,
+    ok: u16,
+) -> Doc {
     Doc {
         summary,
         access,
@@ -61,14 +68,78 @@ pub(crate) fn doc(summary: &'static str, access: Access, body: Option<Value>, ok
 
 pub(crate) struct RouteBook {
     router: Router<AppState>,
-    paths: Map<String, Value>,
+    routes: Vec<(&'static str, &'static str, Doc)>,
+}
+
+/// The registered routes, rendered as an OpenAPI 3.1 document on request.
+#[derive(Clone, Default)]
+pub(crate) struct ApiDoc {
+    version: &'static str,
+    routes: std::sync::Arc<[(&'static str, &'static str, Doc)]>,
+}
+
+fn operation(path: &str, doc: &Doc) -> Value {
+    let params: Vec<Value> = path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    let mut op = json!({
+        "summary": doc.summary,
+        "description": format!("Access: {}.", doc.access.describe()),
+        "responses": {
+            doc.ok.to_string(): {"description": "success"},
+            "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        }
+    });
+    if !params.is_empty() {
+        op["parameters"] = Value::Array(params);
+    }
+    if !matches!(doc.access, Access::Public) {
+        op["security"] = json!([{"bearer": []}]);
+    }
+    if let Some(schema) = doc.body {
+        op["requestBody"] = json!({"required": true, "content": {"application/json": {}}});
+        op["requestBody"]["content"]["application/json"]["schema"] = schema();
+    }
+    op
+}
+
+impl ApiDoc {
+    /// The OpenAPI 3.1 document.
+    pub(crate) fn render(&self) -> Value {
+        let mut paths = Map::new();
+        for (method, path, doc) in self.routes.iter() {
+            let entry = paths
+                .entry((*path).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(m) = entry {
+                m.insert((*method).to_owned(), operation(path, doc));
+            }
+        }
+        let mut doc = json!({
+            "openapi": "3.1.0",
+            "info": {"title": "peat-gateway admin API", "version": self.version},
+            "components": {
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                "schemas": {"Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "object", "required": ["code", "message"],
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}
+                }}
+            },
+        });
+        doc["paths"] = Value::Object(paths);
+        doc
+    }
 }
 
 impl RouteBook {
     pub(crate) fn new() -> Self {
         Self {
             router: Router::new(),
-            paths: Map::new(),
+            routes: Vec::new(),
         }
     }
 
@@ -80,36 +151,7 @@ impl RouteBook {
         doc: Doc,
     ) -> Self {
         self.router = self.router.route(path, mr);
-        let params: Vec<Value> = path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let mut op = json!({
-            "summary": doc.summary,
-            "description": format!("Access: {}.", doc.access.describe()),
-            "responses": {
-                doc.ok.to_string(): {"description": "success"},
-                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-            }
-        });
-        if !params.is_empty() {
-            op["parameters"] = Value::Array(params);
-        }
-        if !matches!(doc.access, Access::Public) {
-            op["security"] = json!([{"bearer": []}]);
-        }
-        if let Some(schema) = doc.body {
-            op["requestBody"] =
-                json!({"required": true, "content": {"application/json": {"schema": schema}}});
-        }
-        let entry = self
-            .paths
-            .entry(path.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(m) = entry {
-            m.insert(method.to_owned(), op);
-        }
+        self.routes.push((method, path, doc));
         self
     }
 
@@ -170,22 +212,12 @@ impl RouteBook {
         self.add("delete", path, delete(h), doc)
     }
 
-    /// The router and its OpenAPI 3.1 document.
-    pub(crate) fn finish(self, version: &str) -> (Router<AppState>, Value) {
-        let doc = json!({
-            "openapi": "3.1.0",
-            "info": {"title": "peat-gateway admin API", "version": version},
-            "components": {
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-                "schemas": {"Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "object", "required": ["code", "message"],
-                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}
-                }}
-            },
-            "paths": Value::Object(self.paths),
-        });
+    /// The router and its OpenAPI description.
+    pub(crate) fn finish(self, version: &'static str) -> (Router<AppState>, ApiDoc) {
+        let doc = ApiDoc {
+            version,
+            routes: self.routes.into(),
+        };
         (self.router, doc)
     }
 }

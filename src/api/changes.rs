@@ -27,7 +27,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         Doc {
             summary: "Append document changes (JSON array or NDJSON); 202 after the durable commit",
             access: Access::Org(Need::Ingest),
-            body: Some(schema()),
+            body: Some(schema),
             ok: 202,
         },
         MAX_INGEST_BYTES,

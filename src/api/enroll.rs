@@ -32,7 +32,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
     let public = |summary| Doc {
         summary,
         access: Access::Public,
-        body: Some(request_schema()),
+        body: Some(request_schema),
         ok: 200,
     };
     book.post(

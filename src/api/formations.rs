@@ -25,7 +25,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         Doc {
             summary: "Create a formation (new genesis), or adopt one with `genesis`",
             access: Access::Org(Need::Manage),
-            body: Some(create_schema()),
+            body: Some(create_schema),
             ok: 201,
         },
     )

@@ -225,5 +225,5 @@ async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> i
 }
 
 async fn openapi(State(s): State<AppState>) -> Json<Value> {
-    Json((*s.openapi).clone())
+    Json(s.openapi.render())
 }

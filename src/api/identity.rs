@@ -24,14 +24,14 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
     book.post(
         "/orgs/{org_id}/idps",
         create_idp,
-        doc("Add an OpenID provider; its discovery and keys are fetched now when reachable", manage, Some(idp_schema()), 201),
+        doc("Add an OpenID provider; its discovery and keys are fetched now when reachable", manage, Some(idp_schema), 201),
     )
     .get("/orgs/{org_id}/idps", list_idps, doc("The org's identity providers and their key-cache state", read, None, 200))
     .get("/orgs/{org_id}/idps/{idp_id}", get_idp, doc("One identity provider", read, None, 200))
     .patch(
         "/orgs/{org_id}/idps/{idp_id}",
         patch_idp,
-        doc("Enable or disable a provider `{enabled}`", manage, Some(json!({"type": "object", "required": ["enabled"], "properties": {"enabled": {"type": "boolean"}}})), 200),
+        doc("Enable or disable a provider `{enabled}`", manage, Some(|| json!({"type": "object", "required": ["enabled"], "properties": {"enabled": {"type": "boolean"}}})), 200),
     )
     .delete("/orgs/{org_id}/idps/{idp_id}", delete_idp, doc("Remove a provider and its cached keys", manage, None, 204))
     .post(
@@ -42,7 +42,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
     .post(
         "/orgs/{org_id}/policy-rules",
         create_rule,
-        doc("Add a claim rule (allow with a tier and permissions, or deny)", manage, Some(rule_schema()), 201),
+        doc("Add a claim rule (allow with a tier and permissions, or deny)", manage, Some(rule_schema), 201),
     )
     .get("/orgs/{org_id}/policy-rules", list_rules, doc("The org's claim rules in evaluation order", read, None, 200))
     .delete("/orgs/{org_id}/policy-rules/{rule_id}", delete_rule, doc("Remove a claim rule", manage, None, 204))

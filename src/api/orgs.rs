@@ -19,7 +19,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         Doc {
             summary: "Create an organization",
             access: Access::GatewayAdmin,
-            body: Some(create_schema()),
+            body: Some(create_schema),
             ok: 201,
         },
     )
@@ -50,7 +50,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         Doc {
             summary: "Change display name (org-admin) or quotas (admin token)",
             access: Access::Org(Need::Manage),
-            body: Some(patch_schema()),
+            body: Some(patch_schema),
             ok: 200,
         },
     )
@@ -277,8 +277,7 @@ pub(crate) fn network_routes(book: RouteBook) -> RouteBook {
             summary:
                 "Replace the org's network allow-list `{allow: [\"10.1.0.0/16\", …]}` (empty: any)",
             access: Access::Org(Need::Manage),
-            body: Some(
-                serde_json::json!({"type": "object", "required": ["allow"], "properties": {
+            body: Some(|| serde_json::json!({"type": "object", "required": ["allow"], "properties": {
                 "allow": {"type": "array", "items": {"type": "string"}}}}),
             ),
             ok: 200,
@@ -300,7 +299,7 @@ pub(crate) fn network_routes(book: RouteBook) -> RouteBook {
         Doc {
             summary: "Grant the org internal networks and hosts for its outbound connections `{networks: [\"10.20.0.0/16\"], hosts: [\"broker.kit\"]}` (gateway admin only)",
             access: Access::GatewayAdmin,
-            body: Some(serde_json::json!({"type": "object", "additionalProperties": false,
+            body: Some(|| serde_json::json!({"type": "object", "additionalProperties": false,
                 "properties": {
                     "networks": {"type": "array", "maxItems": 64, "items": {"type": "string"}},
                     "hosts": {"type": "array", "maxItems": 64, "items": {"type": "string"}}}})),

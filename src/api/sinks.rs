@@ -16,7 +16,7 @@ use crate::secret::redact_url;
 use crate::tenant::{Need, NewSink, SinkDef, SinkPatch, SinkSpec, SinkStart, TenantError};
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
-    let doc = |summary, need, body: Option<Value>, ok| Doc {
+    let doc = |summary, need, body: Option<fn() -> Value>, ok| Doc {
         summary,
         access: Access::Org(need),
         body,
@@ -28,7 +28,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         doc(
             "Create a CDC sink",
             Need::Manage,
-            Some(create_schema()),
+            Some(create_schema),
             201,
         ),
     )
@@ -48,7 +48,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         doc(
             "Pause or resume (`enabled`, operator) or change filters and rate cap (org-admin)",
             Need::Operate,
-            Some(patch_schema()),
+            Some(patch_schema),
             200,
         ),
     )
@@ -88,7 +88,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         doc(
             "Dead letters: `{\"action\":\"retry\"}` delivers them again (oldest first), `discard` drops them",
             Need::Operate,
-            Some(json!({"type": "object", "additionalProperties": false, "required": ["action"],
+            Some(|| json!({"type": "object", "additionalProperties": false, "required": ["action"],
                 "properties": {"action": {"type": "string", "enum": ["retry", "discard"]}}})),
             200,
         ),

@@ -24,7 +24,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         Doc {
             summary: "Bind the formation to a peat-node sidecar and the collections to capture",
             access: Access::Org(Need::Manage),
-            body: Some(json!({"type": "object", "additionalProperties": false,
+            body: Some(|| json!({"type": "object", "additionalProperties": false,
                 "required": ["endpoint", "collections"], "properties": {
                     "endpoint": {"type": "string", "description": "http://host:port of the sidecar"},
                     "collections": {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string"}},
@@ -65,7 +65,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         Doc {
             summary: "Grant the org the sidecar endpoints it may bind formations to (gateway admin only); a binding whose endpoint is no longer granted stops capturing",
             access: Access::GatewayAdmin,
-            body: Some(json!({"type": "object", "additionalProperties": false,
+            body: Some(|| json!({"type": "object", "additionalProperties": false,
                 "required": ["endpoints"], "properties": {
                     "endpoints": {"type": "array", "maxItems": 64, "items": {"type": "string",
                         "description": "unix:///path.sock, http://host:port or https://host:port, exactly as bindings name it"}}}})),

@@ -36,7 +36,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         doc(
             "Begin single sign-on with the org's OpenID provider (authorization code + PKCE): answers the provider URL to open and sets a cookie binding the flow to this browser",
             Access::Public,
-            Some(json!({"type": "object", "additionalProperties": false, "required": ["org_id"], "properties": {
+            Some(|| json!({"type": "object", "additionalProperties": false, "required": ["org_id"], "properties": {
                 "org_id": {"type": "string"},
                 "idp_id": {"type": "string", "description": "which provider; default the org's first that has a client id"}}})),
             200,

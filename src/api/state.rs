@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use crate::cdc::source::Sources;
 use crate::cdc::Dispatcher;
 use crate::identity::{Authority, EnrollLimits};
@@ -37,7 +35,7 @@ pub struct AppState {
     pub keys: Arc<KeyStatus>,
     pub request_timeout: std::time::Duration,
     pub max_body_bytes: usize,
-    pub(crate) openapi: Arc<Value>,
+    pub(crate) openapi: super::book::ApiDoc,
     pub(crate) ui_dir: Option<Arc<std::path::PathBuf>>,
     /// Live event streams per caller and in all.
     pub(crate) streams: super::streams::StreamBudget,
@@ -80,7 +78,7 @@ impl AppState {
             keys: Arc::new(keys),
             request_timeout,
             max_body_bytes,
-            openapi: Arc::new(Value::Null),
+            openapi: super::book::ApiDoc::default(),
             ui_dir: None,
             streams: super::streams::StreamBudget::new(4, 64),
             public_detail: false,
@@ -170,8 +168,8 @@ impl AppState {
         self
     }
 
-    pub(crate) fn with_openapi(mut self, doc: Value) -> Self {
-        self.openapi = Arc::new(doc);
+    pub(crate) fn with_openapi(mut self, doc: super::book::ApiDoc) -> Self {
+        self.openapi = doc;
         self
     }
 }

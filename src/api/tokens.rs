@@ -19,7 +19,7 @@ pub(crate) fn routes(book: RouteBook) -> RouteBook {
         Doc {
             summary: "Issue an org-scoped API token; the secret is in this answer only",
             access: Access::Org(Need::Manage),
-            body: Some(create_schema()),
+            body: Some(create_schema),
             ok: 201,
         },
     )

@@ -22,8 +22,26 @@ pub(crate) struct EmbeddedAsset {
     pub mime: &'static str,
     /// Quoted-less hex of the content hash; also the `?v=` the page links assets with.
     pub etag: &'static str,
-    pub raw: &'static [u8],
-    pub gzip: Option<&'static [u8]>,
+    /// The file, gzip-compressed when `gzipped`.
+    pub body: &'static [u8],
+    pub gzipped: bool,
+}
+
+impl EmbeddedAsset {
+    /// The file as written: inflated when it is embedded compressed.
+    pub(crate) fn raw(&self) -> std::borrow::Cow<'static, [u8]> {
+        if !self.gzipped {
+            return std::borrow::Cow::Borrowed(self.body);
+        }
+        // The build writes a bare gzip member: a 10-byte header, deflate, an 8-byte trailer.
+        let deflate = self
+            .body
+            .get(10..self.body.len().saturating_sub(8))
+            .unwrap_or_default();
+        std::borrow::Cow::Owned(
+            miniz_oxide::inflate::decompress_to_vec(deflate).unwrap_or_default(),
+        )
+    }
 }
 
 include!(concat!(env!("OUT_DIR"), "/ui_assets.rs"));
@@ -48,10 +66,7 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
 
 /// What the build embedded: (files, bytes as served to a gzip-capable browser).
 pub(crate) fn embedded_payload() -> (usize, usize) {
-    let bytes = ASSETS
-        .iter()
-        .map(|a| a.gzip.map_or(a.raw.len(), <[u8]>::len))
-        .sum();
+    let bytes = ASSETS.iter().map(|a| a.body.len()).sum();
     (ASSETS.len(), bytes)
 }
 
@@ -114,15 +129,13 @@ fn embedded(rel: &Path, query: Option<&str>, headers: &HeaderMap) -> Response {
             .unwrap_or_else(|_| not_found());
     }
     out = out.header(header::CONTENT_TYPE, asset.mime);
-    let body = match asset.gzip {
-        Some(gz) if accepts_gzip(headers) => {
-            out = out.header(header::CONTENT_ENCODING, "gzip");
-            gz
-        }
-        _ => asset.raw,
+    let body = if asset.gzipped && accepts_gzip(headers) {
+        out = out.header(header::CONTENT_ENCODING, "gzip");
+        axum::body::Body::from(asset.body)
+    } else {
+        axum::body::Body::from(asset.raw())
     };
-    out.body(axum::body::Body::from(body))
-        .unwrap_or_else(|_| not_found())
+    out.body(body).unwrap_or_else(|_| not_found())
 }
 
 async fn from_dir(root: &Path, rel: &Path) -> Response {
@@ -249,12 +262,26 @@ mod tests {
         assert!(files >= 3, "index, script and style are embedded");
         assert!(bytes < 150 * 1024, "UI payload {bytes} B over 150 KB");
         let index = ASSETS.iter().find(|a| a.path == "index.html");
-        let index = String::from_utf8_lossy(index.map_or(&[][..], |a| a.raw));
+        let index = index.map(EmbeddedAsset::raw).unwrap_or_default();
+        let index = String::from_utf8_lossy(&index);
         assert!(
             !index.contains("?v=@"),
             "every ?v=@ marker names an embedded asset"
         );
         let script = ASSETS.iter().find(|a| a.path == "app.js");
         assert!(script.is_some_and(|s| index.contains(&format!("app.js?v={}", s.etag))));
+    }
+
+    #[cfg(feature = "ui")]
+    #[test]
+    fn every_embedded_file_comes_back_whole_for_clients_without_gzip() {
+        use sha2::{Digest, Sha256};
+        assert!(ASSETS.iter().any(|a| a.gzipped));
+        for a in ASSETS {
+            let raw = a.raw();
+            assert!(!raw.is_empty(), "{}", a.path);
+            // The ETag is the hash of the file as written (the page's after its ?v= links).
+            assert_eq!(hex8(&Sha256::digest(&raw)), &a.etag[..16], "{}", a.path);
+        }
     }
 }

@@ -182,6 +182,10 @@ pub(crate) fn config_file(flag: Option<&std::path::Path>) -> Option<PathBuf> {
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Store reads and file work: short jobs on a 2-core box. Tokio's default of 512
+        // threads lets a burst of readers pin hundreds of stacks; idle ones leave after 10 s.
+        .max_blocking_threads(8)
+        .thread_keep_alive(std::time::Duration::from_secs(10))
         .build()
         .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot start the async runtime: {e}")))
 }
