@@ -49,6 +49,7 @@ async fn about(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Jso
         ("nats", cfg!(feature = "nats")),
         ("mqtt", cfg!(feature = "mqtt")),
         ("webhook", cfg!(feature = "webhook")),
+        ("oidc", cfg!(feature = "oidc")),
         ("redis", cfg!(feature = "redis")),
         ("kafka", cfg!(feature = "kafka")),
         ("vault", cfg!(feature = "vault")),

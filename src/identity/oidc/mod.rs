@@ -5,6 +5,7 @@
 //! provider is configured for it (that path needs the provider online).
 
 mod fetch;
+#[cfg(feature = "oidc")]
 mod jws;
 pub mod sso;
 mod verify;
@@ -19,6 +20,10 @@ use crate::keys::RecordIdentity;
 use crate::store::{keys, IdpKeysRecord, IdpRecord, Reader, Table};
 use crate::tenant::{load_org, now_ms, random_token_id, OrgScope, Tenancy, TenantError};
 pub use fetch::check_url;
+
+/// Why a build without the `oidc` feature takes no identity provider.
+pub(crate) const NOT_BUILT: &str =
+    "identity providers are not built into this binary (cargo feature oidc); use a build with it, or bootstrap tokens and client certificates";
 pub use verify::{looks_like_jwt, unverified_claims};
 
 /// Cached keys younger than this are used without asking the provider.
@@ -161,6 +166,9 @@ impl Oidc {
         config: IdpConfig,
         client_secret: Option<Zeroizing<String>>,
     ) -> Result<IdpInfo, TenantError> {
+        if !cfg!(feature = "oidc") {
+            return Err(TenantError::invalid("issuer", NOT_BUILT));
+        }
         config.validate()?;
         if config.introspection && client_secret.is_none() {
             return Err(TenantError::invalid(

@@ -1,10 +1,12 @@
 //! Local verification of a JWT against cached keys: signature, algorithm allow-list (never
 //! `none`), `iss`, `aud`, `exp` and `nbf` with bounded skew.
 
+#[cfg(feature = "oidc")]
 use jsonwebtoken::{decode, decode_header, errors::ErrorKind, DecodingKey, Validation};
 use serde_json::Value;
 
 /// What the verifier needs to know about the provider.
+#[cfg_attr(not(feature = "oidc"), allow(dead_code))]
 pub struct Expect<'a> {
     pub issuer: &'a str,
     pub audience: &'a str,
@@ -14,6 +16,7 @@ pub struct Expect<'a> {
 
 /// Why a token was refused, worded for the audit log and the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "oidc"), allow(dead_code))]
 pub enum Refusal {
     /// The key id is not in the cached set (a refresh may help).
     UnknownKey(String),
@@ -42,6 +45,7 @@ pub fn peek_issuer(token: &str) -> Option<String> {
     v["iss"].as_str().map(str::to_owned)
 }
 
+#[cfg(feature = "oidc")]
 fn raw_alg(token: &str) -> Option<String> {
     use base64::Engine as _;
     let h = token.split('.').next()?;
@@ -72,6 +76,13 @@ pub fn unverified_claims(token: &str) -> Option<Value> {
         .filter(Value::is_object)
 }
 
+/// Without the `oidc` feature no token verifies (and no provider can be added).
+#[cfg(not(feature = "oidc"))]
+pub fn verify(_token: &str, _jwks_json: &str, _e: &Expect<'_>) -> Result<Value, Refusal> {
+    Err(Refusal::Other(super::NOT_BUILT.to_owned()))
+}
+
+#[cfg(feature = "oidc")]
 pub fn verify(token: &str, jwks_json: &str, e: &Expect<'_>) -> Result<Value, Refusal> {
     super::jws::install();
     let other = |s: &str| Refusal::Other(s.to_owned());
@@ -130,7 +141,7 @@ pub fn verify(token: &str, jwks_json: &str, e: &Expect<'_>) -> Result<Value, Ref
         })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "oidc"))]
 mod tests {
     use super::*;
 
@@ -158,5 +169,22 @@ mod tests {
         assert_eq!(peek_issuer(&none).as_deref(), Some("https://idp"));
         assert!(verify("a.b.c", r#"{"keys":[]}"#, &e).is_err());
         assert!(looks_like_jwt(&none) && !looks_like_jwt("peb_x") && !looks_like_jwt("a.b"));
+    }
+}
+
+#[cfg(all(test, not(feature = "oidc")))]
+mod without_oidc {
+    use super::*;
+
+    #[test]
+    fn no_token_verifies_and_the_refusal_names_the_feature() {
+        let e = Expect {
+            issuer: "https://idp",
+            audience: "a",
+            algorithms: &["RS256".to_owned()],
+            skew_secs: 0,
+        };
+        let r = verify("a.b.c", r#"{"keys":[]}"#, &e);
+        assert!(matches!(r, Err(Refusal::Other(s)) if s.contains("cargo feature oidc")));
     }
 }
