@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::tenant::{SinkSecrets, SinkSpec, TenantError};
+use crate::tenant::{SinkSecrets, SinkSpec, TenantError, SINK_TYPES};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,15 +132,6 @@ pub(crate) const BUILT_TYPES: &[&str] = &[
     "RedisStreams",
     #[cfg(feature = "kafka")]
     "Kafka",
-];
-
-/// Each optional sink type and the cargo feature that builds it in.
-const FEATURES: &[(&str, &str)] = &[
-    ("Nats", "nats"),
-    ("Mqtt", "mqtt"),
-    ("Webhook", "webhook"),
-    ("RedisStreams", "redis"),
-    ("Kafka", "kafka"),
 ];
 
 /// The upstream shape `{"<Type>": {…}}`; types this binary lacks are refused, never accepted
@@ -302,16 +293,18 @@ pub(super) fn spec_of(
                 secrets,
             ))
         }
-        other => Err(invalid(match FEATURES.iter().find(|(k, _)| *k == other) {
-            Some((k, feature)) => format!(
-                "the {k} sink is not built into this binary (cargo feature {feature}); use {}",
-                BUILT_TYPES.join(", ")
-            ),
-            None => format!(
-                "unknown sink type '{other}'; use {}",
-                BUILT_TYPES.join(", ")
-            ),
-        })),
+        other => Err(invalid(
+            match SINK_TYPES.iter().find(|(k, _)| *k == other) {
+                Some((k, feature)) => format!(
+                    "the {k} sink is not built into this binary (cargo feature {feature}); use {}",
+                    BUILT_TYPES.join(", ")
+                ),
+                None => format!(
+                    "unknown sink type '{other}'; use {}",
+                    BUILT_TYPES.join(", ")
+                ),
+            },
+        )),
     }
 }
 
@@ -322,7 +315,7 @@ mod tests {
     #[test]
     fn a_sink_type_this_build_lacks_is_refused_by_its_feature() {
         let egress = crate::egress::Policies::default().for_org("acme");
-        for (kind, feature) in FEATURES {
+        for (kind, feature) in SINK_TYPES.iter().filter(|(k, _)| *k != "File") {
             let body = serde_json::json!({ *kind: {"url": "nats://192.0.2.1:4222"} });
             let r = spec_of(body, &egress, None);
             let text = match r {

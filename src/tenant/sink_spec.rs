@@ -59,7 +59,27 @@ pub enum SinkSpec {
     },
 }
 
+/// Each sink type: its name in the API, and its [`SinkSpec::kind`], which is also the cargo
+/// feature that builds it in (File is always built).
+pub const SINK_TYPES: &[(&str, &str)] = &[
+    ("File", "file"),
+    ("Nats", "nats"),
+    ("Mqtt", "mqtt"),
+    ("Webhook", "webhook"),
+    ("RedisStreams", "redis"),
+    ("Kafka", "kafka"),
+];
+
 impl SinkSpec {
+    /// The type's name in the API (`{"Nats": {…}}`).
+    pub fn type_name(&self) -> &'static str {
+        let kind = self.kind();
+        SINK_TYPES
+            .iter()
+            .find(|(_, k)| *k == kind)
+            .map_or(kind, |(name, _)| name)
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             SinkSpec::File { .. } => "file",

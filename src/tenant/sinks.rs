@@ -8,7 +8,9 @@ use super::service::Tenancy;
 pub(crate) use super::sink_codec::decode_spec;
 pub use super::sink_codec::SinkSecrets;
 use super::sink_spec::validate_filter;
-pub use super::sink_spec::{parse_mqtt_url, split_password, with_password, MqttAddr, SinkSpec};
+pub use super::sink_spec::{
+    parse_mqtt_url, split_password, with_password, MqttAddr, SinkSpec, SINK_TYPES,
+};
 use super::{now_ms, Actor, OrgScope, TenantError};
 use crate::keys::{random_secret32, RecordIdentity};
 use crate::store::{keys, Reader, SinkRecord, Table};

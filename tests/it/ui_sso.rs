@@ -252,3 +252,77 @@ async fn single_sign_on_gives_the_role_the_claim_rules_name_and_tokens_stay_the_
         .collect();
     assert!(off.is_empty(), "requests off loopback: {off:?}");
 }
+
+/// The provider refuses a code it never issued: the gateway opens no session, the browser is
+/// told why in the provider's words, and the refusal is audited against the org.
+#[tokio::test]
+async fn a_code_the_provider_refuses_opens_no_session_and_says_why() {
+    let idp = oidc().await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    g.create_org("alpha", "Alpha Company").await;
+    let (client_id, client_secret) = register_client(&idp, &g).await;
+    let (s, p) = g
+        .admin(
+            Method::POST,
+            "/orgs/alpha/idps",
+            Some(
+                json!({"issuer": idp.url("http"), "audience": "urn:peat:gateway",
+                "client_id": client_id, "client_secret": client_secret}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{}/sso/start", g.base()))
+        .json(&json!({"org_id": "alpha"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let url: Value = r.json().await.unwrap();
+    let url = reqwest::Url::parse(url["authorize_url"].as_str().unwrap()).unwrap();
+    let state = url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let r = http
+        .get(format!("{}/sso/callback", g.base()))
+        .query(&[("state", state.as_str()), ("code", "never-issued")])
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = http
+        .post(format!("{}/sso/session", g.base()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("exchanging the code") && msg.contains("invalid_grant"),
+        "{body}"
+    );
+    let (_, audit) = g.admin(Method::GET, "/orgs/alpha/audit", None).await;
+    assert!(
+        audit
+            .to_string()
+            .contains("refused: the identity provider refused: exchanging the code"),
+        "{audit}"
+    );
+}

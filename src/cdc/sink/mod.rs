@@ -75,17 +75,11 @@ pub struct SinkContext {
 /// Why a stored sink of a type this binary lacks cannot run.
 #[allow(dead_code)]
 fn not_built(spec: &SinkSpec) -> String {
-    let (kind, feature) = match spec {
-        SinkSpec::File { .. } => ("File", "-"),
-        SinkSpec::Nats { .. } => ("Nats", "nats"),
-        SinkSpec::Mqtt { .. } => ("Mqtt", "mqtt"),
-        SinkSpec::Webhook { .. } => ("Webhook", "webhook"),
-        SinkSpec::RedisStreams { .. } => ("RedisStreams", "redis"),
-        SinkSpec::Kafka { .. } => ("Kafka", "kafka"),
-    };
     format!(
-        "the {kind} sink is not built into this binary (cargo feature {feature}); \
-         use a build with it, or delete the sink"
+        "the {} sink is not built into this binary (cargo feature {}); \
+         use a build with it, or delete the sink",
+        spec.type_name(),
+        spec.kind()
     )
 }
 
@@ -230,5 +224,75 @@ pub fn build(
         )?)),
         #[allow(unreachable_patterns)]
         other => Err(not_built(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::{SinkDef, SinkStart};
+
+    #[test]
+    fn a_stored_sink_of_a_type_this_build_lacks_does_not_start_and_says_which_feature() {
+        let specs = [
+            SinkSpec::Nats {
+                subject_prefix: "p".into(),
+                url: Some("nats://192.0.2.1:4222".into()),
+                stream: None,
+                tls_ca_pem: None,
+            },
+            SinkSpec::Mqtt {
+                url: "mqtt://192.0.2.1:1883".into(),
+                topic_prefix: "p".into(),
+                tls_ca_pem: None,
+            },
+            SinkSpec::RedisStreams {
+                url: "redis://192.0.2.1:6379".into(),
+                stream: "s".into(),
+                maxlen: None,
+                tls_ca_pem: None,
+            },
+            SinkSpec::Kafka {
+                topic: "t".into(),
+                brokers: Some("192.0.2.1:9092".into()),
+                tls: false,
+                tls_ca_pem: None,
+                sasl_mechanism: None,
+                sasl_username: None,
+                compression: None,
+                batch_size: None,
+            },
+        ];
+        let ctx = SinkContext {
+            data_dir: std::env::temp_dir(),
+            default_nats_url: None,
+            default_kafka_brokers: None,
+            egress: crate::egress::Policies::default(),
+        };
+        let features = [
+            ("nats", cfg!(feature = "nats")),
+            ("mqtt", cfg!(feature = "mqtt")),
+            ("redis", cfg!(feature = "redis")),
+            ("kafka", cfg!(feature = "kafka")),
+        ];
+        for spec in specs {
+            let built = features.iter().any(|(f, on)| *on && *f == spec.kind());
+            let def = SinkDef {
+                org_id: "acme".into(),
+                org_uid: [1; 16],
+                sink_id: "s1".into(),
+                sink_uid: [2; 16],
+                spec,
+                enabled: true,
+                formations: Vec::new(),
+                collections: Vec::new(),
+                rate_limit_bytes_per_sec: 0,
+                start: SinkStart::Earliest,
+                created_at_ms: 0,
+            };
+            let refusal = build(&def, &ctx, None).err().unwrap_or_default();
+            let named = refusal.contains(&format!("(cargo feature {})", def.spec.kind()));
+            assert_eq!(named, !built, "{}: {refusal}", def.spec.type_name());
+        }
     }
 }

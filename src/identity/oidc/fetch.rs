@@ -143,27 +143,18 @@ pub async fn exchange_code(
 ) -> Result<Value, String> {
     check_url("token_endpoint", endpoint)?;
     literal_ok(egress, endpoint)?;
-    // The serializer is not `Send`: finished before any await.
-    let body = {
-        let mut ser = url::form_urlencoded::Serializer::new(String::new());
-        ser.extend_pairs(form);
-        if client_secret.is_none() {
-            ser.append_pair("client_id", client_id);
-        }
-        ser.finish()
-    };
     let mut req = http.post(endpoint).header("accept", "application/json");
-    if let Some(secret) = client_secret {
+    let mut form = form.to_vec();
+    match client_secret {
         // RFC 6749 §2.3.1: both parts form-encoded before Basic.
-        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        req = req.basic_auth(enc(client_id), Some(enc(secret)));
+        Some(secret) => {
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            req = req.basic_auth(enc(client_id), Some(enc(secret)));
+        }
+        None => form.push(("client_id", client_id)),
     }
-    let resp = req
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| short(&e))?;
+    let resp = req.form(&form).send().await.map_err(|e| short(&e))?;
     let status = resp.status().as_u16();
     let bytes = crate::peer_read::capped(resp, MAX_DOC)
         .await
