@@ -36,6 +36,22 @@ async fn register_client(idp: &Service, g: &Gateway) -> (String, String) {
     )
 }
 
+/// The provider as `org`'s identity provider, with this gateway's client.
+async fn add_provider(idp: &Service, g: &Gateway, org: &str) {
+    let (client_id, client_secret) = register_client(idp, g).await;
+    let (s, p) = g
+        .admin(
+            Method::POST,
+            &format!("/orgs/{org}/idps"),
+            Some(
+                json!({"issuer": idp.url("http"), "audience": "urn:peat:gateway",
+                "client_id": client_id, "client_secret": client_secret}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+}
+
 /// From the sign-in screen through the provider's login (and consent) back to the gateway.
 async fn sso(b: &Browser, g: &Gateway, idp: &Service, org: &str, login: &str) {
     b.type_into("#sso-org", org).await;
@@ -67,18 +83,7 @@ async fn single_sign_on_gives_the_role_the_claim_rules_name_and_tokens_stay_the_
     let g = Gateway::start(GatewayOpts::standard()).await;
     g.create_org("alpha", "Alpha Company").await;
     g.create_org("bravo", "Bravo Company").await;
-    let (client_id, client_secret) = register_client(&idp, &g).await;
-    let (s, p) = g
-        .admin(
-            Method::POST,
-            "/orgs/alpha/idps",
-            Some(
-                json!({"issuer": idp.url("http"), "audience": "urn:peat:gateway",
-                "client_id": client_id, "client_secret": client_secret}),
-            ),
-        )
-        .await;
-    assert_eq!(s, 201, "{p}");
+    add_provider(&idp, &g, "alpha").await;
     let (s, r) = g
         .admin(
             Method::POST,
@@ -260,18 +265,7 @@ async fn a_code_the_provider_refuses_opens_no_session_and_says_why() {
     let idp = oidc().await;
     let g = Gateway::start(GatewayOpts::standard()).await;
     g.create_org("alpha", "Alpha Company").await;
-    let (client_id, client_secret) = register_client(&idp, &g).await;
-    let (s, p) = g
-        .admin(
-            Method::POST,
-            "/orgs/alpha/idps",
-            Some(
-                json!({"issuer": idp.url("http"), "audience": "urn:peat:gateway",
-                "client_id": client_id, "client_secret": client_secret}),
-            ),
-        )
-        .await;
-    assert_eq!(s, 201, "{p}");
+    add_provider(&idp, &g, "alpha").await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
