@@ -16,5 +16,11 @@ pub mod peer_read;
 pub mod secret;
 pub mod store;
 pub mod tenant;
-pub mod time;
 pub mod tls;
+
+/// A Unix time in milliseconds as a UTC date (the `time` crate, which x509-parser links anyway);
+/// the epoch for an instant beyond its range.
+pub fn utc(ms: u64) -> ::time::OffsetDateTime {
+    ::time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(::time::OffsetDateTime::UNIX_EPOCH)
+}

@@ -46,6 +46,7 @@ async fn health() -> Json<Value> {
 async fn about(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Json<Value> {
     let features: Vec<&str> = [
         ("tpm", cfg!(feature = "tpm")),
+        ("tpm-sim", cfg!(feature = "tpm-sim")),
         ("nats", cfg!(feature = "nats")),
         ("mqtt", cfg!(feature = "mqtt")),
         ("webhook", cfg!(feature = "webhook")),

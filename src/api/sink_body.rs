@@ -179,6 +179,18 @@ pub(super) fn spec_of(
             if let Some(u) = &b.url {
                 literal(u)?;
             }
+            let bad = |field: &'static str| {
+                move |reason: String| TenantError::Invalid {
+                    field,
+                    reason: format!("Nats: {reason}"),
+                }
+            };
+            if let Some(c) = &b.creds {
+                crate::cdc::sink::nats_auth::parse_creds(c.expose()).map_err(bad("creds"))?;
+            }
+            if let Some(s) = &b.nkey_seed {
+                crate::cdc::sink::nats_auth::check_seed(s.expose()).map_err(bad("nkey_seed"))?;
+            }
             let mut secrets = SinkSecrets::default();
             secrets.nats_creds = b.creds.map(|c| c.expose().to_owned());
             secrets.nats_nkey_seed = b.nkey_seed.map(|c| c.expose().to_owned());

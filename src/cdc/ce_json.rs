@@ -58,20 +58,20 @@ fn key(out: &mut Vec<u8>, k: &str) {
 
 /// UTC time with milliseconds (RFC 3339), the one writer of that form.
 pub(super) fn rfc3339_ms_into(out: &mut Vec<u8>, ms: u64) {
-    let t = crate::time::Utc::from_ms(ms);
-    digits(out, t.year.max(0) as u64, 4);
+    let t = crate::utc(ms);
+    digits(out, t.year().max(0) as u64, 4);
     for (sep, v) in [
-        (b'-', t.month),
-        (b'-', t.day),
-        (b'T', t.hour),
-        (b':', t.minute),
-        (b':', t.second),
+        (b'-', u8::from(t.month())),
+        (b'-', t.day()),
+        (b'T', t.hour()),
+        (b':', t.minute()),
+        (b':', t.second()),
     ] {
         out.push(sep);
         digits(out, u64::from(v), 2);
     }
     out.push(b'.');
-    digits(out, u64::from(t.milli), 3);
+    digits(out, u64::from(t.millisecond()), 3);
     out.push(b'Z');
 }
 

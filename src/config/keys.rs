@@ -137,13 +137,9 @@ pub(super) fn select_key(
                 .tpm_tcti
                 .clone()
                 .unwrap_or_else(|| DEFAULT_TPM_TCTI.into());
-            let known = ["device:", "swtpm:", "mssim:", "tabrmd"];
-            if !known.iter().any(|k| tcti.starts_with(k)) {
-                return Err(vec![err(
-                    name("tpm_tcti"),
-                    format!("'{tcti}' is not a TCTI; use device:/dev/tpmrm0, swtpm:host=…,port=… or tabrmd"),
-                )]);
-            }
+            crate::keys::tcti::Tcti::parse(&tcti)
+                .and_then(|t| t.built())
+                .map_err(|m| vec![err(name("tpm_tcti"), m)])?;
             let auth = raw.tpm_auth.clone();
             if auth.as_ref().is_some_and(|a| a.expose().len() < 8) {
                 return Err(vec![err(

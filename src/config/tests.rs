@@ -187,7 +187,7 @@ fn environment_overrides_the_file_and_unknown_file_keys_are_refused() {
 fn a_build_without_a_provider_or_sink_refuses_its_configuration_by_feature_name() {
     let d = tempfile::tempdir().unwrap();
     type Vars<'a> = &'a [(&'a str, &'a str)];
-    let cases: [(Vars, bool, &str); 3] = [
+    let cases: [(Vars, bool, &str); 4] = [
         (
             &[
                 ("PEAT_KEY_PROVIDER", "vault"),
@@ -215,6 +215,15 @@ fn a_build_without_a_provider_or_sink_refuses_its_configuration_by_feature_name(
             ],
             cfg!(feature = "nats"),
             "cargo feature nats",
+        ),
+        // A build without `tpm` refuses the provider itself (above).
+        (
+            &[
+                ("PEAT_KEY_PROVIDER", "tpm"),
+                ("PEAT_TPM_TCTI", "swtpm:host=127.0.0.1,port=2321"),
+            ],
+            cfg!(feature = "tpm-sim") || !cfg!(feature = "tpm"),
+            "cargo feature `tpm-sim`",
         ),
     ];
     for (vars, built, words) in cases {

@@ -24,6 +24,7 @@ pub mod health;
 mod provider;
 mod random;
 pub mod recovery;
+pub mod tcti;
 #[cfg(feature = "tpm")]
 pub mod tpm;
 

@@ -140,14 +140,42 @@ fn tpm_err(what: &'static str) -> impl Fn(tss_esapi::Error) -> KeyError {
 }
 
 fn context(tcti: &str) -> Result<Context, KeyError> {
-    let conf = TctiNameConf::from_str(tcti).map_err(|e| KeyError::Tpm {
-        what: "parse the TCTI (PEAT_TPM_TCTI)",
-        detail: e.to_string(),
-    })?;
-    Context::new(conf).map_err(|e| KeyError::Tpm {
+    let parsed = super::tcti::Tcti::parse(tcti)
+        .and_then(|t| t.built().map(|()| t))
+        .map_err(|detail| KeyError::Tpm {
+            what: "parse the TCTI (PEAT_TPM_TCTI)",
+            detail,
+        })?;
+    Context::new(name_conf(&parsed)?).map_err(|e| KeyError::Tpm {
         what: "reach the TPM (check PEAT_TPM_TCTI and that the device or simulator is there)",
         detail: e.to_string(),
     })
+}
+
+/// tss-esapi parses TCTI strings with regular expressions; the device and broker configs are
+/// built without them, so a build without `tpm-sim` links none.
+fn name_conf(t: &super::tcti::Tcti) -> Result<TctiNameConf, KeyError> {
+    use super::tcti::Tcti;
+    use tss_esapi::tcti_ldr::{DeviceConfig, TabrmdConfig};
+    let bad = |e: tss_esapi::Error| KeyError::Tpm {
+        what: "parse the TCTI (PEAT_TPM_TCTI)",
+        detail: e.to_string(),
+    };
+    match t {
+        Tcti::Device(path) => Ok(TctiNameConf::Device(
+            DeviceConfig::from_str(path).map_err(bad)?,
+        )),
+        Tcti::Tabrmd => Ok(TctiNameConf::Tabrmd(TabrmdConfig::default())),
+        #[cfg(feature = "tpm-sim")]
+        Tcti::Swtpm { .. } | Tcti::Mssim { .. } => {
+            TctiNameConf::from_str(&t.to_string()).map_err(bad)
+        }
+        #[cfg(not(feature = "tpm-sim"))]
+        Tcti::Swtpm { .. } | Tcti::Mssim { .. } => Err(KeyError::Tpm {
+            what: "parse the TCTI (PEAT_TPM_TCTI)",
+            detail: t.built().err().unwrap_or_default(),
+        }),
+    }
 }
 
 /// The storage primary key, re-derived from the owner seed with a fixed template.

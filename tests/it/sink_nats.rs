@@ -532,3 +532,169 @@ async fn ingest_org(g: &Gateway, org: &str, round: u64) -> (u16, Value) {
     )
     .await
 }
+
+/// A NATS JWT (`ed25519-nkey`) of the given claims, signed by `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, nats: Value) -> String {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"jti": format!("J{subject}"), "iat": now, "iss": issuer.public_key(),
+        "name": subject, "sub": subject, "nats": nats});
+    let signed = format!(
+        "{}.{}",
+        b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    format!("{signed}.{}", b64(&issuer.sign(signed.as_bytes()).unwrap()))
+}
+
+fn creds_file(jwt: &str, seed: &str) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    )
+}
+
+#[tokio::test]
+async fn each_org_delivers_with_its_own_creds_file_and_malformed_credentials_are_refused() {
+    // A server in operator mode: only users the account signed get in.
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let op_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        json!({"type": "operator", "version": 2}),
+    );
+    let acct_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        json!({"type": "account", "version": 2, "limits": {"subs": -1, "data": -1,
+            "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "conn": -1,
+            "leaf": -1, "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}}),
+    );
+    // JetStream needs the server's system account.
+    let system = nkeys::KeyPair::new_account();
+    let sys_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        json!({"type": "account", "version": 2}),
+    );
+    let conf = format!(
+        "listen: 127.0.0.1:{{port}}\njetstream {{ store_dir: \"{{dir}}/js\" }}\n\
+         operator: \"{op_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\n\
+         resolver_preload: {{ {acct}: \"{acct_jwt}\", {sys}: \"{sys_jwt}\" }}\n",
+        acct = account.public_key(),
+        sys = system.public_key(),
+    );
+    let nats = Service::start_with_files(
+        "nats",
+        "nats-server",
+        &["-c", "{dir}/nats.conf"],
+        &[("nats.conf", &conf)],
+    )
+    .await;
+    let user_creds = || {
+        let user = nkeys::KeyPair::new_user();
+        let jwt = nats_jwt(
+            &account,
+            &user.public_key(),
+            json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1,
+                "data": -1, "payload": -1}),
+        );
+        let seed = user.seed().unwrap();
+        (creds_file(&jwt, &seed), seed)
+    };
+
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    let mut seeds = vec![];
+    let mut sinks = vec![];
+    for org in ["alpha", "bravo"] {
+        for (path, body) in [
+            (
+                "/orgs".to_owned(),
+                json!({"org_id": org, "display_name": org}),
+            ),
+            (format!("/orgs/{org}/formations"), json!({"app_id": "mesh"})),
+        ] {
+            let (s, b) = g.admin(Method::POST, &path, Some(body)).await;
+            assert_eq!(s, 201, "{path}: {b}");
+        }
+        let sinks_path = format!("/orgs/{org}/sinks");
+        // Malformed credentials: 400 naming the field, and no sink.
+        let (creds, seed) = user_creds();
+        let mut no_seed = creds.clone();
+        no_seed.truncate(creds.find("-----BEGIN USER NKEY SEED").unwrap());
+        let account_seed = account.seed().unwrap();
+        for (field, value, says) in [
+            ("creds", no_seed.as_str(), "NKEY SEED"),
+            ("creds", seed.as_str(), "BEGIN NATS USER JWT"),
+            ("nkey_seed", account_seed.as_str(), "not a user nkey seed"),
+            ("nkey_seed", "SUAXXXX", "does not decode"),
+        ] {
+            let body = json!({"sink_type": {"Nats": {"subject_prefix": "peat",
+                "url": nats.url("nats"), field: value}}});
+            let (s, b) = g.admin(Method::POST, &sinks_path, Some(body)).await;
+            assert_eq!(s, 422, "{field}: {b}");
+            assert_eq!(b["error"]["code"], "invalid_field", "{b}");
+            let message = b["error"]["message"].as_str().unwrap();
+            assert!(message.contains(field) && message.contains(says), "{b}");
+            assert!(
+                !b.to_string().contains(&account_seed) && !b.to_string().contains(&seed),
+                "{b}"
+            );
+        }
+        let (_, b) = g.admin(Method::GET, &sinks_path, None).await;
+        assert_eq!(
+            b.as_array().map(Vec::len),
+            Some(0),
+            "nothing was created: {b}"
+        );
+
+        let body = json!({"sink_type": {"Nats": {"subject_prefix": "peat",
+            "url": nats.url("nats"), "creds": creds}}});
+        let (s, b) = g.admin(Method::POST, &sinks_path, Some(body)).await;
+        assert_eq!(s, 201, "{b}");
+        assert!(!b.to_string().contains(&seed), "the seed is never shown");
+        sinks.push((org, b["sink_id"].as_str().unwrap().to_owned()));
+        seeds.push(seed);
+    }
+    for (org, round) in [("alpha", 0), ("bravo", 1), ("bravo", 2)] {
+        assert_eq!(ingest_org(&g, org, round).await.0, 202);
+    }
+
+    // Each org's events, and only those, in its own stream, read back as one of its users.
+    let (reader, _) = user_creds();
+    let client = async_nats::ConnectOptions::with_credentials(&reader)
+        .unwrap()
+        .connect(nats.url("nats"))
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    for ((org, sink), want) in sinks.iter().zip([10u64, 20]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let st = loop {
+            let st = org_status(&g, org, sink).await;
+            if st["delivered"] == want || Instant::now() > deadline {
+                break st;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(st["delivered"], want, "{org}: {st}");
+        let mut stream = js.get_stream(format!("peat-{org}-peat")).await.unwrap();
+        let info = stream.info().await.unwrap();
+        assert_eq!(info.state.messages, want, "{org}'s stream");
+        assert_eq!(
+            info.config.subjects,
+            vec![format!("peat.{org}.>")],
+            "{org}'s stream takes its org's subjects only"
+        );
+    }
+    for seed in &seeds {
+        g.assert_data_dir_lacks(seed.as_bytes(), "seed");
+    }
+}

@@ -8,6 +8,8 @@ pub mod kafka;
 mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "nats")]
+pub mod nats_auth;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "redis")]

@@ -131,7 +131,7 @@ impl NatsSink {
         let (mut opts, addr) = connect_options(&self.url);
         let addr = self.pin(&addr).await?;
         if let Some(creds) = &self.auth.creds {
-            opts = opts.credentials(creds).map_err(|e| {
+            opts = super::nats_auth::with_creds(opts, creds).map_err(|e| {
                 SinkError::Transient(format!("the sink's NATS credentials are malformed: {e}"))
             })?;
         }

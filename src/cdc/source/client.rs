@@ -31,43 +31,24 @@ pub enum SourceError {
     WrongNode { expected: String, got: String },
 }
 
-/// How requests reach the sidecar.
+/// How requests reach the sidecar: `http(s)://host:port`, or `unix:///path` (the node's
+/// preferred kit setup) through the same client bound to the socket.
 #[derive(Clone)]
-enum Transport {
-    Tcp {
-        base: String,
-        unary: reqwest::Client,
-        streaming: reqwest::Client,
-    },
-    /// `unix:///path`: one HTTP/1.1 connection per call (the node's preferred kit setup).
-    Unix { path: std::path::PathBuf },
+struct Transport {
+    base: String,
+    unary: reqwest::Client,
+    streaming: reqwest::Client,
 }
 
-/// A response body from either transport.
-enum Body {
-    Reqwest(reqwest::Response),
-    Hyper(hyper::body::Incoming),
-}
+/// A response body, read chunk by chunk.
+struct Body(reqwest::Response);
 
 impl Body {
     async fn chunk(&mut self) -> Result<Option<hyper::body::Bytes>, String> {
-        match self {
-            Body::Reqwest(r) => r.chunk().await.map_err(|e| crate::peer_read::chain(&e)),
-            Body::Hyper(b) => {
-                use http_body_util::BodyExt as _;
-                loop {
-                    match b.frame().await {
-                        None => return Ok(None),
-                        Some(Err(e)) => return Err(crate::peer_read::chain(&e)),
-                        Some(Ok(f)) => {
-                            if let Ok(data) = f.into_data() {
-                                return Ok(Some(data));
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        self.0
+            .chunk()
+            .await
+            .map_err(|e| crate::peer_read::chain(&e))
     }
 
     /// The whole body, refused once it passes `max` bytes.
@@ -123,31 +104,34 @@ impl SidecarClient {
         } else {
             None
         };
-        let transport = if let Some(path) = endpoint.strip_prefix("unix://") {
-            Transport::Unix { path: path.into() }
-        } else {
-            let build = |timeout: Option<Duration>| {
-                let mut b = reqwest::Client::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .tcp_keepalive(Duration::from_secs(30))
-                    .redirect(reqwest::redirect::Policy::none());
-                if let Some(cfg) = &tls_config {
-                    b = b.use_preconfigured_tls(cfg.clone());
-                }
-                if let Some(t) = timeout {
-                    b = b.timeout(t);
-                }
-                b.build().map_err(|e| SourceError::Unreachable {
-                    endpoint: crate::tenant::redact_endpoint(endpoint),
-                    reason: e.to_string(),
-                })
-            };
-            Transport::Tcp {
-                base: endpoint.trim_end_matches('/').to_owned(),
-                unary: build(Some(UNARY_TIMEOUT))?,
-                // No read timeout on the stream: a quiet mesh sends nothing for long stretches.
-                streaming: build(None)?,
+        let unix = endpoint.strip_prefix("unix://");
+        let build = |timeout: Option<Duration>| {
+            let mut b = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_keepalive(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none());
+            if let Some(path) = unix {
+                b = b.unix_socket(std::path::Path::new(path));
             }
+            if let Some(cfg) = &tls_config {
+                b = b.use_preconfigured_tls(cfg.clone());
+            }
+            if let Some(t) = timeout {
+                b = b.timeout(t);
+            }
+            b.build().map_err(|e| SourceError::Unreachable {
+                endpoint: crate::tenant::redact_endpoint(endpoint),
+                reason: e.to_string(),
+            })
+        };
+        let transport = Transport {
+            base: match unix {
+                Some(_) => "http://localhost".to_owned(),
+                None => endpoint.trim_end_matches('/').to_owned(),
+            },
+            unary: build(Some(UNARY_TIMEOUT))?,
+            // No read timeout on the stream: a quiet mesh sends nothing for long stretches.
+            streaming: build(None)?,
         };
         Ok(Self {
             // Shown in errors and logs: never with credentials.
@@ -172,9 +156,8 @@ impl SidecarClient {
     fn unreachable_chain(&self, e: &dyn std::error::Error) -> SourceError {
         let mut text = crate::peer_read::chain(e);
         // Client errors name the URL, credentials included: show it redacted.
-        if let Transport::Tcp { base, .. } = &self.transport {
-            text = text.replace(base.as_str(), &crate::tenant::redact_endpoint(base));
-        }
+        let base = &self.transport.base;
+        text = text.replace(base.as_str(), &crate::tenant::redact_endpoint(base));
         self.unreachable(text)
     }
 
@@ -190,58 +173,24 @@ impl SidecarClient {
             .token
             .as_ref()
             .map(|t| format!("Bearer {}", t.expose()));
-        match &self.transport {
-            Transport::Tcp {
-                base,
-                unary,
-                streaming: s,
-            } => {
-                let client = if streaming { s } else { unary };
-                let mut r = client
-                    .post(format!("{base}{SERVICE}{method}"))
-                    .header("Content-Type", content_type)
-                    .header("Connect-Protocol-Version", "1");
-                if !streaming {
-                    r = r.header("Connect-Timeout-Ms", UNARY_TIMEOUT.as_millis().to_string());
-                }
-                if let Some(b) = &bearer {
-                    r = r.header("Authorization", b);
-                }
-                let resp = r
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| self.unreachable_chain(&e))?;
-                Ok((resp.status().as_u16(), Body::Reqwest(resp)))
-            }
-            Transport::Unix { path } => {
-                let stream = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(|e| self.unreachable(e))?;
-                let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await
-                        .map_err(|e| self.unreachable(e))?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                let mut req = hyper::Request::post(format!("http://localhost{SERVICE}{method}"))
-                    .header("Host", "localhost")
-                    .header("Content-Type", content_type)
-                    .header("Connect-Protocol-Version", "1");
-                if let Some(b) = &bearer {
-                    req = req.header("Authorization", b);
-                }
-                let req = req
-                    .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-                    .map_err(|e| SourceError::Malformed(e.to_string()))?;
-                let resp = sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| self.unreachable(e))?;
-                Ok((resp.status().as_u16(), Body::Hyper(resp.into_body())))
-            }
+        let t = &self.transport;
+        let client = if streaming { &t.streaming } else { &t.unary };
+        let mut r = client
+            .post(format!("{}{SERVICE}{method}", t.base))
+            .header("Content-Type", content_type)
+            .header("Connect-Protocol-Version", "1");
+        if !streaming {
+            r = r.header("Connect-Timeout-Ms", UNARY_TIMEOUT.as_millis().to_string());
         }
+        if let Some(b) = &bearer {
+            r = r.header("Authorization", b);
+        }
+        let resp = r
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable_chain(&e))?;
+        Ok((resp.status().as_u16(), Body(resp)))
     }
 
     async fn unary<Q: Serialize, A: DeserializeOwned + Default>(

@@ -58,9 +58,9 @@ pub fn sign(
     body: &[u8],
     now_ms: u64,
 ) -> Vec<(&'static str, String)> {
-    let t = crate::time::Utc::from_ms(now_ms);
-    let date = format!("{:04}{:02}{:02}", t.year, t.month, t.day);
-    let amz_date = format!("{date}T{:02}{:02}{:02}Z", t.hour, t.minute, t.second);
+    let t = crate::utc(now_ms);
+    let date = format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day());
+    let amz_date = format!("{date}T{:02}{:02}{:02}Z", t.hour(), t.minute(), t.second());
     let content_type = "application/x-amz-json-1.1";
     let mut headers = vec![
         ("content-type", content_type.to_owned()),

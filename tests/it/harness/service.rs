@@ -98,8 +98,9 @@ impl Service {
             if s.spawn().await || attempt == 4 {
                 assert!(
                     s.child.is_some(),
-                    "{name} did not start; see {}",
-                    s.dir.path().display()
+                    "{name} did not start; its log:\n{}",
+                    std::fs::read_to_string(s.dir.path().join(format!("{name}.log")))
+                        .unwrap_or_default()
                 );
                 return s;
             }
