@@ -157,14 +157,22 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
-/// Log lines go to stderr, with colour only on a terminal (the journal gets plain text).
+/// Log lines go to stderr, with colour only on a terminal (the journal gets plain text). The
+/// filter was checked with the configuration (`config::log_filter`).
 pub(crate) fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let targets = peat_gateway::config::log_filter(filter).unwrap_or_else(|_| {
+        tracing_subscriber::filter::Targets::new()
+            .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(targets)
         .try_init();
 }
 

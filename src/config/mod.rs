@@ -180,6 +180,11 @@ impl Config {
             }
         }
 
+        if let Some(f) = &raw.log {
+            if let Err(m) = log_filter(f) {
+                errors.push(err(name("log"), m));
+            }
+        }
         let timeout_s = raw.request_timeout_secs.unwrap_or(30);
         if !(1..=3600).contains(&timeout_s) {
             errors.push(err(
@@ -640,3 +645,15 @@ fn check_data_dir(dir: &Path) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests;
+
+/// A log filter: a level (`info`), and `target=level` pairs (`warn,peat_gateway::cdc=debug`).
+/// Span and field filters are not taken (their matcher is a regex engine the binary does not
+/// carry).
+pub fn log_filter(s: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    s.parse().map_err(|e| {
+        format!(
+            "'{s}' is not a log filter ({e}); give a level (error, warn, info, debug, trace) \
+             and target=level pairs, e.g. warn,peat_gateway=debug"
+        )
+    })
+}

@@ -235,3 +235,24 @@ fn a_build_without_a_provider_or_sink_refuses_its_configuration_by_feature_name(
         assert_eq!(refused, !built, "{vars:?}: {m:?}");
     }
 }
+
+#[test]
+fn a_log_filter_is_checked_at_start_up() {
+    let d = tempfile::tempdir().unwrap();
+    for ok in [
+        "info",
+        "warn,peat_gateway=debug",
+        "peat_gateway::cdc=trace,error",
+    ] {
+        let c = from_env(&[("PEAT_KEK", KEK), ("PEAT_LOG", ok)], d.path());
+        assert_eq!(c.map(|c| c.log_filter).ok().as_deref(), Some(ok));
+    }
+    for bad in ["peat_gateway=loud", "info,[span{x=1}]=debug"] {
+        let m = messages(from_env(&[("PEAT_KEK", KEK), ("PEAT_LOG", bad)], d.path()));
+        assert!(
+            m.iter()
+                .any(|s| s.starts_with("PEAT_LOG") && s.contains("is not a log filter")),
+            "{bad}: {m:?}"
+        );
+    }
+}
