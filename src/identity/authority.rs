@@ -146,6 +146,9 @@ fn enrollment_key(org: &str, app: &str, subject: &[u8; 32]) -> Vec<u8> {
 
 /// Drops replay marks whose window has passed.
 fn prune_replay(t: &mut Txn<'_>, now: u64) -> Result<(), TenantError> {
+    if !super::retention::first_due(t, Table::EnrollReplay, now)? {
+        return Ok(());
+    }
     for (k, _) in t.scan(Table::EnrollReplay, b"", None, PRUNE_BATCH)? {
         let expires = k
             .get(..8)
@@ -257,19 +260,16 @@ impl Authority {
         app: &str,
         input: EnrollInput,
     ) -> Result<EnrollOutcome, TenantError> {
-        // One read for the org's quota and the formation's settings.
-        let (quota, settings) = {
-            let (o, a) = (org.to_owned(), app.to_owned());
-            self.tenancy
-                .store()
-                .read(move |r| {
-                    let quota = load_org(r, &o)?.quotas.max_enrollments_per_hour;
-                    Ok::<_, TenantError>((quota, settings::read(r, &o, &a)?))
-                })
-                .await?
-        };
         self.limits.check_source(input.source)?;
-        let (formation, genesis) = self.tenancy.open_genesis(org, app).await?;
+        // One store read: the formation, its genesis, the org's quota and the settings.
+        let (o, a) = (org.to_owned(), app.to_owned());
+        let (formation, genesis, (quota, settings)) = self
+            .tenancy
+            .open_genesis_and(org, app, move |r| {
+                let quota = load_org(r, &o)?.quotas.max_enrollments_per_hour;
+                Ok((quota, settings::read(r, &o, &a)?))
+            })
+            .await?;
         let req = input.request;
         let now = now_ms();
         let mut outcome = EnrollOutcome {

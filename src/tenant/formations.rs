@@ -285,10 +285,23 @@ impl Tenancy {
         org_id: &str,
         app_id: &str,
     ) -> Result<(Formation, Arc<MeshGenesis>), TenantError> {
+        let (f, g, ()) = self.open_genesis_and(org_id, app_id, |_| Ok(())).await?;
+        Ok((f, g))
+    }
+
+    /// [`Self::open_genesis`] with `also` read in the same store read (one trip to a blocking
+    /// thread for a hot path such as enrollment).
+    pub(crate) async fn open_genesis_and<T: Send + 'static>(
+        &self,
+        org_id: &str,
+        app_id: &str,
+        also: impl FnOnce(&crate::store::ReadView) -> Result<T, TenantError> + Send + 'static,
+    ) -> Result<(Formation, Arc<MeshGenesis>, T), TenantError> {
         let (org, app) = (org_id.to_owned(), app_id.to_owned());
-        let (rec, sealed) = self
+        let (rec, sealed, extra) = self
             .store
             .read(move |r| {
+                let extra = also(r)?;
                 let rec: FormationRecord = r
                     .get(Table::Formations, &keys::formation(&org, &app))?
                     .ok_or(TenantError::NotFound { what: "formation" })?;
@@ -297,12 +310,12 @@ impl Tenancy {
                     .ok_or(TenantError::NotFound {
                         what: "formation genesis",
                     })?;
-                Ok::<_, TenantError>((rec, sealed))
+                Ok::<_, TenantError>((rec, sealed, extra))
             })
             .await?;
         let uid = rec.formation_uid;
         if let Some(g) = self.geneses.get(org_id, app_id, &uid) {
-            return Ok((Formation::try_from(rec)?, g));
+            return Ok((Formation::try_from(rec)?, g, extra));
         }
         let plain = self
             .keyring
@@ -310,7 +323,7 @@ impl Tenancy {
             .await?;
         let genesis = Arc::new(MeshGenesis::decode(&plain)?);
         self.geneses.put(org_id, app_id, uid, genesis.clone());
-        Ok((Formation::try_from(rec)?, genesis))
+        Ok((Formation::try_from(rec)?, genesis, extra))
     }
 
     pub async fn export_credentials(
