@@ -20,8 +20,21 @@ pub struct KeyStatus {
     pub health: crate::keys::health::KeyHealth,
 }
 
+/// What every handler reaches, behind one `Arc`: a request clones the state several times
+/// (router, middleware, extractors), and one reference count is cheaper than a clone of each
+/// part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+#[derive(Clone)]
+pub struct Inner {
     pub tenancy: Tenancy,
     /// Networks allowed on TCP; empty: all.
     pub allow: Arc<Vec<ipnet::IpNet>>,
@@ -59,7 +72,7 @@ impl AppState {
         request_timeout: std::time::Duration,
         max_body_bytes: usize,
     ) -> Self {
-        Self {
+        Self(Arc::new(Inner {
             allow: Arc::new(Vec::new()),
             client_roles: Arc::new(Vec::new()),
             auth_guard: super::AuthGuard::new(
@@ -85,18 +98,23 @@ impl AppState {
             ready_requires_nodes: false,
             sso: Default::default(),
             activity: Default::default(),
-        }
+        }))
+    }
+
+    /// The state's parts, to change while it is built (before any clone is handed out).
+    fn parts(&mut self) -> &mut Inner {
+        Arc::make_mut(&mut self.0)
     }
 
     /// Whether a node link that is down makes the gateway not ready.
     pub fn with_ready_requires_nodes(mut self, on: bool) -> Self {
-        self.ready_requires_nodes = on;
+        self.parts().ready_requires_nodes = on;
         self
     }
 
     /// Health and metrics detail (sink ids, org counts, KEK id, reasons) without a token.
     pub fn with_public_detail(mut self, on: bool) -> Self {
-        self.public_detail = on;
+        self.parts().public_detail = on;
         self
     }
 
@@ -123,13 +141,14 @@ impl AppState {
 
     /// Live event streams one caller may hold, and all callers together.
     pub fn with_stream_budget(mut self, per_caller: usize, total: usize) -> Self {
-        self.streams = super::streams::StreamBudget::new(per_caller, total);
+        self.parts().streams = super::streams::StreamBudget::new(per_caller, total);
         self
     }
 
     /// Enrollment attempts allowed per source address and minute.
     pub fn with_enroll_rate(mut self, per_minute: std::num::NonZeroU32) -> Self {
-        self.authority = Authority::new(self.tenancy.clone(), EnrollLimits::new(per_minute));
+        let authority = Authority::new(self.tenancy.clone(), EnrollLimits::new(per_minute));
+        self.parts().authority = authority;
         self
     }
 
@@ -146,30 +165,30 @@ impl AppState {
 
     /// Only these networks reach the API over TCP (the Unix socket is not affected).
     pub fn with_allow_list(mut self, allow: Vec<ipnet::IpNet>) -> Self {
-        self.allow = Arc::new(allow);
+        self.parts().allow = Arc::new(allow);
         self
     }
 
     /// Client certificates mapped to the admin or an org role (used when no bearer token).
     pub fn with_client_roles(mut self, roles: Vec<crate::config::CertRole>) -> Self {
-        self.client_roles = Arc::new(roles);
+        self.parts().client_roles = Arc::new(roles);
         self
     }
 
     /// Failed authentications allowed per source address (and per token id) and minute.
     pub fn with_auth_failure_rate(mut self, per_minute: std::num::NonZeroU32) -> Self {
-        self.auth_guard = super::AuthGuard::new(per_minute);
+        self.parts().auth_guard = super::AuthGuard::new(per_minute);
         self
     }
 
     /// Serves the operator UI from this directory at `/_/`.
     pub fn with_ui_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
-        self.ui_dir = dir.map(Arc::new);
+        self.parts().ui_dir = dir.map(Arc::new);
         self
     }
 
     pub(crate) fn with_openapi(mut self, doc: super::book::ApiDoc) -> Self {
-        self.openapi = doc;
+        self.parts().openapi = doc;
         self
     }
 }
