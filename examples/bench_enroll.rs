@@ -30,7 +30,17 @@ fn main() {
     let clients = args.get(1).copied().unwrap_or(8).max(1);
     println!("P5 enrollment: {n} devices, {clients} clients, local KEK, Open formation, binary");
     runtime().block_on(async {
-        let g = start_gateway("enroll", &[("PEAT_ENROLL_RATE_PER_MIN", "6000000")]).await;
+        // Every client comes from one loopback address: room for all of them on one source.
+        let conns = (clients + 16).to_string();
+        let g = start_gateway(
+            "enroll",
+            &[
+                ("PEAT_ENROLL_RATE_PER_MIN", "6000000"),
+                ("PEAT_GATEWAY_MAX_CONNECTIONS_PER_SOURCE", &conns),
+                ("PEAT_GATEWAY_MAX_CONNECTIONS", &conns),
+            ],
+        )
+        .await;
         let http = reqwest::Client::new();
         setup(&http, &g, Method::POST, "/orgs", json!({"org_id": "bench", "display_name": "Bench"})).await;
         setup(&http, &g, Method::PATCH, "/orgs/bench",
