@@ -137,9 +137,7 @@ pub(super) fn select_key(
                 .tpm_tcti
                 .clone()
                 .unwrap_or_else(|| DEFAULT_TPM_TCTI.into());
-            crate::keys::tcti::Tcti::parse(&tcti)
-                .and_then(|t| t.built())
-                .map_err(|m| vec![err(name("tpm_tcti"), m)])?;
+            crate::keys::tcti::Tcti::usable(&tcti).map_err(|m| vec![err(name("tpm_tcti"), m)])?;
             let auth = raw.tpm_auth.clone();
             if auth.as_ref().is_some_and(|a| a.expose().len() < 8) {
                 return Err(vec![err(

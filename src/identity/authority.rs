@@ -150,10 +150,7 @@ fn prune_replay(t: &mut Txn<'_>, now: u64) -> Result<(), TenantError> {
         return Ok(());
     }
     for (k, _) in t.scan(Table::EnrollReplay, b"", None, PRUNE_BATCH)? {
-        let expires = k
-            .get(..8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map_or(0, u64::from_be_bytes);
+        let expires = super::retention::key_time(&k);
         if expires >= now {
             break;
         }

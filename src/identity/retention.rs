@@ -88,11 +88,16 @@ pub(crate) fn schedule_enrollment(t: &mut Txn<'_>, row: &[u8], at_ms: u64) {
 /// Whether the first key of a table keyed by a big-endian time is due by `now`: the common
 /// case of nothing due then reads one row, not a batch.
 pub(crate) fn first_due(t: &Txn<'_>, table: Table, now: u64) -> Result<bool, TenantError> {
-    Ok(t.scan(table, b"", None, 1)?.first().is_some_and(|(k, _)| {
-        k.get(..8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .is_some_and(|b| u64::from_be_bytes(b) <= now)
-    }))
+    Ok(t.scan(table, b"", None, 1)?
+        .first()
+        .is_some_and(|(k, _)| key_time(k) <= now))
+}
+
+/// The big-endian time a replay or expiry key starts with (0 for a short key).
+pub(crate) fn key_time(k: &[u8]) -> u64 {
+    k.get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 /// Prunes what is due by `now`, a bounded batch per call. A row that was renewed, decided
@@ -103,10 +108,7 @@ pub(crate) fn prune(t: &mut Txn<'_>, now: u64) -> Result<u64, TenantError> {
         return Ok(0);
     }
     for (k, _) in t.scan(Table::Expiry, b"", None, PRUNE_BATCH)? {
-        let when = k
-            .get(..8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map_or(0, u64::from_be_bytes);
+        let when = key_time(&k);
         if when > now {
             break;
         }

@@ -42,6 +42,14 @@ impl Tcti {
         }
     }
 
+    /// [`Self::parse`], refused as well when this build cannot open it ([`Self::built`]): what
+    /// the configuration and the TPM provider both check.
+    pub fn usable(s: &str) -> Result<Self, String> {
+        let t = Self::parse(s)?;
+        t.built()?;
+        Ok(t)
+    }
+
     /// Whether this build can open it: the simulators need the `tpm-sim` feature.
     pub fn built(&self) -> Result<(), String> {
         match self {

@@ -140,16 +140,18 @@ fn tpm_err(what: &'static str) -> impl Fn(tss_esapi::Error) -> KeyError {
 }
 
 fn context(tcti: &str) -> Result<Context, KeyError> {
-    let parsed = super::tcti::Tcti::parse(tcti)
-        .and_then(|t| t.built().map(|()| t))
-        .map_err(|detail| KeyError::Tpm {
-            what: "parse the TCTI (PEAT_TPM_TCTI)",
-            detail,
-        })?;
+    let parsed = super::tcti::Tcti::usable(tcti).map_err(tcti_refused)?;
     Context::new(name_conf(&parsed)?).map_err(|e| KeyError::Tpm {
         what: "reach the TPM (check PEAT_TPM_TCTI and that the device or simulator is there)",
         detail: e.to_string(),
     })
+}
+
+fn tcti_refused(detail: String) -> KeyError {
+    KeyError::Tpm {
+        what: "parse the TCTI (PEAT_TPM_TCTI)",
+        detail,
+    }
 }
 
 /// tss-esapi parses TCTI strings with regular expressions; the device and broker configs are
@@ -157,10 +159,7 @@ fn context(tcti: &str) -> Result<Context, KeyError> {
 fn name_conf(t: &super::tcti::Tcti) -> Result<TctiNameConf, KeyError> {
     use super::tcti::Tcti;
     use tss_esapi::tcti_ldr::{DeviceConfig, TabrmdConfig};
-    let bad = |e: tss_esapi::Error| KeyError::Tpm {
-        what: "parse the TCTI (PEAT_TPM_TCTI)",
-        detail: e.to_string(),
-    };
+    let bad = |e: tss_esapi::Error| tcti_refused(e.to_string());
     match t {
         Tcti::Device(path) => Ok(TctiNameConf::Device(
             DeviceConfig::from_str(path).map_err(bad)?,
@@ -170,11 +169,11 @@ fn name_conf(t: &super::tcti::Tcti) -> Result<TctiNameConf, KeyError> {
         Tcti::Swtpm { .. } | Tcti::Mssim { .. } => {
             TctiNameConf::from_str(&t.to_string()).map_err(bad)
         }
+        // `Tcti::usable` refused it already.
         #[cfg(not(feature = "tpm-sim"))]
-        Tcti::Swtpm { .. } | Tcti::Mssim { .. } => Err(KeyError::Tpm {
-            what: "parse the TCTI (PEAT_TPM_TCTI)",
-            detail: t.built().err().unwrap_or_default(),
-        }),
+        Tcti::Swtpm { .. } | Tcti::Mssim { .. } => {
+            Err(tcti_refused(t.built().err().unwrap_or_default()))
+        }
     }
 }
 

@@ -125,7 +125,13 @@ pub fn build(
                 def.org_id.clone(),
                 stream.clone(),
                 nats::NatsAuth {
-                    creds: secrets.nats_creds.clone(),
+                    // Stored before creation checked them: refused here, never retried.
+                    creds: secrets
+                        .nats_creds
+                        .as_deref()
+                        .map(nats_auth::parse_creds)
+                        .transpose()
+                        .map_err(|e| format!("the sink's NATS credentials are malformed: {e}"))?,
                     nkey_seed: secrets.nats_nkey_seed.clone(),
                     tls_ca_pem: tls_ca_pem.clone(),
                     client: secrets
@@ -234,6 +240,31 @@ mod tests {
     use super::*;
     use crate::tenant::{SinkDef, SinkStart};
 
+    fn def(spec: SinkSpec) -> SinkDef {
+        SinkDef {
+            org_id: "acme".into(),
+            org_uid: [1; 16],
+            sink_id: "s1".into(),
+            sink_uid: [2; 16],
+            spec,
+            enabled: true,
+            formations: Vec::new(),
+            collections: Vec::new(),
+            rate_limit_bytes_per_sec: 0,
+            start: SinkStart::Earliest,
+            created_at_ms: 0,
+        }
+    }
+
+    fn ctx() -> SinkContext {
+        SinkContext {
+            data_dir: std::env::temp_dir(),
+            default_nats_url: None,
+            default_kafka_brokers: None,
+            egress: crate::egress::Policies::default(),
+        }
+    }
+
     #[test]
     fn a_stored_sink_of_a_type_this_build_lacks_does_not_start_and_says_which_feature() {
         let specs = [
@@ -265,12 +296,7 @@ mod tests {
                 batch_size: None,
             },
         ];
-        let ctx = SinkContext {
-            data_dir: std::env::temp_dir(),
-            default_nats_url: None,
-            default_kafka_brokers: None,
-            egress: crate::egress::Policies::default(),
-        };
+        let ctx = ctx();
         let features = [
             ("nats", cfg!(feature = "nats")),
             ("mqtt", cfg!(feature = "mqtt")),
@@ -279,22 +305,29 @@ mod tests {
         ];
         for spec in specs {
             let built = features.iter().any(|(f, on)| *on && *f == spec.kind());
-            let def = SinkDef {
-                org_id: "acme".into(),
-                org_uid: [1; 16],
-                sink_id: "s1".into(),
-                sink_uid: [2; 16],
-                spec,
-                enabled: true,
-                formations: Vec::new(),
-                collections: Vec::new(),
-                rate_limit_bytes_per_sec: 0,
-                start: SinkStart::Earliest,
-                created_at_ms: 0,
-            };
+            let def = def(spec);
             let refusal = build(&def, &ctx, None).err().unwrap_or_default();
             let named = refusal.contains(&format!("(cargo feature {})", def.spec.kind()));
             assert_eq!(named, !built, "{}: {refusal}", def.spec.type_name());
         }
+    }
+
+    #[cfg(feature = "nats")]
+    #[test]
+    fn a_stored_nats_sink_with_malformed_creds_does_not_start_and_says_so() {
+        let def = def(SinkSpec::Nats {
+            subject_prefix: "p".into(),
+            url: Some("nats://192.0.2.1:4222".into()),
+            stream: None,
+            tls_ca_pem: None,
+        });
+        let ctx = ctx();
+        let mut secrets = crate::tenant::SinkSecrets::default();
+        secrets.nats_creds = Some("not a creds file".into());
+        let refusal = build(&def, &ctx, Some(secrets)).err().unwrap_or_default();
+        assert!(
+            refusal.contains("NATS credentials are malformed"),
+            "{refusal}"
+        );
     }
 }

@@ -24,7 +24,8 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How the sink authenticates and trusts the server, beyond the URL.
 #[derive(Clone, Default)]
 pub struct NatsAuth {
-    pub creds: Option<String>,
+    /// A `.creds` file, parsed when the sink is built.
+    pub creds: Option<super::nats_auth::UserCreds>,
     pub nkey_seed: Option<String>,
     pub tls_ca_pem: Option<String>,
     /// Client certificate chain and key (PEM) presented to the server.
@@ -131,9 +132,7 @@ impl NatsSink {
         let (mut opts, addr) = connect_options(&self.url);
         let addr = self.pin(&addr).await?;
         if let Some(creds) = &self.auth.creds {
-            opts = super::nats_auth::with_creds(opts, creds).map_err(|e| {
-                SinkError::Transient(format!("the sink's NATS credentials are malformed: {e}"))
-            })?;
+            opts = super::nats_auth::with_creds(opts, creds);
         }
         if let Some(seed) = &self.auth.nkey_seed {
             opts = opts.nkey(seed.clone());

@@ -9,6 +9,7 @@ use async_nats::{AuthError, ConnectOptions};
 use zeroize::Zeroizing;
 
 /// A user JWT and the seed that signs the server's nonce.
+#[derive(Clone)]
 pub struct UserCreds {
     pub jwt: String,
     pub seed: Zeroizing<String>,
@@ -54,14 +55,19 @@ pub fn check_seed(seed: &str) -> Result<(), String> {
 }
 
 /// Connect options signing the server's nonce with the seed.
-pub fn with_creds(opts: ConnectOptions, creds: &str) -> Result<ConnectOptions, String> {
-    let c = parse_creds(creds)?;
-    let kp = nkeys::KeyPair::from_seed(&c.seed).map_err(|e| e.to_string())?;
-    let kp = Arc::new(kp);
-    Ok(opts.jwt(c.jwt, move |nonce| {
+pub fn with_creds(opts: ConnectOptions, creds: &UserCreds) -> ConnectOptions {
+    // The seed was checked by `parse_creds`; a key pair that fails here signs nothing and the
+    // server refuses the connection, which the sink reports.
+    let kp = nkeys::KeyPair::from_seed(&creds.seed).ok().map(Arc::new);
+    opts.jwt(creds.jwt.clone(), move |nonce| {
         let kp = kp.clone();
-        async move { kp.sign(&nonce).map_err(AuthError::new) }
-    }))
+        async move {
+            match kp {
+                Some(kp) => kp.sign(&nonce).map_err(AuthError::new),
+                None => Err(AuthError::new("the nkey seed does not decode")),
+            }
+        }
+    })
 }
 
 /// The single-line values between `---…---` marker lines, in order.
