@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use async_nats::{AuthError, ConnectOptions};
-use zeroize::Zeroizing;
+use nkeys::KeyPair;
 
-/// A user JWT and the seed that signs the server's nonce.
+/// A user JWT and the key (from its seed) that signs the server's nonce.
 #[derive(Clone)]
 pub struct UserCreds {
     pub jwt: String,
-    pub seed: Zeroizing<String>,
+    pub key: Arc<KeyPair>,
 }
 
 /// Parses a `.creds` file: the first decorated block is the user JWT, the second the seed.
@@ -37,36 +37,31 @@ pub fn parse_creds(text: &str) -> Result<UserCreds, String> {
     if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
         return Err("the first block is not a JWT (header.claims.signature)".into());
     }
-    check_seed(seed)?;
     Ok(UserCreds {
         jwt: jwt.to_owned(),
-        seed: Zeroizing::new(seed.to_owned()),
+        key: Arc::new(user_key(seed)?),
     })
 }
 
 /// A user nkey seed (`SU…`) that decodes.
 pub fn check_seed(seed: &str) -> Result<(), String> {
+    user_key(seed).map(drop)
+}
+
+fn user_key(seed: &str) -> Result<KeyPair, String> {
     if !seed.starts_with("SU") {
         return Err("not a user nkey seed (one starts with 'SU')".into());
     }
-    nkeys::KeyPair::from_seed(seed)
-        .map(drop)
+    KeyPair::from_seed(seed)
         .map_err(|_| "the nkey seed does not decode (checksum or length)".into())
 }
 
-/// Connect options signing the server's nonce with the seed.
+/// Connect options signing the server's nonce with the user's key.
 pub fn with_creds(opts: ConnectOptions, creds: &UserCreds) -> ConnectOptions {
-    // The seed was checked by `parse_creds`; a key pair that fails here signs nothing and the
-    // server refuses the connection, which the sink reports.
-    let kp = nkeys::KeyPair::from_seed(&creds.seed).ok().map(Arc::new);
+    let key = creds.key.clone();
     opts.jwt(creds.jwt.clone(), move |nonce| {
-        let kp = kp.clone();
-        async move {
-            match kp {
-                Some(kp) => kp.sign(&nonce).map_err(AuthError::new),
-                None => Err(AuthError::new("the nkey seed does not decode")),
-            }
-        }
+        let key = key.clone();
+        async move { key.sign(&nonce).map_err(AuthError::new) }
     })
 }
 
@@ -107,8 +102,8 @@ mod tests {
         let seed = nkeys::KeyPair::new_user().seed().unwrap();
         let c = parse_creds(&creds("aaa.bbb.ccc", &seed)).unwrap();
         assert_eq!(
-            (c.jwt.as_str(), c.seed.as_str()),
-            ("aaa.bbb.ccc", seed.as_str())
+            (c.jwt.as_str(), c.key.seed().unwrap()),
+            ("aaa.bbb.ccc", seed.clone())
         );
         // Windows line ends, as nsc writes them there.
         let crlf = creds("aaa.bbb.ccc", &seed).replace('\n', "\r\n");
