@@ -4,6 +4,8 @@
 //!
 //! `index.html` may reference assets as `name?v=@`; the marker becomes the asset's ETag so
 //! those URLs can be cached as immutable.
+//!
+//! Release binaries on Linux are linked without unwind tables (`discard_unwind_tables`).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -18,6 +20,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=ui/web");
     println!("cargo:rerun-if-env-changed=PEAT_GATEWAY_BUILD_ID");
+    discard_unwind_tables();
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
     let table = if std::env::var_os("CARGO_FEATURE_UI").is_some() {
         embed(Path::new("ui/web"), &out)
@@ -28,6 +31,24 @@ fn main() {
     if let Err(e) = std::fs::write(out.join("ui_assets.rs"), code) {
         panic!("writing the UI asset table to OUT_DIR: {e}");
     }
+}
+
+/// The release profile aborts on panic (Cargo.toml), so nothing unwinds through the binary: its
+/// unwind tables (`.eh_frame` and its index, a sixth of the file) would serve only backtraces,
+/// which a stripped binary cannot name. The precompiled standard library makes every function
+/// that calls into it carry an entry, so the compiler cannot leave them out; the linker drops
+/// them. A panic still prints its message and aborts. ARM 32-bit unwinds with `.ARM.exidx`,
+/// which stays.
+fn discard_unwind_tables() {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    if env("PROFILE") != "release" || env("CARGO_CFG_TARGET_OS") != "linux" {
+        return;
+    }
+    let script = Path::new(&env("CARGO_MANIFEST_DIR")).join("build/discard-unwind-tables.ld");
+    println!("cargo:rerun-if-changed=build/discard-unwind-tables.ld");
+    println!("cargo:rustc-link-arg-bins=-Wl,--no-eh-frame-hdr");
+    println!("cargo:rustc-link-arg-bins=-T");
+    println!("cargo:rustc-link-arg-bins={}", script.display());
 }
 
 struct File {

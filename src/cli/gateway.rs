@@ -461,6 +461,7 @@ impl Running {
                 stop.subscribe(),
             ))
         });
+        tokio::spawn(super::pages::release_after_start_up());
         listen::serve(self.listeners, app, self.limits, shutdown_signal()).await;
         super::service::stopping();
         let served: anyhow::Result<()> = Ok(());

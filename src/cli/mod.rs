@@ -5,6 +5,7 @@ mod backup;
 mod demo;
 mod gateway;
 mod keyring;
+mod pages;
 mod reload;
 mod service;
 
