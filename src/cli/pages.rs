@@ -15,12 +15,11 @@ use rustix::mm::{madvise, Advice};
 /// housekeeping and sampling runs. Their pages are start-up's too.
 const SETTLE: Duration = Duration::from_secs(5);
 
-/// Waits for start-up to settle, then returns its pages. On the runtime's thread on purpose:
-/// for the few milliseconds the kernel takes, no task runs, so none faults a page back in
-/// (with its cached neighbours) between the unmapping and the cache drop.
+/// Waits for start-up to settle, then returns its pages on the blocking pool (the kernel
+/// reclaims inside the calls: ~11 ms here, which the runtime's timers must not wait for).
 pub(crate) async fn release_after_start_up() {
     tokio::time::sleep(SETTLE).await;
-    release_start_up_pages();
+    let _ = tokio::task::spawn_blocking(release_start_up_pages).await;
 }
 
 struct Mapping<'a> {
