@@ -3,7 +3,8 @@
 //! loads are used at start-up alone) go back to the kernel. Loading the binary reads it whole
 //! (readahead) and each fault maps its cached neighbourhood (fault-around), so without this
 //! the idle process holds most of its file resident. After it, what serving runs faults back
-//! in page by page; the resident set becomes what the gateway uses.
+//! in, and the resident set comes close to what the gateway uses (the kernel's large page
+//! cache folios keep it coarser than that: docs/footprint.md, "Start-up pages").
 
 use std::collections::BTreeSet;
 use std::time::Duration;
