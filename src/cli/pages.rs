@@ -35,9 +35,11 @@ fn read_only_file_mappings(maps: &str) -> Vec<Mapping<'_>> {
         .filter_map(|line| {
             let mut f = line.split_whitespace();
             let (range, perms) = (f.next()?, f.next()?);
-            let (_offset, _device, inode, path) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            let (_offset, _device, inode) = (f.next()?, f.next()?, f.next()?);
+            // The rest of the line, spaces included; no earlier field holds a '/'.
+            let path = &line[line.find('/')?..];
             let writable = perms.as_bytes().get(1) == Some(&b'w');
-            if writable || inode == "0" || !path.starts_with('/') {
+            if writable || inode == "0" {
                 return None;
             }
             let (a, b) = range.split_once('-')?;
@@ -113,6 +115,7 @@ mod tests {
 55d0a0500000-55d0a0540000 rw-p 00500000 fd:01 1234  /usr/bin/peat-gateway
 55d0a0540000-55d0a0560000 rw-p 00000000 00:00 0     [heap]
 7f0000000000-7f0000200000 r-xp 00000000 fd:01 99    /usr/lib/libc.so.6
+7f0000200000-7f0000201000 r--p 00000000 fd:01 77    /opt/kit tools/lib x.so
 7f0000300000-7f0000301000 r--p 00000000 00:00 0
 7fff00000000-7fff00002000 r-xp 00000000 00:00 0     [vdso]
 garbage line
@@ -127,6 +130,7 @@ garbage line
                 (0x55d0a0000000, 0x100000, "/usr/bin/peat-gateway"),
                 (0x55d0a0100000, 0x400000, "/usr/bin/peat-gateway"),
                 (0x7f0000000000, 0x200000, "/usr/lib/libc.so.6"),
+                (0x7f0000200000, 0x1000, "/opt/kit tools/lib x.so"),
             ]
         );
     }

@@ -132,7 +132,15 @@ pub fn build(
                         .map(nats_auth::parse_creds)
                         .transpose()
                         .map_err(|e| format!("the sink's NATS credentials are malformed: {e}"))?,
-                    nkey_seed: secrets.nats_nkey_seed.clone(),
+                    nkey_seed: match &secrets.nats_nkey_seed {
+                        Some(seed) => {
+                            nats_auth::check_seed(seed).map_err(|e| {
+                                format!("the sink's NATS nkey seed is malformed: {e}")
+                            })?;
+                            Some(seed.clone())
+                        }
+                        None => None,
+                    },
                     tls_ca_pem: tls_ca_pem.clone(),
                     client: secrets
                         .client_identity()
@@ -314,7 +322,7 @@ mod tests {
 
     #[cfg(feature = "nats")]
     #[test]
-    fn a_stored_nats_sink_with_malformed_creds_does_not_start_and_says_so() {
+    fn a_stored_nats_sink_with_malformed_creds_or_seed_does_not_start_and_says_so() {
         let def = def(SinkSpec::Nats {
             subject_prefix: "p".into(),
             url: Some("nats://192.0.2.1:4222".into()),
@@ -329,5 +337,9 @@ mod tests {
             refusal.contains("NATS credentials are malformed"),
             "{refusal}"
         );
+        let mut secrets = crate::tenant::SinkSecrets::default();
+        secrets.nats_nkey_seed = Some("SUnot-a-seed".into());
+        let refusal = build(&def, &ctx, Some(secrets)).err().unwrap_or_default();
+        assert!(refusal.contains("NATS nkey seed is malformed"), "{refusal}");
     }
 }
