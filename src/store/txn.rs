@@ -1,8 +1,12 @@
 //! Transaction views handed to operations: [`Txn`] for writes, [`ReadView`] for reads.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{
+    ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction,
+};
 
 use super::error::RedbResultExt;
 use super::{Record, StoreError, Table};
@@ -123,10 +127,10 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// `scan`, `scan_rev` and `count` over the transaction in field `$tx`: the same for the read
+/// `scan`, `scan_rev` and `count` over the tables method `$open` gives: the same for the read
 /// view and the write transaction, whose table types differ.
 macro_rules! table_scans {
-    ($tx:ident) => {
+    ($open:ident) => {
         fn scan(
             &self,
             table: Table,
@@ -134,8 +138,8 @@ macro_rules! table_scans {
             after: Option<&[u8]>,
             limit: usize,
         ) -> Result<Vec<Entry>, StoreError> {
-            let t = self.$tx.open_table(table.def()).op("open table")?;
-            scan_table(&t, prefix, after, limit, false)
+            let t = self.$open(table)?;
+            scan_table(t.raw(), prefix, after, limit, false)
         }
 
         fn scan_rev(
@@ -145,12 +149,12 @@ macro_rules! table_scans {
             before: Option<&[u8]>,
             limit: usize,
         ) -> Result<Vec<Entry>, StoreError> {
-            let t = self.$tx.open_table(table.def()).op("open table")?;
-            scan_table(&t, prefix, before, limit, true)
+            let t = self.$open(table)?;
+            scan_table(t.raw(), prefix, before, limit, true)
         }
 
         fn count(&self, table: Table) -> Result<u64, StoreError> {
-            let t = self.$tx.open_table(table.def()).op("open table")?;
+            let t = self.$open(table)?;
             t.len().op("count")
         }
     };
@@ -159,21 +163,58 @@ macro_rules! table_scans {
 /// A consistent snapshot for reads.
 pub struct ReadView {
     rtx: ReadTransaction,
+    /// Tables opened so far: opening one looks it up in redb's table tree, which a read of
+    /// one event per key would otherwise repeat for every key.
+    opened: RefCell<Vec<(Table, Rc<RawTable>)>>,
+}
+
+type RawTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// The readable table behind what each view's `open` gives.
+trait AsRaw {
+    type T: ReadableTable<&'static [u8], &'static [u8]>;
+    fn raw(&self) -> &Self::T;
+}
+
+impl AsRaw for Rc<RawTable> {
+    type T = RawTable;
+    fn raw(&self) -> &RawTable {
+        self
+    }
+}
+
+impl<'a> AsRaw for redb::Table<'a, &'static [u8], &'static [u8]> {
+    type T = Self;
+    fn raw(&self) -> &Self {
+        self
+    }
 }
 
 impl ReadView {
     pub(crate) fn new(rtx: ReadTransaction) -> Self {
-        Self { rtx }
+        Self {
+            rtx,
+            opened: RefCell::default(),
+        }
+    }
+
+    fn table(&self, table: Table) -> Result<Rc<RawTable>, StoreError> {
+        if let Some((_, t)) = self.opened.borrow().iter().find(|(n, _)| *n == table) {
+            return Ok(t.clone());
+        }
+        let t = Rc::new(self.rtx.open_table(table.def()).op("open table")?);
+        self.opened.borrow_mut().push((table, t.clone()));
+        Ok(t)
     }
 }
 
 impl Reader for ReadView {
     fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self.rtx.open_table(table.def()).op("open table")?;
+        let t = self.table(table)?;
         Ok(t.get(key).op("get")?.map(|v| v.value().to_vec()))
     }
 
-    table_scans!(rtx);
+    table_scans!(table);
 }
 
 /// A buffered write: the new value, or `None` for a delete.
@@ -196,6 +237,13 @@ pub struct Txn<'a> {
 }
 
 impl<'a> Txn<'a> {
+    fn open(
+        &self,
+        table: Table,
+    ) -> Result<redb::Table<'a, &'static [u8], &'static [u8]>, StoreError> {
+        self.wtx.open_table(table.def()).op("open table")
+    }
+
     pub(crate) fn new(wtx: &'a WriteTransaction) -> Self {
         Self {
             wtx,
@@ -303,7 +351,7 @@ impl Reader for Txn<'_> {
             .collect()
     }
 
-    table_scans!(wtx);
+    table_scans!(open);
 }
 
 #[cfg(test)]
