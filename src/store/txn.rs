@@ -1,7 +1,6 @@
 //! Transaction views handed to operations: [`Txn`] for writes, [`ReadView`] for reads.
 
 use std::cell::RefCell;
-use std::collections::hash_map::Entry as Slot;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -220,13 +219,10 @@ impl Reader for ReadView {
 
 /// A buffered write: the new value, or `None` for a delete.
 type Pending = Option<Vec<u8>>;
-/// One table's buffered keys in first-write order, and each key's last write. Hashed with
-/// foldhash (randomly seeded per map): SipHash over every buffered key was 7 % of ingest's
-/// CPU, and a buffer lives for one operation.
-type TableWrites = (
-    Vec<Vec<u8>>,
-    HashMap<Vec<u8>, Pending, foldhash::quality::RandomState>,
-);
+/// One table's buffered writes: each key's last. Hashed with foldhash (randomly seeded per
+/// map): SipHash over every buffered key was 7 % of ingest's CPU, and a buffer lives for one
+/// operation.
+type TableWrites = HashMap<Vec<u8>, Pending, foldhash::quality::RandomState>;
 
 /// One operation's view of a write transaction.
 ///
@@ -235,8 +231,8 @@ type TableWrites = (
 /// operations committed to the transaction, not this operation's buffer.
 pub struct Txn<'a> {
     wtx: &'a WriteTransaction,
-    /// The last buffered write of each key, in first-write order per table: applying them
-    /// opens each table once, and a read of a buffered key is one lookup.
+    /// The last buffered write of each key per table: applying them opens each table once,
+    /// and a read of a buffered key is one lookup.
     pending: HashMap<Table, TableWrites>,
     /// Tables in the order first written.
     order: Vec<Table>,
@@ -259,24 +255,18 @@ impl<'a> Txn<'a> {
     }
 
     fn buffer(&mut self, table: Table, key: Vec<u8>, value: Pending) {
-        let (keys, values) = self.pending.entry(table).or_insert_with(|| {
-            self.order.push(table);
-            Default::default()
-        });
-        match values.entry(key) {
-            Slot::Occupied(mut o) => {
-                o.insert(value);
-            }
-            Slot::Vacant(v) => {
-                keys.push(v.key().clone());
-                v.insert(value);
-            }
-        }
+        self.pending
+            .entry(table)
+            .or_insert_with(|| {
+                self.order.push(table);
+                Default::default()
+            })
+            .insert(key, value);
     }
 
     /// This operation's own write of `key`, if any (`Some(None)`: deleted).
     pub fn buffered(&self, table: Table, key: &[u8]) -> Option<&Pending> {
-        self.pending.get(&table).and_then(|(_, v)| v.get(key))
+        self.pending.get(&table).and_then(|v| v.get(key))
     }
 
     pub fn put_raw(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
@@ -318,19 +308,21 @@ impl<'a> Txn<'a> {
 
     pub(crate) fn apply(mut self) -> Result<(), StoreError> {
         for table in std::mem::take(&mut self.order) {
-            let Some((keys, mut values)) = self.pending.remove(&table) else {
+            let Some(values) = self.pending.remove(&table) else {
                 continue;
             };
-            let mut t = self.wtx.open_table(table.def()).op("open table")?;
-            for k in keys {
-                match values.remove(&k) {
-                    Some(Some(v)) => {
+            // Distinct keys commute; in key order the B-tree is walked once, left to right.
+            let mut writes: Vec<_> = values.into_iter().collect();
+            writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut t = self.open(table)?;
+            for (k, w) in writes {
+                match w {
+                    Some(v) => {
                         t.insert(k.as_slice(), v.as_slice()).op("insert")?;
                     }
-                    Some(None) => {
+                    None => {
                         t.remove(k.as_slice()).op("remove")?;
                     }
-                    None => {}
                 }
             }
         }
