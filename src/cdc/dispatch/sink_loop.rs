@@ -2,6 +2,7 @@
 //! transient errors back off and retry the same batch, a refusal stalls until an operator acts.
 
 use super::*;
+use crate::store::EventRecord;
 
 pub(super) struct Loop {
     pub(super) outbox: Outbox,
@@ -11,6 +12,51 @@ pub(super) struct Loop {
     pub(super) commands: mpsc::Receiver<Command>,
     /// (lsn, org seq) of the batch being delivered, so a committed cursor knows its seq.
     pub(super) seqs: Vec<(u64, u64)>,
+}
+
+/// One read of the outbox made ready for the sink: what its filter wants, as deliveries.
+struct Batch {
+    deliveries: Vec<Delivery>,
+    /// (lsn, org seq) of every event the batch passes, delivered or filtered out.
+    seqs: Vec<(u64, u64)>,
+    bytes: usize,
+    /// The last LSN the batch covers; `None` when the read found nothing.
+    upto: Option<u64>,
+}
+
+impl Batch {
+    fn build(def: &SinkDef, gateway_id: &str, read: Vec<(u64, EventRecord, usize, u64)>) -> Self {
+        let mut b = Batch {
+            deliveries: Vec::new(),
+            seqs: Vec::with_capacity(read.len()),
+            bytes: 0,
+            upto: read.last().map(|r| r.0),
+        };
+        for (lsn, ev, _, seq) in read {
+            if ev.org_uid != def.org_uid {
+                continue;
+            }
+            if !def.wants(&ev.app_id, &ev.collection) {
+                b.seqs.push((lsn, seq));
+                continue;
+            }
+            let body = cloud_event_bytes(gateway_id, lsn, &ev);
+            if !b.deliveries.is_empty() && b.bytes + body.len() > BATCH_BYTES {
+                // The rest is read again after this batch.
+                b.upto = Some(lsn - 1);
+                break;
+            }
+            b.bytes += body.len();
+            b.seqs.push((lsn, seq));
+            b.deliveries.push(Delivery {
+                lsn,
+                id: event_id(gateway_id, lsn),
+                event: ev,
+                body,
+            });
+        }
+        b
+    }
 }
 
 /// Full jitter over an exponential step, capped.
@@ -120,7 +166,11 @@ impl Loop {
             }
             let read = match next.take() {
                 Some(r) => r,
-                None => self.outbox.read_org_after(org, cursor, BATCH_EVENTS).await,
+                None => self
+                    .outbox
+                    .read_org_after(org, cursor, BATCH_EVENTS)
+                    .await
+                    .map(|b| Batch::build(&self.def, self.outbox.gateway_id(), b)),
             };
             let batch = match read {
                 Ok(b) => b,
@@ -132,7 +182,7 @@ impl Loop {
                     continue;
                 }
             };
-            let Some(last) = batch.last().map(|b| b.0) else {
+            let Some(upto) = batch.upto else {
                 if !self.commit_if(&mut committed, cursor).await {
                     return;
                 }
@@ -143,43 +193,24 @@ impl Loop {
                 }
                 continue;
             };
-            let mut deliveries = Vec::new();
-            let mut bytes = 0usize;
-            let mut upto = last;
-            self.seqs.clear();
-            for (lsn, ev, _, seq) in batch {
-                if ev.org_uid != org {
-                    continue;
-                }
-                if !self.def.wants(&ev.app_id, &ev.collection) {
-                    self.seqs.push((lsn, seq));
-                    continue;
-                }
-                let body = cloud_event_bytes(self.outbox.gateway_id(), lsn, &ev);
-                if !deliveries.is_empty() && bytes + body.len() > BATCH_BYTES {
-                    upto = lsn - 1;
-                    break;
-                }
-                bytes += body.len();
-                self.seqs.push((lsn, seq));
-                deliveries.push(Delivery {
-                    lsn,
-                    id: event_id(self.outbox.gateway_id(), lsn),
-                    event: ev,
-                    body,
-                });
-            }
-            if !deliveries.is_empty() {
+            self.seqs = batch.seqs;
+            if !batch.deliveries.is_empty() {
                 self.set(|s| s.state = SinkState::Delivering);
+                // The next batch is read and built while this one waits for its
+                // acknowledgements, so the sink is handed it without a gap.
                 let outbox = self.outbox.clone();
-                let prefetch = async move { outbox.read_org_after(org, upto, BATCH_EVENTS).await };
+                let def = self.def.clone();
+                let prefetch = async move {
+                    let read = outbox.read_org_after(org, upto, BATCH_EVENTS).await;
+                    read.map(|b| Batch::build(&def, outbox.gateway_id(), b))
+                };
                 let (delivered, fetched) =
-                    tokio::join!(self.deliver_all(sink.as_mut(), &deliveries), prefetch);
+                    tokio::join!(self.deliver_all(sink.as_mut(), &batch.deliveries), prefetch);
                 if delivered.is_none() {
                     break;
                 }
                 next = Some(fetched);
-                self.throttle(bytes).await;
+                self.throttle(batch.bytes).await;
             }
             cursor = upto;
             if last_commit.elapsed() >= COMMIT_EVERY {
