@@ -155,7 +155,7 @@ impl Loop {
         // when the loop idles or stops. A crash redelivers the rest with the same ids.
         let mut committed = cursor;
         let mut last_commit = std::time::Instant::now();
-        // The batch after the one being delivered, read while it is.
+        // The batch after the one being delivered, read and built while it is.
         let mut next = None;
         while !self.stopped() {
             if !self.def.enabled {
