@@ -612,6 +612,52 @@ mod tests {
     }
 
     #[test]
+    fn an_operation_sees_its_own_writes_and_commits_the_last_write_of_each_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb"), &StoreOptions::default(), None).unwrap();
+        rt().block_on(async {
+            s.write(|t| -> Result<(), StoreError> {
+                t.put_raw(Table::Formations, b"gone".to_vec(), vec![9]);
+                Ok(())
+            })
+            .await
+            .unwrap();
+            let seen = s
+                .write(|t| -> Result<_, StoreError> {
+                    // Written out of key order, across two tables, some keys twice.
+                    t.put_raw(Table::Formations, b"z".to_vec(), vec![1]);
+                    t.put_raw(Table::Orgs, b"o".to_vec(), vec![5]);
+                    t.put_raw(Table::Formations, b"a".to_vec(), vec![2]);
+                    t.put_raw(Table::Formations, b"z".to_vec(), vec![3]);
+                    t.delete(Table::Formations, b"gone".to_vec());
+                    t.put_raw(Table::Formations, b"m".to_vec(), vec![4]);
+                    t.delete(Table::Formations, b"m".to_vec());
+                    let own = t.get_many_raw(Table::Formations, &[b"z", b"gone", b"m"])?;
+                    Ok((own, t.get_raw(Table::Orgs, b"o")?))
+                })
+                .await
+                .unwrap();
+            assert_eq!(seen.0, vec![Some(vec![3]), None, None]);
+            assert_eq!(seen.1, Some(vec![5]));
+            let (formations, org) = s
+                .read(|r| -> Result<_, StoreError> {
+                    Ok((
+                        r.scan(Table::Formations, b"", None, 10)?,
+                        r.get_raw(Table::Orgs, b"o")?,
+                    ))
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                formations,
+                vec![(b"a".to_vec(), vec![2]), (b"z".to_vec(), vec![3])]
+            );
+            assert_eq!(org, Some(vec![5]));
+            s.shutdown().await;
+        });
+    }
+
+    #[test]
     fn scans_respect_prefix_cursor_and_limit_in_both_directions() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.redb"), &StoreOptions::default(), None).unwrap();

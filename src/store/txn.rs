@@ -231,11 +231,10 @@ type TableWrites = HashMap<Vec<u8>, Pending, foldhash::quality::RandomState>;
 /// operations committed to the transaction, not this operation's buffer.
 pub struct Txn<'a> {
     wtx: &'a WriteTransaction,
-    /// The last buffered write of each key per table: applying them opens each table once,
-    /// and a read of a buffered key is one lookup.
-    pending: HashMap<Table, TableWrites>,
-    /// Tables in the order first written.
-    order: Vec<Table>,
+    /// The last buffered write of each key, per table in the order first written (an
+    /// operation writes a few tables): applying them opens each table once, and a read of a
+    /// buffered key is one lookup.
+    pending: Vec<(Table, TableWrites)>,
 }
 
 impl<'a> Txn<'a> {
@@ -249,24 +248,27 @@ impl<'a> Txn<'a> {
     pub(crate) fn new(wtx: &'a WriteTransaction) -> Self {
         Self {
             wtx,
-            pending: HashMap::new(),
-            order: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
     fn buffer(&mut self, table: Table, key: Vec<u8>, value: Pending) {
-        self.pending
-            .entry(table)
-            .or_insert_with(|| {
-                self.order.push(table);
-                Default::default()
-            })
-            .insert(key, value);
+        let at = match self.pending.iter().position(|(t, _)| *t == table) {
+            Some(at) => at,
+            None => {
+                self.pending.push((table, TableWrites::default()));
+                self.pending.len() - 1
+            }
+        };
+        self.pending[at].1.insert(key, value);
     }
 
     /// This operation's own write of `key`, if any (`Some(None)`: deleted).
     pub fn buffered(&self, table: Table, key: &[u8]) -> Option<&Pending> {
-        self.pending.get(&table).and_then(|v| v.get(key))
+        self.pending
+            .iter()
+            .find(|(t, _)| *t == table)
+            .and_then(|(_, v)| v.get(key))
     }
 
     pub fn put_raw(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
@@ -307,10 +309,7 @@ impl<'a> Txn<'a> {
     }
 
     pub(crate) fn apply(mut self) -> Result<(), StoreError> {
-        for table in std::mem::take(&mut self.order) {
-            let Some(values) = self.pending.remove(&table) else {
-                continue;
-            };
+        for (table, values) in std::mem::take(&mut self.pending) {
             // Distinct keys commute; in key order the B-tree is walked once, left to right.
             let mut writes: Vec<_> = values.into_iter().collect();
             writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -335,7 +334,7 @@ impl Reader for Txn<'_> {
         if let Some(p) = self.buffered(table, key) {
             return Ok(p.clone());
         }
-        let t = self.wtx.open_table(table.def()).op("open table")?;
+        let t = self.open(table)?;
         let v = t.get(key).op("get")?.map(|v| v.value().to_vec());
         Ok(v)
     }
@@ -345,7 +344,7 @@ impl Reader for Txn<'_> {
         table: Table,
         keys: &[&[u8]],
     ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let t = self.wtx.open_table(table.def()).op("open table")?;
+        let t = self.open(table)?;
         keys.iter()
             .map(|k| match self.buffered(table, k) {
                 Some(p) => Ok(p.clone()),

@@ -59,6 +59,14 @@ impl Batch {
     }
 }
 
+/// Reads the org's events after `after` and builds them into a batch for the sink `def`.
+async fn read_batch(outbox: &Outbox, def: &SinkDef, after: u64) -> Result<Batch, CdcError> {
+    let read = outbox
+        .read_org_after(def.org_uid, after, BATCH_EVENTS)
+        .await?;
+    Ok(Batch::build(def, outbox.gateway_id(), read))
+}
+
 /// Full jitter over an exponential step, capped.
 fn backoff(attempt: u32) -> Duration {
     let exp = BACKOFF_FIRST.saturating_mul(1u32 << attempt.min(6));
@@ -166,11 +174,7 @@ impl Loop {
             }
             let read = match next.take() {
                 Some(r) => r,
-                None => self
-                    .outbox
-                    .read_org_after(org, cursor, BATCH_EVENTS)
-                    .await
-                    .map(|b| Batch::build(&self.def, self.outbox.gateway_id(), b)),
+                None => read_batch(&self.outbox, &self.def, cursor).await,
             };
             let batch = match read {
                 Ok(b) => b,
@@ -200,10 +204,7 @@ impl Loop {
                 // acknowledgements, so the sink is handed it without a gap.
                 let outbox = self.outbox.clone();
                 let def = self.def.clone();
-                let prefetch = async move {
-                    let read = outbox.read_org_after(org, upto, BATCH_EVENTS).await;
-                    read.map(|b| Batch::build(&def, outbox.gateway_id(), b))
-                };
+                let prefetch = async move { read_batch(&outbox, &def, upto).await };
                 let (delivered, fetched) =
                     tokio::join!(self.deliver_all(sink.as_mut(), &batch.deliveries), prefetch);
                 if delivered.is_none() {

@@ -132,15 +132,12 @@ pub fn build(
                         .map(nats_auth::parse_creds)
                         .transpose()
                         .map_err(|e| format!("the sink's NATS credentials are malformed: {e}"))?,
-                    nkey_seed: match &secrets.nats_nkey_seed {
-                        Some(seed) => {
-                            nats_auth::check_seed(seed).map_err(|e| {
-                                format!("the sink's NATS nkey seed is malformed: {e}")
-                            })?;
-                            Some(seed.clone())
-                        }
-                        None => None,
-                    },
+                    nkey_seed: secrets
+                        .nats_nkey_seed
+                        .as_deref()
+                        .map(|seed| nats_auth::check_seed(seed).map(|()| seed.to_owned()))
+                        .transpose()
+                        .map_err(|e| format!("the sink's NATS nkey seed is malformed: {e}"))?,
                     tls_ca_pem: tls_ca_pem.clone(),
                     client: secrets
                         .client_identity()
