@@ -13,7 +13,9 @@ use super::extract::{ApiJson, Caller, Ids};
 use super::{ApiError, AppState};
 use crate::cdc::{cloud_event, rfc3339_ms, Command, SinkState};
 use crate::secret::redact_url;
-use crate::tenant::{Need, NewSink, SinkDef, SinkPatch, SinkSpec, SinkStart, TenantError};
+use crate::tenant::{
+    ContentMode, Need, NewSink, SinkDef, SinkPatch, SinkSpec, SinkStart, TenantError,
+};
 
 pub(crate) fn routes(book: RouteBook) -> RouteBook {
     let doc = |summary, need, body: Option<fn() -> Value>, ok| Doc {
@@ -136,7 +138,8 @@ fn create_schema() -> Value {
         "formations": filter_schema(),
         "collections": filter_schema(),
         "rate_limit_bytes_per_sec": {"type": "integer", "minimum": 0},
-        "start": {"type": "string", "enum": ["earliest", "latest"]}}})
+        "start": {"type": "string", "enum": ["earliest", "latest"]},
+        "content_mode": content_mode_schema()}})
 }
 
 fn patch_schema() -> Value {
@@ -144,7 +147,13 @@ fn patch_schema() -> Value {
         "enabled": {"type": "boolean"},
         "formations": filter_schema(),
         "collections": filter_schema(),
-        "rate_limit_bytes_per_sec": {"type": "integer", "minimum": 0}}})
+        "rate_limit_bytes_per_sec": {"type": "integer", "minimum": 0},
+        "content_mode": content_mode_schema()}})
+}
+
+fn content_mode_schema() -> Value {
+    json!({"type": "string", "enum": ["structured", "binary"],
+        "description": "CloudEvents content mode: structured (the event as JSON, the default) or binary (the document as the body, attributes in ce- headers; NATS and Kafka sinks)"})
 }
 
 #[derive(Deserialize)]
@@ -160,6 +169,7 @@ struct CreateSink {
     #[serde(default)]
     rate_limit_bytes_per_sec: u64,
     start: Option<String>,
+    content_mode: Option<String>,
 }
 
 fn yes() -> bool {
@@ -173,6 +183,7 @@ struct PatchSink {
     formations: Option<Vec<String>>,
     collections: Option<Vec<String>>,
     rate_limit_bytes_per_sec: Option<u64>,
+    content_mode: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -185,6 +196,7 @@ struct SinkOut {
     collections: Vec<String>,
     rate_limit_bytes_per_sec: u64,
     start: &'static str,
+    content_mode: &'static str,
     created_at: u64,
 }
 
@@ -252,6 +264,7 @@ impl From<SinkDef> for SinkOut {
                 SinkStart::Earliest => "earliest",
                 SinkStart::Latest => "latest",
             },
+            content_mode: d.content_mode.name(),
             created_at: d.created_at_ms,
         }
     }
@@ -295,6 +308,10 @@ async fn create(
             .into())
         }
     };
+    let content_mode = body
+        .content_mode
+        .as_deref()
+        .map_or(Ok(ContentMode::Structured), ContentMode::parse)?;
     let egress = s.tenancy.egress(scope.org_id());
     let (spec, secrets) =
         super::sink_body::spec_of(body.sink_type, &egress, s.cdc.default_kafka_brokers())?;
@@ -310,6 +327,7 @@ async fn create(
                 collections: body.collections,
                 rate_limit_bytes_per_sec: body.rate_limit_bytes_per_sec,
                 start,
+                content_mode,
             },
         )
         .await?;
@@ -355,7 +373,13 @@ async fn patch(
     // Pausing is day-to-day operation; changing what a sink receives is configuration.
     let config_change = body.formations.is_some()
         || body.collections.is_some()
-        || body.rate_limit_bytes_per_sec.is_some();
+        || body.rate_limit_bytes_per_sec.is_some()
+        || body.content_mode.is_some();
+    let content_mode = body
+        .content_mode
+        .as_deref()
+        .map(ContentMode::parse)
+        .transpose()?;
     let (need, action) = if config_change {
         (Need::Manage, "sink.update")
     } else {
@@ -375,6 +399,7 @@ async fn patch(
                 formations: body.formations,
                 collections: body.collections,
                 rate_limit_bytes_per_sec: body.rate_limit_bytes_per_sec,
+                content_mode,
             },
             action,
         )

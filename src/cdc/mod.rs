@@ -12,6 +12,7 @@
 //! Entry points: [`Outbox`], [`Dispatcher`].
 
 mod canon;
+pub mod ce_binary;
 mod ce_json;
 mod dispatch;
 mod error;

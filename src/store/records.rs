@@ -387,11 +387,47 @@ pub struct SinkRecord {
     /// 0 = from the oldest retained event, 1 = from events after creation.
     pub start: u8,
     pub created_at_ms: u64,
+    /// CloudEvents content mode: 0 structured, 1 binary.
+    pub content_mode: u8,
+}
+
+/// Version 1: before the content mode (every sink structured).
+#[derive(Serialize, Deserialize)]
+struct SinkRecordV1 {
+    org_id: String,
+    sink_id: String,
+    sink_uid: [u8; 16],
+    spec: Vec<u8>,
+    enabled: bool,
+    formations: Vec<String>,
+    collections: Vec<String>,
+    rate_limit_bytes_per_sec: u64,
+    start: u8,
+    created_at_ms: u64,
 }
 
 impl Record for SinkRecord {
     const KIND: &'static str = "sink";
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        match bytes.first() {
+            Some(1) => decode_body::<SinkRecordV1>(Self::KIND, &bytes[1..]).map(|v| Self {
+                org_id: v.org_id,
+                sink_id: v.sink_id,
+                sink_uid: v.sink_uid,
+                spec: v.spec,
+                enabled: v.enabled,
+                formations: v.formations,
+                collections: v.collections,
+                rate_limit_bytes_per_sec: v.rate_limit_bytes_per_sec,
+                start: v.start,
+                created_at_ms: v.created_at_ms,
+                content_mode: 0,
+            }),
+            _ => decode_current(bytes),
+        }
+    }
 }
 
 /// One captured change in the outbox.
@@ -591,6 +627,42 @@ mod tests {
         let bytes = r.encode().unwrap();
         assert_eq!(bytes[0], AdminTokenRecord::VERSION);
         assert_eq!(AdminTokenRecord::decode(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn a_sink_stored_before_content_modes_reads_back_structured() {
+        let v1 = SinkRecordV1 {
+            org_id: "acme".into(),
+            sink_id: "s1".into(),
+            sink_uid: [4; 16],
+            spec: vec![1, 2, 3],
+            enabled: true,
+            formations: vec!["mesh".into()],
+            collections: vec![],
+            rate_limit_bytes_per_sec: 9,
+            start: 1,
+            created_at_ms: 77,
+        };
+        let mut bytes = vec![1];
+        bytes.extend(postcard::to_allocvec(&v1).unwrap());
+        let r = SinkRecord::decode(&bytes).unwrap();
+        assert_eq!(
+            (
+                r.sink_id.as_str(),
+                r.spec.as_slice(),
+                r.start,
+                r.content_mode
+            ),
+            ("s1", &[1u8, 2, 3][..], 1, 0)
+        );
+        let binary = SinkRecord {
+            content_mode: 1,
+            ..r
+        };
+        assert_eq!(
+            SinkRecord::decode(&binary.encode().unwrap()).unwrap(),
+            binary
+        );
     }
 
     #[test]

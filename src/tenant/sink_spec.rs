@@ -59,6 +59,65 @@ pub enum SinkSpec {
     },
 }
 
+/// How a sink carries each CloudEvent (CloudEvents protocol bindings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContentMode {
+    /// The whole event as JSON in the message body.
+    #[default]
+    Structured,
+    /// The document itself as the body, the event's attributes in message headers (`ce-…`
+    /// on NATS, `ce_…` on Kafka), so consumers read the document and route on headers.
+    Binary,
+}
+
+impl ContentMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Structured => "structured",
+            Self::Binary => "binary",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, TenantError> {
+        match s {
+            "structured" => Ok(Self::Structured),
+            "binary" => Ok(Self::Binary),
+            _ => Err(TenantError::invalid(
+                "content_mode",
+                "must be structured or binary",
+            )),
+        }
+    }
+
+    pub(super) fn from_byte(b: u8) -> Self {
+        if b == 1 {
+            Self::Binary
+        } else {
+            Self::Structured
+        }
+    }
+
+    pub(super) fn byte(self) -> u8 {
+        u8::from(self == Self::Binary)
+    }
+
+    /// Refuses binary mode for a sink whose protocol has no message headers to carry it.
+    pub(super) fn check(self, spec: &SinkSpec) -> Result<(), TenantError> {
+        match (self, spec) {
+            (Self::Structured, _)
+            | (Self::Binary, SinkSpec::Nats { .. } | SinkSpec::Kafka { .. }) => Ok(()),
+            (Self::Binary, other) => Err(TenantError::invalid(
+                "content_mode",
+                format!(
+                    "binary needs message headers: NATS and Kafka sinks carry it; a {} sink \
+                     delivers structured CloudEvents only",
+                    other.type_name()
+                ),
+            )),
+        }
+    }
+}
+
 /// Each sink type: its name in the API, and its [`SinkSpec::kind`], which is also the cargo
 /// feature that builds it in (File is always built).
 pub const SINK_TYPES: &[(&str, &str)] = &[

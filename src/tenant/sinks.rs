@@ -9,7 +9,7 @@ pub(crate) use super::sink_codec::decode_spec;
 pub use super::sink_codec::SinkSecrets;
 use super::sink_spec::validate_filter;
 pub use super::sink_spec::{
-    parse_mqtt_url, split_password, with_password, MqttAddr, SinkSpec, SINK_TYPES,
+    parse_mqtt_url, split_password, with_password, ContentMode, MqttAddr, SinkSpec, SINK_TYPES,
 };
 use super::{now_ms, Actor, OrgScope, TenantError};
 use crate::keys::{random_secret32, RecordIdentity};
@@ -40,6 +40,7 @@ pub struct SinkDef {
     pub rate_limit_bytes_per_sec: u64,
     pub start: SinkStart,
     pub created_at_ms: u64,
+    pub content_mode: ContentMode,
 }
 
 impl SinkDef {
@@ -70,6 +71,7 @@ impl SinkDef {
                 SinkStart::Earliest
             },
             created_at_ms: r.created_at_ms,
+            content_mode: ContentMode::from_byte(r.content_mode),
         })
     }
 }
@@ -83,6 +85,7 @@ pub struct NewSink {
     pub collections: Vec<String>,
     pub rate_limit_bytes_per_sec: u64,
     pub start: SinkStart,
+    pub content_mode: ContentMode,
 }
 
 impl NewSink {
@@ -96,6 +99,7 @@ impl NewSink {
             collections: vec![],
             rate_limit_bytes_per_sec: 0,
             start: SinkStart::Earliest,
+            content_mode: ContentMode::Structured,
         }
     }
 }
@@ -107,6 +111,7 @@ pub struct SinkPatch {
     pub formations: Option<Vec<String>>,
     pub collections: Option<Vec<String>>,
     pub rate_limit_bytes_per_sec: Option<u64>,
+    pub content_mode: Option<ContentMode>,
 }
 
 const SECRET_KIND: &str = "sink-secret";
@@ -143,6 +148,7 @@ impl Tenancy {
         new: NewSink,
     ) -> Result<(SinkDef, Option<Zeroizing<String>>), TenantError> {
         new.spec.validate()?;
+        new.content_mode.check(&new.spec)?;
         validate_filter("formations", &new.formations)?;
         validate_filter("collections", &new.collections)?;
         let sink_id = super::ids::random_token_id()?;
@@ -214,6 +220,7 @@ impl Tenancy {
                         rate_limit_bytes_per_sec: new.rate_limit_bytes_per_sec,
                         start: u8::from(new.start == SinkStart::Latest),
                         created_at_ms: now_ms(),
+                        content_mode: new.content_mode.byte(),
                     };
                     t.put(Table::Sinks, sink_key(&org_id, &sink_id), &rec)?;
                     if let Some(sealed) = sealed {
@@ -340,11 +347,13 @@ impl Tenancy {
                 if let Some(r) = patch.rate_limit_bytes_per_sec {
                     rec.rate_limit_bytes_per_sec = r;
                 }
+                if let Some(m) = patch.content_mode {
+                    rec.content_mode = m.byte();
+                }
+                let def = SinkDef::from_record(rec.clone(), org.org_uid)?;
+                def.content_mode.check(&def.spec)?;
                 t.put(Table::Sinks, key, &rec)?;
-                Ok((
-                    SinkDef::from_record(rec, org.org_uid)?,
-                    Some((org.org_id, org.org_uid)),
-                ))
+                Ok((def, Some((org.org_id, org.org_uid))))
             },
         )
         .await
@@ -414,6 +423,7 @@ mod tests {
             rate_limit_bytes_per_sec: 0,
             start: SinkStart::Earliest,
             created_at_ms: 0,
+            content_mode: ContentMode::Structured,
         }
     }
 

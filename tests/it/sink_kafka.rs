@@ -14,8 +14,13 @@ use crate::error_code;
 use crate::harness::service::{tansu, Service};
 use crate::harness::{Gateway, GatewayOpts};
 
-/// Every record of `topic`, per partition in offset order: (key, ce_id header, event).
-async fn records(broker: &Service, topic: &str) -> BTreeMap<i32, Vec<(String, String, Value)>> {
+type Headers = BTreeMap<String, Vec<u8>>;
+
+/// Every record of `topic`, per partition in offset order: (key, headers, value).
+async fn raw_records(
+    broker: &Service,
+    topic: &str,
+) -> BTreeMap<i32, Vec<(String, Headers, Vec<u8>)>> {
     let mut out = BTreeMap::new();
     let Ok(client) = ClientBuilder::new(vec![format!("127.0.0.1:{}", broker.port)])
         .build()
@@ -44,18 +49,11 @@ async fn records(broker: &Service, topic: &str) -> BTreeMap<i32, Vec<(String, St
                 break;
             };
             for r in batch {
-                let text = |b: Option<&Vec<u8>>| {
-                    String::from_utf8_lossy(b.map_or(&[][..], |v| v)).into_owned()
-                };
-                assert_eq!(
-                    r.record.headers.get("content-type").map(|v| v.as_slice()),
-                    Some(&b"application/cloudevents+json"[..])
-                );
+                let key = String::from_utf8_lossy(r.record.key.as_deref().unwrap_or_default());
                 got.push((
-                    text(r.record.key.as_ref()),
-                    text(r.record.headers.get("ce_id")),
-                    serde_json::from_slice(r.record.value.as_deref().unwrap_or_default())
-                        .unwrap_or(Value::Null),
+                    key.into_owned(),
+                    r.record.headers,
+                    r.record.value.unwrap_or_default(),
                 ));
             }
             offset = last + 1;
@@ -63,6 +61,30 @@ async fn records(broker: &Service, topic: &str) -> BTreeMap<i32, Vec<(String, St
         out.insert(p, got);
     }
     out
+}
+
+/// Every structured record of `topic`, per partition in offset order: (key, ce_id header,
+/// event).
+async fn records(broker: &Service, topic: &str) -> BTreeMap<i32, Vec<(String, String, Value)>> {
+    let text = |b: Option<&Vec<u8>>| String::from_utf8_lossy(b.map_or(&[][..], |v| v)).into_owned();
+    raw_records(broker, topic)
+        .await
+        .into_iter()
+        .map(|(p, recs)| {
+            let recs = recs
+                .into_iter()
+                .map(|(key, headers, value)| {
+                    assert_eq!(
+                        headers.get("content-type").map(|v| v.as_slice()),
+                        Some(&b"application/cloudevents+json"[..])
+                    );
+                    let event = serde_json::from_slice(&value).unwrap_or(Value::Null);
+                    (key, text(headers.get("ce_id")), event)
+                })
+                .collect();
+            (p, recs)
+        })
+        .collect()
 }
 
 async fn wait_records(
@@ -88,12 +110,23 @@ async fn wait_records(
 }
 
 async fn kafka_sink(g: &Gateway, org: &str, broker: &Service, topic: &str) -> String {
+    kafka_sink_in(g, org, broker, topic, "structured").await
+}
+
+async fn kafka_sink_in(
+    g: &Gateway,
+    org: &str,
+    broker: &Service,
+    topic: &str,
+    mode: &str,
+) -> String {
     let (s, b) = g
         .admin(
             Method::POST,
             &format!("/orgs/{org}/sinks"),
             Some(json!({"sink_type": {"Kafka": {"topic": topic,
-                "brokers": format!("127.0.0.1:{}", broker.port), "compression": "gzip"}}})),
+                "brokers": format!("127.0.0.1:{}", broker.port), "compression": "gzip"}},
+                "content_mode": mode})),
         )
         .await;
     assert_eq!(s, 201, "{b}");
@@ -243,4 +276,61 @@ async fn a_gateway_killed_while_draining_loses_nothing_and_bad_definitions_are_r
     g.restart().await;
     let got = wait_records(&broker, "cdc", 1000).await;
     check("kafka drain with a gateway kill", &got, &acked, "acme");
+}
+
+#[tokio::test]
+async fn binary_content_mode_sends_the_document_as_the_value_and_the_attributes_as_headers() {
+    let broker = tansu().await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    for (org, mode) in [("alpha", "binary"), ("bravo", "structured")] {
+        g.create_org(org, org).await;
+        g.create_formation(org, "mesh").await;
+        kafka_sink_in(&g, org, &broker, &format!("peat-{org}"), mode).await;
+        let mut acked = BTreeSet::new();
+        ingest(&g, org, 4, 7, &mut acked).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let alpha = loop {
+        let r: Vec<_> = raw_records(&broker, "peat-alpha")
+            .await
+            .into_values()
+            .flatten()
+            .collect();
+        if r.len() >= 4 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(alpha.len(), 4);
+    let text = |h: &Headers, k: &str| String::from_utf8_lossy(&h[k]).into_owned();
+    let mut docs = BTreeSet::new();
+    for (key, h, value) in &alpha {
+        assert_eq!(
+            String::from_utf8_lossy(value),
+            r#"{"v":7}"#,
+            "the document is the value"
+        );
+        assert_eq!(text(h, "content-type"), "application/json");
+        assert_eq!(text(h, "ce_specversion"), "1.0");
+        assert_eq!(text(h, "ce_source"), "peat://alpha/mesh");
+        assert_eq!(text(h, "ce_type"), "io.peat.document.upserted");
+        assert_eq!(
+            text(h, "ce_subject"),
+            format!("tracks/{}", text(h, "ce_peatdocid"))
+        );
+        assert!(text(h, "ce_id").ends_with(&format!(":{}", text(h, "ce_peatlsn"))));
+        assert_eq!(
+            key,
+            &format!("alpha/mesh/tracks/{}", text(h, "ce_peatdocid"))
+        );
+        docs.insert(text(h, "ce_peatdocid"));
+    }
+    assert_eq!(docs.len(), 4);
+    // The other org's topic stays structured and holds its own events only.
+    let bravo = wait_records(&broker, "peat-bravo", 4).await;
+    let bravo: Vec<_> = bravo.into_values().flatten().collect();
+    assert_eq!(bravo.len(), 4);
+    assert!(bravo
+        .iter()
+        .all(|(_, _, ce)| ce["source"] == "peat://bravo/mesh"));
 }

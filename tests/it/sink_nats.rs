@@ -8,6 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::cdc::{ingest, setup, status_when, upsert};
+use crate::error_code;
 use crate::harness::service::{self, Service};
 use crate::harness::{Gateway, GatewayOpts};
 
@@ -421,6 +422,11 @@ async fn a_nats_server_verifying_client_certificates_admits_the_sink_that_presen
 
 /// An org's sink, delivering into its own stream.
 async fn org_nats_sink(g: &Gateway, org: &str, nats: &Service) -> String {
+    org_nats_sink_in(g, org, nats, "structured").await
+}
+
+/// An org's sink in the given CloudEvents content mode.
+async fn org_nats_sink_in(g: &Gateway, org: &str, nats: &Service, mode: &str) -> String {
     for (path, body) in [
         (
             "/orgs".to_owned(),
@@ -429,7 +435,8 @@ async fn org_nats_sink(g: &Gateway, org: &str, nats: &Service) -> String {
         (format!("/orgs/{org}/formations"), json!({"app_id": "mesh"})),
         (
             format!("/orgs/{org}/sinks"),
-            json!({"sink_type": {"Nats": {"subject_prefix": "peat", "url": nats.url("nats")}}}),
+            json!({"sink_type": {"Nats": {"subject_prefix": "peat", "url": nats.url("nats")}},
+                "content_mode": mode}),
         ),
     ] {
         let (s, b) = g.admin(Method::POST, &path, Some(body)).await;
@@ -697,4 +704,181 @@ async fn each_org_delivers_with_its_own_creds_file_and_malformed_credentials_are
     for seed in &seeds {
         g.assert_data_dir_lacks(seed.as_bytes(), "seed");
     }
+}
+
+/// Every message of an org's stream: (Nats-Msg-Id, headers, payload).
+async fn org_messages(
+    nats: &Service,
+    org: &str,
+    n: usize,
+) -> Vec<(String, BTreeMap<String, String>, Vec<u8>)> {
+    let client = async_nats::connect(nats.url("nats")).await.unwrap();
+    let js = jetstream::new(client);
+    let stream = format!("peat-{org}-peat");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut out = Vec::new();
+        if let Ok(mut st) = js.get_stream(&stream).await {
+            let last = st.info().await.map_or(0, |i| i.state.last_sequence);
+            for seq in 1..=last {
+                if let Ok(m) = st.get_raw_message(seq).await {
+                    let headers: BTreeMap<String, String> = m
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v[0].as_str().to_owned()))
+                        .collect();
+                    let id = headers.get("Nats-Msg-Id").cloned().unwrap_or_default();
+                    out.push((id, headers, m.payload.to_vec()));
+                }
+            }
+        }
+        if out.len() >= n || Instant::now() > deadline {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn binary_content_mode_sends_the_document_as_the_body_and_the_attributes_as_headers() {
+    let nats = service::nats().await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    org_nats_sink_in(&g, "alpha", &nats, "binary").await;
+    org_nats_sink_in(&g, "bravo", &nats, "structured").await;
+    for (org, doc) in [("alpha", "t 1%ü"), ("bravo", "b-1")] {
+        let (s, b) = g
+            .admin(
+                Method::POST,
+                &format!("/orgs/{org}/formations/mesh/changes"),
+                Some(json!([
+                    {"collection": "tracks", "doc_id": doc, "op": "upsert", "data": {"z": 1, "a": [true]}},
+                    {"collection": "tracks", "doc_id": doc, "op": "delete"}
+                ])),
+            )
+            .await;
+        assert_eq!(s, 202, "{b}");
+    }
+
+    let alpha = org_messages(&nats, "alpha", 2).await;
+    assert_eq!(alpha.len(), 2, "{alpha:?}");
+    let (id, h, body) = &alpha[0];
+    // The document's canonical text, as captured, is the whole body.
+    assert_eq!(String::from_utf8_lossy(body), r#"{"a":[true],"z":1}"#);
+    assert_eq!(h.get("ce-id"), Some(id), "{h:?}");
+    assert_eq!(h["ce-specversion"], "1.0");
+    assert_eq!(h["ce-source"], "peat://alpha/mesh");
+    assert_eq!(h["ce-type"], "io.peat.document.upserted");
+    // Header values percent-encoded: no raw space, `%` or non-ASCII byte in a header.
+    assert_eq!(h["ce-subject"], "tracks/t%201%25%C3%BC");
+    assert_eq!(h["ce-peatdocid"], "t%201%25%C3%BC");
+    assert_eq!(h["ce-peatencrypted"], "false");
+    assert_eq!(h["ce-peatlsn"], id.rsplit(':').next().unwrap());
+    assert_eq!(h["Content-Type"], "application/json");
+    assert_eq!(h["ce-peatcontenthash"].len(), 64);
+    assert!(h.contains_key("ce-time"), "{h:?}");
+    let (_, h, body) = &alpha[1];
+    assert!(body.is_empty(), "a delete carries no data");
+    assert_eq!(h["ce-type"], "io.peat.document.deleted");
+    assert!(!h.contains_key("Content-Type"), "{h:?}");
+
+    // The other org's sink stays structured, and holds its own events only.
+    let bravo = org_messages(&nats, "bravo", 2).await;
+    assert_eq!(bravo.len(), 2, "{bravo:?}");
+    for (id, h, body) in &bravo {
+        assert_eq!(h["Content-Type"], "application/cloudevents+json");
+        assert!(!h.keys().any(|k| k.starts_with("ce-")), "{h:?}");
+        let ce: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(ce["source"], "peat://bravo/mesh");
+        assert_eq!(ce["id"], id.as_str());
+    }
+    assert_eq!(bravo[0].2.windows(5).filter(|w| w == b"alpha").count(), 0);
+}
+
+#[tokio::test]
+async fn a_content_mode_a_sink_cannot_carry_is_refused_and_changes_nothing() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(
+                json!({"sink_type": {"Mqtt": {"url": "mqtt://127.0.0.1:1", "topic_prefix": "p"}},
+                "content_mode": "binary"}),
+            ),
+        )
+        .await;
+    assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{b}");
+    assert!(b.to_string().contains("content_mode"), "{b}");
+    assert!(b.to_string().contains("NATS and Kafka"), "{b}");
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(json!({"sink_type": {"File": {"name": "f"}}, "content_mode": "packed"})),
+        )
+        .await;
+    assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{b}");
+    let (_, list) = g.admin(Method::GET, "/orgs/acme/sinks", None).await;
+    assert_eq!(list, json!([]), "nothing was created");
+
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/sinks",
+            Some(json!({"sink_type": {"File": {"name": "f"}}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["content_mode"], "structured");
+    let path = format!("/orgs/acme/sinks/{}", b["sink_id"].as_str().unwrap());
+    let (s, b) = g
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"content_mode": "binary"})),
+        )
+        .await;
+    assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{b}");
+    let (_, b) = g.admin(Method::GET, &path, None).await;
+    assert_eq!(b["content_mode"], "structured", "{b}");
+}
+
+#[tokio::test]
+async fn a_sink_switched_to_binary_delivers_the_next_events_in_binary() {
+    let nats = service::nats().await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    let alpha = org_nats_sink_in(&g, "alpha", &nats, "structured").await;
+    let bravo = org_nats_sink_in(&g, "bravo", &nats, "structured").await;
+    let (s, _) = ingest_org(&g, "alpha", 0).await;
+    assert_eq!(s, 202);
+    assert_eq!(org_messages(&nats, "alpha", 10).await.len(), 10);
+    let (s, b) = g
+        .admin(
+            Method::PATCH,
+            &format!("/orgs/alpha/sinks/{alpha}"),
+            Some(json!({"content_mode": "binary"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["content_mode"], "binary");
+    for org in ["alpha", "bravo"] {
+        let (s, _) = ingest_org(&g, org, 1).await;
+        assert_eq!(s, 202);
+    }
+    let msgs = org_messages(&nats, "alpha", 20).await;
+    assert_eq!(msgs.len(), 20);
+    for (_, h, body) in &msgs[10..] {
+        assert_eq!(h["ce-source"], "peat://alpha/mesh", "{h:?}");
+        assert_eq!(String::from_utf8_lossy(body), r#"{"v":1}"#);
+    }
+    let bravo_msgs = org_messages(&nats, "bravo", 10).await;
+    assert_eq!(bravo_msgs.len(), 10);
+    assert!(bravo_msgs
+        .iter()
+        .all(|(_, h, _)| h["Content-Type"] == "application/cloudevents+json"));
+    let (_, b) = g
+        .admin(Method::GET, &format!("/orgs/bravo/sinks/{bravo}"), None)
+        .await;
+    assert_eq!(b["content_mode"], "structured");
 }

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::ce_json::cloud_event_bytes;
 use super::event::cloud_event;
 use super::sink::{self, Delivery, Sink, SinkContext, SinkError};
-use super::{event_id, CdcError, Outbox};
+use super::{CdcError, Outbox};
 use crate::tenant::{now_ms, SinkDef, SinkStart, Tenancy};
 
 mod rate;
@@ -354,12 +353,7 @@ impl Dispatcher {
         let mut ce = cloud_event(&gw, 0, &event);
         ce.id = id.clone();
         ce.kind = "io.peat.gateway.test";
-        let d = Delivery {
-            lsn: 0,
-            id: id.clone(),
-            event,
-            body: serde_json::to_vec(&ce).unwrap_or_default(),
-        };
+        let d = Delivery::of(0, event, ce, def.content_mode);
         let r = tokio::time::timeout(
             Duration::from_secs(15),
             sink.deliver(std::slice::from_ref(&d)),
@@ -391,12 +385,7 @@ impl Dispatcher {
             if dl.event.org_uid != def.org_uid {
                 continue;
             }
-            let d = Delivery {
-                lsn,
-                id: event_id(&gw, lsn),
-                body: cloud_event_bytes(&gw, lsn, &dl.event),
-                event: dl.event.clone(),
-            };
+            let d = Delivery::new(&gw, lsn, dl.event.clone(), def.content_mode);
             match sink.deliver(std::slice::from_ref(&d)).await {
                 Ok(()) => delivered.push(lsn),
                 Err(_) => break,

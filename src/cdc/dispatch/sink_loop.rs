@@ -40,20 +40,15 @@ impl Batch {
                 b.seqs.push((lsn, seq));
                 continue;
             }
-            let body = cloud_event_bytes(gateway_id, lsn, &ev);
-            if !b.deliveries.is_empty() && b.bytes + body.len() > BATCH_BYTES {
+            let d = Delivery::new(gateway_id, lsn, ev, def.content_mode);
+            if !b.deliveries.is_empty() && b.bytes + d.body.len() > BATCH_BYTES {
                 // The rest is read again after this batch.
                 b.upto = Some(lsn - 1);
                 break;
             }
-            b.bytes += body.len();
+            b.bytes += d.body.len();
             b.seqs.push((lsn, seq));
-            b.deliveries.push(Delivery {
-                lsn,
-                id: event_id(gateway_id, lsn),
-                event: ev,
-                body,
-            });
+            b.deliveries.push(d);
         }
         b
     }

@@ -1,7 +1,9 @@
 //! Kafka (rskafka, pure Rust): one record per event, key `<org>/<app>/<collection>/<doc_id>`
-//! so one document stays in one partition and in order, the structured CloudEvent as the value
-//! (CloudEvents Kafka binding, structured mode: header `content-type:
-//! application/cloudevents+json`) and a `ce_id` header. Produced with `acks=all`; a batch is
+//! so one document stays in one partition and in order. CloudEvents Kafka binding: structured
+//! mode sends the CloudEvent as the value (header `content-type:
+//! application/cloudevents+json`) and a `ce_id` header; binary mode sends the document as the
+//! value, every attribute as a `ce_` header and `content-type` for `datacontenttype`. Produced
+//! with `acks=all`; a batch is
 //! delivered when every partition acknowledged its records. At least once: after any error the
 //! client is dropped and the batch produced again, so receivers dedupe by `ce_id`.
 
@@ -91,6 +93,31 @@ fn partition_of(key: &[u8], partitions: usize) -> usize {
 fn key_of(d: &Delivery) -> Vec<u8> {
     let e = &d.event;
     format!("{}/{}/{}/{}", e.org_id, e.app_id, e.collection, e.doc_id).into_bytes()
+}
+
+/// The record's headers in the sink's content mode.
+fn headers(d: &Delivery) -> BTreeMap<String, Vec<u8>> {
+    let mut h = BTreeMap::new();
+    h.insert("ce_id".to_owned(), d.id.as_bytes().to_vec());
+    match &d.attributes {
+        None => {
+            h.insert(
+                "content-type".to_owned(),
+                b"application/cloudevents+json".to_vec(),
+            );
+        }
+        Some(attrs) => {
+            for (name, value) in attrs {
+                let name = if *name == "datacontenttype" {
+                    "content-type".to_owned()
+                } else {
+                    format!("ce_{name}")
+                };
+                h.insert(name, value.as_bytes().to_vec());
+            }
+        }
+    }
+    h
 }
 
 /// A broker error that no retry of the same record will cure.
@@ -259,12 +286,7 @@ impl KafkaSink {
         for (i, d) in batch.iter().enumerate() {
             let key = key_of(d);
             let p = partition_of(&key, partitions.len());
-            let mut headers = BTreeMap::new();
-            headers.insert(
-                "content-type".to_owned(),
-                b"application/cloudevents+json".to_vec(),
-            );
-            headers.insert("ce_id".to_owned(), d.id.as_bytes().to_vec());
+            let headers = headers(d);
             by_partition.entry(p).or_default().push((
                 i,
                 Record {

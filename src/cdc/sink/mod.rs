@@ -21,8 +21,11 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
+use super::ce_binary::{split, Attributes};
+use super::ce_json::cloud_event_bytes;
+use super::event::{cloud_event, event_id, CloudEvent};
 use crate::store::EventRecord;
-use crate::tenant::{SinkDef, SinkSpec};
+use crate::tenant::{ContentMode, SinkDef, SinkSpec};
 
 /// One event ready to send.
 #[derive(Debug, Clone)]
@@ -31,8 +34,49 @@ pub struct Delivery {
     /// `<gateway-id>:<lsn>`; every sink carries it in its native dedupe field.
     pub id: String,
     pub event: EventRecord,
-    /// The CloudEvent, structured JSON.
+    /// What the message carries: the structured CloudEvent, or in binary mode the data alone.
     pub body: Vec<u8>,
+    /// Binary mode: the event's other attributes, for the message headers.
+    pub attributes: Option<Attributes>,
+}
+
+impl Delivery {
+    /// The event `lsn` as the sink's content mode sends it.
+    pub fn new(gateway_id: &str, lsn: u64, event: EventRecord, mode: ContentMode) -> Self {
+        let (body, attributes) = match mode {
+            ContentMode::Structured => (cloud_event_bytes(gateway_id, lsn, &event), None),
+            ContentMode::Binary => {
+                let (attrs, data) = split(cloud_event(gateway_id, lsn, &event));
+                (data, Some(attrs))
+            }
+        };
+        Self {
+            lsn,
+            id: event_id(gateway_id, lsn),
+            event,
+            body,
+            attributes,
+        }
+    }
+
+    /// A delivery of a made-up event (a sink test), in the sink's content mode.
+    pub fn of(lsn: u64, event: EventRecord, ce: CloudEvent, mode: ContentMode) -> Self {
+        let id = ce.id.clone();
+        let (body, attributes) = match mode {
+            ContentMode::Structured => (ce.to_bytes(), None),
+            ContentMode::Binary => {
+                let (attrs, data) = split(ce);
+                (data, Some(attrs))
+            }
+        };
+        Self {
+            lsn,
+            id,
+            event,
+            body,
+            attributes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +302,7 @@ mod tests {
             rate_limit_bytes_per_sec: 0,
             start: SinkStart::Earliest,
             created_at_ms: 0,
+            content_mode: crate::tenant::ContentMode::Structured,
         }
     }
 

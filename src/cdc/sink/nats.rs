@@ -11,6 +11,7 @@ use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_nats::HeaderMap;
 
 use super::{DeliverFuture, Delivery, Sink, SinkError};
+use crate::cdc::ce_binary::percent_encoded;
 
 /// How long a publish may wait for the stream's acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -234,11 +235,8 @@ impl NatsSink {
         // Pipelined: send every message, then collect acknowledgements in order.
         let mut acks = Vec::with_capacity(batch.len());
         for (i, d) in batch.iter().enumerate() {
-            let mut h = HeaderMap::new();
-            h.insert("Nats-Msg-Id", d.id.as_str());
-            h.insert("Content-Type", "application/cloudevents+json");
             let ack = js
-                .publish_with_headers(self.subject(d), h, d.body.clone().into())
+                .publish_with_headers(self.subject(d), headers(d), d.body.clone().into())
                 .await
                 .map_err(|e| classify(i, e.kind(), &e.to_string()))?;
             acks.push(ack);
@@ -253,6 +251,27 @@ impl NatsSink {
         }
         Ok(())
     }
+}
+
+/// The message headers: the dedupe id, then the content type of the mode (structured), or
+/// the event's attributes as `ce-` headers with `datacontenttype` as the content type (binary).
+fn headers(d: &Delivery) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("Nats-Msg-Id", d.id.as_str());
+    match &d.attributes {
+        None => h.insert("Content-Type", "application/cloudevents+json"),
+        Some(attrs) => {
+            for (name, value) in attrs {
+                let value = percent_encoded(value);
+                if *name == "datacontenttype" {
+                    h.insert("Content-Type", value.as_ref());
+                } else {
+                    h.insert(format!("ce-{name}").as_str(), value.as_ref());
+                }
+            }
+        }
+    }
+    h
 }
 
 fn classify(index: usize, kind: PublishErrorKind, text: &str) -> SinkError {

@@ -43,6 +43,9 @@ const TYPES = {
   ],
 };
 
+// Sink types whose protocol carries CloudEvents binary mode (attributes in message headers).
+const BINARY = ["Nats", "Kafka"];
+
 const list = (s) => s.split(/[,\s]+/).filter(Boolean);
 
 export async function sinks(orgId) {
@@ -217,7 +220,7 @@ async function showDetail(orgId, s, detail, formations, redraw, fail) {
       "section",
       { class: "card scroll", "aria-label": `Sink ${s.sink_id}` },
       h("h2", {}, `Sink ${s.sink_id} `, h("span", { class: "muted" }, kind)),
-      h("dl", {}, spec.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "string" && v.length > 80 ? `${v.slice(0, 60)}…` : String(v))]), h("dt", {}, "starts at"), h("dd", {}, s.start)),
+      h("dl", {}, spec.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "string" && v.length > 80 ? `${v.slice(0, 60)}…` : String(v))]), h("dt", {}, "starts at"), h("dd", {}, s.start), h("dt", {}, "CloudEvents mode"), h("dd", {}, s.content_mode)),
       h("h3", {}, "Filters and rate cap"),
       edit,
       h("h3", {}, `Dead letters (${letters.length})`),
@@ -255,7 +258,15 @@ function createForm(orgId, types, formations, redraw, fail) {
   const cols = h("input", { id: "sink-collections", placeholder: "every collection" });
   const cap = h("input", { id: "sink-rate", type: "number", min: "0", value: "0" });
   const start = h("select", { id: "sink-start" }, h("option", { value: "earliest" }, "everything the outbox holds"), h("option", { value: "latest" }, "new events only"));
-  const fill = () => fields.replaceChildren(...TYPES[kind.value].map(field));
+  const mode = h("select", { id: "sink-mode" }, h("option", { value: "structured" }, "structured: the CloudEvent as JSON"), h("option", { value: "binary" }, "binary: the document, attributes in headers"));
+  const modeLabel = h("label", { for: "sink-mode" }, "CloudEvents mode", mode);
+  const fill = () => {
+    fields.replaceChildren(...TYPES[kind.value].map(field));
+    // Only NATS and Kafka carry message headers for binary mode.
+    const headers = BINARY.includes(kind.value);
+    modeLabel.hidden = !headers;
+    if (!headers) mode.value = "structured";
+  };
   kind.addEventListener("change", fill);
   fill();
   const out = h("div", {});
@@ -272,7 +283,7 @@ function createForm(orgId, types, formations, redraw, fail) {
           else if (el.value.trim() === "") continue;
           else spec[name] = type === "number" ? Number(el.value) : el.value.trim();
         }
-        const body = { sink_type: { [kind.value]: spec }, formations: list(apps.value), collections: list(cols.value), rate_limit_bytes_per_sec: Number(cap.value || 0), start: start.value };
+        const body = { sink_type: { [kind.value]: spec }, formations: list(apps.value), collections: list(cols.value), rate_limit_bytes_per_sec: Number(cap.value || 0), start: start.value, content_mode: mode.value };
         try {
           const made = await api("POST", `/orgs/${encodeURIComponent(orgId)}/sinks`, body);
           say(`Sink ${made.sink_id} created.`);
@@ -295,6 +306,7 @@ function createForm(orgId, types, formations, redraw, fail) {
       h("label", { for: "sink-collections" }, "Collections (empty: all)", cols),
       h("label", { for: "sink-rate" }, "Rate cap (bytes/s, 0: none)", cap),
       h("label", { for: "sink-start" }, "Starts with", start),
+      modeLabel,
     ),
     h("button", { type: "submit", class: "primary" }, "Create sink"),
     out,
