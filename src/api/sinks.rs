@@ -153,7 +153,7 @@ fn patch_schema() -> Value {
 
 fn content_mode_schema() -> Value {
     json!({"type": "string", "enum": ["structured", "binary"],
-        "description": "CloudEvents content mode: structured (the event as JSON, the default) or binary (the document as the body, attributes in ce- headers; NATS and Kafka sinks)"})
+        "description": "CloudEvents content mode: structured (the event as JSON, the default) or binary (the document as the body, attributes in ce- headers or MQTT 5 user properties; NATS, Kafka and MQTT sinks)"})
 }
 
 #[derive(Deserialize)]

@@ -22,7 +22,8 @@ pub enum SinkSpec {
         /// PEM of the CA that signs the server's certificate (`tls://` URLs).
         tls_ca_pem: Option<String>,
     },
-    /// MQTT 3.1.1 at QoS 1, `mqtt://` or `mqtts://[user:pass@]host[:port]`.
+    /// MQTT at QoS 1 (3.1.1; 5 in binary content mode), `mqtt://` or
+    /// `mqtts://[user:pass@]host[:port]`.
     Mqtt {
         url: String,
         topic_prefix: String,
@@ -66,7 +67,8 @@ pub enum ContentMode {
     #[default]
     Structured,
     /// The document itself as the body, the event's attributes in message headers (`ce-…`
-    /// on NATS, `ce_…` on Kafka), so consumers read the document and route on headers.
+    /// on NATS, `ce_…` on Kafka, MQTT 5 user properties), so consumers read the document and
+    /// route on headers.
     Binary,
 }
 
@@ -105,12 +107,15 @@ impl ContentMode {
     pub(super) fn check(self, spec: &SinkSpec) -> Result<(), TenantError> {
         match (self, spec) {
             (Self::Structured, _)
-            | (Self::Binary, SinkSpec::Nats { .. } | SinkSpec::Kafka { .. }) => Ok(()),
+            | (
+                Self::Binary,
+                SinkSpec::Nats { .. } | SinkSpec::Kafka { .. } | SinkSpec::Mqtt { .. },
+            ) => Ok(()),
             (Self::Binary, other) => Err(TenantError::invalid(
                 "content_mode",
                 format!(
-                    "binary needs message headers: NATS and Kafka sinks carry it; a {} sink \
-                     delivers structured CloudEvents only",
+                    "binary needs message headers: NATS, Kafka and MQTT (5) sinks carry it; a \
+                     {} sink delivers structured CloudEvents only",
                     other.type_name()
                 ),
             )),

@@ -294,3 +294,98 @@ async fn a_broker_requiring_client_certificates_admits_the_sink_that_presents_on
         "the sink's client key",
     );
 }
+
+/// (topic, content type, user properties, payload) of every message an MQTT 5 subscriber
+/// receives under `peat/#`.
+type Received5 = Arc<Mutex<Vec<(String, Option<String>, BTreeMap<String, String>, Vec<u8>)>>>;
+
+fn subscriber5(broker: &Service) -> (Received5, tokio::task::JoinHandle<()>) {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    let o = rumqttc::v5::MqttOptions::new("test-subscriber-5", "127.0.0.1", broker.port);
+    let (client, mut events) = rumqttc::v5::AsyncClient::new(o, 64);
+    let got: Received5 = Arc::default();
+    let sink = got.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(P5::ConnAck(_))) => {
+                    let _ = client
+                        .subscribe("peat/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                        .await;
+                }
+                Ok(rumqttc::v5::Event::Incoming(P5::Publish(p))) => {
+                    let props = p.properties.clone().unwrap_or_default();
+                    sink.lock().unwrap().push((
+                        String::from_utf8_lossy(&p.topic).into_owned(),
+                        props.content_type,
+                        props.user_properties.into_iter().collect(),
+                        p.payload.to_vec(),
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    (got, task)
+}
+
+#[tokio::test]
+async fn binary_content_mode_goes_over_mqtt_5_with_the_attributes_as_user_properties() {
+    let broker = service::mosquitto().await;
+    let (got, sub) = subscriber5(&broker);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    for (org, mode) in [("alpha", "binary"), ("bravo", "structured")] {
+        g.create_org(org, org).await;
+        g.create_formation(org, "mesh").await;
+        let (s, b) = g
+            .admin(
+                Method::POST,
+                &format!("/orgs/{org}/sinks"),
+                Some(
+                    json!({"sink_type": {"Mqtt": {"url": url, "topic_prefix": "peat"}},
+                    "content_mode": mode}),
+                ),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        assert_eq!(b["content_mode"], mode);
+        let docs = (0..3).map(|i| (format!("d{i}"), json!({"v": i}))).collect();
+        g.upsert(org, "mesh", "tracks", docs).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().len() < 6 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let msgs = got.lock().unwrap().clone();
+    sub.abort();
+    assert_eq!(msgs.len(), 6, "{msgs:?}");
+    let (alpha, bravo): (Vec<_>, Vec<_>) = msgs
+        .iter()
+        .partition(|(t, ..)| t.starts_with("peat/alpha/"));
+    assert_eq!((alpha.len(), bravo.len()), (3, 3));
+    for (topic, content_type, props, payload) in alpha {
+        let doc = &props["peatdocid"];
+        assert_eq!(topic, &format!("peat/alpha/mesh/tracks/{doc}"));
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        let v = doc.trim_start_matches('d');
+        assert_eq!(String::from_utf8_lossy(payload), format!(r#"{{"v":{v}}}"#));
+        assert_eq!(props["specversion"], "1.0");
+        assert_eq!(props["source"], "peat://alpha/mesh");
+        assert_eq!(props["type"], "io.peat.document.upserted");
+        assert_eq!(props["subject"], format!("tracks/{doc}"));
+        assert!(
+            props["id"].ends_with(&format!(":{}", props["peatlsn"])),
+            "{props:?}"
+        );
+        assert!(!props.contains_key("datacontenttype"), "{props:?}");
+    }
+    // The other org's sink stays structured over MQTT 3.1.1: no properties, the whole event.
+    for (_, content_type, props, payload) in bravo {
+        assert!(content_type.is_none() && props.is_empty(), "{props:?}");
+        let ce: Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(ce["source"], "peat://bravo/mesh");
+    }
+}

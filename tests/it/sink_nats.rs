@@ -803,14 +803,14 @@ async fn a_content_mode_a_sink_cannot_carry_is_refused_and_changes_nothing() {
             Method::POST,
             "/orgs/acme/sinks",
             Some(
-                json!({"sink_type": {"Mqtt": {"url": "mqtt://127.0.0.1:1", "topic_prefix": "p"}},
+                json!({"sink_type": {"RedisStreams": {"url": "redis://127.0.0.1:1", "stream": "s"}},
                 "content_mode": "binary"}),
             ),
         )
         .await;
     assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{b}");
     assert!(b.to_string().contains("content_mode"), "{b}");
-    assert!(b.to_string().contains("NATS and Kafka"), "{b}");
+    assert!(b.to_string().contains("NATS, Kafka and MQTT (5)"), "{b}");
     let (s, b) = g
         .admin(
             Method::POST,

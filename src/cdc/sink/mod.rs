@@ -278,6 +278,7 @@ pub fn build(
             ctx.egress.for_org(&def.org_id),
             tls_ca_pem.as_deref(),
             secrets.client_identity(),
+            def.content_mode == ContentMode::Binary,
         )?)),
         #[allow(unreachable_patterns)]
         other => Err(not_built(other)),

@@ -1,6 +1,9 @@
-//! MQTT 3.1.1 at QoS 1: a batch counts as delivered only when the broker sent a PUBACK for
-//! every message of it. Topic `<prefix>/<org>/<app>/<collection token>/<doc token>` with the
-//! same reversible token encoding as the NATS sink.
+//! MQTT at QoS 1: a batch counts as delivered only when the broker sent a PUBACK for every
+//! message of it. Topic `<prefix>/<org>/<app>/<collection token>/<doc token>` with the same
+//! reversible token encoding as the NATS sink. Structured CloudEvents go over MQTT 3.1.1;
+//! binary mode needs MQTT 5 (the CloudEvents MQTT binding): the document is the payload, the
+//! attributes are user properties and `datacontenttype` the content type property, and a
+//! PUBACK with a refusal reason refuses that message.
 //!
 //! rumqttc drops in-flight messages silently when a broker comes back without the session, so
 //! the gateway never relies on its retransmission: after any error the connection is dropped
@@ -9,6 +12,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason, PublishProperties};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 
 use super::nats::token;
@@ -19,6 +23,14 @@ use crate::tenant::parse_mqtt_url as parse_url;
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queue between client and event loop; more than a dispatcher batch, so `try_publish` never fails for room.
 const REQUEST_CAP: usize = 512;
+/// How long an MQTT 5 broker keeps the sink's session after a disconnect (MQTT 3.1.1's
+/// persistent session has no end).
+const SESSION_EXPIRY_SECS: u32 = 86_400;
+
+enum Conn {
+    V3(AsyncClient, Box<EventLoop>),
+    V5(rumqttc::v5::AsyncClient, Box<rumqttc::v5::EventLoop>),
+}
 
 pub struct MqttSink {
     addr: crate::tenant::MqttAddr,
@@ -27,10 +39,13 @@ pub struct MqttSink {
     prefix: String,
     org: String,
     egress: crate::egress::Egress,
-    conn: Option<(AsyncClient, EventLoop)>,
+    /// Binary content mode, over MQTT 5.
+    binary: bool,
+    conn: Option<Conn>,
 }
 
 impl MqttSink {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         url: &str,
         prefix: String,
@@ -39,6 +54,7 @@ impl MqttSink {
         egress: crate::egress::Egress,
         tls_ca_pem: Option<&str>,
         client: Option<(&str, &str)>,
+        binary: bool,
     ) -> Result<Self, String> {
         let addr = parse_url(url).map_err(|e| format!("MQTT url {e}"))?;
         if client.is_some() && !addr.tls {
@@ -58,6 +74,7 @@ impl MqttSink {
             prefix,
             org,
             egress,
+            binary,
             conn: None,
         })
     }
@@ -74,7 +91,7 @@ impl MqttSink {
     }
 
     /// The open connection, or a new one to an address the org's egress policy allows.
-    async fn connection(&mut self) -> Result<&mut (AsyncClient, EventLoop), SinkError> {
+    async fn connection(&mut self) -> Result<&mut Conn, SinkError> {
         if self.conn.is_none() {
             let a = &self.addr;
             let host = self
@@ -89,10 +106,13 @@ impl MqttSink {
             .ok_or_else(|| SinkError::Transient("no MQTT connection".into()))
     }
 
-    fn connect_to(&self, host: String) -> (AsyncClient, EventLoop) {
+    fn connect_to(&self, host: String) -> Conn {
         let a = &self.addr;
-        let tls = self.tls.clone();
-        let (port, id) = (a.port, self.client_id.clone());
+        let (host, port, id) = (
+            host.trim_matches(['[', ']']),
+            a.port,
+            self.client_id.clone(),
+        );
         let creds = a.user.clone().map(|u| {
             (
                 u,
@@ -102,62 +122,181 @@ impl MqttSink {
                     .unwrap_or_default(),
             )
         });
-        {
-            let mut o = MqttOptions::new(id, host.trim_matches(['[', ']']), port);
-            // A persistent session keeps the broker's side of QoS 1 across reconnects.
-            o.set_clean_session(false);
+        let transport = self
+            .tls
+            .clone()
+            .map(|cfg| rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(cfg)));
+        let inflight = u16::try_from(REQUEST_CAP).unwrap_or(u16::MAX);
+        let max_packet = 1024 * 1024 + 4096;
+        if self.binary {
+            let mut o = rumqttc::v5::MqttOptions::new(id, host, port);
+            // The broker keeps its side of QoS 1 across reconnects, as 3.1.1's session does.
+            o.set_clean_start(false);
+            o.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
             o.set_keep_alive(Duration::from_secs(30));
-            o.set_inflight(u16::try_from(REQUEST_CAP).unwrap_or(u16::MAX));
-            o.set_max_packet_size(1024 * 1024 + 4096, 1024 * 1024 + 4096);
+            o.set_outgoing_inflight_upper_limit(inflight);
+            o.set_max_packet_size(Some(max_packet as u32));
             if let Some((u, p)) = creds {
                 o.set_credentials(u, p);
             }
-            if let Some(cfg) = tls {
-                o.set_transport(rumqttc::Transport::tls_with_config(
-                    rumqttc::TlsConfiguration::Rustls(cfg),
-                ));
+            if let Some(t) = transport {
+                o.set_transport(t);
             }
-            AsyncClient::new(o, REQUEST_CAP)
+            let (c, e) = rumqttc::v5::AsyncClient::new(o, REQUEST_CAP);
+            return Conn::V5(c, Box::new(e));
         }
+        let mut o = MqttOptions::new(id, host, port);
+        // A persistent session keeps the broker's side of QoS 1 across reconnects.
+        o.set_clean_session(false);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_inflight(inflight);
+        o.set_max_packet_size(max_packet, max_packet);
+        if let Some((u, p)) = creds {
+            o.set_credentials(u, p);
+        }
+        if let Some(t) = transport {
+            o.set_transport(t);
+        }
+        let (c, e) = AsyncClient::new(o, REQUEST_CAP);
+        Conn::V3(c, Box::new(e))
     }
 
     async fn publish(&mut self, batch: &[Delivery]) -> Result<(), SinkError> {
         let topics: Vec<String> = batch.iter().map(|d| self.topic(d)).collect();
-        let (client, events) = self.connection().await?;
-        for (d, topic) in batch.iter().zip(topics) {
-            client
-                .try_publish(topic, QoS::AtLeastOnce, false, d.body.clone())
-                .map_err(|e| SinkError::Transient(format!("queueing a publish: {e}")))?;
-        }
-        let mut sent: HashSet<u16> = HashSet::new();
-        let mut sent_count = 0usize;
-        let mut acked = 0usize;
+        let queued =
+            |e: &dyn std::fmt::Display| SinkError::Transient(format!("queueing a publish: {e}"));
+        let mut acks = Acks::new(batch.len());
         let wait = async {
-            while acked < batch.len() {
-                match events.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        sent.insert(pkid);
-                        sent_count += 1;
+            match self.connection().await? {
+                Conn::V3(client, events) => {
+                    for (d, topic) in batch.iter().zip(topics) {
+                        client
+                            .try_publish(topic, QoS::AtLeastOnce, false, d.body.clone())
+                            .map_err(|e| queued(&e))?;
                     }
-                    Ok(Event::Incoming(Packet::PubAck(a))) => {
-                        if sent.remove(&a.pkid) {
-                            acked += 1;
+                    while !acks.done() {
+                        match events.poll().await {
+                            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => acks.sent(pkid),
+                            Ok(Event::Incoming(Packet::PubAck(a))) => acks.acked(a.pkid),
+                            Ok(_) => {}
+                            Err(e) => return Err(connection_lost(&e)),
                         }
                     }
-                    Ok(_) => {}
-                    Err(e) => return Err(SinkError::Transient(format!("MQTT connection: {e}"))),
+                }
+                Conn::V5(client, events) => {
+                    for (d, topic) in batch.iter().zip(topics) {
+                        client
+                            .try_publish_with_properties(
+                                topic,
+                                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                                false,
+                                d.body.clone(),
+                                properties(d),
+                            )
+                            .map_err(|e| queued(&e))?;
+                    }
+                    while !acks.done() {
+                        match events.poll().await {
+                            Ok(rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid))) => {
+                                acks.sent(pkid)
+                            }
+                            Ok(rumqttc::v5::Event::Incoming(Packet5::PubAck(a))) => {
+                                match a.reason {
+                                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
+                                        acks.acked(a.pkid)
+                                    }
+                                    refusal => acks.refused(a.pkid, &format!("{refusal:?}"))?,
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => return Err(connection_lost(&e)),
+                        }
+                    }
                 }
             }
             Ok(())
         };
-        match tokio::time::timeout(ACK_TIMEOUT, wait).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e),
+        let r = tokio::time::timeout(ACK_TIMEOUT, wait).await;
+        match r {
+            Ok(r) => r,
             Err(_) => Err(SinkError::Transient(format!(
-                "{acked} of {} acknowledged within {ACK_TIMEOUT:?} ({sent_count} sent)",
-                batch.len()
+                "{} of {} acknowledged within {ACK_TIMEOUT:?} ({} sent)",
+                acks.acked,
+                batch.len(),
+                acks.order.len()
             ))),
         }
+    }
+}
+
+fn connection_lost(e: &dyn std::fmt::Display) -> SinkError {
+    SinkError::Transient(format!("MQTT connection: {e}"))
+}
+
+/// The MQTT 5 properties of a binary-mode message: `datacontenttype` as the content type, the
+/// other attributes as user properties named as the attributes.
+fn properties(d: &Delivery) -> PublishProperties {
+    let mut p = PublishProperties::default();
+    for (name, value) in d.attributes.iter().flatten() {
+        if *name == "datacontenttype" {
+            p.content_type = Some(value.to_string());
+        } else {
+            p.user_properties
+                .push(((*name).to_owned(), value.to_string()));
+        }
+    }
+    p
+}
+
+/// The batch's acknowledgements: packet ids in the order the messages left, so a refusal
+/// names its message.
+struct Acks {
+    want: usize,
+    order: Vec<u16>,
+    pending: HashSet<u16>,
+    acked: usize,
+}
+
+impl Acks {
+    fn new(want: usize) -> Self {
+        Self {
+            want,
+            order: Vec::with_capacity(want),
+            pending: HashSet::with_capacity(want),
+            acked: 0,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.acked >= self.want
+    }
+
+    fn sent(&mut self, pkid: u16) {
+        self.order.push(pkid);
+        self.pending.insert(pkid);
+    }
+
+    fn acked(&mut self, pkid: u16) {
+        if self.pending.remove(&pkid) {
+            self.acked += 1;
+        }
+    }
+
+    /// The broker refused one message for good: the batch stops there, once every message
+    /// before it is acknowledged (a broker acknowledges in order; anything else is retried).
+    fn refused(&self, pkid: u16, reason: &str) -> Result<(), SinkError> {
+        let Some(index) = self.order.iter().position(|p| *p == pkid) else {
+            return Ok(());
+        };
+        if self.order[..index].iter().any(|p| self.pending.contains(p)) {
+            return Err(SinkError::Transient(format!(
+                "the MQTT broker refused a message ({reason}) before acknowledging earlier ones"
+            )));
+        }
+        Err(SinkError::Rejected {
+            index,
+            reason: format!("the MQTT broker refused the message: {reason}"),
+        })
     }
 }
 
@@ -182,5 +321,38 @@ impl Sink for MqttSink {
             self.prefix,
             self.org
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_its_message_only_once_every_earlier_one_is_acknowledged() {
+        let mut acks = Acks::new(3);
+        for pkid in [7, 8, 9] {
+            acks.sent(pkid);
+        }
+        assert!(matches!(
+            acks.refused(8, "QuotaExceeded"),
+            Err(SinkError::Transient(_))
+        ));
+        acks.acked(7);
+        match acks.refused(8, "QuotaExceeded") {
+            Err(SinkError::Rejected { index, reason }) => {
+                assert_eq!(index, 1);
+                assert!(reason.contains("QuotaExceeded"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            acks.refused(42, "NotAuthorized").is_ok(),
+            "not of this batch"
+        );
+        acks.acked(8);
+        acks.acked(8);
+        acks.acked(9);
+        assert!(acks.done());
     }
 }

@@ -43,8 +43,9 @@ const TYPES = {
   ],
 };
 
-// Sink types whose protocol carries CloudEvents binary mode (attributes in message headers).
-const BINARY = ["Nats", "Kafka"];
+// Sink types whose protocol carries CloudEvents binary mode (attributes in headers or MQTT 5
+// user properties).
+const BINARY = ["Nats", "Kafka", "Mqtt"];
 
 const list = (s) => s.split(/[,\s]+/).filter(Boolean);
 
@@ -262,7 +263,7 @@ function createForm(orgId, types, formations, redraw, fail) {
   const modeLabel = h("label", { for: "sink-mode" }, "CloudEvents mode", mode);
   const fill = () => {
     fields.replaceChildren(...TYPES[kind.value].map(field));
-    // Only NATS and Kafka carry message headers for binary mode.
+    // Only NATS, Kafka and MQTT 5 carry the attributes apart from the body.
     const headers = BINARY.includes(kind.value);
     modeLabel.hidden = !headers;
     if (!headers) mode.value = "structured";
