@@ -49,6 +49,7 @@ async fn about(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Jso
         ("tpm-sim", cfg!(feature = "tpm-sim")),
         ("nats", cfg!(feature = "nats")),
         ("mqtt", cfg!(feature = "mqtt")),
+        ("mqtt5", cfg!(feature = "mqtt5")),
         ("webhook", cfg!(feature = "webhook")),
         ("oidc", cfg!(feature = "oidc")),
         ("redis", cfg!(feature = "redis")),

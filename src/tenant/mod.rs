@@ -49,7 +49,7 @@ pub use service::{AdminAuth, AdminBootstrap, Tenancy};
 pub use sessions::{session_of, SessionInfo, SignIn, SESSION_TTL_MS};
 pub use sinks::{
     parse_mqtt_url, split_password, with_password, ContentMode, MqttAddr, NewSink, SinkDef,
-    SinkPatch, SinkSecrets, SinkSpec, SinkStart, SINK_TYPES,
+    SinkPatch, SinkSecrets, SinkSpec, SinkStart, MQTT5_NOT_BUILT, SINK_TYPES,
 };
 pub use sources::{redact_endpoint, NewSource, SourceDef, SourceSecrets};
 pub use tokens::{IssuedToken, NewApiToken, TokenInfo};

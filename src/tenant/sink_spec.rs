@@ -60,6 +60,10 @@ pub enum SinkSpec {
     },
 }
 
+/// Why an MQTT sink cannot take binary mode in a build without MQTT 5.
+pub const MQTT5_NOT_BUILT: &str = "binary mode on MQTT needs MQTT 5, which is not built into \
+    this binary (cargo feature mqtt5); use structured, or a build with it";
+
 /// How a sink carries each CloudEvent (CloudEvents protocol bindings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ContentMode {
@@ -104,8 +108,11 @@ impl ContentMode {
     }
 
     /// Refuses binary mode for a sink whose protocol has no message headers to carry it.
-    pub(super) fn check(self, spec: &SinkSpec) -> Result<(), TenantError> {
+    pub(crate) fn check(self, spec: &SinkSpec) -> Result<(), TenantError> {
         match (self, spec) {
+            (Self::Binary, SinkSpec::Mqtt { .. }) if !cfg!(feature = "mqtt5") => {
+                Err(TenantError::invalid("content_mode", MQTT5_NOT_BUILT))
+            }
             (Self::Structured, _)
             | (
                 Self::Binary,

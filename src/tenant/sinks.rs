@@ -9,7 +9,8 @@ pub(crate) use super::sink_codec::decode_spec;
 pub use super::sink_codec::SinkSecrets;
 use super::sink_spec::validate_filter;
 pub use super::sink_spec::{
-    parse_mqtt_url, split_password, with_password, ContentMode, MqttAddr, SinkSpec, SINK_TYPES,
+    parse_mqtt_url, split_password, with_password, ContentMode, MqttAddr, SinkSpec,
+    MQTT5_NOT_BUILT, SINK_TYPES,
 };
 use super::{now_ms, Actor, OrgScope, TenantError};
 use crate::keys::{random_secret32, RecordIdentity};

@@ -6,6 +6,8 @@ mod file;
 pub mod kafka;
 #[cfg(feature = "mqtt")]
 mod mqtt;
+#[cfg(feature = "mqtt5")]
+mod mqtt5;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "nats")]
@@ -263,6 +265,12 @@ pub fn build(
             )?))
         }
         #[cfg(feature = "mqtt")]
+        SinkSpec::Mqtt { .. }
+            if def.content_mode == ContentMode::Binary && !cfg!(feature = "mqtt5") =>
+        {
+            Err(crate::tenant::MQTT5_NOT_BUILT.to_owned())
+        }
+        #[cfg(feature = "mqtt")]
         SinkSpec::Mqtt {
             url,
             topic_prefix,
@@ -360,6 +368,45 @@ mod tests {
             let refusal = build(&def, &ctx, None).err().unwrap_or_default();
             let named = refusal.contains(&format!("(cargo feature {})", def.spec.kind()));
             assert_eq!(named, !built, "{}: {refusal}", def.spec.type_name());
+        }
+    }
+
+    #[test]
+    fn binary_mode_goes_where_the_protocol_carries_attributes_and_mqtt_needs_mqtt5() {
+        let mqtt = SinkSpec::Mqtt {
+            url: "mqtt://192.0.2.1:1883".into(),
+            topic_prefix: "p".into(),
+            tls_ca_pem: None,
+        };
+        let redis = SinkSpec::RedisStreams {
+            url: "redis://192.0.2.1:6379".into(),
+            stream: "s".into(),
+            maxlen: None,
+            tls_ca_pem: None,
+        };
+        let refusal = |spec: &SinkSpec| {
+            ContentMode::Binary
+                .check(spec)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(refusal(&redis).contains("RedisStreams sink delivers structured"));
+        assert!(ContentMode::Structured.check(&redis).is_ok());
+        assert_eq!(
+            refusal(&mqtt).contains("(cargo feature mqtt5)"),
+            !cfg!(feature = "mqtt5"),
+            "{}",
+            refusal(&mqtt)
+        );
+        // A stored binary MQTT sink in a build without MQTT 5 does not start, and says why.
+        let mut d = def(mqtt);
+        d.content_mode = ContentMode::Binary;
+        let started = build(&d, &ctx(), None).err().unwrap_or_default();
+        if cfg!(feature = "mqtt") && !cfg!(feature = "mqtt5") {
+            assert!(started.contains("(cargo feature mqtt5)"), "{started}");
+        } else if cfg!(feature = "mqtt5") {
+            assert_eq!(started, "");
         }
     }
 

@@ -12,7 +12,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason, PublishProperties};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 
 use super::nats::token;
@@ -22,13 +21,11 @@ use crate::tenant::parse_mqtt_url as parse_url;
 /// Longest wait for a batch's acknowledgements.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queue between client and event loop; more than a dispatcher batch, so `try_publish` never fails for room.
-const REQUEST_CAP: usize = 512;
-/// How long an MQTT 5 broker keeps the sink's session after a disconnect (MQTT 3.1.1's
-/// persistent session has no end).
-const SESSION_EXPIRY_SECS: u32 = 86_400;
+pub(super) const REQUEST_CAP: usize = 512;
 
 enum Conn {
     V3(AsyncClient, Box<EventLoop>),
+    #[cfg(feature = "mqtt5")]
     V5(rumqttc::v5::AsyncClient, Box<rumqttc::v5::EventLoop>),
 }
 
@@ -39,7 +36,8 @@ pub struct MqttSink {
     prefix: String,
     org: String,
     egress: crate::egress::Egress,
-    /// Binary content mode, over MQTT 5.
+    /// Binary content mode, over MQTT 5 (a build without it refuses the sink before here).
+    #[cfg_attr(not(feature = "mqtt5"), allow(dead_code))]
     binary: bool,
     conn: Option<Conn>,
 }
@@ -128,21 +126,10 @@ impl MqttSink {
             .map(|cfg| rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(cfg)));
         let inflight = u16::try_from(REQUEST_CAP).unwrap_or(u16::MAX);
         let max_packet = 1024 * 1024 + 4096;
+        #[cfg(feature = "mqtt5")]
         if self.binary {
-            let mut o = rumqttc::v5::MqttOptions::new(id, host, port);
-            // The broker keeps its side of QoS 1 across reconnects, as 3.1.1's session does.
-            o.set_clean_start(false);
-            o.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
-            o.set_keep_alive(Duration::from_secs(30));
-            o.set_outgoing_inflight_upper_limit(inflight);
-            o.set_max_packet_size(Some(max_packet as u32));
-            if let Some((u, p)) = creds {
-                o.set_credentials(u, p);
-            }
-            if let Some(t) = transport {
-                o.set_transport(t);
-            }
-            let (c, e) = rumqttc::v5::AsyncClient::new(o, REQUEST_CAP);
+            let (c, e) =
+                super::mqtt5::connect(id, host, port, creds, transport, inflight, max_packet);
             return Conn::V5(c, Box::new(e));
         }
         let mut o = MqttOptions::new(id, host, port);
@@ -163,8 +150,6 @@ impl MqttSink {
 
     async fn publish(&mut self, batch: &[Delivery]) -> Result<(), SinkError> {
         let topics: Vec<String> = batch.iter().map(|d| self.topic(d)).collect();
-        let queued =
-            |e: &dyn std::fmt::Display| SinkError::Transient(format!("queueing a publish: {e}"));
         let mut acks = Acks::new(batch.len());
         let wait = async {
             match self.connection().await? {
@@ -183,35 +168,9 @@ impl MqttSink {
                         }
                     }
                 }
+                #[cfg(feature = "mqtt5")]
                 Conn::V5(client, events) => {
-                    for (d, topic) in batch.iter().zip(topics) {
-                        client
-                            .try_publish_with_properties(
-                                topic,
-                                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                                false,
-                                d.body.clone(),
-                                properties(d),
-                            )
-                            .map_err(|e| queued(&e))?;
-                    }
-                    while !acks.done() {
-                        match events.poll().await {
-                            Ok(rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid))) => {
-                                acks.sent(pkid)
-                            }
-                            Ok(rumqttc::v5::Event::Incoming(Packet5::PubAck(a))) => {
-                                match a.reason {
-                                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
-                                        acks.acked(a.pkid)
-                                    }
-                                    refusal => acks.refused(a.pkid, &format!("{refusal:?}"))?,
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => return Err(connection_lost(&e)),
-                        }
-                    }
+                    super::mqtt5::publish(client, events, batch, topics, &mut acks).await?
                 }
             }
             Ok(())
@@ -229,28 +188,17 @@ impl MqttSink {
     }
 }
 
-fn connection_lost(e: &dyn std::fmt::Display) -> SinkError {
+pub(super) fn connection_lost(e: &dyn std::fmt::Display) -> SinkError {
     SinkError::Transient(format!("MQTT connection: {e}"))
 }
 
-/// The MQTT 5 properties of a binary-mode message: `datacontenttype` as the content type, the
-/// other attributes as user properties named as the attributes.
-fn properties(d: &Delivery) -> PublishProperties {
-    let mut p = PublishProperties::default();
-    for (name, value) in d.attributes.iter().flatten() {
-        if *name == "datacontenttype" {
-            p.content_type = Some(value.to_string());
-        } else {
-            p.user_properties
-                .push(((*name).to_owned(), value.to_string()));
-        }
-    }
-    p
+pub(super) fn queued(e: &dyn std::fmt::Display) -> SinkError {
+    SinkError::Transient(format!("queueing a publish: {e}"))
 }
 
 /// The batch's acknowledgements: packet ids in the order the messages left, so a refusal
 /// names its message.
-struct Acks {
+pub(super) struct Acks {
     want: usize,
     order: Vec<u16>,
     pending: HashSet<u16>,
@@ -267,16 +215,16 @@ impl Acks {
         }
     }
 
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         self.acked >= self.want
     }
 
-    fn sent(&mut self, pkid: u16) {
+    pub(super) fn sent(&mut self, pkid: u16) {
         self.order.push(pkid);
         self.pending.insert(pkid);
     }
 
-    fn acked(&mut self, pkid: u16) {
+    pub(super) fn acked(&mut self, pkid: u16) {
         if self.pending.remove(&pkid) {
             self.acked += 1;
         }
@@ -284,7 +232,8 @@ impl Acks {
 
     /// The broker refused one message for good: the batch stops there, once every message
     /// before it is acknowledged (a broker acknowledges in order; anything else is retried).
-    fn refused(&self, pkid: u16, reason: &str) -> Result<(), SinkError> {
+    #[cfg_attr(not(feature = "mqtt5"), allow(dead_code))]
+    pub(super) fn refused(&self, pkid: u16, reason: &str) -> Result<(), SinkError> {
         let Some(index) = self.order.iter().position(|p| *p == pkid) else {
             return Ok(());
         };

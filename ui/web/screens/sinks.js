@@ -70,7 +70,7 @@ export async function sinks(orgId) {
     out,
     box,
     detail,
-    can("manage") ? createForm(orgId, about.sink_types || Object.keys(TYPES), formations, draw, fail) : null,
+    can("manage") ? createForm(orgId, about.sink_types || Object.keys(TYPES), formations, draw, fail, (about.features || []).includes("mqtt5")) : null,
   );
   await draw();
   every(3000, draw, fail);
@@ -250,7 +250,7 @@ function field([name, label, kind, extra, required]) {
   return h("label", { for: fid, class: kind === "bool" ? "check" : null }, label, input);
 }
 
-function createForm(orgId, types, formations, redraw, fail) {
+function createForm(orgId, types, formations, redraw, fail, mqtt5) {
   const offered = types.filter((t) => TYPES[t]);
   const kind = h("select", { id: "sink-kind" }, offered.map((t) => h("option", { value: t }, t)));
   const fields = h("div", { class: "row" });
@@ -263,8 +263,8 @@ function createForm(orgId, types, formations, redraw, fail) {
   const modeLabel = h("label", { for: "sink-mode" }, "CloudEvents mode", mode);
   const fill = () => {
     fields.replaceChildren(...TYPES[kind.value].map(field));
-    // Only NATS, Kafka and MQTT 5 carry the attributes apart from the body.
-    const headers = BINARY.includes(kind.value);
+    // Only NATS, Kafka and MQTT 5 (a build with it) carry the attributes apart from the body.
+    const headers = BINARY.includes(kind.value) && (kind.value !== "Mqtt" || mqtt5);
     modeLabel.hidden = !headers;
     if (!headers) mode.value = "structured";
   };
