@@ -658,6 +658,47 @@ mod tests {
     }
 
     #[test]
+    fn a_long_run_of_deletes_removes_exactly_its_keys_and_keeps_those_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb"), &StoreOptions::default(), None).unwrap();
+        let key = |i: u32| i.to_be_bytes().to_vec();
+        rt().block_on(async {
+            s.write(move |t| -> Result<(), StoreError> {
+                for i in 0..400 {
+                    t.put_raw(Table::Formations, key(i), vec![1]);
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+            // Every third key from 10 to 300 (and one that never existed) goes; 7 is rewritten
+            // and 301 written, either side of the run; everything else stays.
+            s.write(move |t| -> Result<(), StoreError> {
+                for i in (10..=300).step_by(3) {
+                    t.delete(Table::Formations, key(i));
+                }
+                t.delete(Table::Formations, key(1000));
+                t.put_raw(Table::Formations, key(7), vec![2]);
+                t.put_raw(Table::Formations, key(301), vec![2]);
+                Ok(())
+            })
+            .await
+            .unwrap();
+            let left = s
+                .read(|r| r.scan(Table::Formations, b"", None, 1000))
+                .await
+                .unwrap();
+            let want: Vec<(Vec<u8>, Vec<u8>)> = (0..400)
+                .filter(|i| !(10..=300).contains(i) || (i - 10) % 3 != 0)
+                .map(|i| (key(i), vec![if i == 7 || i == 301 { 2 } else { 1 }]))
+                .collect();
+            assert_eq!(left.len(), 400 - 97);
+            assert_eq!(left, want);
+            s.shutdown().await;
+        });
+    }
+
+    #[test]
     fn scans_respect_prefix_cursor_and_limit_in_both_directions() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.redb"), &StoreOptions::default(), None).unwrap();

@@ -314,19 +314,52 @@ impl<'a> Txn<'a> {
             let mut writes: Vec<_> = values.into_iter().collect();
             writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let mut t = self.open(table)?;
-            for (k, w) in writes {
-                match w {
-                    Some(v) => {
-                        t.insert(k.as_slice(), v.as_slice()).op("insert")?;
-                    }
-                    None => {
-                        t.remove(k.as_slice()).op("remove")?;
-                    }
+            let mut rest = writes.as_slice();
+            while let Some(((k, w), tail)) = rest.split_first() {
+                if let Some(v) = w {
+                    t.insert(k.as_slice(), v.as_slice()).op("insert")?;
+                    rest = tail;
+                    continue;
                 }
+                let run = rest.iter().take_while(|(_, w)| w.is_none()).count();
+                let (deletes, tail) = rest.split_at(run);
+                remove_run(&mut t, deletes)?;
+                rest = tail;
             }
         }
         Ok(())
     }
+}
+
+/// Deletes at least this many keys in a row in one pass over their range (a trim deletes
+/// thousands): redb's cursor removes them leaf by leaf, where a `remove` per key walks down
+/// from the root and copies each old value out.
+const RUN_SCAN: usize = 16;
+
+/// Removes the sorted `deletes` (no write of another key lies between the first and the last).
+fn remove_run(
+    t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    deletes: &[(Vec<u8>, Pending)],
+) -> Result<(), StoreError> {
+    let (Some((first, _)), Some((last, _))) = (deletes.first(), deletes.last()) else {
+        return Ok(());
+    };
+    if deletes.len() < RUN_SCAN {
+        for (k, _) in deletes {
+            t.remove(k.as_slice()).op("remove")?;
+        }
+        return Ok(());
+    }
+    // The range may hold keys this operation keeps (another org's events between its own):
+    // the predicate sees keys in order and drops exactly the deleted ones.
+    let mut next = 0;
+    t.retain_in(first.as_slice()..=last.as_slice(), |k, _| {
+        while deletes.get(next).is_some_and(|(d, _)| d.as_slice() < k) {
+            next += 1;
+        }
+        deletes.get(next).is_none_or(|(d, _)| d.as_slice() != k)
+    })
+    .op("remove")
 }
 
 impl Reader for Txn<'_> {
