@@ -8,7 +8,8 @@
 //!   cargo build --release && cargo run --release --example bench_drain -- [events] [partition_s]
 //!
 //! Defaults: 200000 events of 256 B, a 30 s partition. `NATS_SERVER` picks the nats-server
-//! (default: the 2.15 one `scripts/setup` installs into the project's venv).
+//! (default: the 2.15 one `scripts/setup` installs into the project's venv);
+//! `CONTENT_MODE=binary` drains in CloudEvents binary mode (default: structured).
 
 mod common;
 
@@ -134,7 +135,8 @@ async fn gateway(bin: &str, n: usize, partition: Duration) -> Drain {
     let http = reqwest::Client::new();
     bench_org(&http, &g).await;
     setup(&http, &g, Method::POST, "/orgs/bench/sinks",
-        json!({"sink_type": {"Nats": {"subject_prefix": "peat", "url": format!("nats://127.0.0.1:{port}")}}})).await;
+        json!({"sink_type": {"Nats": {"subject_prefix": "peat", "url": format!("nats://127.0.0.1:{port}")}},
+            "content_mode": content_mode()})).await;
     let stream = "peat-bench-peat";
     let changes = format!("{}/orgs/bench/formations/mesh/changes", g.base);
     let filler = "x".repeat(PAYLOAD - 60);
@@ -286,6 +288,10 @@ async fn leaf(bin: &str, n: usize, partition: Duration) -> Drain {
     d
 }
 
+fn content_mode() -> String {
+    std::env::var("CONTENT_MODE").unwrap_or_else(|_| "structured".into())
+}
+
 fn main() {
     let args = numeric_args();
     let n = args.first().copied().unwrap_or(200_000).max(1);
@@ -298,7 +304,7 @@ fn main() {
     );
     runtime().block_on(async {
         let g = gateway(&bin, n, partition).await;
-        g.print("peat-gateway → NATS");
+        g.print(&format!("peat-gateway → NATS ({})", content_mode()));
         let l = leaf(&bin, n, partition).await;
         l.print("NATS leaf → hub source");
         println!(

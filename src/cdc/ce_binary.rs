@@ -66,18 +66,7 @@ mod tests {
     use crate::store::EventRecord;
 
     fn record(op: u8, data: Option<&str>, encrypted: bool) -> EventRecord {
-        EventRecord {
-            org_id: "acme".into(),
-            app_id: "mesh".into(),
-            collection: "tracks.v2".into(),
-            doc_id: "t 1\r\nx".into(),
-            op,
-            data: data.map(|d| d.as_bytes().to_vec()),
-            encrypted,
-            content_hash: [0xa7; 32],
-            observed_ms: 1_733_356_800_123,
-            org_uid: [1; 16],
-        }
+        crate::cdc::ce_json::tests::record("t 1\r\nx", data, encrypted, op)
     }
 
     #[test]

@@ -146,10 +146,16 @@ pub fn cloud_event_bytes(gateway_id: &str, lsn: u64, e: &EventRecord) -> Vec<u8>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn record(doc_id: &str, data: Option<&str>, encrypted: bool, op: u8) -> EventRecord {
+    /// An event of org `acme` with the given id, data and op.
+    pub(in crate::cdc) fn record(
+        doc_id: &str,
+        data: Option<&str>,
+        encrypted: bool,
+        op: u8,
+    ) -> EventRecord {
         EventRecord {
             org_id: "acme".into(),
             app_id: "mesh".into(),
