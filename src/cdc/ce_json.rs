@@ -9,7 +9,7 @@ use crate::store::EventRecord;
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A JSON string as serde_json escapes it: `"`, `\` and control characters only.
-fn string(out: &mut Vec<u8>, s: &[u8]) {
+pub(super) fn string(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
     let mut start = 0;
     for (i, &b) in s.iter().enumerate() {

@@ -107,13 +107,8 @@ fn headers(d: &Delivery) -> BTreeMap<String, Vec<u8>> {
             );
         }
         Some(attrs) => {
-            for (name, value) in attrs {
-                let name = if *name == "datacontenttype" {
-                    "content-type".to_owned()
-                } else {
-                    format!("ce_{name}")
-                };
-                h.insert(name, value.as_bytes().to_vec());
+            for (attr, value) in attrs {
+                h.insert(attr.kafka.to_owned(), value.as_bytes().to_vec());
             }
         }
     }
@@ -291,7 +286,7 @@ impl KafkaSink {
                 i,
                 Record {
                     key: Some(key),
-                    value: Some(d.body.clone()),
+                    value: Some(d.body.to_vec()),
                     headers,
                     timestamp: now,
                 },

@@ -23,9 +23,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use super::ce_binary::{split, Attributes};
+use super::ce_binary::{binary, split, Attributes};
 use super::ce_json::cloud_event_bytes;
-use super::event::{cloud_event, event_id, CloudEvent};
+use super::event::{event_id, CloudEvent};
 use crate::store::EventRecord;
 use crate::tenant::{ContentMode, SinkDef, SinkSpec};
 
@@ -37,7 +37,8 @@ pub struct Delivery {
     pub id: String,
     pub event: EventRecord,
     /// What the message carries: the structured CloudEvent, or in binary mode the data alone.
-    pub body: Vec<u8>,
+    /// Shared: a publish (and a retry) hands the client the same buffer.
+    pub body: bytes::Bytes,
     /// Binary mode: the event's other attributes, for the message headers.
     pub attributes: Option<Attributes>,
 }
@@ -48,7 +49,7 @@ impl Delivery {
         let (body, attributes) = match mode {
             ContentMode::Structured => (cloud_event_bytes(gateway_id, lsn, &event), None),
             ContentMode::Binary => {
-                let (attrs, data) = split(cloud_event(gateway_id, lsn, &event));
+                let (attrs, data) = binary(gateway_id, lsn, &event);
                 (data, Some(attrs))
             }
         };
@@ -56,7 +57,7 @@ impl Delivery {
             lsn,
             id: event_id(gateway_id, lsn),
             event,
-            body,
+            body: body.into(),
             attributes,
         }
     }
@@ -75,7 +76,7 @@ impl Delivery {
             lsn,
             id,
             event,
-            body,
+            body: body.into(),
             attributes,
         }
     }

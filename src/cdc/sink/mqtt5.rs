@@ -77,12 +77,12 @@ pub(super) async fn publish(
 /// the attributes.
 fn properties(d: &Delivery) -> PublishProperties {
     let mut p = PublishProperties::default();
-    for (name, value) in d.attributes.iter().flatten() {
-        if *name == "datacontenttype" {
+    for (attr, value) in d.attributes.iter().flatten() {
+        if attr.name == "datacontenttype" {
             p.content_type = Some(value.to_string());
         } else {
             p.user_properties
-                .push(((*name).to_owned(), value.to_string()));
+                .push((attr.name.to_owned(), value.to_string()));
         }
     }
     p

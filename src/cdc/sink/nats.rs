@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use async_nats::header::HeaderName;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_nats::HeaderMap;
 
@@ -236,7 +237,7 @@ impl NatsSink {
         let mut acks = Vec::with_capacity(batch.len());
         for (i, d) in batch.iter().enumerate() {
             let ack = js
-                .publish_with_headers(self.subject(d), headers(d), d.body.clone().into())
+                .publish_with_headers(self.subject(d), headers(d), d.body.clone())
                 .await
                 .map_err(|e| classify(i, e.kind(), &e.to_string()))?;
             acks.push(ack);
@@ -255,24 +256,25 @@ impl NatsSink {
 
 /// The message headers: the dedupe id, then the content type of the mode (structured), or
 /// the event's attributes as `ce-` headers with `datacontenttype` as the content type (binary).
+/// Names are static (no allocation per message).
 fn headers(d: &Delivery) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert("Nats-Msg-Id", d.id.as_str());
+    h.insert(async_nats::header::NATS_MESSAGE_ID, d.id.as_str());
     match &d.attributes {
-        None => h.insert("Content-Type", "application/cloudevents+json"),
+        None => h.insert(CONTENT_TYPE, "application/cloudevents+json"),
         Some(attrs) => {
-            for (name, value) in attrs {
-                let value = percent_encoded(value);
-                if *name == "datacontenttype" {
-                    h.insert("Content-Type", value.as_ref());
-                } else {
-                    h.insert(format!("ce-{name}").as_str(), value.as_ref());
-                }
+            for (attr, value) in attrs {
+                h.insert(
+                    HeaderName::from_static(attr.nats),
+                    percent_encoded(value).into_owned(),
+                );
             }
         }
     }
     h
 }
+
+const CONTENT_TYPE: HeaderName = HeaderName::from_static("Content-Type");
 
 fn classify(index: usize, kind: PublishErrorKind, text: &str) -> SinkError {
     match kind {
