@@ -16,6 +16,8 @@ pub mod nats_auth;
 pub mod redis;
 #[cfg(feature = "redis")]
 pub mod resp;
+#[cfg(any(feature = "nats", feature = "mqtt"))]
+pub mod token;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 

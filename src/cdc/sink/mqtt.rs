@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 
-use super::nats::token;
+use super::token::token;
 use super::{DeliverFuture, Delivery, Sink, SinkError};
 use crate::tenant::parse_mqtt_url as parse_url;
 

@@ -11,6 +11,7 @@ use async_nats::header::HeaderName;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_nats::HeaderMap;
 
+use super::token::token;
 use super::{DeliverFuture, Delivery, Sink, SinkError};
 use crate::cdc::ce_binary::percent_encoded;
 
@@ -54,36 +55,6 @@ pub struct NatsSink {
     stream: String,
     js: Option<jetstream::Context>,
     stream_checked: bool,
-}
-
-/// Encodes one subject token reversibly.
-pub fn token(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(char::from(b));
-        } else {
-            out.push('~');
-            out.push_str(&format!("{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Reverses [`token`]; `None` for text [`token`] cannot produce.
-pub fn untoken(t: &str) -> Option<String> {
-    let mut bytes = Vec::with_capacity(t.len());
-    let mut it = t.bytes();
-    while let Some(b) = it.next() {
-        if b == b'~' {
-            let hi = char::from(it.next()?).to_digit(16)?;
-            let lo = char::from(it.next()?).to_digit(16)?;
-            bytes.push((hi * 16 + lo) as u8);
-        } else {
-            bytes.push(b);
-        }
-    }
-    String::from_utf8(bytes).ok()
 }
 
 impl NatsSink {
@@ -351,29 +322,6 @@ fn connect_options(url: &str) -> (async_nats::ConnectOptions, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_are_reversible_and_subject_safe() {
-        for s in [
-            "t-1",
-            "a.b",
-            "x*y>z",
-            "with space",
-            "ü",
-            "~7E",
-            "deployments/n1:pkg",
-        ] {
-            let t = token(s);
-            assert!(
-                t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_-~".contains(&b)),
-                "{t}"
-            );
-            assert_eq!(untoken(&t).as_deref(), Some(s));
-        }
-        assert_eq!(token("a.b"), "a~2Eb");
-        assert_eq!(untoken("~Z1"), None);
-    }
 
     #[test]
     fn stream_subject_coverage() {
