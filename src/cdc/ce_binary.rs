@@ -144,7 +144,7 @@ mod tests {
     use crate::cdc::event::cloud_event;
 
     fn record(op: u8, data: Option<&str>, encrypted: bool) -> EventRecord {
-        crate::cdc::ce_json::tests::record("t 1\r\nx", data, encrypted, op)
+        crate::cdc::ce_json::test_record("t 1\r\nx", data, encrypted, op)
     }
 
     #[test]

@@ -145,41 +145,42 @@ pub fn cloud_event_bytes(gateway_id: &str, lsn: u64, e: &EventRecord) -> Vec<u8>
     out
 }
 
+/// An event of org `acme` with the given id, data and op.
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-
-    /// An event of org `acme` with the given id, data and op.
-    pub(in crate::cdc) fn record(
-        doc_id: &str,
-        data: Option<&str>,
-        encrypted: bool,
-        op: u8,
-    ) -> EventRecord {
-        EventRecord {
-            org_id: "acme".into(),
-            app_id: "mesh".into(),
-            collection: "tracks.v2".into(),
-            doc_id: doc_id.into(),
-            op,
-            data: data.map(|d| d.as_bytes().to_vec()),
-            encrypted,
-            content_hash: [0xa7; 32],
-            observed_ms: 1_733_356_800_123,
-            org_uid: [1; 16],
-        }
+pub(super) fn test_record(
+    doc_id: &str,
+    data: Option<&str>,
+    encrypted: bool,
+    op: u8,
+) -> EventRecord {
+    EventRecord {
+        org_id: "acme".into(),
+        app_id: "mesh".into(),
+        collection: "tracks.v2".into(),
+        doc_id: doc_id.into(),
+        op,
+        data: data.map(|d| d.as_bytes().to_vec()),
+        encrypted,
+        content_hash: [0xa7; 32],
+        observed_ms: 1_733_356_800_123,
+        org_uid: [1; 16],
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn the_bytes_are_serde_jsons_for_every_kind_of_event() {
         let odd = "q\"uo\\te \n\r\t\u{8}\u{c}\u{1}\u{1f} ü 🚀 \u{7f} </script>";
         let cases = [
-            record("t-1", Some(r#"{"a":1,"b":[1.50,"x"]}"#), false, 1),
-            record(odd, Some(r#"{"s":"\n\u0001é"}"#), false, 1),
-            record("gone", None, false, 2),
-            record("gone-with-data", Some(r#"{"a":1}"#), false, 2),
-            record("sealed", Some("ENC:v1:AAAA\"b"), true, 1),
-            record("", Some("{}"), false, 1),
+            test_record("t-1", Some(r#"{"a":1,"b":[1.50,"x"]}"#), false, 1),
+            test_record(odd, Some(r#"{"s":"\n\u0001é"}"#), false, 1),
+            test_record("gone", None, false, 2),
+            test_record("gone-with-data", Some(r#"{"a":1}"#), false, 2),
+            test_record("sealed", Some("ENC:v1:AAAA\"b"), true, 1),
+            test_record("", Some("{}"), false, 1),
         ];
         for (i, e) in cases.iter().enumerate() {
             for lsn in [0, 7, u64::MAX] {
@@ -193,7 +194,7 @@ pub(super) mod tests {
                 );
             }
         }
-        let mut early = record("t", Some("{}"), false, 1);
+        let mut early = test_record("t", Some("{}"), false, 1);
         early.observed_ms = 0;
         assert_eq!(
             cloud_event_bytes("g", 1, &early),
