@@ -12,8 +12,15 @@ pub trait Record: Serialize + DeserializeOwned {
 
     fn encode(&self) -> Result<Vec<u8>, StoreError> {
         // `to_extend` appends byte strings whole (`to_io` wrote them a byte at a time).
-        postcard::to_extend(self, vec![Self::VERSION])
-            .map_err(|_| StoreError::Encode { kind: Self::KIND })
+        let mut out = Vec::with_capacity(self.size_hint());
+        out.push(Self::VERSION);
+        postcard::to_extend(self, out).map_err(|_| StoreError::Encode { kind: Self::KIND })
+    }
+
+    /// About the encoded size, so encoding allocates once (a record growing byte by byte
+    /// reallocates at every doubling).
+    fn size_hint(&self) -> usize {
+        64
     }
 
     /// Decodes the current version; a record with older versions overrides this and reads

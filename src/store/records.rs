@@ -485,6 +485,11 @@ impl Record for EventRecord {
     const KIND: &'static str = "event";
     const VERSION: u8 = 2;
 
+    fn size_hint(&self) -> usize {
+        let text = self.org_id.len() + self.app_id.len() + self.collection.len();
+        80 + text + self.doc_id.len() + self.data.as_ref().map_or(0, Vec::len)
+    }
+
     fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         match bytes.first() {
             Some(1) => decode_body::<EventRecordV1>(Self::KIND, &bytes[1..]).map(Into::into),

@@ -45,21 +45,47 @@ fn doc_count(t: &Txn<'_>, formation_uid: &[u8; 16]) -> Result<u64, CdcError> {
     Ok(n)
 }
 
-/// A change with its document key, canonical bytes and content hash, computed before the
-/// write transaction so the writer thread only reads, compares and inserts.
+/// A change made ready before the write transaction, on the caller's thread: its document
+/// key, its content hash and its event record already encoded, so the writer thread only
+/// reads, compares and inserts (for a change that turns out to be no change, the encoding is
+/// wasted off the writer's critical path).
 pub(super) struct Prepared {
-    change: Change,
     key: Vec<u8>,
-    canon: Option<(Vec<u8>, [u8; 32])>,
+    /// `None` for a delete.
+    hash: Option<[u8; 32]>,
+    event: Vec<u8>,
 }
 
-pub(super) fn prepare(formation_uid: &[u8; 16], changes: Vec<Change>) -> Vec<Prepared> {
+pub(super) fn prepare(
+    src: &FormationRef,
+    changes: Vec<Change>,
+    now: u64,
+) -> Result<Vec<Prepared>, CdcError> {
     changes
         .into_iter()
-        .map(|change| Prepared {
-            key: doc_key(formation_uid, &change.collection, &change.doc_id),
-            canon: canonical(&change.state),
-            change,
+        .map(|c| {
+            let key = doc_key(&src.formation_uid, &c.collection, &c.doc_id);
+            let (op, data, hash) = match canonical(&c.state) {
+                Some((bytes, h)) => (Op::Upsert, Some(bytes), Some(h)),
+                None => (Op::Delete, None, None),
+            };
+            let rec = EventRecord {
+                org_id: src.org_id.clone(),
+                app_id: src.app_id.clone(),
+                encrypted: matches!(c.state, DocState::Encrypted(_)),
+                collection: c.collection,
+                doc_id: c.doc_id,
+                op: op.to_byte(),
+                data,
+                content_hash: hash.unwrap_or([0; 32]),
+                observed_ms: now,
+                org_uid: src.org_uid,
+            };
+            Ok(Prepared {
+                key,
+                hash,
+                event: rec.encode()?,
+            })
         })
         .collect()
 }
@@ -70,7 +96,6 @@ pub(super) fn append_in(
     changes: Vec<Prepared>,
     cfg: OutboxConfig,
     share: u64,
-    now: u64,
 ) -> Result<Done, CdcError> {
     let org = src.org_uid;
     let mut next = read_u64(t, NEXT_LSN)?.max(1);
@@ -86,16 +111,15 @@ pub(super) fn append_in(
     let stored = t.get_many_raw(Table::Docs, &keys)?;
     for (p, stored) in changes.into_iter().zip(stored) {
         let Prepared {
-            change: c,
             key,
-            canon,
+            hash: new_hash,
+            event: bytes,
         } = p;
         let raw = match t.buffered(Table::Docs, &key) {
             Some(own) => own.clone(),
             None => stored,
         };
         let prev: Option<DocRecord> = raw.map(|raw| DocRecord::decode(&raw)).transpose()?;
-        let new_hash = canon.as_ref().map(|(_, h)| *h);
         // A delete of a document never captured announces nothing: there is no state to end.
         let unchanged = match &prev {
             Some(p) => p.content_hash == new_hash,
@@ -118,23 +142,6 @@ pub(super) fn append_in(
             (true, false) => live = live.saturating_sub(1),
             _ => {}
         }
-        let (op, data, hash) = match canon {
-            Some((bytes, h)) => (Op::Upsert, Some(bytes), h),
-            None => (Op::Delete, None, [0; 32]),
-        };
-        let rec = EventRecord {
-            org_id: src.org_id.clone(),
-            app_id: src.app_id.clone(),
-            collection: c.collection,
-            doc_id: c.doc_id,
-            op: op.to_byte(),
-            data,
-            encrypted: matches!(c.state, DocState::Encrypted(_)),
-            content_hash: hash,
-            observed_ms: now,
-            org_uid: org,
-        };
-        let bytes = rec.encode()?;
         let size = bytes.len() as u64 + EVENT_OVERHEAD;
         added += size;
         fill.seq += 1;

@@ -391,10 +391,10 @@ impl Outbox {
         let now = now_ms();
         let share = self.org_share();
         let org_uid = src.org_uid;
-        let prepared = prepare(&src.formation_uid, changes);
+        let prepared = prepare(&src, changes, now)?;
         let done = self
             .store
-            .write(move |t| append_in(t, &src, prepared, cfg, share, now))
+            .write(move |t| append_in(t, &src, prepared, cfg, share))
             .await?;
         lock(&self.fills).insert(org_uid, done.fill);
         let (outcomes, added, dropped, last) = (done.outcomes, done.added, done.dropped, done.last);
