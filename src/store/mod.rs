@@ -15,19 +15,23 @@
 mod codec;
 mod db;
 mod error;
+mod migrate;
+mod outbox_records;
 mod records;
 mod tables;
 mod txn;
 mod writer;
 
 pub use codec::Record;
-pub use db::{CommitStats, Schema, Store, StoreOptions, OUTBOX, SCHEMA_VERSION, STATE};
+pub use db::{CommitStats, Store, StoreOptions};
 pub use error::StoreError;
+pub use migrate::{Schema, OUTBOX, SCHEMA_VERSION, STATE};
+pub use outbox_records::{DeadLetterRecord, DocRecord, EventRecord};
 pub use records::{
     AdminTokenRecord, ApiTokenRecord, AuditHeadRecord, AuditRecord, BootTokenRecord, CertRecord,
-    DeadLetterRecord, DocRecord, EgressRecord, EnrollSettingsRecord, EventRecord, FormationRecord,
-    IdentitySettingsRecord, IdpKeysRecord, IdpRecord, OrgNetworkRecord, OrgRecord, PendingRecord,
-    QuotasRecord, RevocationRecord, RuleRecord, SinkRecord, SourceGrantRecord, SourceRecord,
+    EgressRecord, EnrollSettingsRecord, FormationRecord, IdentitySettingsRecord, IdpKeysRecord,
+    IdpRecord, OrgNetworkRecord, OrgRecord, PendingRecord, QuotasRecord, RevocationRecord,
+    RuleRecord, SinkRecord, SourceGrantRecord, SourceRecord,
 };
 pub use tables::{keys, Table};
 pub use txn::{ReadView, Reader, Txn};
