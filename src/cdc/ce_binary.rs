@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use super::event::{event_id, rfc3339_ms, CloudEvent, Op};
+use super::event::{event_id, rfc3339_ms, Op};
 use crate::store::EventRecord;
 
 /// An attribute's name, and its header in the NATS (`ce-…`) and Kafka (`ce_…`) bindings,
@@ -46,9 +46,9 @@ const PEATENCRYPTED: Attr = attr!("peatencrypted");
 /// (attribute, value) in the order of the structured form.
 pub type Attributes = Vec<(Attr, Cow<'static, str>)>;
 
-/// The event's attributes and data, built straight from the record: the same as
-/// [`split`] of its structured event (checked by the tests), without the JSON value round
-/// trip of the data.
+/// The event's attributes and data, built straight from the record: the attributes of its
+/// structured form in its order, values as strings, `datacontenttype` only when there is data
+/// (a delete has none); checked against the structured form by the tests.
 pub fn binary(gateway_id: &str, lsn: u64, e: &EventRecord) -> (Attributes, Vec<u8>) {
     let op = Op::from_byte(e.op);
     let data = match (&e.data, e.encrypted, op) {
@@ -82,37 +82,6 @@ pub fn binary(gateway_id: &str, lsn: u64, e: &EventRecord) -> (Attributes, Vec<u
         (
             PEATENCRYPTED,
             Cow::Borrowed(if e.encrypted { "true" } else { "false" }),
-        ),
-    ]);
-    (attrs, data.unwrap_or_default())
-}
-
-/// Splits a structured event into its attributes and its data: the attributes of the
-/// structured form in its order, values as strings; `datacontenttype` only when there is data
-/// (a delete has none).
-pub fn split(ce: CloudEvent) -> (Attributes, Vec<u8>) {
-    let data = ce
-        .data
-        .map(|d| Box::<str>::from(d).into_string().into_bytes());
-    let mut attrs: Attributes = vec![
-        (SPECVERSION, Cow::Borrowed(ce.specversion)),
-        (ID, ce.id.into()),
-        (SOURCE, ce.source.into()),
-        (TYPE, Cow::Borrowed(ce.kind)),
-        (SUBJECT, ce.subject.into()),
-        (TIME, ce.time.into()),
-    ];
-    if data.is_some() {
-        attrs.push((DATACONTENTTYPE, Cow::Borrowed(ce.datacontenttype)));
-    }
-    attrs.extend([
-        (PEATCOLLECTION, ce.peatcollection.into()),
-        (PEATDOCID, ce.peatdocid.into()),
-        (PEATCONTENTHASH, ce.peatcontenthash.into()),
-        (PEATLSN, ce.peatlsn.into()),
-        (
-            PEATENCRYPTED,
-            Cow::Borrowed(if ce.peatencrypted { "true" } else { "false" }),
         ),
     ]);
     (attrs, data.unwrap_or_default())
@@ -157,10 +126,8 @@ mod tests {
             (record(1, Some("ENC:v1:AAAA"), true), br#""ENC:v1:AAAA""#),
             (record(2, None, false), b""),
         ] {
-            let ce = cloud_event("gw:1", 7, &e);
-            let structured = serde_json::to_value(&ce).unwrap();
-            let (attrs, data) = split(ce);
-            assert_eq!(binary("gw:1", 7, &e), (attrs.clone(), data.clone()));
+            let structured = serde_json::to_value(cloud_event("gw:1", 7, &e)).unwrap();
+            let (attrs, data) = binary("gw:1", 7, &e);
             assert_eq!(data, body);
             let mut want = structured.as_object().unwrap().clone();
             want.remove("data");

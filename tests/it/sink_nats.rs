@@ -872,6 +872,22 @@ async fn a_sink_switched_to_binary_delivers_the_next_events_in_binary() {
         assert_eq!(h["ce-source"], "peat://alpha/mesh", "{h:?}");
         assert_eq!(String::from_utf8_lossy(body), r#"{"v":1}"#);
     }
+    // The operator's test event goes in the sink's mode too, with its own id and type.
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            &format!("/orgs/alpha/sinks/{alpha}/test"),
+            None,
+        )
+        .await;
+    assert_eq!((s, &b["ok"]), (200, &json!(true)), "{b}");
+    let msgs = org_messages(&nats, "alpha", 21).await;
+    let (id, h, body) = &msgs[20];
+    assert_eq!(id, b["event_id"].as_str().unwrap());
+    assert_eq!(h["ce-id"], *id);
+    assert_eq!(h["ce-type"], "io.peat.gateway.test");
+    assert_eq!(h["ce-source"], "peat://alpha/_test");
+    assert_eq!(String::from_utf8_lossy(body), r#"{"test":true}"#);
     let bravo_msgs = org_messages(&nats, "bravo", 10).await;
     assert_eq!(bravo_msgs.len(), 10);
     assert!(bravo_msgs

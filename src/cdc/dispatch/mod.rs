@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::event::cloud_event;
 use super::sink::{self, Delivery, Sink, SinkContext, SinkError};
 use super::{CdcError, Outbox};
 use crate::tenant::{now_ms, SinkDef, SinkStart, Tenancy};
@@ -350,10 +349,7 @@ impl Dispatcher {
             content_hash: [0; 32],
             observed_ms: now,
         };
-        let mut ce = cloud_event(&gw, 0, &event);
-        ce.id = id.clone();
-        ce.kind = "io.peat.gateway.test";
-        let d = Delivery::of(0, event, ce, def.content_mode);
+        let d = Delivery::test(&gw, event, &id, def.content_mode);
         let r = tokio::time::timeout(
             Duration::from_secs(15),
             sink.deliver(std::slice::from_ref(&d)),

@@ -25,9 +25,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use super::ce_binary::{binary, split, Attributes};
+use super::ce_binary::{binary, Attributes};
 use super::ce_json::cloud_event_bytes;
-use super::event::{event_id, CloudEvent};
+use super::event::{cloud_event, event_id};
 use crate::store::EventRecord;
 use crate::tenant::{ContentMode, SinkDef, SinkSpec};
 
@@ -64,25 +64,34 @@ impl Delivery {
         }
     }
 
-    /// A delivery of a made-up event (a sink test), in the sink's content mode.
-    pub fn of(lsn: u64, event: EventRecord, ce: CloudEvent, mode: ContentMode) -> Self {
-        let id = ce.id.clone();
-        let (body, attributes) = match mode {
-            ContentMode::Structured => (ce.to_bytes(), None),
-            ContentMode::Binary => {
-                let (attrs, data) = split(ce);
-                (data, Some(attrs))
+    /// A made-up event with its own `id` and the type `io.peat.gateway.test` (a sink test),
+    /// in the sink's content mode.
+    pub fn test(gateway_id: &str, event: EventRecord, id: &str, mode: ContentMode) -> Self {
+        let mut d = Self::new(gateway_id, 0, event, mode);
+        d.id = id.to_owned();
+        match &mut d.attributes {
+            None => {
+                let mut ce = cloud_event(gateway_id, 0, &d.event);
+                ce.id = id.to_owned();
+                ce.kind = TEST_EVENT_TYPE;
+                d.body = ce.to_bytes().into();
             }
-        };
-        Self {
-            lsn,
-            id,
-            event,
-            body: body.into(),
-            attributes,
+            Some(attrs) => {
+                for (attr, value) in attrs.iter_mut() {
+                    match attr.name {
+                        "id" => *value = id.to_owned().into(),
+                        "type" => *value = TEST_EVENT_TYPE.into(),
+                        _ => {}
+                    }
+                }
+            }
         }
+        d
     }
 }
+
+/// The type of the event `POST …/test` sends.
+const TEST_EVENT_TYPE: &str = "io.peat.gateway.test";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkError {
