@@ -389,3 +389,90 @@ async fn binary_content_mode_goes_over_mqtt_5_with_the_attributes_as_user_proper
         assert_eq!(ce["source"], "peat://bravo/mesh");
     }
 }
+
+#[tokio::test]
+async fn an_mqtt_5_refusal_parks_that_event_and_stalls_only_its_own_sink() {
+    // The broker lets alpha publish to one document's topic only, bravo to all of its own.
+    let broker = Service::start_with_files(
+        "mosquitto",
+        "mosquitto",
+        &["-c", "{dir}/mosquitto.conf"],
+        &[
+            (
+                "mosquitto.conf",
+                "listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {dir}/acl\n\
+                 user root\nlog_dest stderr\n",
+            ),
+            (
+                "acl",
+                "topic readwrite peat/alpha/mesh/tracks/ok\ntopic readwrite peat/bravo/#\n",
+            ),
+        ],
+    )
+    .await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let mut sinks = Vec::new();
+    for org in ["alpha", "bravo"] {
+        g.create_org(org, org).await;
+        g.create_formation(org, "mesh").await;
+        let (s, b) = g
+            .admin(
+                Method::POST,
+                &format!("/orgs/{org}/sinks"),
+                Some(
+                    json!({"sink_type": {"Mqtt": {"url": url, "topic_prefix": "peat"}},
+                    "content_mode": "binary"}),
+                ),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        sinks.push(b["sink_id"].as_str().unwrap().to_owned());
+        let docs = ["ok", "no"].map(|d| (d.to_owned(), json!({"v": 1})));
+        g.upsert(org, "mesh", "tracks", docs.to_vec()).await;
+    }
+    let status = |org: &'static str, sink: String| {
+        let g = &g;
+        async move {
+            let path = format!("/orgs/{org}/sinks/{sink}/status");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let st = g.admin(Method::GET, &path, None).await.1;
+                let settled = st["state"] == "stalled" || st["delivered"] == 2;
+                if settled || Instant::now() > deadline {
+                    return st;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let alpha = status("alpha", sinks[0].clone()).await;
+    assert_eq!(alpha["state"], "stalled", "{alpha}");
+    assert_eq!(
+        alpha["delivered"], 1,
+        "the document before the refused one: {alpha}"
+    );
+    let (_, dl) = g
+        .admin(
+            Method::GET,
+            &format!("/orgs/alpha/sinks/{}/dead-letters", sinks[0]),
+            None,
+        )
+        .await;
+    let items = dl["dead_letters"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{dl}");
+    assert_eq!(items[0]["event"]["subject"], "tracks/no");
+    assert!(
+        items[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("NotAuthorized"),
+        "{dl}"
+    );
+    let bravo = status("bravo", sinks[1].clone()).await;
+    assert_eq!(
+        bravo["delivered"], 2,
+        "bravo's sink is not held back: {bravo}"
+    );
+    assert_ne!(bravo["state"], "stalled", "{bravo}");
+}
