@@ -95,13 +95,15 @@ pub fn percent_encoded(v: &str) -> Cow<'_, str> {
     if v.bytes().all(plain) {
         return Cow::Borrowed(v);
     }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(v.len() + 8);
     for b in v.bytes() {
         if plain(b) {
             out.push(char::from(b));
         } else {
             out.push('%');
-            out.push_str(&format!("{b:02X}"));
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
         }
     }
     Cow::Owned(out)
