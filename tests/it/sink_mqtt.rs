@@ -295,6 +295,25 @@ async fn a_broker_requiring_client_certificates_admits_the_sink_that_presents_on
     );
 }
 
+/// An org with formation `mesh` and an MQTT sink in content mode `mode`; returns the sink id.
+async fn org_mqtt_sink(g: &Gateway, org: &str, url: &str, mode: &str) -> String {
+    g.create_org(org, org).await;
+    g.create_formation(org, "mesh").await;
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            &format!("/orgs/{org}/sinks"),
+            Some(
+                json!({"sink_type": {"Mqtt": {"url": url, "topic_prefix": "peat"}},
+                "content_mode": mode}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["content_mode"], mode);
+    b["sink_id"].as_str().unwrap().to_owned()
+}
+
 /// (topic, content type, user properties, payload) of every message an MQTT 5 subscriber
 /// receives under `peat/#`.
 type Received5 = Arc<Mutex<Vec<(String, Option<String>, BTreeMap<String, String>, Vec<u8>)>>>;
@@ -338,20 +357,7 @@ async fn binary_content_mode_goes_over_mqtt_5_with_the_attributes_as_user_proper
     let g = Gateway::start(GatewayOpts::standard()).await;
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
     for (org, mode) in [("alpha", "binary"), ("bravo", "structured")] {
-        g.create_org(org, org).await;
-        g.create_formation(org, "mesh").await;
-        let (s, b) = g
-            .admin(
-                Method::POST,
-                &format!("/orgs/{org}/sinks"),
-                Some(
-                    json!({"sink_type": {"Mqtt": {"url": url, "topic_prefix": "peat"}},
-                    "content_mode": mode}),
-                ),
-            )
-            .await;
-        assert_eq!(s, 201, "{b}");
-        assert_eq!(b["content_mode"], mode);
+        org_mqtt_sink(&g, org, &url, mode).await;
         let docs = (0..3).map(|i| (format!("d{i}"), json!({"v": i}))).collect();
         g.upsert(org, "mesh", "tracks", docs).await;
     }
@@ -414,20 +420,7 @@ async fn an_mqtt_5_refusal_parks_that_event_and_stalls_only_its_own_sink() {
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
     let mut sinks = Vec::new();
     for org in ["alpha", "bravo"] {
-        g.create_org(org, org).await;
-        g.create_formation(org, "mesh").await;
-        let (s, b) = g
-            .admin(
-                Method::POST,
-                &format!("/orgs/{org}/sinks"),
-                Some(
-                    json!({"sink_type": {"Mqtt": {"url": url, "topic_prefix": "peat"}},
-                    "content_mode": "binary"}),
-                ),
-            )
-            .await;
-        assert_eq!(s, 201, "{b}");
-        sinks.push(b["sink_id"].as_str().unwrap().to_owned());
+        sinks.push(org_mqtt_sink(&g, org, &url, "binary").await);
         let docs = ["ok", "no"].map(|d| (d.to_owned(), json!({"v": 1})));
         g.upsert(org, "mesh", "tracks", docs.to_vec()).await;
     }
