@@ -262,6 +262,8 @@ async fn an_org_admin_issues_a_token_shown_once_revokes_it_and_reads_the_audit()
 
     // Leaving the screen forgets the secret: it is never shown again.
     b.goto(&format!("{}/_/#/orgs/alpha", g.base())).await;
+    // The org's screen replaced the tokens screen before going back (else the old one is read).
+    b.wait("#new-app").await;
     b.goto(&format!("{}/_/#/orgs/alpha/tokens", g.base())).await;
     b.wait_text("main table", "field laptop", 10).await;
     assert!(!b.text("body").await.contains(&secret));
