@@ -10,7 +10,19 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A JSON string as serde_json escapes it: `"`, `\` and control characters only.
 pub(super) fn string(out: &mut Vec<u8>, s: &[u8]) {
+    string_of(out, &[s]);
+}
+
+/// One JSON string of the parts joined, without joining them first.
+fn string_of(out: &mut Vec<u8>, parts: &[&[u8]]) {
     out.push(b'"');
+    for s in parts {
+        escaped(out, s);
+    }
+    out.push(b'"');
+}
+
+fn escaped(out: &mut Vec<u8>, s: &[u8]) {
     let mut start = 0;
     for (i, &b) in s.iter().enumerate() {
         let esc: &[u8] = match b {
@@ -35,10 +47,9 @@ pub(super) fn string(out: &mut Vec<u8>, s: &[u8]) {
         start = i + 1;
     }
     out.extend_from_slice(&s[start..]);
-    out.push(b'"');
 }
 
-fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+pub(super) fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
     let mut buf = [b'0'; 20];
     let mut i = buf.len();
     while n > 0 || buf.len() - i < width.max(1) {
@@ -56,8 +67,26 @@ fn key(out: &mut Vec<u8>, k: &str) {
     out.extend_from_slice(b"\":");
 }
 
-/// UTC time with milliseconds (RFC 3339), the one writer of that form.
+/// UTC time with milliseconds (RFC 3339), the one writer of that form. The events of one
+/// capture share their time: the last one written is kept per thread.
 pub(super) fn rfc3339_ms_into(out: &mut Vec<u8>, ms: u64) {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(u64, [u8; 24])>> = const { std::cell::Cell::new(None) };
+    }
+    if let Some((at, text)) = LAST.get() {
+        if at == ms {
+            out.extend_from_slice(&text);
+            return;
+        }
+    }
+    let from = out.len();
+    rfc3339_ms_fresh(out, ms);
+    if let Ok(text) = <[u8; 24]>::try_from(&out[from..]) {
+        LAST.set(Some((ms, text)));
+    }
+}
+
+fn rfc3339_ms_fresh(out: &mut Vec<u8>, ms: u64) {
     let t = crate::utc(ms);
     digits(out, t.year().max(0) as u64, 4);
     for (sep, v) in [
@@ -80,26 +109,22 @@ pub fn cloud_event_bytes(gateway_id: &str, lsn: u64, e: &EventRecord) -> Vec<u8>
     let data_len = e.data.as_ref().map_or(0, Vec::len);
     let mut out = Vec::with_capacity(400 + data_len + e.doc_id.len() * 3);
     out.extend_from_slice(br#"{"specversion":"1.0","id":"#);
-    let mut id = Vec::with_capacity(gateway_id.len() + 21);
-    id.extend_from_slice(gateway_id.as_bytes());
-    id.push(b':');
-    digits(&mut id, lsn, 1);
-    string(&mut out, &id);
+    let mut n = Vec::with_capacity(20);
+    digits(&mut n, lsn, 1);
+    string_of(&mut out, &[gateway_id.as_bytes(), b":", &n]);
     key(&mut out, "source");
-    let mut source = b"peat://".to_vec();
-    source.extend_from_slice(e.org_id.as_bytes());
-    source.push(b'/');
-    source.extend_from_slice(e.app_id.as_bytes());
-    string(&mut out, &source);
+    string_of(
+        &mut out,
+        &[b"peat://", e.org_id.as_bytes(), b"/", e.app_id.as_bytes()],
+    );
     key(&mut out, "type");
     let op = Op::from_byte(e.op);
     string(&mut out, op.event_type().as_bytes());
     key(&mut out, "subject");
-    let mut subject = Vec::with_capacity(e.collection.len() + e.doc_id.len() + 1);
-    subject.extend_from_slice(e.collection.as_bytes());
-    subject.push(b'/');
-    subject.extend_from_slice(e.doc_id.as_bytes());
-    string(&mut out, &subject);
+    string_of(
+        &mut out,
+        &[e.collection.as_bytes(), b"/", e.doc_id.as_bytes()],
+    );
     key(&mut out, "time");
     out.push(b'"');
     rfc3339_ms_into(&mut out, e.observed_ms);
@@ -111,15 +136,15 @@ pub fn cloud_event_bytes(gateway_id: &str, lsn: u64, e: &EventRecord) -> Vec<u8>
     key(&mut out, "peatdocid");
     string(&mut out, e.doc_id.as_bytes());
     key(&mut out, "peatcontenthash");
-    out.push(b'"');
-    for b in e.content_hash {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+    let mut hex = [b'"'; 66];
+    for (i, b) in e.content_hash.iter().enumerate() {
+        hex[1 + 2 * i] = HEX[usize::from(b >> 4)];
+        hex[2 + 2 * i] = HEX[usize::from(b & 0xf)];
     }
-    out.push(b'"');
+    out.extend_from_slice(&hex);
     key(&mut out, "peatlsn");
     out.push(b'"');
-    digits(&mut out, lsn, 1);
+    out.extend_from_slice(&n);
     out.push(b'"');
     key(&mut out, "peatencrypted");
     out.extend_from_slice(if e.encrypted { b"true" } else { b"false" });
@@ -170,6 +195,27 @@ pub(super) fn test_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kept_time_is_reused_only_for_the_same_millisecond() {
+        for ms in [
+            0,
+            1_700_000_000_123,
+            1_700_000_000_123,
+            1_700_000_000_124,
+            0,
+        ] {
+            let (mut kept, mut fresh) = (b"x".to_vec(), b"x".to_vec());
+            rfc3339_ms_into(&mut kept, ms);
+            rfc3339_ms_fresh(&mut fresh, ms);
+            assert_eq!(kept, fresh, "{ms}");
+        }
+        assert_eq!(super::super::event::event_id("gw-1", 0), "gw-1:0");
+        assert_eq!(
+            super::super::event::event_id("g", u64::MAX),
+            format!("g:{}", u64::MAX)
+        );
+    }
 
     #[test]
     fn the_bytes_are_serde_jsons_for_every_kind_of_event() {

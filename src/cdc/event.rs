@@ -121,7 +121,12 @@ pub fn canonical(state: &DocState) -> Option<(Vec<u8>, [u8; 32])> {
 
 /// The event's id, stable across retries and restarts.
 pub fn event_id(gateway_id: &str, lsn: u64) -> String {
-    format!("{gateway_id}:{lsn}")
+    // Once per delivered event: no formatting machinery.
+    let mut id = Vec::with_capacity(gateway_id.len() + 21);
+    id.extend_from_slice(gateway_id.as_bytes());
+    id.push(b':');
+    super::ce_json::digits(&mut id, lsn, 1);
+    String::from_utf8(id).unwrap_or_default()
 }
 
 /// A CloudEvent 1.0 in structured JSON mode. `data` is the document's canonical text,
