@@ -152,8 +152,8 @@ fn patch_schema() -> Value {
 }
 
 fn content_mode_schema() -> Value {
-    json!({"type": "string", "enum": ["structured", "binary"],
-        "description": "CloudEvents content mode: structured (the event as JSON, the default) or binary (the document as the body, attributes in ce- headers or MQTT 5 user properties; NATS, Kafka and MQTT sinks)"})
+    json!({"type": "string", "enum": ["structured", "binary", "batched"],
+        "description": "CloudEvents content mode: structured (the event as JSON, the default), binary (the document as the body, attributes in ce- headers or MQTT 5 user properties; NATS, Kafka and MQTT sinks) or batched (a message per delivery batch on <prefix>.<org>.batch, a JSON array of structured events; NATS sinks)"})
 }
 
 #[derive(Deserialize)]

@@ -74,6 +74,10 @@ pub enum ContentMode {
     /// on NATS, `ce_…` on Kafka, MQTT 5 user properties), so consumers read the document and
     /// route on headers.
     Binary,
+    /// Each delivery batch as one message: a JSON array of structured CloudEvents
+    /// (`application/cloudevents-batch+json`) on `<prefix>.<org>.batch` (NATS), so a backlog
+    /// drains at a message per batch rather than per event.
+    Batched,
 }
 
 impl ContentMode {
@@ -81,6 +85,7 @@ impl ContentMode {
         match self {
             Self::Structured => "structured",
             Self::Binary => "binary",
+            Self::Batched => "batched",
         }
     }
 
@@ -88,26 +93,32 @@ impl ContentMode {
         match s {
             "structured" => Ok(Self::Structured),
             "binary" => Ok(Self::Binary),
+            "batched" => Ok(Self::Batched),
             _ => Err(TenantError::invalid(
                 "content_mode",
-                "must be structured or binary",
+                "must be structured, binary or batched",
             )),
         }
     }
 
     pub(super) fn from_byte(b: u8) -> Self {
-        if b == 1 {
-            Self::Binary
-        } else {
-            Self::Structured
+        match b {
+            1 => Self::Binary,
+            2 => Self::Batched,
+            _ => Self::Structured,
         }
     }
 
     pub(super) fn byte(self) -> u8 {
-        u8::from(self == Self::Binary)
+        match self {
+            Self::Structured => 0,
+            Self::Binary => 1,
+            Self::Batched => 2,
+        }
     }
 
-    /// Refuses binary mode for a sink whose protocol has no message headers to carry it.
+    /// Refuses binary mode for a sink whose protocol has no message headers to carry it, and
+    /// batched mode but on NATS (a webhook posts batches in every mode).
     pub(crate) fn check(self, spec: &SinkSpec) -> Result<(), TenantError> {
         match (self, spec) {
             (Self::Binary, SinkSpec::Mqtt { .. }) if !cfg!(feature = "mqtt5") => {
@@ -117,7 +128,21 @@ impl ContentMode {
             | (
                 Self::Binary,
                 SinkSpec::Nats { .. } | SinkSpec::Kafka { .. } | SinkSpec::Mqtt { .. },
-            ) => Ok(()),
+            )
+            | (Self::Batched, SinkSpec::Nats { .. }) => Ok(()),
+            (Self::Batched, SinkSpec::Webhook { .. }) => Err(TenantError::invalid(
+                "content_mode",
+                "a webhook posts each batch as one request (application/cloudevents-batch+json) \
+                 already; leave content_mode structured",
+            )),
+            (Self::Batched, other) => Err(TenantError::invalid(
+                "content_mode",
+                format!(
+                    "batched is for NATS sinks (a message per batch); a {} sink delivers a \
+                     message per event",
+                    other.type_name()
+                ),
+            )),
             (Self::Binary, other) => Err(TenantError::invalid(
                 "content_mode",
                 format!(

@@ -411,6 +411,31 @@ impl Tenancy {
 mod tests {
     use super::*;
 
+    #[test]
+    fn each_content_mode_keeps_its_name_and_stored_byte_and_batched_is_for_nats() {
+        for m in [
+            ContentMode::Structured,
+            ContentMode::Binary,
+            ContentMode::Batched,
+        ] {
+            assert_eq!(ContentMode::from_byte(m.byte()), m);
+            assert_eq!(ContentMode::parse(m.name()).ok(), Some(m));
+        }
+        let nats = SinkSpec::Nats {
+            subject_prefix: "p".into(),
+            url: None,
+            stream: None,
+            tls_ca_pem: None,
+        };
+        assert!(ContentMode::Batched.check(&nats).is_ok());
+        let file = SinkSpec::File { name: "x".into() };
+        let e = ContentMode::Batched
+            .check(&file)
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("batched is for NATS sinks"));
+    }
+
     fn def(formations: &[&str], collections: &[&str]) -> SinkDef {
         SinkDef {
             org_id: "o".into(),

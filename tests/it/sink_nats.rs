@@ -898,3 +898,126 @@ async fn a_sink_switched_to_binary_delivers_the_next_events_in_binary() {
         .await;
     assert_eq!(b["content_mode"], "structured");
 }
+
+/// nats-server with JetStream and a small `max_payload`, so a batch is cut into several
+/// messages.
+async fn nats_small_payload() -> Service {
+    Service::start_with_files(
+        "nats",
+        "nats-server",
+        &["-c", "{dir}/nats.conf", "-a", "127.0.0.1", "-p", "{port}"],
+        &[(
+            "nats.conf",
+            "max_payload: 4096\njetstream { store_dir: \"{dir}/js\" }\n",
+        )],
+    )
+    .await
+}
+
+/// Every message of `org`'s stream: subject, headers, payload.
+async fn org_stream(nats: &Service, org: &str) -> Vec<(String, BTreeMap<String, String>, Value)> {
+    let js = jetstream::new(async_nats::connect(nats.url("nats")).await.unwrap());
+    let mut st = js.get_stream(format!("peat-{org}-peat")).await.unwrap();
+    let last = st.info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let m = st.get_raw_message(seq).await.unwrap();
+        let h = m
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v[0].as_str().to_owned()))
+            .collect();
+        out.push((
+            m.subject.to_string(),
+            h,
+            serde_json::from_slice(&m.payload).unwrap(),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn batched_content_mode_sends_each_batch_as_one_array_cut_under_max_payload() {
+    let nats = nats_small_payload().await;
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    let alpha = org_nats_sink_in(&g, "alpha", &nats, "batched").await;
+    let bravo = org_nats_sink_in(&g, "bravo", &nats, "structured").await;
+    for round in 0..3 {
+        for org in ["alpha", "bravo"] {
+            let (s, b) = ingest_org(&g, org, round).await;
+            assert_eq!(s, 202, "{b}");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (org, sink) in [("alpha", &alpha), ("bravo", &bravo)] {
+        while org_status(&g, org, sink).await["delivered"] != 30 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let msgs = org_stream(&nats, "alpha").await;
+    assert!(
+        msgs.len() > 1,
+        "30 events over 4 KiB are cut into several messages"
+    );
+    assert!(
+        msgs.len() < 30,
+        "but not one message per event: {}",
+        msgs.len()
+    );
+    let mut lsns = Vec::new();
+    for (subject, h, body) in &msgs {
+        assert_eq!(subject, "peat.alpha.batch");
+        assert_eq!(h["Content-Type"], "application/cloudevents-batch+json");
+        let events = body.as_array().unwrap();
+        assert!(!events.is_empty());
+        let first = events[0]["id"].as_str().unwrap();
+        let last = events[events.len() - 1]["peatlsn"].as_str().unwrap();
+        assert_eq!(h["Nats-Msg-Id"], format!("{first}-{last}"));
+        for ce in events {
+            assert_eq!(ce["source"], "peat://alpha/mesh", "{ce}");
+            assert_eq!(ce["specversion"], "1.0");
+            lsns.push(ce["peatlsn"].as_str().unwrap().parse::<u64>().unwrap());
+        }
+    }
+    // Every event once, in LSN order (so each document's changes in order).
+    assert_eq!(lsns.len(), 30, "{lsns:?}");
+    assert!(lsns.windows(2).all(|w| w[0] < w[1]), "{lsns:?}");
+
+    // The other org's structured sink: a message per event on its own subjects.
+    let msgs = org_stream(&nats, "bravo").await;
+    assert_eq!(msgs.len(), 30);
+    for (subject, h, ce) in &msgs {
+        assert!(subject.starts_with("peat.bravo.mesh.tracks."), "{subject}");
+        assert_eq!(h["Content-Type"], "application/cloudevents+json");
+        assert_eq!(ce["source"], "peat://bravo/mesh");
+    }
+}
+
+#[tokio::test]
+async fn batched_mode_is_for_nats_sinks_and_a_webhook_says_it_batches_already() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    for (spec, says) in [
+        (
+            json!({"RedisStreams": {"url": "redis://127.0.0.1:1", "stream": "s"}}),
+            "batched is for NATS sinks",
+        ),
+        (
+            json!({"Webhook": {"url": "http://127.0.0.1:1/hook", "allow_private": true}}),
+            "posts each batch as one request",
+        ),
+    ] {
+        let (s, b) = g
+            .admin(
+                Method::POST,
+                "/orgs/acme/sinks",
+                Some(json!({"sink_type": spec, "content_mode": "batched"})),
+            )
+            .await;
+        assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{b}");
+        assert!(b.to_string().contains(says), "{b}");
+    }
+    let (_, list) = g.admin(Method::GET, "/orgs/acme/sinks", None).await;
+    assert_eq!(list, json!([]), "nothing was created");
+}

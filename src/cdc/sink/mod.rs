@@ -49,7 +49,10 @@ impl Delivery {
     /// The event `lsn` as the sink's content mode sends it.
     pub fn new(gateway_id: &str, lsn: u64, event: EventRecord, mode: ContentMode) -> Self {
         let (body, attributes) = match mode {
-            ContentMode::Structured => (cloud_event_bytes(gateway_id, lsn, &event), None),
+            // A batched sink joins the structured events of a batch into one message.
+            ContentMode::Structured | ContentMode::Batched => {
+                (cloud_event_bytes(gateway_id, lsn, &event), None)
+            }
             ContentMode::Binary => {
                 let (attrs, data) = binary(gateway_id, lsn, &event);
                 (data, Some(attrs))
@@ -182,6 +185,7 @@ pub fn build(
                 subject_prefix.clone(),
                 def.org_id.clone(),
                 stream.clone(),
+                def.content_mode == ContentMode::Batched,
                 nats::NatsAuth {
                     // Stored before creation checked them: refused here, never retried.
                     creds: secrets

@@ -4,6 +4,12 @@
 //! Subject: `<prefix>.<org>.<app>.<collection token>.<doc token>`, where a token keeps
 //! `[A-Za-z0-9_-]` and writes every other byte as `~HH` (hex), so `.`, `*`, `>`, `~`,
 //! whitespace and non-ASCII are reversible and never split or widen a subject.
+//!
+//! Batched mode: a delivery batch is one message (more when it would pass the server's
+//! `max_payload`) on `<prefix>.<org>.batch`, a JSON array of structured CloudEvents in LSN
+//! order, `Nats-Msg-Id` = `<first event id>-<last lsn>`: a retry of the same batch is deduped
+//! by the stream; a batch cut differently after a restart is not, and receivers dedupe by the
+//! events' ids, as with webhooks.
 
 use std::time::Duration;
 
@@ -55,6 +61,7 @@ pub struct NatsSink {
     stream: String,
     js: Option<jetstream::Context>,
     stream_checked: bool,
+    batched: bool,
 }
 
 impl NatsSink {
@@ -64,6 +71,7 @@ impl NatsSink {
         prefix: String,
         org: String,
         stream: Option<String>,
+        batched: bool,
         auth: NatsAuth,
     ) -> Result<Self, String> {
         if let Some(r) = auth.tls() {
@@ -80,6 +88,7 @@ impl NatsSink {
             stream,
             js: None,
             stream_checked: false,
+            batched,
         })
     }
 
@@ -204,16 +213,55 @@ impl NatsSink {
     async fn publish(&mut self, batch: &[Delivery]) -> Result<(), SinkError> {
         let js = self.context().await?;
         self.ensure_stream(&js).await?;
-        // Pipelined: send every message, then collect acknowledgements in order.
+        // Pipelined: send every message, then collect acknowledgements in order. Each ack
+        // carries the batch index of its message's first event. A message refused before it
+        // is sent is reported only once every message before it is acknowledged.
         let mut acks = Vec::with_capacity(batch.len());
-        for (i, d) in batch.iter().enumerate() {
-            let ack = js
-                .publish_with_headers(self.subject(d), headers(d), d.body.clone())
-                .await
-                .map_err(|e| classify(i, e.kind(), &e.to_string()))?;
-            acks.push(ack);
+        let mut refused = None;
+        if self.batched {
+            let limit = js.client().server_info().max_payload;
+            let subject = format!("{}.{}.batch", self.prefix, self.org);
+            for chunk in chunks(batch, limit) {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        refused = Some(e);
+                        break;
+                    }
+                };
+                let (first, last) = (&batch[chunk.start], &batch[chunk.end - 1]);
+                let mut h = HeaderMap::new();
+                h.insert(
+                    async_nats::header::NATS_MESSAGE_ID,
+                    format!("{}-{}", first.id, last.lsn),
+                );
+                h.insert(CONTENT_TYPE, "application/cloudevents-batch+json");
+                match js
+                    .publish_with_headers(subject.clone(), h, array(&batch[chunk.clone()]))
+                    .await
+                {
+                    Ok(ack) => acks.push((chunk.start, ack)),
+                    Err(e) => {
+                        refused = Some(classify(chunk.start, e.kind(), &e.to_string()));
+                        break;
+                    }
+                }
+            }
+        } else {
+            for (i, d) in batch.iter().enumerate() {
+                match js
+                    .publish_with_headers(self.subject(d), headers(d), d.body.clone())
+                    .await
+                {
+                    Ok(ack) => acks.push((i, ack)),
+                    Err(e) => {
+                        refused = Some(classify(i, e.kind(), &e.to_string()));
+                        break;
+                    }
+                }
+            }
         }
-        for (i, ack) in acks.into_iter().enumerate() {
+        for (i, ack) in acks {
             ack.await.map_err(|e| {
                 if e.kind() == PublishErrorKind::StreamNotFound {
                     self.stream_checked = false;
@@ -221,7 +269,7 @@ impl NatsSink {
                 classify(i, e.kind(), &e.to_string())
             })?;
         }
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 }
 
@@ -246,6 +294,60 @@ fn headers(d: &Delivery) -> HeaderMap {
 }
 
 const CONTENT_TYPE: HeaderName = HeaderName::from_static("Content-Type");
+
+/// Room kept in a batch message for its subject and headers under the server's limit.
+const BATCH_OVERHEAD: usize = 1024;
+
+/// The batch cut into runs whose JSON arrays stay under `max_payload`; an event too large
+/// alone is refused by its index (parked, as the server would refuse it).
+fn chunks(
+    batch: &[Delivery],
+    max_payload: usize,
+) -> impl Iterator<Item = Result<std::ops::Range<usize>, SinkError>> + '_ {
+    let room = max_payload.saturating_sub(BATCH_OVERHEAD);
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= batch.len() {
+            return None;
+        }
+        // `[`, `]` and a comma per event.
+        let mut size = 1;
+        let mut end = start;
+        while let Some(d) = batch.get(end) {
+            if size + d.body.len() + 1 > room && end > start {
+                break;
+            }
+            size += d.body.len() + 1;
+            end += 1;
+        }
+        let run = start..end;
+        start = end;
+        if size > room {
+            return Some(Err(SinkError::Rejected {
+                index: run.start,
+                reason: format!(
+                    "the event is {} bytes, over the server's max_payload of {max_payload}",
+                    batch[run.start].body.len()
+                ),
+            }));
+        }
+        Some(Ok(run))
+    })
+}
+
+/// The structured events as one JSON array.
+fn array(batch: &[Delivery]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(batch.iter().map(|d| d.body.len() + 1).sum::<usize>() + 1);
+    out.push(b'[');
+    for (i, d) in batch.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&d.body);
+    }
+    out.push(b']');
+    out.into()
+}
 
 fn classify(index: usize, kind: PublishErrorKind, text: &str) -> SinkError {
     match kind {
@@ -331,5 +433,54 @@ mod tests {
         assert!(covers("peat.*.>", "peat.acme.>"));
         assert!(!covers("peat.other.>", "peat.acme.>"));
         assert!(!covers("peat.acme.x", "peat.acme.>"));
+    }
+
+    fn deliveries(sizes: &[usize]) -> Vec<Delivery> {
+        let event = crate::cdc::ce_json::test_record("d", None, false, 0);
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Delivery {
+                lsn: i as u64 + 1,
+                id: format!("gw:{}", i + 1),
+                event: event.clone(),
+                body: vec![b'x'; *n].into(),
+                attributes: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_cut_where_its_array_would_pass_max_payload() {
+        let limit = BATCH_OVERHEAD + 100;
+        // Arrays of 1 + (n + 1) per event bytes: 40 + 40 fit (83), a third does not (124).
+        let b = deliveries(&[40, 40, 40, 97, 10]);
+        let runs: Vec<_> = chunks(&b, limit).map(Result::unwrap).collect();
+        assert_eq!(runs, vec![0..2, 2..3, 3..4, 4..5]);
+        for r in &runs {
+            let a = array(&b[r.clone()]);
+            assert!(a.len() <= 100, "{r:?}: {}", a.len());
+            assert_eq!((a[0], a[a.len() - 1]), (b'[', b']'));
+        }
+        assert_eq!(
+            chunks(&b, 1 << 20).count(),
+            1,
+            "all in one under a large limit"
+        );
+        assert_eq!(&array(&deliveries(&[1, 2])[..])[..], b"[x,xx]");
+    }
+
+    #[test]
+    fn an_event_over_max_payload_alone_is_refused_by_its_index() {
+        let b = deliveries(&[10, 200, 10]);
+        let mut it = chunks(&b, BATCH_OVERHEAD + 100);
+        assert_eq!(it.next(), Some(Ok(0..1)));
+        match it.next() {
+            Some(Err(SinkError::Rejected { index, reason })) => {
+                assert_eq!(index, 1);
+                assert!(reason.contains("200 bytes"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -259,14 +259,17 @@ function createForm(orgId, types, formations, redraw, fail, mqtt5) {
   const cols = h("input", { id: "sink-collections", placeholder: "every collection" });
   const cap = h("input", { id: "sink-rate", type: "number", min: "0", value: "0" });
   const start = h("select", { id: "sink-start" }, h("option", { value: "earliest" }, "everything the outbox holds"), h("option", { value: "latest" }, "new events only"));
-  const mode = h("select", { id: "sink-mode" }, h("option", { value: "structured" }, "structured: the CloudEvent as JSON"), h("option", { value: "binary" }, "binary: the document, attributes in headers"));
+  const batched = h("option", { value: "batched" }, "batched: a message per batch, a JSON array of CloudEvents");
+  const mode = h("select", { id: "sink-mode" }, h("option", { value: "structured" }, "structured: the CloudEvent as JSON"), h("option", { value: "binary" }, "binary: the document, attributes in headers"), batched);
   const modeLabel = h("label", { for: "sink-mode" }, "CloudEvents mode", mode);
   const fill = () => {
     fields.replaceChildren(...TYPES[kind.value].map(field));
     // Only NATS, Kafka and MQTT 5 (a build with it) carry the attributes apart from the body.
     const headers = BINARY.includes(kind.value) && (kind.value !== "Mqtt" || mqtt5);
     modeLabel.hidden = !headers;
-    if (!headers) mode.value = "structured";
+    // Batched is a NATS mode (a webhook posts batches already).
+    batched.hidden = kind.value !== "Nats";
+    if (!headers || (batched.hidden && mode.value === "batched")) mode.value = "structured";
   };
   kind.addEventListener("change", fill);
   fill();
