@@ -93,6 +93,30 @@ impl Delivery {
     }
 }
 
+/// Structured events as one JSON array (`application/cloudevents-batch+json`).
+#[cfg(any(feature = "nats", feature = "webhook"))]
+fn batch_array(batch: &[Delivery]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(batch.iter().map(|d| d.body.len() + 1).sum::<usize>() + 1);
+    out.push(b'[');
+    for (i, d) in batch.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&d.body);
+    }
+    out.push(b']');
+    out
+}
+
+/// A batch's dedupe id, the same on every retry of it: `<first event id>-<last lsn>`.
+#[cfg(any(feature = "nats", feature = "webhook"))]
+fn batch_id(batch: &[Delivery]) -> String {
+    match (batch.first(), batch.last()) {
+        (Some(first), Some(last)) => format!("{}-{}", first.id, last.lsn),
+        _ => String::new(),
+    }
+}
+
 /// The type of the event `POST …/test` sends.
 const TEST_EVENT_TYPE: &str = "io.peat.gateway.test";
 

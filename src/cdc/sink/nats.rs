@@ -229,15 +229,18 @@ impl NatsSink {
                         break;
                     }
                 };
-                let (first, last) = (&batch[chunk.start], &batch[chunk.end - 1]);
                 let mut h = HeaderMap::new();
                 h.insert(
                     async_nats::header::NATS_MESSAGE_ID,
-                    format!("{}-{}", first.id, last.lsn),
+                    super::batch_id(&batch[chunk.clone()]),
                 );
                 h.insert(CONTENT_TYPE, "application/cloudevents-batch+json");
                 match js
-                    .publish_with_headers(subject.clone(), h, array(&batch[chunk.clone()]))
+                    .publish_with_headers(
+                        subject.clone(),
+                        h,
+                        super::batch_array(&batch[chunk.clone()]).into(),
+                    )
                     .await
                 {
                     Ok(ack) => acks.push((chunk.start, ack)),
@@ -333,20 +336,6 @@ fn chunks(
         }
         Some(Ok(run))
     })
-}
-
-/// The structured events as one JSON array.
-fn array(batch: &[Delivery]) -> bytes::Bytes {
-    let mut out = Vec::with_capacity(batch.iter().map(|d| d.body.len() + 1).sum::<usize>() + 1);
-    out.push(b'[');
-    for (i, d) in batch.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&d.body);
-    }
-    out.push(b']');
-    out.into()
 }
 
 fn classify(index: usize, kind: PublishErrorKind, text: &str) -> SinkError {
@@ -458,7 +447,7 @@ mod tests {
         let runs: Vec<_> = chunks(&b, limit).map(Result::unwrap).collect();
         assert_eq!(runs, vec![0..2, 2..3, 3..4, 4..5]);
         for r in &runs {
-            let a = array(&b[r.clone()]);
+            let a = super::super::batch_array(&b[r.clone()]);
             assert!(a.len() <= 100, "{r:?}: {}", a.len());
             assert_eq!((a[0], a[a.len() - 1]), (b'[', b']'));
         }
@@ -467,7 +456,7 @@ mod tests {
             1,
             "all in one under a large limit"
         );
-        assert_eq!(&array(&deliveries(&[1, 2])[..])[..], b"[x,xx]");
+        assert_eq!(super::super::batch_array(&deliveries(&[1, 2])), b"[x,xx]");
     }
 
     #[test]

@@ -116,20 +116,11 @@ impl WebhookSink {
     }
 
     async fn post(&self, batch: &[Delivery]) -> Outcome {
-        let mut body =
-            Vec::with_capacity(batch.iter().map(|d| d.body.len() + 1).sum::<usize>() + 2);
-        body.push(b'[');
-        for (i, d) in batch.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(&d.body);
-        }
-        body.push(b']');
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        if batch.is_empty() {
             return Outcome::Ok;
-        };
-        let id = format!("{}-{}", first.id, last.lsn);
+        }
+        let body = super::batch_array(batch);
+        let id = super::batch_id(batch);
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
