@@ -7,6 +7,8 @@ pub mod backup;
 pub mod cdc;
 pub mod config;
 pub mod egress;
+#[cfg(test)]
+mod fuzz;
 pub mod identity;
 pub mod keys;
 pub mod listen;

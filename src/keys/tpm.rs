@@ -523,3 +523,40 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sealed KEK file as start-up reads it, before the TPM sees anything: the record,
+    /// then the public area through libtss2's unmarshalling and the private blob's bounds.
+    #[test]
+    fn fuzz_sealed_kek_files() {
+        let file = |format, auth| {
+            SealedFile {
+            format,
+            pcrs: vec![0, 7],
+            // A TPM2B_PUBLIC of a keyed-hash sealed object, as tpm2-tools marshals one.
+            public: hex::decode(
+                "00320008000b00000052000000100020e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            )
+            .unwrap_or_default(),
+            private: vec![0x5a; 64],
+            auth,
+        }
+        };
+        let mut seeds: Vec<Vec<u8>> = [file(FORMAT, true), file(FORMAT, false)]
+            .iter()
+            .filter_map(|f| postcard::to_allocvec(f).ok())
+            .collect();
+        // The first format had no auth flag.
+        seeds.extend(postcard::to_allocvec(&(1u8, vec![7u8], vec![1u8, 2], vec![3u8])).ok());
+        crate::fuzz::run("tpm-sealed-file", seeds, |b| {
+            if let Ok(f) = read_sealed(b) {
+                let _ = Public::unmarshall(&f.public);
+                let _ = Private::try_from(f.private);
+            }
+            Ok(())
+        });
+    }
+}

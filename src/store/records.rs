@@ -388,7 +388,7 @@ pub struct SinkRecord {
     /// 0 = from the oldest retained event, 1 = from events after creation.
     pub start: u8,
     pub created_at_ms: u64,
-    /// CloudEvents content mode: 0 structured, 1 binary.
+    /// CloudEvents content mode: 0 structured, 1 binary, 2 batched.
     pub content_mode: u8,
 }
 

@@ -126,6 +126,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fuzz_stored_sink_specs_and_secrets() {
+        let specs = [
+            SinkSpec::File { name: "f".into() },
+            SinkSpec::Nats {
+                subject_prefix: "peat".into(),
+                url: Some("nats://h:4222".into()),
+                stream: None,
+                tls_ca_pem: Some("-----BEGIN CERTIFICATE-----".into()),
+            },
+            SinkSpec::Mqtt {
+                url: "mqtts://h".into(),
+                topic_prefix: "t".into(),
+                tls_ca_pem: None,
+            },
+        ];
+        let seeds = specs
+            .iter()
+            .filter_map(|s| postcard::to_allocvec(s).ok())
+            .collect();
+        crate::fuzz::run("sink-spec", seeds, |b| {
+            let _ = SinkSecrets::decode(b);
+            crate::fuzz::round_trip(
+                b,
+                |b| decode_spec(b).ok_or(()),
+                |s| postcard::to_allocvec(s).map_err(drop),
+            )
+        });
+    }
+
+    #[test]
     fn specs_and_secrets_stored_before_client_certificates_still_open() {
         #[derive(serde::Serialize)]
         enum OldSpec {

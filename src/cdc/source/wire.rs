@@ -234,6 +234,52 @@ pub struct EndOfStream {
 mod tests {
     use super::*;
 
+    /// The Connect stream as the sidecar sends it: frames whatever the chunking, and each
+    /// message's JSON read as the capture loop reads it.
+    #[test]
+    fn fuzz_connect_stream_and_sidecar_json() {
+        let change = |t: &str, data: &str| {
+            frame(
+                0,
+                format!(r#"{{"collection":"tracks","docId":"d-1","changeType":"{t}","jsonData":{data}}}"#)
+                    .as_bytes(),
+            )
+        };
+        let seeds = vec![
+            [
+                change("CHANGE_TYPE_UPSERT", r#""{\"a\":1}""#),
+                change("CHANGE_TYPE_DELETE", "null"),
+                frame(
+                    FLAG_END,
+                    br#"{"error":{"code":"unavailable","message":"x"}}"#,
+                ),
+            ]
+            .concat(),
+            frame(0, br#"{"docIds":["a","b"],"nextPageToken":"2"}"#),
+            frame(0, br#"{"jsonData":"{}","updatedAtMs":"17"}"#),
+            frame(0x01, &[0x1f, 0x8b, 0, 0]),
+        ];
+        crate::fuzz::run("sidecar-stream", seeds, |b| {
+            let whole = Decoder::default().push(b);
+            for size in [1, 3, 7, 64] {
+                let mut d = Decoder::default();
+                let split: Vec<Frame> = b.chunks(size).flat_map(|c| d.push(c)).collect();
+                if split != whole {
+                    return Err(format!("chunks of {size} read other frames"));
+                }
+            }
+            for f in whole {
+                if let Frame::Message(m) | Frame::End(m) = f {
+                    let _ = serde_json::from_slice::<DocumentChange>(&m);
+                    let _ = serde_json::from_slice::<ListDocumentsResponse>(&m);
+                    let _ = serde_json::from_slice::<GetDocumentResponse>(&m);
+                    let _ = serde_json::from_slice::<EndOfStream>(&m);
+                }
+            }
+            Ok(())
+        });
+    }
+
     #[test]
     fn frames_are_found_across_and_within_chunks() {
         let mut bytes = frame(0, br#"{"a":1}"#);
