@@ -123,15 +123,18 @@ pub(crate) fn run(target: &str, built: Vec<Vec<u8>>, check: impl Fn(&[u8]) -> Re
             panic!("{target}: seed {i} fails its own check: {e}");
         }
     }
-    let mut runner = TestRunner::new(Config {
-        cases: cases(),
-        failure_persistence: None,
-        ..Config::default()
-    });
+    // A runner counts its cases over every run: one each.
+    let runner = || {
+        TestRunner::new(Config {
+            cases: cases(),
+            failure_persistence: None,
+            ..Config::default()
+        })
+    };
     let n = seeds.len();
     let mutated =
         (0..n, prop::collection::vec(edit(), 1..6)).prop_map(move |(i, edits)| (i, edits));
-    let outcome = runner.run(&mutated, |(i, edits)| {
+    let outcome = runner().run(&mutated, |(i, edits)| {
         let input = apply(seeds[i].clone(), &edits, &seeds);
         check(&input)
             .map_err(|e| TestCaseError::fail(format!("{e}; input {}", hex::encode(&input))))
@@ -139,7 +142,7 @@ pub(crate) fn run(target: &str, built: Vec<Vec<u8>>, check: impl Fn(&[u8]) -> Re
     if let Err(e) = outcome {
         panic!("{target}: {e}");
     }
-    let outcome = runner.run(&prop::collection::vec(any::<u8>(), 0..512), |input| {
+    let outcome = runner().run(&prop::collection::vec(any::<u8>(), 0..512), |input| {
         check(&input)
             .map_err(|e| TestCaseError::fail(format!("{e}; input {}", hex::encode(&input))))
     });
@@ -376,6 +379,17 @@ mod tests {
         ] {
             assert_eq!(apply(b"abcdef".to_vec(), &edits, &seeds), want, "{edits:?}");
         }
+    }
+
+    #[test]
+    fn every_case_reaches_the_check() {
+        let n = std::sync::atomic::AtomicU32::new(0);
+        run("unit", vec![b"seed".to_vec()], |_| {
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        });
+        // The seed, then the mutations and as many random inputs.
+        assert_eq!(n.into_inner(), 1 + 2 * cases());
     }
 
     #[test]

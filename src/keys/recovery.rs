@@ -64,6 +64,15 @@ fn aad(kek_id: &str) -> Vec<u8> {
 
 /// Wraps `kek` (whose id is `kek_id`) under `passphrase`.
 pub fn export(kek: &[u8; 32], kek_id: &str, passphrase: &str) -> Result<String, KeyError> {
+    export_with(kek, kek_id, passphrase, (M_KIB, T, P))
+}
+
+fn export_with(
+    kek: &[u8; 32],
+    kek_id: &str,
+    passphrase: &str,
+    (m_kib, t, p): (u32, u32, u32),
+) -> Result<String, KeyError> {
     if passphrase.chars().count() < MIN_PASSPHRASE {
         return Err(KeyError::Malformed {
             what: "recovery passphrase shorter than 12 characters",
@@ -71,7 +80,7 @@ pub fn export(kek: &[u8; 32], kek_id: &str, passphrase: &str) -> Result<String, 
     }
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|_| KeyError::Rng)?;
-    let key = derive(passphrase, &salt, M_KIB, T, P)?;
+    let key = derive(passphrase, &salt, m_kib, t, p)?;
     let nonce = random_nonce()?;
     let cipher = Aes256Gcm::new_from_slice(key.as_ref()).map_err(|_| KeyError::Malformed {
         what: "recovery key",
@@ -89,9 +98,9 @@ pub fn export(kek: &[u8; 32], kek_id: &str, passphrase: &str) -> Result<String, 
         format: FORMAT.into(),
         kek_id: kek_id.into(),
         kdf: Kdf {
-            m_kib: M_KIB,
-            t: T,
-            p: P,
+            m_kib,
+            t,
+            p,
             salt: B64.encode(salt),
         },
         nonce: B64.encode(nonce),
@@ -167,5 +176,29 @@ mod tests {
             "the id is bound"
         );
         assert!(export(&kek, "x", "short").is_err());
+    }
+
+    /// Seeds with a small key derivation, so each case costs microseconds; a mutation that
+    /// asks for more than 64 KiB is only parsed (the bound itself is checked above).
+    #[test]
+    fn fuzz_recovery_files() {
+        let pass = "correct horse battery";
+        let seeds = [(8, 1, 1), (16, 2, 1)]
+            .into_iter()
+            .filter_map(|kdf| export_with(&[9; 32], "local:00aa", pass, kdf).ok())
+            .map(String::into_bytes)
+            .collect();
+        crate::fuzz::run("key-recovery", seeds, |b| {
+            let Ok(text) = std::str::from_utf8(b) else {
+                return Ok(());
+            };
+            match serde_json::from_str::<File>(text) {
+                Ok(f) if f.kdf.m_kib <= 64 && f.kdf.t <= 2 => match import(text, pass) {
+                    Ok((kek, _)) if *kek != [9; 32] => Err("a different KEK came out".into()),
+                    _ => Ok(()),
+                },
+                _ => Ok(()),
+            }
+        });
     }
 }
