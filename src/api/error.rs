@@ -46,6 +46,19 @@ impl ApiError {
         )
     }
 
+    /// 507: the data directory's file system is full; nothing of the request was stored.
+    fn full(what: &str) -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            format!(
+                "the {what}'s file system is full: nothing of this request was stored; free \
+                 space in the data directory (writes resume by themselves, see /ready)"
+            ),
+        )
+        .retry_after(5)
+    }
+
     pub(crate) fn internal(message: &str, cause: String) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -123,8 +136,10 @@ impl From<TenantError> for ApiError {
             TenantError::Store(crate::store::StoreError::Poisoned) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                "the state store refuses writes after a failed commit; restart the gateway",
-            ),
+                "the state store refuses writes after a failed commit; see /ready for why",
+            )
+            .retry_after(5),
+            TenantError::Store(crate::store::StoreError::Full) => Self::full("state store"),
             TenantError::Store(s) => Self::internal(
                 "state store failure",
                 format!("{s}: {:?}", std::error::Error::source(s)),
@@ -156,8 +171,10 @@ impl From<crate::cdc::CdcError> for ApiError {
             CdcError::Store(crate::store::StoreError::Poisoned) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                "the outbox refuses writes after a failed commit; restart the gateway",
-            ),
+                "the outbox refuses writes after a failed commit; see /ready for why",
+            )
+            .retry_after(5),
+            CdcError::Store(crate::store::StoreError::Full) => Self::full("outbox"),
             CdcError::Store(s) => Self::internal(
                 "outbox failure",
                 format!("{s}: {:?}", std::error::Error::source(&s)),

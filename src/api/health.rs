@@ -84,7 +84,14 @@ async fn about(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Jso
 
 /// 200 when every check passes, else 503; the body names each check and why it failed.
 async fn ready(State(s): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
-    let store_ok = !s.tenancy.store().is_poisoned();
+    let problems: Vec<String> = [
+        ("state store", s.tenancy.store().write_problem()),
+        ("outbox", s.cdc.outbox().write_problem()),
+    ]
+    .into_iter()
+    .filter_map(|(what, p)| p.map(|p| format!("{what}: {p}")))
+    .collect();
+    let store_ok = problems.is_empty();
     let probe = s.keys.health.report();
     // A provider not yet probed counts as ready: start-up already opened records with it.
     let keys_ok = s.keys.problem.is_none() && probe.ok != Some(false);
@@ -122,7 +129,7 @@ async fn ready(State(s): State<AppState>, headers: axum::http::HeaderMap) -> imp
         "checks": {
             "store": {
                 "ok": store_ok,
-                "reason": if store_ok { Value::Null } else { json!("a commit failed; writes are refused until restart") },
+                "reason": if store_ok { Value::Null } else { json!(problems.join("; ")) },
             },
             "keys": {
                 "ok": keys_ok,
@@ -211,6 +218,7 @@ async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> i
     }
     s.metrics.ready.set(i64::from(
         !s.tenancy.store().is_poisoned()
+            && !s.cdc.outbox().is_poisoned()
             && s.keys.problem.is_none()
             && s.keys.health.report().ok != Some(false),
     ));

@@ -38,8 +38,13 @@ fn status_line(s: &AppState) -> String {
         sinks.len(),
         links.len()
     );
-    if s.tenancy.store().is_poisoned() {
-        line.push_str("; STATE STORE READ-ONLY after a failed commit: restart");
+    for (what, problem) in [
+        ("STATE STORE", s.tenancy.store().write_problem()),
+        ("OUTBOX", s.cdc.outbox().write_problem()),
+    ] {
+        if let Some(p) = problem {
+            line.push_str(&format!("; {what} REFUSES WRITES: {p}"));
+        }
     }
     line
 }
@@ -73,7 +78,7 @@ pub(crate) async fn supervise(s: AppState, mut stop: tokio::sync::watch::Receive
                 if healthy {
                     send(&[NotifyState::Watchdog]);
                 } else {
-                    tracing::error!("a store writer is stuck or read-only; withholding the watchdog ping so the service manager restarts the gateway");
+                    tracing::error!("a store writer is stuck; withholding the watchdog ping so the service manager restarts the gateway");
                 }
             }
             _ = status.tick() => {

@@ -1,16 +1,16 @@
 //! Opening a database (migrated to its schema first) and the [`Store`] handle.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{Builder, Database, DatabaseError, ReadableDatabase};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::RedbResultExt;
 use super::migrate::{migrate, read_schema_version_of, Schema, STATE};
-use super::writer::{self, Msg, TypedJob, QUEUE_DEPTH};
+use super::writer::{self, Latch, Msg, TypedJob, QUEUE_DEPTH};
 use super::{ReadView, StoreError, Txn};
 
 #[derive(Debug, Clone)]
@@ -37,12 +37,19 @@ pub struct CommitStats {
 }
 
 struct Inner {
-    db: Arc<RwLock<Database>>,
+    /// `None` only between dropping a handle whose commit failed and reopening the file.
+    db: Arc<RwLock<Option<Database>>>,
     path: PathBuf,
     tx: mpsc::Sender<Msg>,
-    poisoned: Arc<AtomicBool>,
+    latch: Arc<Latch>,
+    /// Milliseconds since `started` of the last reopen tried (rate-limits them).
+    last_recover_ms: AtomicU64,
+    started: Instant,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
+
+/// A reopen after a failed commit is tried at most this often.
+const RECOVER_EVERY: Duration = Duration::from_secs(2);
 
 /// Handle to the state database. Cheap to clone; every clone shares one writer thread.
 #[derive(Clone)]
@@ -61,15 +68,18 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let db = open_db(path, opts)?;
         migrate(&db, path, opts.schema)?;
-        let db = Arc::new(RwLock::new(db));
+        let db = Arc::new(RwLock::new(Some(db)));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let poisoned = Arc::new(AtomicBool::new(false));
+        let latch = Arc::new(Latch::default());
         let thread = {
             let db = db.clone();
-            let poisoned = poisoned.clone();
+            let latch = latch.clone();
+            let name = format!("{}-writer", opts.schema.name);
+            let (path, opts) = (path.to_path_buf(), opts.clone());
+            let reopen: writer::Reopen = Box::new(move || open_db(&path, &opts));
             std::thread::Builder::new()
-                .name(format!("{}-writer", opts.schema.name))
-                .spawn(move || writer::run(db, rx, poisoned, on_commit))
+                .name(name)
+                .spawn(move || writer::run(db, rx, latch, reopen, on_commit))
                 .map_err(|_| StoreError::Closed)?
         };
         Ok(Self {
@@ -77,7 +87,9 @@ impl Store {
                 db,
                 path: path.to_path_buf(),
                 tx,
-                poisoned,
+                latch,
+                last_recover_ms: AtomicU64::new(0),
+                started: Instant::now(),
                 thread: Mutex::new(Some(thread)),
             }),
         })
@@ -94,7 +106,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         if self.is_poisoned() {
-            return Err(StoreError::Poisoned.into());
+            self.recover().await?;
         }
         let (reply, rx) = oneshot::channel();
         let job = Box::new(TypedJob::new(op, reply));
@@ -104,6 +116,50 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// After a failed commit: reopens the file when space allows, at most every 2 s; until
+    /// then every write gets the latch's error and nothing is acknowledged.
+    async fn recover(&self) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let now = u64::try_from(i.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = i.last_recover_ms.load(Ordering::Acquire);
+        let due = last == 0 || now.saturating_sub(last) >= RECOVER_EVERY.as_millis() as u64;
+        if !due
+            || !writer::room_to_recover(&i.path)
+            || i.last_recover_ms
+                .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return Err(i.latch.error());
+        }
+        let (reply, rx) = oneshot::channel();
+        i.tx.send(Msg::Recover(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Why writes are refused, when they are: the failed commit's error.
+    pub fn write_problem(&self) -> Option<String> {
+        if !self.is_poisoned() {
+            return None;
+        }
+        let reason = self.inner.latch.reason.lock().ok().and_then(|r| r.clone());
+        Some(match (self.inner.latch.error(), reason) {
+            (StoreError::Full, r) => format!(
+                "the file system of {} is full{}; writes are refused and nothing new is \
+                 acknowledged until space is freed (the file is reopened at the next write \
+                 once {} MiB are free)",
+                self.dir().display(),
+                r.map(|r| format!(" ({r})")).unwrap_or_default(),
+                4
+            ),
+            (_, r) => format!(
+                "a commit failed ({}); writes are refused until the file reopens",
+                r.unwrap_or_default()
+            ),
+        })
     }
 
     /// [`Store::write`] for start-up code that runs before (or outside) the async runtime.
@@ -133,7 +189,7 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             // The guard lives as long as the read, so compaction never meets a live reader.
             let guard = read_lock(&db);
-            let rtx = guard.begin_read().op("begin read")?;
+            let rtx = opened(&guard)?.begin_read().op("begin read")?;
             op(&ReadView::new(rtx))
         })
         .await
@@ -147,7 +203,7 @@ impl Store {
         E: From<StoreError>,
     {
         let guard = read_lock(&self.inner.db);
-        let rtx = guard.begin_read().op("begin read")?;
+        let rtx = opened(&guard)?.begin_read().op("begin read")?;
         op(&ReadView::new(rtx))
     }
 
@@ -162,7 +218,7 @@ impl Store {
     pub fn snapshot_to(&self, dest: &Path) -> Result<u32, StoreError> {
         use redb::{ReadableDatabase as _, ReadableTable as _, TableHandle as _};
         let guard = read_lock(&self.inner.db);
-        let rtx = guard.begin_read().op("begin read")?;
+        let rtx = opened(&guard)?.begin_read().op("begin read")?;
         let mut b = Builder::new();
         b.set_cache_size(1 << 20);
         let out = b.create(dest).op("create the snapshot")?;
@@ -200,9 +256,7 @@ impl Store {
 
     /// Free space for unprivileged writers on the file system holding the database.
     pub fn free_bytes(&self) -> Option<u64> {
-        let dir = self.inner.path.parent()?;
-        let st = rustix::fs::statvfs(dir).ok()?;
-        Some(st.f_bavail.saturating_mul(st.f_frsize))
+        writer::free_bytes(&self.inner.path)
     }
 
     /// Compacts the file on the writer thread, between batches; readers wait meanwhile.
@@ -219,12 +273,11 @@ impl Store {
         Ok((before, self.file_bytes()))
     }
 
-    /// Whether the writer thread answers within `within` and the store takes writes: what
-    /// the service watchdog needs to keep the gateway alive. Writes nothing.
+    /// Whether the writer thread answers within `within`: what the service watchdog needs to
+    /// keep the gateway alive. A store refusing writes after a failed commit is alive (it
+    /// reopens its file at a later write; a restart would not free a full disk). Writes
+    /// nothing.
     pub async fn writer_healthy(&self, within: std::time::Duration) -> bool {
-        if self.is_poisoned() {
-            return false;
-        }
         let (reply, rx) = oneshot::channel();
         // A full queue counts against the writer too: the send waits inside the limit.
         let asked = async {
@@ -235,7 +288,7 @@ impl Store {
     }
 
     pub fn is_poisoned(&self) -> bool {
-        self.inner.poisoned.load(Ordering::Acquire)
+        self.inner.latch.set.load(Ordering::Acquire)
     }
 
     /// Lets queued writes commit, then stops the writer thread. Later writes get `Closed`.
@@ -249,8 +302,15 @@ impl Store {
 }
 
 /// Read access to the database; a poisoned lock (a panicked reader) is still usable.
-pub(crate) fn read_lock(db: &RwLock<Database>) -> std::sync::RwLockReadGuard<'_, Database> {
+pub(crate) fn read_lock(
+    db: &RwLock<Option<Database>>,
+) -> std::sync::RwLockReadGuard<'_, Option<Database>> {
     db.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The open database, or `Closed` while a failed one is being reopened.
+pub(crate) fn opened(db: &Option<Database>) -> Result<&Database, StoreError> {
+    db.as_ref().ok_or(StoreError::Closed)
 }
 
 fn open_db(path: &Path, opts: &StoreOptions) -> Result<Database, StoreError> {

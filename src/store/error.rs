@@ -26,8 +26,12 @@ pub enum StoreError {
     },
     #[error("could not encode {kind} record")]
     Encode { kind: &'static str },
-    #[error("the state store stopped accepting writes after a failed commit; restart the gateway")]
+    #[error(
+        "the store refuses writes after a failed commit; it reopens the file at a later write"
+    )]
     Poisoned,
+    #[error("the data directory's file system is full: writes are refused until space is freed")]
+    Full,
     #[error("the state store is shut down")]
     Closed,
 }

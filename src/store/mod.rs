@@ -6,7 +6,11 @@
 //! - Every write runs on the writer thread; a write future resolves only after its commit
 //!   (`Durability::Immediate`) returned, so an answer sent after it describes durable state.
 //! - An operation that returns `Err` leaves no write behind, even when batched with others.
-//! - After a failed commit the writer latches: every later write gets [`StoreError::Poisoned`].
+//! - After a failed commit the writer latches: every later write gets [`StoreError::Full`] (no
+//!   space) or [`StoreError::Poisoned`], and nothing is acknowledged, until a write finds room
+//!   on the file system (4 MiB, tried at most every 2 s) and the file is reopened at its last
+//!   durable commit: the failed transaction is dropped with its handle, never written or
+//!   synced again.
 //! - Stored values start with a record version byte; keys use fixed-width integers only.
 //!
 //! Does not: know business rules (see `tenant/`), encrypt (see `keys/`), or run on the async

@@ -30,6 +30,8 @@ pub(crate) enum Msg {
     Compact(oneshot::Sender<Result<(), StoreError>>),
     /// Answered at once by a writer that is not stuck (the service watchdog asks).
     Ping(oneshot::Sender<()>),
+    /// After a failed commit: reopen the file (its last durable commit) if space allows.
+    Recover(oneshot::Sender<Result<(), StoreError>>),
     Stop,
 }
 
@@ -77,15 +79,83 @@ where
     }
 }
 
-/// Callers of a failed batch learn that the store is poisoned; the cause is logged once.
-fn clone_for_caller(_e: &StoreError) -> StoreError {
-    StoreError::Poisoned
+/// Callers of a failed batch learn that the store is latched; the cause is logged once.
+fn clone_for_caller(e: &StoreError) -> StoreError {
+    if is_full(e) {
+        StoreError::Full
+    } else {
+        StoreError::Poisoned
+    }
 }
 
+/// Whether a failed commit ran out of space (or quota) rather than failing otherwise.
+pub(crate) fn is_full(e: &StoreError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) {
+                return true;
+            }
+        }
+        if c.to_string().contains("No space left on device") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// A failed commit's latch: set by the writer, cleared by a reopen; read by `/ready`.
+#[derive(Default)]
+pub(crate) struct Latch {
+    pub(crate) set: AtomicBool,
+    pub(crate) full: AtomicBool,
+    pub(crate) reason: std::sync::Mutex<Option<String>>,
+}
+
+impl Latch {
+    fn trip(&self, e: &StoreError) {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            text = format!("{text}: {c}");
+            cause = c.source();
+        }
+        if let Ok(mut r) = self.reason.lock() {
+            *r = Some(text);
+        }
+        self.full.store(is_full(e), Ordering::Release);
+        self.set.store(true, Ordering::Release);
+    }
+
+    fn clear(&self) {
+        self.set.store(false, Ordering::Release);
+        self.full.store(false, Ordering::Release);
+        if let Ok(mut r) = self.reason.lock() {
+            *r = None;
+        }
+    }
+
+    pub(crate) fn error(&self) -> StoreError {
+        if self.full.load(Ordering::Acquire) {
+            StoreError::Full
+        } else {
+            StoreError::Poisoned
+        }
+    }
+}
+
+/// Opens the database file again; the writer's way back after a failed commit.
+pub(crate) type Reopen = Box<dyn Fn() -> Result<Database, StoreError> + Send>;
+
 pub(crate) fn run(
-    db: Arc<RwLock<Database>>,
+    db: Arc<RwLock<Option<Database>>>,
     mut rx: mpsc::Receiver<Msg>,
-    poisoned: Arc<AtomicBool>,
+    latch: Arc<Latch>,
+    reopen: Reopen,
     on_commit: Option<Arc<dyn Fn(CommitStats) + Send + Sync>>,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
@@ -101,6 +171,10 @@ pub(crate) fn run(
                 let _ = reply.send(());
                 continue;
             }
+            Some(Msg::Recover(reply)) => {
+                let _ = reply.send(recover(&db, &latch, &reopen));
+                continue;
+            }
             Some(Msg::Stop) | None => break,
         }
         let mut compact_after = None;
@@ -114,6 +188,9 @@ pub(crate) fn run(
                 Ok(Msg::Ping(reply)) => {
                     let _ = reply.send(());
                 }
+                Ok(Msg::Recover(reply)) => {
+                    let _ = reply.send(Ok(()));
+                }
                 Ok(Msg::Stop) => {
                     stop = true;
                     break;
@@ -121,15 +198,19 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        if poisoned.load(Ordering::Acquire) {
+        if latch.set.load(Ordering::Acquire) {
+            let e = latch.error();
             for j in batch.drain(..) {
-                j.finish(Err(&StoreError::Poisoned));
+                j.finish(Err(&e));
             }
             continue;
         }
         let started = Instant::now();
         let ops = batch.len();
-        let committed = commit_batch(&super::db::read_lock(&db), &mut batch);
+        let committed = match super::db::read_lock(&db).as_ref() {
+            Some(d) => commit_batch(d, &mut batch),
+            None => Err(StoreError::Closed),
+        };
         match committed {
             Ok(()) => {
                 for j in batch.drain(..) {
@@ -143,9 +224,10 @@ pub(crate) fn run(
                 }
             }
             Err(e) => {
-                poisoned.store(true, Ordering::Release);
+                latch.trip(&e);
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), ops,
-                    "state commit failed; refusing further writes until restart");
+                    "commit failed; refusing writes until the file is reopened (tried when a \
+                     write comes and space allows)");
                 for j in batch.drain(..) {
                     j.finish(Err(&e));
                 }
@@ -158,10 +240,56 @@ pub(crate) fn run(
     tracing::debug!("state writer stopped");
 }
 
-fn compact(db: &RwLock<Database>) -> Result<(), StoreError> {
+/// Least free space on the file system before a reopen is tried: a reopen may repair.
+const RECOVER_FREE_BYTES: u64 = 4 << 20;
+
+/// Drops the database handle whose commit failed (its pages in memory are not trusted: the
+/// failed data is never written or synced again) and opens the file at its last durable
+/// commit. Tried only with room on the file system; readers wait for the swap.
+fn recover(
+    db: &RwLock<Option<Database>>,
+    latch: &Latch,
+    reopen: &Reopen,
+) -> Result<(), StoreError> {
+    if !latch.set.load(Ordering::Acquire) {
+        return Ok(());
+    }
     let mut guard = db
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    drop(guard.take());
+    match reopen() {
+        Ok(d) => {
+            *guard = Some(d);
+            latch.clear();
+            tracing::warn!("database reopened after a failed commit; writes are accepted again");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reopening the database failed; writes stay refused");
+            Err(latch.error())
+        }
+    }
+}
+
+pub(crate) fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let dir = path.parent()?;
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Whether the file system holding `path` has room for a reopen.
+pub(crate) fn room_to_recover(path: &std::path::Path) -> bool {
+    free_bytes(path).is_none_or(|b| b >= RECOVER_FREE_BYTES)
+}
+
+fn compact(db: &RwLock<Option<Database>>) -> Result<(), StoreError> {
+    let mut guard = db
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(guard) = guard.as_mut() else {
+        return Err(StoreError::Closed);
+    };
     // Each call compacts what it can; a few rounds reach the end of the free space.
     for _ in 0..8 {
         match guard.compact() {

@@ -19,6 +19,7 @@ mod enroll;
 mod enroll_admin;
 mod events;
 mod flood;
+mod full_disk;
 mod isolation;
 mod kms;
 mod listener;

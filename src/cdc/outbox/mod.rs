@@ -554,6 +554,15 @@ impl Outbox {
         self.store.file_bytes()
     }
 
+    pub fn is_poisoned(&self) -> bool {
+        self.store.is_poisoned()
+    }
+
+    /// Why the outbox refuses writes, when it does (a failed commit; a full disk).
+    pub fn write_problem(&self) -> Option<String> {
+        self.store.write_problem()
+    }
+
     pub async fn shutdown(&self) {
         self.store.shutdown().await;
     }
