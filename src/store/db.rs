@@ -153,7 +153,7 @@ impl Store {
                  once {} MiB are free)",
                 self.dir().display(),
                 r.map(|r| format!(" ({r})")).unwrap_or_default(),
-                4
+                writer::RECOVER_FREE_BYTES >> 20
             ),
             (_, r) => format!(
                 "a commit failed ({}); writes are refused until the file reopens",

@@ -241,7 +241,7 @@ pub(crate) fn run(
 }
 
 /// Least free space on the file system before a reopen is tried: a reopen may repair.
-const RECOVER_FREE_BYTES: u64 = 4 << 20;
+pub(crate) const RECOVER_FREE_BYTES: u64 = 4 << 20;
 
 /// Drops the database handle whose commit failed (its pages in memory are not trusted: the
 /// failed data is never written or synced again) and opens the file at its last durable
