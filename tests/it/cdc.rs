@@ -1,7 +1,6 @@
-//! CDC through the real binary: HTTP ingest → outbox → file sink, quotas, pause, filters,
-//! and SIGKILL at random instants with no acknowledged event lost.
+//! CDC through the real binary: HTTP ingest → outbox → file sink, quotas, pause, filters
+//! (SIGKILL during ingest and drain: `crash.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -54,7 +53,12 @@ pub fn upsert(doc: &str, v: u64) -> Value {
 
 /// Every CloudEvent the file sink holds, rotated files first, in file order.
 pub fn sink_events(g: &Gateway, name: &str) -> Vec<Value> {
-    let dir = g.data_dir().join("sinks").join("acme");
+    sink_events_of(g, "acme", name)
+}
+
+/// [`sink_events`] of another org's file sink.
+pub fn sink_events_of(g: &Gateway, org: &str, name: &str) -> Vec<Value> {
+    let dir = g.data_dir().join("sinks").join(org);
     let base = format!("{name}.jsonl");
     let files = ["3", "2", "1", ""].map(|n| {
         if n.is_empty() {
@@ -428,100 +432,6 @@ async fn a_full_outbox_blocks_with_503_or_drops_oldest_with_an_audit_entry() {
         .unwrap()
         .iter()
         .any(|e| e["action"] == "cdc.outbox.drop-oldest"));
-}
-
-/// Rounds of SIGKILL at a random instant while a client ingests; `PEAT_TEST_KILL_ROUNDS`
-/// raises the count for soak runs.
-#[tokio::test]
-async fn sigkill_during_ingest_and_drain_loses_no_acknowledged_event() {
-    let rounds: u32 = std::env::var("PEAT_TEST_KILL_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let mut g = Gateway::start(GatewayOpts::standard()).await;
-    setup(&g).await;
-    file_sink(&g, "out", json!({})).await;
-    let mut acked: BTreeMap<u64, String> = BTreeMap::new();
-    let mut next_doc = 0u64;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    for round in 0..rounds {
-        let url = format!("{}/orgs/acme/formations/mesh/changes", g.base());
-        let kill_after = Duration::from_millis(20 + u64::from(round * 37 % 200));
-        let started = Instant::now();
-        while started.elapsed() < kill_after {
-            let docs: Vec<String> = (0..20)
-                .map(|i| format!("r{round}-d{}", next_doc + i))
-                .collect();
-            next_doc += 20;
-            let body: Vec<Value> = docs.iter().map(|d| upsert(d, u64::from(round))).collect();
-            let Ok(r) = client
-                .post(&url)
-                .bearer_auth(ADMIN)
-                .json(&body)
-                .send()
-                .await
-            else {
-                break;
-            };
-            if r.status() != 202 {
-                break;
-            }
-            let v: Value = r.json().await.unwrap();
-            for (d, res) in docs.iter().zip(v["results"].as_array().unwrap()) {
-                acked.insert(res["lsn"].as_u64().unwrap(), d.clone());
-            }
-        }
-        g.kill();
-        g.restart_with(GatewayOpts::standard()).await;
-    }
-    let want = acked.len();
-    // Redeliveries after each kill add lines: wait for every acknowledged document, not for
-    // a count of lines.
-    let subjects = |ev: &[Value]| -> BTreeSet<String> {
-        ev.iter()
-            .map(|e| {
-                e["subject"]
-                    .as_str()
-                    .unwrap()
-                    .trim_start_matches("tracks/")
-                    .to_owned()
-            })
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (ev, delivered) = loop {
-        let ev = sink_events(&g, "out");
-        let delivered = subjects(&ev);
-        if acked.values().all(|d| delivered.contains(d)) || Instant::now() > deadline {
-            break (ev, delivered);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let lost: Vec<&String> = acked.values().filter(|d| !delivered.contains(*d)).collect();
-    let ids: BTreeSet<&str> = ev.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    eprintln!(
-        "kill rounds {rounds}: acknowledged {want}, lines delivered {}, distinct ids {}, duplicates {}, lost {}",
-        ev.len(),
-        ids.len(),
-        ev.len() - ids.len(),
-        lost.len()
-    );
-    assert!(want > 0, "the client got acknowledgements");
-    assert!(
-        lost.is_empty(),
-        "acknowledged but never delivered: {:?}",
-        &lost[..lost.len().min(10)]
-    );
-    // A duplicate is a redelivery of the same event: same id, same content.
-    let mut by_id: BTreeMap<&str, &Value> = BTreeMap::new();
-    for e in &ev {
-        if let Some(prev) = by_id.insert(e["id"].as_str().unwrap(), e) {
-            assert_eq!(prev["peatcontenthash"], e["peatcontenthash"]);
-        }
-    }
 }
 
 #[tokio::test]
