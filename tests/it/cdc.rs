@@ -70,9 +70,10 @@ pub fn sink_events_of(g: &Gateway, org: &str, name: &str) -> Vec<Value> {
     files
         .iter()
         .flat_map(|f| {
-            std::fs::read_to_string(dir.join(f))
-                .unwrap_or_default()
-                .lines()
+            let text = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+            // A line still being written (no newline yet) is not read.
+            let done = text.rfind('\n').map_or("", |i| &text[..i]);
+            done.lines()
                 .map(|l| serde_json::from_str(l).expect("each line is one JSON CloudEvent"))
                 .collect::<Vec<Value>>()
         })

@@ -23,9 +23,46 @@ impl FileSink {
     }
 }
 
+/// Cuts a torn last line (a write a crash or an I/O error broke off, never acknowledged) so
+/// the next batch starts on a line of its own.
+fn cut_torn_tail(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|b| *b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        tracing::warn!(file = %path.display(), bytes = len - end,
+            "the file sink's last line was torn (a crash or a failed write): cut before appending");
+        f.set_len(end)?;
+        f.sync_data()?;
+    }
+    Ok(())
+}
+
 fn write_batch(dir: PathBuf, name: String, lines: Vec<u8>) -> std::io::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(&name);
+    cut_torn_tail(&path)?;
     if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) >= ROTATE_BYTES {
         for i in (1..KEEP).rev() {
             let from = dir.join(format!("{name}.{i}"));
@@ -61,5 +98,37 @@ impl Sink for FileSink {
 
     fn target(&self) -> String {
         self.dir.join(&self.name).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_cut_before_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.jsonl");
+        for (before, after) in [
+            (&b"{\"a\":1}\n{\"b\""[..], &b"{\"a\":1}\n{\"c\":3}\n"[..]),
+            (b"{\"half", b"{\"c\":3}\n"),
+            (b"", b"{\"c\":3}\n"),
+            (b"{\"a\":1}\n", b"{\"a\":1}\n{\"c\":3}\n"),
+        ] {
+            std::fs::write(&path, before).unwrap();
+            write_batch(dir.path().into(), "s.jsonl".into(), b"{\"c\":3}\n".to_vec()).unwrap();
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                after,
+                "{:?}",
+                String::from_utf8_lossy(before)
+            );
+        }
+        // A torn line longer than one read of the tail.
+        let mut long = b"{\"a\":1}\n".to_vec();
+        long.extend(vec![b'x'; 10_000]);
+        std::fs::write(&path, &long).unwrap();
+        write_batch(dir.path().into(), "s.jsonl".into(), b"{\"c\":3}\n".to_vec()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"c\":3}\n");
     }
 }
