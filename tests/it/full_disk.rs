@@ -99,16 +99,8 @@ async fn a_full_disk_refuses_writes_with_507_keeps_reads_and_resumes_when_space_
     )
     .await;
     for org in ["alpha", "bravo"] {
-        for (path, body) in [
-            (
-                "/orgs".to_owned(),
-                json!({"org_id": org, "display_name": org}),
-            ),
-            (format!("/orgs/{org}/formations"), json!({"app_id": "mesh"})),
-        ] {
-            let (s, b) = g.admin(Method::POST, &path, Some(body)).await;
-            assert_eq!(s, 201, "{b}");
-        }
+        g.create_org(org, org).await;
+        g.create_formation(org, "mesh").await;
     }
     // Leave a little room: the outbox fills it within a few requests.
     let filler = fs.path().join("filler");

@@ -337,7 +337,6 @@ impl Gateway {
         assert_eq!(s, 201, "creating org {org}: {b}");
     }
 
-    /// Creates a formation (new genesis) as the admin; panics unless it was created.
     /// A fresh org API token with `role`, named after the role.
     pub async fn org_token(&self, org: &str, role: &str) -> String {
         let body = serde_json::json!({"name": role, "role": role});
@@ -348,6 +347,7 @@ impl Gateway {
         t["token"].as_str().unwrap_or_default().to_owned()
     }
 
+    /// Creates a formation (new genesis) as the admin; panics unless it was created.
     pub async fn create_formation(&self, org: &str, app: &str) -> Value {
         let body = serde_json::json!({"app_id": app});
         let (s, b) = self
