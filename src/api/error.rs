@@ -201,3 +201,35 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    /// Both stores' full file systems answer 507 with a retry hint; other failed commits 503.
+    #[test]
+    fn a_latched_store_answers_507_when_full_and_503_otherwise() {
+        let answers = [
+            ApiError::from(crate::tenant::TenantError::Store(StoreError::Full)),
+            ApiError::from(crate::cdc::CdcError::Store(StoreError::Full)),
+            ApiError::from(crate::tenant::TenantError::Store(StoreError::Poisoned)),
+            ApiError::from(crate::cdc::CdcError::Store(StoreError::Poisoned)),
+        ];
+        let got: Vec<_> = answers
+            .iter()
+            .map(|a| (a.status.as_u16(), a.code, a.retry_after_secs))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (507, "insufficient_storage", Some(5)),
+                (507, "insufficient_storage", Some(5)),
+                (503, "unavailable", Some(5)),
+                (503, "unavailable", Some(5)),
+            ]
+        );
+        assert!(answers[0].message.contains("state store"));
+        assert!(answers[1].message.contains("outbox"));
+    }
+}

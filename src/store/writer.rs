@@ -88,24 +88,12 @@ fn clone_for_caller(e: &StoreError) -> StoreError {
     }
 }
 
-/// Whether a failed commit ran out of space (or quota) rather than failing otherwise.
+/// Whether a failed commit ran out of space (or quota) rather than failing otherwise. redb's
+/// error carries the I/O error as a variant, not as a `source()`.
 pub(crate) fn is_full(e: &StoreError) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            ) {
-                return true;
-            }
-        }
-        if c.to_string().contains("No space left on device") {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
+    matches!(e, StoreError::Full)
+        || matches!(e, StoreError::Redb { source: redb::Error::Io(io), .. }
+            if matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
 }
 
 /// A failed commit's latch: set by the writer, cleared by a reopen; read by `/ready`.
@@ -189,7 +177,8 @@ pub(crate) fn run(
                     let _ = reply.send(());
                 }
                 Ok(Msg::Recover(reply)) => {
-                    let _ = reply.send(Ok(()));
+                    // Before the gathered writes commit, so they meet the reopened file.
+                    let _ = reply.send(recover(&db, &latch, &reopen));
                 }
                 Ok(Msg::Stop) => {
                     stop = true;
@@ -312,4 +301,26 @@ fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreEr
         }
     }
     wtx.commit().op("commit")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_file_system_out_of_space_or_quota_counts_as_full() {
+        let io = |kind| StoreError::Redb {
+            op: "commit",
+            source: redb::Error::Io(std::io::Error::from(kind)),
+        };
+        assert!(is_full(&io(std::io::ErrorKind::StorageFull)));
+        assert!(is_full(&io(std::io::ErrorKind::QuotaExceeded)));
+        assert!(is_full(&StoreError::Full));
+        assert!(!is_full(&io(std::io::ErrorKind::PermissionDenied)));
+        assert!(!is_full(&StoreError::Poisoned));
+        assert!(!is_full(&StoreError::Redb {
+            op: "commit",
+            source: redb::Error::PreviousIo,
+        }));
+    }
 }
