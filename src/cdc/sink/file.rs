@@ -12,6 +12,9 @@ const KEEP: u32 = 3;
 pub struct FileSink {
     dir: PathBuf,
     name: String,
+    /// The file ends with a whole line: known after a write succeeded, checked again after
+    /// the sink starts (a crash may have cut a write) or a write failed.
+    whole: bool,
 }
 
 impl FileSink {
@@ -19,6 +22,7 @@ impl FileSink {
         Self {
             dir,
             name: format!("{name}.jsonl"),
+            whole: false,
         }
     }
 }
@@ -59,10 +63,12 @@ fn cut_torn_tail(path: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write_batch(dir: PathBuf, name: String, lines: Vec<u8>) -> std::io::Result<()> {
+fn write_batch(dir: PathBuf, name: String, lines: Vec<u8>, whole: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(&name);
-    cut_torn_tail(&path)?;
+    if !whole {
+        cut_torn_tail(&path)?;
+    }
     if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) >= ROTATE_BYTES {
         for i in (1..KEEP).rev() {
             let from = dir.join(format!("{name}.{i}"));
@@ -87,12 +93,16 @@ impl Sink for FileSink {
             lines.extend_from_slice(&d.body);
             lines.push(b'\n');
         }
-        let (dir, name) = (self.dir.clone(), self.name.clone());
+        let (dir, name, whole) = (self.dir.clone(), self.name.clone(), self.whole);
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || write_batch(dir, name, lines))
+            let written = tokio::task::spawn_blocking(move || write_batch(dir, name, lines, whole))
                 .await
-                .map_err(|e| SinkError::Transient(format!("file writer task: {e}")))?
-                .map_err(|e| SinkError::Transient(format!("writing the file sink: {e}")))
+                .map_err(|e| SinkError::Transient(format!("file writer task: {e}")))
+                .and_then(|r| {
+                    r.map_err(|e| SinkError::Transient(format!("writing the file sink: {e}")))
+                });
+            self.whole = written.is_ok();
+            written
         })
     }
 
@@ -116,7 +126,13 @@ mod tests {
             (b"{\"a\":1}\n", b"{\"a\":1}\n{\"c\":3}\n"),
         ] {
             std::fs::write(&path, before).unwrap();
-            write_batch(dir.path().into(), "s.jsonl".into(), b"{\"c\":3}\n".to_vec()).unwrap();
+            write_batch(
+                dir.path().into(),
+                "s.jsonl".into(),
+                b"{\"c\":3}\n".to_vec(),
+                false,
+            )
+            .unwrap();
             assert_eq!(
                 std::fs::read(&path).unwrap(),
                 after,
@@ -128,7 +144,39 @@ mod tests {
         let mut long = b"{\"a\":1}\n".to_vec();
         long.extend(vec![b'x'; 10_000]);
         std::fs::write(&path, &long).unwrap();
-        write_batch(dir.path().into(), "s.jsonl".into(), b"{\"c\":3}\n".to_vec()).unwrap();
+        write_batch(
+            dir.path().into(),
+            "s.jsonl".into(),
+            b"{\"c\":3}\n".to_vec(),
+            false,
+        )
+        .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"c\":3}\n");
+    }
+
+    /// A sink that starts on a file a crash left torn writes its first batch on a line of
+    /// its own, and the next ones after it.
+    #[test]
+    fn a_starting_sink_cuts_what_a_crash_left_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.jsonl");
+        std::fs::write(&path, b"{\"a\":1}\n{\"torn").unwrap();
+        let event = crate::cdc::ce_json::test_record("d", Some("{}"), false, 1);
+        let d = Delivery::test("gw", event, "e-1", crate::tenant::ContentMode::Structured);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut sink = FileSink::new(dir.path().into(), "s");
+        for _ in 0..2 {
+            rt.block_on(sink.deliver(std::slice::from_ref(&d))).unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], r#"{"a":1}"#);
+        assert!(
+            lines[1..].iter().all(|l| l.as_bytes() == &d.body[..]),
+            "{text}"
+        );
     }
 }
