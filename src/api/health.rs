@@ -84,6 +84,9 @@ async fn about(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Jso
 
 /// 200 when every check passes, else 503; the body names each check and why it failed.
 async fn ready(State(s): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    // A latched store reopens here too once space is back, not only at the next write.
+    let _ = s.tenancy.store().try_recover().await;
+    s.cdc.outbox().try_recover().await;
     let problems: Vec<String> = [
         ("state store", s.tenancy.store().write_problem()),
         ("outbox", s.cdc.outbox().write_problem()),

@@ -106,7 +106,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         if self.is_poisoned() {
-            self.recover().await?;
+            self.try_recover().await?;
         }
         let (reply, rx) = oneshot::channel();
         let job = Box::new(TypedJob::new(op, reply));
@@ -119,9 +119,13 @@ impl Store {
     }
 
     /// After a failed commit: reopens the file when space allows, at most every 2 s; until
-    /// then every write gets the latch's error and nothing is acknowledged.
-    async fn recover(&self) -> Result<(), StoreError> {
+    /// then every write gets the latch's error and nothing is acknowledged. Writes ask, and
+    /// so does `/ready`, so a gateway nobody writes to comes back too.
+    pub async fn try_recover(&self) -> Result<(), StoreError> {
         let i = &self.inner;
+        if !self.is_poisoned() {
+            return Ok(());
+        }
         let now = u64::try_from(i.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = i.last_recover_ms.load(Ordering::Acquire);
         let due = last == 0 || now.saturating_sub(last) >= RECOVER_EVERY.as_millis() as u64;
@@ -149,8 +153,8 @@ impl Store {
         Some(match (self.inner.latch.error(), reason) {
             (StoreError::Full, r) => format!(
                 "the file system of {} is full{}; writes are refused and nothing new is \
-                 acknowledged until space is freed (the file is reopened at the next write \
-                 once {} MiB are free)",
+                 acknowledged until space is freed (the file is reopened at the next write or \
+                 /ready once {} MiB are free)",
                 self.dir().display(),
                 r.map(|r| format!(" ({r})")).unwrap_or_default(),
                 writer::RECOVER_FREE_BYTES >> 20

@@ -7,7 +7,7 @@
 //!   (`Durability::Immediate`) returned, so an answer sent after it describes durable state.
 //! - An operation that returns `Err` leaves no write behind, even when batched with others.
 //! - After a failed commit the writer latches: every later write gets [`StoreError::Full`] (no
-//!   space) or [`StoreError::Poisoned`], and nothing is acknowledged, until a write finds room
+//!   space) or [`StoreError::Poisoned`], and nothing is acknowledged, until a write or `/ready` finds room
 //!   on the file system (4 MiB, tried at most every 2 s) and the file is reopened at its last
 //!   durable commit: the failed transaction is dropped with its handle, never written or
 //!   synced again.

@@ -558,6 +558,11 @@ impl Outbox {
         self.store.is_poisoned()
     }
 
+    /// See [`crate::store::Store::try_recover`].
+    pub async fn try_recover(&self) {
+        let _ = self.store.try_recover().await;
+    }
+
     /// Why the outbox refuses writes, when it does (a failed commit; a full disk).
     pub fn write_problem(&self) -> Option<String> {
         self.store.write_problem()
