@@ -119,39 +119,21 @@ mod tests {
     fn a_torn_last_line_is_cut_before_the_next_batch() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.jsonl");
+        // The last: a torn line longer than one read of the tail.
+        let long = [&b"{\"a\":1}\n"[..], &[b'x'; 10_000]].concat();
         for (before, after) in [
             (&b"{\"a\":1}\n{\"b\""[..], &b"{\"a\":1}\n{\"c\":3}\n"[..]),
             (b"{\"half", b"{\"c\":3}\n"),
             (b"", b"{\"c\":3}\n"),
             (b"{\"a\":1}\n", b"{\"a\":1}\n{\"c\":3}\n"),
+            (&long, b"{\"a\":1}\n{\"c\":3}\n"),
         ] {
             std::fs::write(&path, before).unwrap();
-            write_batch(
-                dir.path().into(),
-                "s.jsonl".into(),
-                b"{\"c\":3}\n".to_vec(),
-                false,
-            )
-            .unwrap();
-            assert_eq!(
-                std::fs::read(&path).unwrap(),
-                after,
-                "{:?}",
-                String::from_utf8_lossy(before)
-            );
+            let batch = b"{\"c\":3}\n".to_vec();
+            write_batch(dir.path().into(), "s.jsonl".into(), batch, false).unwrap();
+            let got = std::fs::read(&path).unwrap();
+            assert_eq!(got, after, "{:?}", String::from_utf8_lossy(before));
         }
-        // A torn line longer than one read of the tail.
-        let mut long = b"{\"a\":1}\n".to_vec();
-        long.extend(vec![b'x'; 10_000]);
-        std::fs::write(&path, &long).unwrap();
-        write_batch(
-            dir.path().into(),
-            "s.jsonl".into(),
-            b"{\"c\":3}\n".to_vec(),
-            false,
-        )
-        .unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"c\":3}\n");
     }
 
     /// A sink that starts on a file a crash left torn writes its first batch on a line of
