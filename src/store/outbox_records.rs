@@ -28,6 +28,7 @@ pub struct EventRecord {
 
 /// Version 1 of [`EventRecord`]: no org uid.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct EventRecordV1 {
     org_id: String,
     app_id: String,
@@ -54,6 +55,25 @@ impl From<EventRecordV1> for EventRecord {
             observed_ms: v.observed_ms,
             org_uid: [0; 16],
         }
+    }
+}
+
+/// Events as older files hold them, for the tests of what reads them.
+#[cfg(test)]
+impl EventRecord {
+    pub(crate) fn encode_v1(&self) -> Vec<u8> {
+        let v1 = EventRecordV1 {
+            org_id: self.org_id.clone(),
+            app_id: self.app_id.clone(),
+            collection: self.collection.clone(),
+            doc_id: self.doc_id.clone(),
+            op: self.op,
+            data: self.data.clone(),
+            encrypted: self.encrypted,
+            content_hash: self.content_hash,
+            observed_ms: self.observed_ms,
+        };
+        postcard::to_extend(&v1, vec![1u8]).unwrap_or_default()
     }
 }
 

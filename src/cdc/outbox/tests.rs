@@ -11,38 +11,21 @@ fn cfg(quota: u64) -> OutboxConfig {
     }
 }
 
-/// The layout of events written before org uids, as they sit in older files.
-#[derive(serde::Serialize)]
-struct V1 {
-    org_id: String,
-    app_id: String,
-    collection: String,
-    doc_id: String,
-    op: u8,
-    data: Option<Vec<u8>>,
-    encrypted: bool,
-    content_hash: [u8; 32],
-    observed_ms: u64,
-}
-
+/// An event as files written before org uids hold it.
 fn v1(org: &str, doc: &str) -> Vec<u8> {
-    let mut out = vec![1u8];
-    postcard::to_io(
-        &V1 {
-            org_id: org.into(),
-            app_id: "mesh".into(),
-            collection: "tracks".into(),
-            doc_id: doc.into(),
-            op: 1,
-            data: Some(b"{}".to_vec()),
-            encrypted: false,
-            content_hash: [0; 32],
-            observed_ms: 1,
-        },
-        &mut out,
-    )
-    .unwrap();
-    out
+    EventRecord {
+        org_id: org.into(),
+        app_id: "mesh".into(),
+        collection: "tracks".into(),
+        doc_id: doc.into(),
+        op: 1,
+        data: Some(b"{}".to_vec()),
+        encrypted: false,
+        content_hash: [0; 32],
+        observed_ms: 1,
+        org_uid: [0; 16],
+    }
+    .encode_v1()
 }
 
 #[tokio::test]
