@@ -10,7 +10,7 @@ use peat_gateway::cdc::source::simulator::Simulator;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::cdc::{file_sink, setup, sink_events, wait_for};
+use crate::cdc::{file_sink, setup, sink_events, sink_events_of, wait_for};
 use crate::harness::{Gateway, GatewayOpts};
 use crate::source::{source_when, subjects};
 
@@ -221,14 +221,16 @@ async fn numbers_reach_the_sinks_exactly_as_the_node_keeps_them() {
     sim.put("tracks", "big", r#"{"big":98765432109876543210}"#);
     sim.put("tracks", "big", r#"{ "big": 98765432109876543211 }"#);
     sim.put("tracks", "neg", r#"{"n":-12345678901234567890,"f":1.50}"#);
-    wait_for(&g, "all", 3).await;
-    let raw = std::fs::read_to_string(g.data_dir().join("sinks/acme/all.jsonl")).unwrap();
-    for exact in [
+    // The reconciliation at connect may read a state before its frame arrives: the sink is
+    // waited on for its contents, not for a count of events.
+    let exact = [
         r#""data":{"big":98765432109876543210}"#,
         r#""data":{"big":98765432109876543211}"#,
         r#""data":{"f":1.50,"n":-12345678901234567890}"#,
-    ] {
-        assert!(raw.contains(exact), "{exact} in {raw}");
+    ];
+    let raw = sink_text_when(&g, |raw| exact.iter().all(|e| raw.contains(e))).await;
+    for e in exact {
+        assert!(raw.contains(e), "{e} in {raw}");
     }
     // HTTP ingest keeps them too.
     let (s, b) = crate::cdc::ingest(
@@ -247,11 +249,107 @@ async fn numbers_reach_the_sinks_exactly_as_the_node_keeps_them() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    wait_for(&g, "all", 5).await;
-    let raw = std::fs::read_to_string(g.data_dir().join("sinks/acme/all.jsonl")).unwrap();
+    let exact = r#""data":{"x":123456789012345678901234567890}"#;
+    let raw = sink_text_when(&g, |raw| raw.contains(exact)).await;
+    assert!(raw.contains(exact), "{raw}");
+}
+
+/// The text of acme's file sink `all` once `ok` holds, or the last seen after a deadline.
+async fn sink_text_when(g: &Gateway, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let raw =
+            std::fs::read_to_string(g.data_dir().join("sinks/acme/all.jsonl")).unwrap_or_default();
+        if ok(&raw) || std::time::Instant::now() > deadline {
+            return raw;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The data of the last event of `doc_id` in `org`'s file sink `all`.
+fn last_state(g: &Gateway, org: &str, doc_id: &str) -> Option<serde_json::Value> {
+    sink_events_of(g, org, "all")
+        .into_iter()
+        .rev()
+        .find(|e| {
+            e["subject"]
+                .as_str()
+                .is_some_and(|s| s.ends_with(&format!("/{doc_id}")))
+        })
+        .map(|e| e["data"].clone())
+}
+
+#[tokio::test]
+async fn frames_of_concurrent_writers_out_of_order_settle_on_each_nodes_state() {
+    let (g, sim) = start().await;
+    let other = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    other.behave_as_0_1(true);
+    for (s, b) in [
+        g.admin(Method::POST, "/orgs", Some(json!({"org_id": "bravo", "display_name": "Bravo"})))
+            .await,
+        g.admin(Method::POST, "/orgs/bravo/formations", Some(json!({"app_id": "mesh"})))
+            .await,
+        g.admin(Method::POST, "/orgs/bravo/sinks",
+            Some(json!({"sink_type": {"File": {"name": "all"}}})))
+            .await,
+        g.admin(Method::PUT, "/orgs/bravo/formations/mesh/source",
+            Some(json!({"endpoint": other.url(), "collections": ["tracks"], "reconcile_secs": 86_400})))
+            .await,
+    ] {
+        assert!(s == 200 || s == 201, "{b}");
+    }
+    file_sink(&g, "all", json!({})).await;
+    // No reconciliation for a day: only the stream and what follows a burst can set the state.
+    bind(&g, &sim, &["tracks"], 86_400).await;
+    source_when(&g, |b| b["health"]["connected"] == true).await;
+    let bravo_connected = || async {
+        let (_, b) = g
+            .admin(Method::GET, "/orgs/bravo/formations/mesh/source", None)
+            .await;
+        b["health"]["connected"] == true
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !bravo_connected().await && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two writers on each node: the frames arrive last write first.
+    sim.concurrent_puts("tracks", "t-1", &[r#"{"v":1}"#, r#"{"v":2}"#]);
+    other.concurrent_puts("tracks", "t-1", &[r#"{"w":1}"#, r#"{"w":2}"#]);
+    let settled = || {
+        last_state(&g, "acme", "t-1") == Some(json!({"v": 2}))
+            && last_state(&g, "bravo", "t-1") == Some(json!({"w": 2}))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !settled() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        last_state(&g, "acme", "t-1"),
+        Some(json!({"v": 2})),
+        "acme ends on its node's state"
+    );
+    assert_eq!(
+        last_state(&g, "bravo", "t-1"),
+        Some(json!({"w": 2})),
+        "bravo ends on its node's state"
+    );
+    // Each org's sink holds its own node's states only.
+    let states = |org| -> Vec<serde_json::Value> {
+        sink_events_of(&g, org, "all")
+            .into_iter()
+            .map(|e| e["data"].clone())
+            .collect()
+    };
     assert!(
-        raw.contains(r#""data":{"x":123456789012345678901234567890}"#),
-        "{raw}"
+        states("acme").iter().all(|d| d.get("v").is_some()),
+        "{:?}",
+        states("acme")
+    );
+    assert!(
+        states("bravo").iter().all(|d| d.get("w").is_some()),
+        "{:?}",
+        states("bravo")
     );
 }
 

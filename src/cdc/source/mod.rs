@@ -51,6 +51,10 @@ const LIVENESS: Duration = Duration::from_secs(2);
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 const APPEND_CHUNK: usize = 256;
+/// A burst is settled once the stream has been quiet this long…
+const SETTLE_QUIET: Duration = Duration::from_millis(250);
+/// …or this long after its first frame, whichever comes first (a busy stream is never quiet).
+const SETTLE_MAX: Duration = Duration::from_secs(1);
 
 struct Running {
     def: SourceDef,
@@ -173,6 +177,10 @@ impl Sources {
                 client: client.clone(),
                 health: health.clone(),
                 stop: stop_rx,
+                unsettled: HashMap::new(),
+                unsettled_since: None,
+                reconciled: HashSet::new(),
+                reconciling: false,
             };
             tokio::spawn(capture.run());
             running.insert(
@@ -239,6 +247,21 @@ struct Capture {
     health: Arc<Mutex<SourceHealth>>,
     stop: watch::Receiver<bool>,
     reconcile: Arc<tokio::sync::Notify>,
+    /// Documents taken from frames since the last settling, and when the first came.
+    unsettled: HashMap<(String, String), Seen>,
+    unsettled_since: Option<tokio::time::Instant>,
+    /// Documents a reconciliation changed since the last settling: a frame of theirs may be
+    /// older than what the reconciliation read.
+    reconciled: HashSet<(String, String)>,
+    reconciling: bool,
+}
+
+/// What the frames since the last settling said of a document.
+enum Seen {
+    /// One state, however many frames carried it: nothing to doubt.
+    One(DocState),
+    /// Different states, or a frame after a reconciliation changed it: the order is unknown.
+    Doubt,
 }
 
 /// Probes the node every [`LIVENESS`]; ends with the reason after two probes in a row failed
@@ -377,12 +400,28 @@ impl Capture {
         let every = Duration::from_secs(self.def.reconcile_secs);
         let mut reconcile_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut settle_at: Option<tokio::time::Instant> = None;
         loop {
+            let settle = async {
+                match settle_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 batch = stream.next_batch() => match batch? {
-                    Some(frames) => alive(self.frames(&mut stream, frames), &mut liveness).await?,
+                    Some(frames) => {
+                        alive(self.frames(&mut stream, frames), &mut liveness).await?;
+                        settle_at = self.unsettled_since.map(|first| {
+                            (tokio::time::Instant::now() + SETTLE_QUIET).min(first + SETTLE_MAX)
+                        });
+                    }
                     None => return Err(SourceError::Cut),
                 },
+                () = settle => {
+                    settle_at = None;
+                    alive(self.settle(), &mut liveness).await?;
+                }
                 _ = reconcile_tick.tick() => alive(self.reconcile(), &mut liveness).await?,
                 _ = self.reconcile.notified() => alive(self.reconcile(), &mut liveness).await?,
                 e = &mut liveness => return Err(e),
@@ -412,6 +451,7 @@ impl Capture {
                     Ok(s) => s,
                     Err(_) => {
                         self.refuse(&f.collection, &f.doc_id, NOT_JSON).await;
+                        self.unsettled.remove(&(f.collection, f.doc_id));
                         continue;
                     }
                 },
@@ -421,6 +461,7 @@ impl Capture {
                         Ok(s) => s,
                         Err(reason) => {
                             self.refuse(&f.collection, &f.doc_id, reason).await;
+                            self.unsettled.remove(&(f.collection, f.doc_id));
                             continue;
                         }
                     }
@@ -447,6 +488,71 @@ impl Capture {
             h.skipped_frames = h.skipped_frames.max(skipped);
             h.last_event_ms = Some(now_ms());
         });
+        let offered: Vec<(String, String)> = changes
+            .iter()
+            .map(|c| (c.collection.clone(), c.doc_id.clone()))
+            .collect();
+        let changes = self.admit(changes).await;
+        // A refused state is counted once: settling does not read it again.
+        let admitted: HashSet<(&str, &str)> = changes
+            .iter()
+            .map(|c| (c.collection.as_str(), c.doc_id.as_str()))
+            .collect();
+        for key in offered {
+            if !admitted.contains(&(key.0.as_str(), key.1.as_str())) {
+                self.unsettled.remove(&key);
+            }
+        }
+        for c in &changes {
+            let key = (c.collection.clone(), c.doc_id.clone());
+            let doubt = self.reconciled.contains(&key);
+            match self.unsettled.entry(key) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(if doubt {
+                        Seen::Doubt
+                    } else {
+                        Seen::One(c.state.clone())
+                    });
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if matches!(o.get(), Seen::One(s) if *s != c.state) {
+                        o.insert(Seen::Doubt);
+                    }
+                }
+            }
+        }
+        // Settled (and forgotten) after the burst either way: only doubts cost a read.
+        if !self.unsettled.is_empty() {
+            self.unsettled_since
+                .get_or_insert_with(tokio::time::Instant::now);
+        }
+        self.append_admitted(changes).await;
+        Ok(())
+    }
+
+    /// Frames of one burst may arrive out of order (concurrent writers on 0.1.0) or after a
+    /// reconciliation read a newer state: for a document whose frames disagree, the state
+    /// read back after the burst is the truth for the cursor (peat-wire §2.11). The content
+    /// hashes absorb what is already captured.
+    async fn settle(&mut self) -> Result<(), SourceError> {
+        self.unsettled_since = None;
+        self.reconciled.clear();
+        let doubtful: Vec<(String, String)> = std::mem::take(&mut self.unsettled)
+            .into_iter()
+            .filter(|(_, seen)| matches!(seen, Seen::Doubt))
+            .map(|(key, _)| key)
+            .collect();
+        let mut changes = Vec::with_capacity(doubtful.len());
+        for (collection, doc_id) in doubtful {
+            match self.read_back(&collection, &doc_id).await? {
+                Ok(state) => changes.push(Change {
+                    collection,
+                    doc_id,
+                    state,
+                }),
+                Err(reason) => self.refuse(&collection, &doc_id, reason).await,
+            }
+        }
         self.append(changes).await;
         Ok(())
     }
@@ -509,6 +615,10 @@ impl Capture {
     /// the others.
     async fn append(&mut self, changes: Vec<Change>) {
         let changes = self.admit(changes).await;
+        self.append_admitted(changes).await;
+    }
+
+    async fn append_admitted(&mut self, changes: Vec<Change>) {
         for chunk in changes.chunks(APPEND_CHUNK) {
             match self.append_chunk(chunk.to_vec()).await {
                 Some(Err(CdcError::DocumentQuota { .. })) => {
@@ -551,6 +661,14 @@ impl Capture {
                         .iter()
                         .filter(|o| matches!(o, super::Appended::Event(_)))
                         .count() as u64;
+                    if self.reconciling {
+                        for (c, o) in chunk.iter().zip(&r.outcomes) {
+                            if matches!(o, super::Appended::Event(_)) {
+                                self.reconciled
+                                    .insert((c.collection.clone(), c.doc_id.clone()));
+                            }
+                        }
+                    }
                     self.set(|h| {
                         h.appended += appended;
                         h.unchanged += r.outcomes.len() as u64 - appended;
@@ -585,7 +703,10 @@ impl Capture {
             ..Default::default()
         };
         let before = lock(&self.health).appended;
+        self.reconciled.clear();
+        self.reconciling = true;
         let result = self.reconcile_all(&mut report).await;
+        self.reconciling = false;
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         report.appended = lock(&self.health).appended - before;
         tracing::debug!(org = %self.def.org_id, app = %self.def.app_id, ?report, outcome, "reconciled with the node");

@@ -13,6 +13,7 @@
 //! - with [`Simulator::behave_as_0_1`], the 0.1.0 node of §2.11: no snapshot, JSON text kept
 //!   byte for byte (numbers beyond 64 bits, `1.50`), non-object roots and empty ids accepted
 //!   and listed, one DELETE frame for `DeleteDocument` (also of an id that never existed);
+//!   frames of concurrent writers out of order ([`Simulator::concurrent_puts`]);
 //! - a restart on the same data draws a new node id unless one was pinned (`--node-id`);
 //! - a hung node (SIGSTOP): calls and streams stall without a word.
 
@@ -253,6 +254,21 @@ impl Simulator {
     /// A write on this node or received by sync: stored, then announced with current state.
     pub fn put(&self, collection: &str, doc_id: &str, json: &str) {
         self.inner.put(collection, doc_id, json);
+    }
+
+    /// Concurrent writers of one document, as 0.1.0 announces them (§2.11): the node keeps
+    /// the last write, the frames arrive last write first.
+    pub fn concurrent_puts(&self, collection: &str, doc_id: &str, writes: &[&str]) {
+        let Some(last) = writes.last() else { return };
+        lock(&self.inner.docs).insert((collection.into(), doc_id.into()), (*last).into());
+        for json in writes.iter().rev() {
+            self.inner.notify(DocumentChange {
+                collection: collection.into(),
+                doc_id: doc_id.into(),
+                change_type: ChangeType::Upsert,
+                json_data: Some((*json).into()),
+            });
+        }
     }
 
     /// The document's JSON text as the node holds it.
