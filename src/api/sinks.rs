@@ -450,6 +450,7 @@ async fn status(
         let held = fill.bytes as f64;
         ((held / fill.events as f64) * backlog as f64).min(held) as u64
     };
+    let delivered_bytes = st.as_ref().map_or(0, |st| st.delivered_bytes);
     let (state, target, last_error, stalled_lsn, delivered, retried, dead, last, rate) = match st {
         Some(st) => (
             st.state,
@@ -489,6 +490,7 @@ async fn status(
         "rate_events_per_sec": rate,
         "drain_eta_seconds": eta,
         "delivered": delivered,
+        "delivered_bytes": delivered_bytes,
         "retried": retried,
         "dead_lettered": dead,
         "last_delivery": last.map(rfc3339_ms),

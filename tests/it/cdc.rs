@@ -151,6 +151,13 @@ async fn ingested_changes_reach_the_file_sink_as_cloudevents_once_per_state() {
 
     let st = status_when(&g, &sink, |st| st["cursor_lsn"] == 4).await;
     assert_eq!(st["backlog_events"], 0, "{st}");
+    // The bodies delivered: the file's lines without their newlines.
+    let file = std::fs::read(g.data_dir().join("sinks/acme/all.jsonl")).unwrap();
+    assert_eq!(
+        st["delivered_bytes"].as_u64(),
+        Some((file.len() - 4) as u64),
+        "{st}"
+    );
 
     // The content-hash cursor survives a restart: a repeat is still suppressed, and the
     // sink's cursor means nothing is delivered twice after a clean stop.
