@@ -5,7 +5,9 @@
 //!
 //!   cargo build --release && cargo run --release --example bench_enroll -- [enrollments] [clients]
 //!
-//! Defaults: 20000 enrollments, 8 concurrent clients (keep-alive connections).
+//! Defaults: 20000 enrollments, 8 concurrent clients (keep-alive connections). Then the admin
+//! API under the same clients: 2,000 GETs of the org, formation, sink, health and metrics
+//! resources, p50/p99.
 
 mod common;
 
@@ -113,5 +115,63 @@ fn main() {
             cpu * 1000.0 / n as f64,
         );
         println!("target: ≥ 5000/s with p99 ≤ 50 ms");
+        record(json!({"bench": "enroll", "system": "peat-gateway", "enrollments": n,
+            "clients": clients, "seconds": elapsed.as_secs_f64(),
+            "per_s": n as f64 / elapsed.as_secs_f64(),
+            "p50_ms": percentile(&lat, 0.50), "p99_ms": percentile(&lat, 0.99),
+            "cpu_ms_each": cpu * 1000.0 / n as f64}));
+
+        // The admin API an operator's tools poll, with the formation now holding n peers.
+        let paths = [
+            "/orgs",
+            "/orgs/bench",
+            "/orgs/bench/formations/mesh",
+            "/orgs/bench/sinks",
+            "/health",
+            "/metrics",
+        ];
+        let per_client = 2000 / clients.max(1);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let (http, base) = (http.clone(), g.base.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_client);
+                for i in 0..per_client {
+                    let path = paths[(c + i) % paths.len()];
+                    let t = Instant::now();
+                    let r = http
+                        .get(format!("{base}{path}"))
+                        .bearer_auth(ADMIN)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
+                    let status = r.status();
+                    let _ = r.bytes().await;
+                    assert!(status.is_success(), "GET {path} answered {status}");
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                lat
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.unwrap_or_default());
+        }
+        let elapsed = started.elapsed();
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "peat-gateway admin API       {:>8} GETs in {:>6.2} s = {:>7.0}/s; latency p50 {:.2} ms, p99 {:.2} ms ({})",
+            lat.len(),
+            elapsed.as_secs_f64(),
+            lat.len() as f64 / elapsed.as_secs_f64(),
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.99),
+            paths.join(", ")
+        );
+        record(json!({"bench": "admin_api", "system": "peat-gateway", "requests": lat.len(),
+            "clients": clients, "per_s": lat.len() as f64 / elapsed.as_secs_f64(),
+            "p50_ms": percentile(&lat, 0.50), "p99_ms": percentile(&lat, 0.99),
+            "paths": paths}));
     });
 }

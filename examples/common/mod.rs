@@ -265,3 +265,61 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
+
+/// Appends one figure as a JSON line to `$BENCH_RESULTS` (how `scripts/bench` collects the
+/// figures it writes into BENCHMARKS.md); nothing when unset.
+pub fn record(v: serde_json::Value) {
+    use std::io::Write;
+    let Ok(path) = std::env::var("BENCH_RESULTS") else {
+        return;
+    };
+    let line = format!("{v}\n");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("cannot record a figure in {path}: {e}");
+    }
+}
+
+/// Bytes a process has caused to be written to storage so far (`/proc/<pid>/io`).
+pub fn write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A mosquitto broker from a config file written into `dir` (listener and persistence
+/// location are the caller's).
+pub fn mosquitto_with_config(dir: &std::path::Path, name: &str, conf: &str) -> Killed {
+    let _ = std::fs::create_dir_all(dir);
+    let path = dir.join(format!("{name}.conf"));
+    if let Err(e) = std::fs::write(&path, conf) {
+        panic!("writing {}: {e}", path.display());
+    }
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start mosquitto: {e} (scripts/setup installs it)"));
+    Killed(child)
+}
+
+pub fn mosquitto_version() -> String {
+    Command::new("mosquitto")
+        .arg("-h")
+        .output()
+        .map(|o| {
+            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stderr));
+            text.lines().next().unwrap_or("mosquitto").trim().to_owned()
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
