@@ -262,7 +262,8 @@ impl GatewayEdge {
         let mut b = String::with_capacity(k * (PAYLOAD + 40));
         for i in from..from + k {
             b.push_str(
-                &json!({"collection": "tracks", "doc_id": format!("d{i}"), "op": "upsert",
+                // A formation holds at most 1 M documents: a larger backlog updates them again.
+                &json!({"collection": "tracks", "doc_id": format!("d{}", i % 500_000), "op": "upsert",
                 "data": {"seq": i, "pad": self.filler}})
                 .to_string(),
             );
