@@ -165,6 +165,23 @@ async fn feed<E: Edge>(edge: &mut E, load: Load) -> usize {
     }
 }
 
+/// The partition: the edge takes the load while its hub is away, then the drain waits for
+/// its turn. Returns the events sent and the turn.
+async fn partition<'a, E: Edge>(
+    run: &'a Run,
+    edge: &mut E,
+    who: &str,
+) -> (usize, Option<tokio::sync::MutexGuard<'a, ()>>) {
+    let cut = Instant::now();
+    let n = feed(edge, run.load).await;
+    println!(
+        "  {who}: {n} events held after {:.1} s of partition",
+        cut.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(run.partition.saturating_sub(cut.elapsed())).await;
+    (n, run.drain_turn().await)
+}
+
 fn hub_conf(dir: &Path, port: u16, leaf_port: u16) -> String {
     format!(
         "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\", domain: hub }}\nleafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n",
@@ -210,18 +227,23 @@ impl Acked {
     }
 }
 
-/// Waits for the hub to accept, then times the first message and the last of `n` new events
-/// (counted as messages, or by `acked` when one message holds many). Gives up after 10 min.
-async fn time_drain(port: u16, stream: &str, before: u64, n: u64, acked: Option<&Acked>) -> Drain {
-    let up = loop {
+/// When the hub on `port` first accepts a connection (polled every 2 ms).
+async fn accepting(port: u16) -> Instant {
+    loop {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            break Instant::now();
+            return Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+    }
+}
+
+/// Waits for the hub to accept, then times the first message and the last of `n` new events
+/// (counted as messages, or by `acked` when one message holds many). Gives up after 10 min.
+async fn time_drain(port: u16, stream: &str, before: u64, n: u64, acked: Option<&Acked>) -> Drain {
+    let up = accepting(port).await;
     let js = jetstream::new(connect(port).await);
     let mut first = None;
     let deadline = up + Duration::from_secs(600);
@@ -337,14 +359,7 @@ async fn gateway(run: &Run, content_mode: &str, rate_limit: Option<u64>) -> Drai
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(hub);
-    let cut = Instant::now();
-    let n = feed(&mut edge, run.load).await;
-    println!(
-        "  gateway ({content_mode}): {n} events held after {:.1} s of partition",
-        cut.elapsed().as_secs_f64()
-    );
-    tokio::time::sleep(run.partition.saturating_sub(cut.elapsed())).await;
-    let _turn = run.drain_turn().await;
+    let (n, _turn) = partition(run, &mut edge, &format!("gateway ({content_mode})")).await;
     let hub = nats_with_config(&run.bin, &dir, "hub", &conf);
     let (e0, h0) = (cpu_seconds(g.pid), cpu_seconds(hub.0.id()));
     let mut d = time_drain(port, stream, 1, n as u64, acked.as_ref()).await;
@@ -482,14 +497,7 @@ async fn leaf(run: &Run) -> Drain {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(hub);
-    let cut = Instant::now();
-    let n = feed(&mut edge, run.load).await;
-    println!(
-        "  leaf: {n} events held after {:.1} s of partition",
-        cut.elapsed().as_secs_f64()
-    );
-    tokio::time::sleep(run.partition.saturating_sub(cut.elapsed())).await;
-    let _turn = run.drain_turn().await;
+    let (n, _turn) = partition(run, &mut edge, "leaf").await;
     let hub = nats_with_config(&run.bin, &dir, "hub", &conf);
     let edge_pid = edge_server.0.id();
     let (e0, h0) = (cpu_seconds(edge_pid), cpu_seconds(hub.0.id()));
@@ -660,26 +668,11 @@ async fn mosquitto(run: &Run, default_limit: bool) -> Drain {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop_gracefully(hub);
-    let cut = Instant::now();
-    let n = feed(&mut edge, run.load).await;
-    println!(
-        "  mosquitto bridge ({tag} queue limit): {n} events held after {:.1} s of partition",
-        cut.elapsed().as_secs_f64()
-    );
-    tokio::time::sleep(run.partition.saturating_sub(cut.elapsed())).await;
-    let _turn = run.drain_turn().await;
+    let (n, _turn) = partition(run, &mut edge, &format!("mosquitto bridge ({tag} queue)")).await;
     let before = counter.count().0;
     let hub = mosquitto_with_config(&dir, "hub", &hub_conf);
     let (e0, h0) = (cpu_seconds(edge_broker.0.id()), cpu_seconds(hub.0.id()));
-    let up = loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", hub_port))
-            .await
-            .is_ok()
-        {
-            break Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+    let up = accepting(hub_port).await;
     // Done when every event arrived, or nothing more came for 10 s (the rest was dropped).
     let mut last = (before, Instant::now());
     let deadline = up + Duration::from_secs(600);

@@ -99,10 +99,7 @@ fn main() {
                 lat
             }));
         }
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await.unwrap_or_default());
-        }
+        let mut lat = gather(tasks).await;
         let elapsed = started.elapsed();
         let cpu = cpu_seconds(g.pid) - cpu0;
         lat.sort_by(f64::total_cmp);
@@ -154,10 +151,7 @@ fn main() {
                 lat
             }));
         }
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await.unwrap_or_default());
-        }
+        let mut lat = gather(tasks).await;
         let elapsed = started.elapsed();
         lat.sort_by(f64::total_cmp);
         println!(

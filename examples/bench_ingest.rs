@@ -22,15 +22,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// Every client's per-batch latencies, once all have finished.
-async fn gather(tasks: Vec<tokio::task::JoinHandle<Vec<f64>>>) -> Vec<f64> {
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap_or_default());
-    }
-    lat
-}
-
 /// One run's shape.
 #[derive(Clone, Copy)]
 struct Shape {
@@ -40,10 +31,47 @@ struct Shape {
     payload: usize,
 }
 
+impl Shape {
+    /// (events, batch, clients, payload bytes)
+    fn parts(self) -> (usize, usize, usize, usize) {
+        (self.events, self.batch, self.clients, self.payload)
+    }
+}
+
 struct Figures {
     events_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
+}
+
+/// One client's run: its events in batches of up to `batch`, each timed from its first send
+/// to its last acknowledgement (`prepare` builds what `send` sends, before the clock starts).
+async fn timed_batches<P>(
+    per_client: usize,
+    batch: usize,
+    mut prepare: impl FnMut(usize, usize) -> P,
+    mut send: impl AsyncFnMut(P),
+) -> Vec<f64> {
+    let mut lat = Vec::new();
+    let mut sent = 0;
+    while sent < per_client {
+        let n = batch.min(per_client - sent);
+        let p = prepare(sent, n);
+        let t = Instant::now();
+        send(p).await;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        sent += n;
+    }
+    lat
+}
+
+/// Every client's latencies, its run polled beside the others' on this thread.
+async fn gather_all(tasks: Vec<impl std::future::Future<Output = Vec<f64>>>) -> Vec<f64> {
+    futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Prints and records one system's figures.
@@ -89,12 +117,7 @@ fn report(
 }
 
 async fn gateway(shape: Shape) -> Figures {
-    let Shape {
-        events,
-        batch,
-        clients,
-        payload,
-    } = shape;
+    let (events, batch, clients, payload) = shape.parts();
     let g = start_gateway(
         "ingest",
         &[
@@ -114,11 +137,8 @@ async fn gateway(shape: Shape) -> Figures {
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (http, base, filler) = (http.clone(), base.clone(), filler.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut sent = 0;
-            while sent < per_client {
-                let n = batch.min(per_client - sent);
+        tasks.push(async move {
+            let prepare = |sent: usize, n: usize| {
                 let mut body = String::with_capacity(n * (payload + 40));
                 for i in 0..n {
                     let line = json!({"collection": "tracks", "doc_id": format!("c{c}-{}", sent + i),
@@ -126,7 +146,9 @@ async fn gateway(shape: Shape) -> Figures {
                     body.push_str(&line.to_string());
                     body.push('\n');
                 }
-                let t = Instant::now();
+                body
+            };
+            let send = async |body: String| {
                 let r = http
                     .post(format!("{base}/orgs/bench/formations/mesh/changes"))
                     .bearer_auth(ADMIN)
@@ -139,13 +161,11 @@ async fn gateway(shape: Shape) -> Figures {
                     Ok(r) => panic!("ingest answered {}", r.status()),
                     Err(e) => panic!("ingest failed: {e}"),
                 }
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                sent += n;
-            }
-            lat
-        }));
+            };
+            timed_batches(per_client, batch, prepare, send).await
+        });
     }
-    let lat = gather(tasks).await;
+    let lat = gather_all(tasks).await;
     let elapsed = started.elapsed();
     let written = write_bytes(g.pid).saturating_sub(written_before);
     let peak = mem.peak();
@@ -162,12 +182,7 @@ async fn gateway(shape: Shape) -> Figures {
 }
 
 async fn jetstream(bin: &str, sync_always: bool, shape: Shape) -> Figures {
-    let Shape {
-        events,
-        batch,
-        clients,
-        payload,
-    } = shape;
+    let (events, batch, clients, payload) = shape.parts();
     let dir = std::env::temp_dir().join(format!(
         "peat-bench-js-{}-{sync_always}",
         std::process::id()
@@ -203,13 +218,9 @@ async fn jetstream(bin: &str, sync_always: bool, shape: Shape) -> Figures {
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (js, payload) = (js.clone(), payload.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut sent = 0;
-            while sent < per_client {
-                let n = batch.min(per_client - sent);
-                let t = Instant::now();
-                // Publish the batch pipelined, then wait for every acknowledgement.
+        tasks.push(async move {
+            // Publish the batch pipelined, then wait for every acknowledgement.
+            let send = async |(sent, n): (usize, usize)| {
                 let mut acks = Vec::with_capacity(n);
                 for i in 0..n {
                     acks.push(
@@ -221,13 +232,11 @@ async fn jetstream(bin: &str, sync_always: bool, shape: Shape) -> Figures {
                 for a in acks {
                     a.await.unwrap_or_else(|e| panic!("ack: {e}"));
                 }
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                sent += n;
-            }
-            lat
-        }));
+            };
+            timed_batches(per_client, batch, |s, n| (s, n), send).await
+        });
     }
-    let lat = gather(tasks).await;
+    let lat = gather_all(tasks).await;
     let elapsed = started.elapsed();
     let _ = std::fs::remove_dir_all(&dir);
     let peak = mem.peak();
@@ -255,12 +264,7 @@ async fn jetstream(bin: &str, sync_always: bool, shape: Shape) -> Figures {
 /// away (how a broker holds events for a consumer that will come back).
 async fn mosquitto(shape: Shape) -> Figures {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let Shape {
-        events,
-        batch,
-        clients,
-        payload,
-    } = shape;
+    let (events, batch, clients, payload) = shape.parts();
     let dir = std::env::temp_dir().join(format!("peat-bench-mq-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let port = free_port();
@@ -302,12 +306,8 @@ async fn mosquitto(shape: Shape) -> Figures {
     for c in 0..clients {
         let body = body.clone();
         let (client, mut ev) = AsyncClient::new(options(format!("pub-{c}"), inflight), batch + 16);
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut sent = 0;
-            while sent < per_client {
-                let n = batch.min(per_client - sent);
-                let t = Instant::now();
+        tasks.push(async move {
+            let send = async |(sent, n): (usize, usize)| {
                 for i in 0..n {
                     client
                         .try_publish(
@@ -326,13 +326,11 @@ async fn mosquitto(shape: Shape) -> Figures {
                         Err(e) => panic!("mosquitto: {e}"),
                     }
                 }
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                sent += n;
-            }
-            lat
-        }));
+            };
+            timed_batches(per_client, batch, |s, n| (s, n), send).await
+        });
     }
-    let lat = gather(tasks).await;
+    let lat = gather_all(tasks).await;
     let elapsed = started.elapsed();
     let peak = mem.peak();
     drop(broker);

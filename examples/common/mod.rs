@@ -195,18 +195,23 @@ pub fn nats_version(bin: &str) -> String {
 
 /// A nats-server from a config file written into `dir`.
 pub fn nats_with_config(bin: &str, dir: &std::path::Path, name: &str, conf: &str) -> Killed {
+    with_config(bin, dir, name, conf)
+}
+
+/// `program -c <dir>/<name>.conf`, the file written with `conf` first.
+fn with_config(program: &str, dir: &std::path::Path, name: &str, conf: &str) -> Killed {
     let _ = std::fs::create_dir_all(dir);
     let path = dir.join(format!("{name}.conf"));
     if let Err(e) = std::fs::write(&path, conf) {
         panic!("writing {}: {e}", path.display());
     }
-    let child = Command::new(bin)
+    let child = Command::new(program)
         .arg("-c")
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (scripts/setup installs it)"));
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e} (scripts/setup installs it)"));
     Killed(child)
 }
 
@@ -297,19 +302,7 @@ pub fn write_bytes(pid: u32) -> u64 {
 /// A mosquitto broker from a config file written into `dir` (listener and persistence
 /// location are the caller's).
 pub fn mosquitto_with_config(dir: &std::path::Path, name: &str, conf: &str) -> Killed {
-    let _ = std::fs::create_dir_all(dir);
-    let path = dir.join(format!("{name}.conf"));
-    if let Err(e) = std::fs::write(&path, conf) {
-        panic!("writing {}: {e}", path.display());
-    }
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start mosquitto: {e} (scripts/setup installs it)"));
-    Killed(child)
+    with_config("mosquitto", dir, name, conf)
 }
 
 pub fn mosquitto_version() -> String {
@@ -322,4 +315,13 @@ pub fn mosquitto_version() -> String {
             text.lines().next().unwrap_or("mosquitto").trim().to_owned()
         })
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Every client's latencies, once all have finished.
+pub async fn gather(tasks: Vec<tokio::task::JoinHandle<Vec<f64>>>) -> Vec<f64> {
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap_or_default());
+    }
+    lat
 }
