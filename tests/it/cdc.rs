@@ -515,6 +515,56 @@ async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
     assert_eq!((s, b["appended"].as_u64()), (202, Some(1)));
 }
 
+/// The number after `name` in a log line (`name=42` or `"name":42`).
+fn log_field(line: &str, name: &str) -> Option<u64> {
+    let rest = &line[line.find(name)? + name.len()..];
+    let digits: String = rest
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[tokio::test]
+async fn the_outbox_is_not_compacted_in_the_middle_of_a_drain() {
+    let g = Gateway::start(
+        GatewayOpts::standard()
+            .with("PEAT_CDC_COMPACT_MIN_MB", "1")
+            .with("PEAT_CDC_OUTBOX_MAX_MB", "1024"),
+    )
+    .await;
+    setup(&g).await;
+    let pad = "x".repeat(60_000);
+    for r in 0..230 {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| json!({"collection": "tracks", "doc_id": format!("d{r}-{i}"), "op": "upsert", "data": {"pad": pad}}))
+            .collect();
+        assert_eq!(ingest(&g, Value::Array(batch)).await.0, 202);
+    }
+    // A drain of ~140 MiB held to 3 MiB/s: the compaction checks (every 10 s) come while
+    // the file is past twice what it still holds.
+    file_sink(&g, "slow", json!({"rate_limit_bytes_per_sec": 3 << 20})).await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !g.all_output().contains("outbox compacted") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = g.all_output();
+    let line = out
+        .lines()
+        .find(|l| l.contains("compacting the outbox file"))
+        .unwrap_or_else(|| panic!("compacted after the drain: {out}"));
+    let (file, held) = (
+        log_field(line, "file_mib").unwrap(),
+        log_field(line, "held_mib").unwrap(),
+    );
+    // Mid-drain a compaction would copy what the sink is still reading out.
+    assert!(
+        held * 8 <= file + 8,
+        "compacted while {held} MiB of {file} MiB were still being drained: {line}"
+    );
+}
+
 #[tokio::test]
 async fn a_formation_holds_at_most_its_quota_of_documents() {
     let g = Gateway::start(GatewayOpts::standard()).await;

@@ -417,6 +417,7 @@ impl Dispatcher {
     /// Periodic work: pick up sink changes and trim what every sink has acknowledged.
     pub async fn housekeeping(self, mut shutdown: watch::Receiver<bool>) {
         let mut rounds: u64 = 0;
+        let mut trimmed_since_check = false;
         loop {
             rounds += 1;
             if rounds % RESYNC_EVERY == 0 {
@@ -433,11 +434,15 @@ impl Dispatcher {
             }
             match self.inner.outbox.trim(by_org.into_iter().collect()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!(events = n, "outbox trimmed"),
+                Ok(n) => {
+                    trimmed_since_check = true;
+                    tracing::debug!(events = n, "outbox trimmed");
+                }
                 Err(e) => tracing::warn!(error = %e, "outbox trim failed"),
             }
             if rounds % COMPACT_EVERY == 0 {
-                if let Err(e) = self.inner.outbox.maybe_compact().await {
+                let draining = std::mem::take(&mut trimmed_since_check);
+                if let Err(e) = self.inner.outbox.maybe_compact(draining).await {
                     tracing::warn!(error = %e, "outbox compaction failed; will retry");
                 }
             }

@@ -520,10 +520,11 @@ impl Outbox {
 
     /// Compacts `cdc.redb` when the file has grown well past what it holds (events trimmed
     /// after a long outage leave free pages behind). Returns the sizes when it ran.
-    pub async fn maybe_compact(&self) -> Result<Option<(u64, u64)>, CdcError> {
+    /// `draining`: sinks trimmed events since the last check.
+    pub async fn maybe_compact(&self, draining: bool) -> Result<Option<(u64, u64)>, CdcError> {
         let file = self.store.file_bytes();
         let held = self.counters.bytes.load(Ordering::Relaxed);
-        if file < self.cfg.compact_min_bytes || file < 2 * (held + 16 * 1024 * 1024) {
+        if !compaction_due(file, held, self.cfg.compact_min_bytes, draining) {
             return Ok(None);
         }
         tracing::info!(
@@ -581,6 +582,15 @@ impl From<StoreErrorRng> for CdcError {
     fn from(_: StoreErrorRng) -> Self {
         CdcError::Tenant(crate::tenant::TenantError::Key(crate::keys::KeyError::Rng))
     }
+}
+
+/// Whether a file of `file` bytes holding `held` is worth compacting: it has grown past twice
+/// what it holds (plus 16 MiB), and no drain is under way unless it holds under an eighth of
+/// the file (a compaction copies what is held: in the middle of a drain it doubles the work
+/// of reading the backlog out; at its end it copies little).
+fn compaction_due(file: u64, held: u64, min: u64, draining: bool) -> bool {
+    let grown = file >= min && file >= 2 * (held + 16 * 1024 * 1024);
+    grown && (!draining || held.saturating_mul(8) <= file)
 }
 
 #[cfg(test)]

@@ -128,3 +128,17 @@ async fn trimming_and_forgetting_touch_only_the_named_org() {
     assert!(o.known_orgs().contains(&a) && !o.known_orgs().contains(&b));
     o.shutdown().await;
 }
+
+#[test]
+fn compaction_waits_for_a_drain_unless_little_is_held() {
+    const MIB: u64 = 1 << 20;
+    let min = 64 * MIB;
+    // Half drained: the file is well past twice what it holds, but a drain is reading it out.
+    assert!(compaction_due(540 * MIB, 250 * MIB, min, false));
+    assert!(!compaction_due(540 * MIB, 250 * MIB, min, true));
+    // Near the end of a drain the copy is small: it goes ahead.
+    assert!(compaction_due(540 * MIB, 60 * MIB, min, true));
+    // Not grown enough, or under the minimum, whatever the drain.
+    assert!(!compaction_due(540 * MIB, 300 * MIB, min, false));
+    assert!(!compaction_due(60 * MIB, 0, min, false));
+}
