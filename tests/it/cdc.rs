@@ -472,13 +472,7 @@ fn metric(text: &str, name: &str) -> u64 {
 async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
     let g = Gateway::start(GatewayOpts::standard().with("PEAT_CDC_COMPACT_MIN_MB", "1")).await;
     setup(&g).await;
-    let pad = "x".repeat(60_000);
-    for r in 0..70 {
-        let batch: Vec<Value> = (0..10)
-            .map(|i| json!({"collection": "tracks", "doc_id": format!("d{r}-{i}"), "op": "upsert", "data": {"pad": pad}}))
-            .collect();
-        assert_eq!(ingest(&g, Value::Array(batch)).await.0, 202);
-    }
+    ingest_padded(&g, 70).await;
     let (_, m) = g.admin(Method::GET, "/metrics", None).await;
     let grown = metric(m.as_str().unwrap(), "peat_gateway_outbox_file_bytes ");
     assert!(grown > 40 << 20, "backlog on disk: {grown}");
@@ -515,6 +509,17 @@ async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
     assert_eq!((s, b["appended"].as_u64()), (202, Some(1)));
 }
 
+/// `rounds` batches of 10 documents of 60 kB each: a backlog that grows the outbox file.
+async fn ingest_padded(g: &Gateway, rounds: usize) {
+    let pad = "x".repeat(60_000);
+    for r in 0..rounds {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| json!({"collection": "tracks", "doc_id": format!("d{r}-{i}"), "op": "upsert", "data": {"pad": pad}}))
+            .collect();
+        assert_eq!(ingest(g, Value::Array(batch)).await.0, 202);
+    }
+}
+
 /// The number after `name` in a log line (`name=42` or `"name":42`).
 fn log_field(line: &str, name: &str) -> Option<u64> {
     let rest = &line[line.find(name)? + name.len()..];
@@ -535,13 +540,7 @@ async fn the_outbox_is_not_compacted_in_the_middle_of_a_drain() {
     )
     .await;
     setup(&g).await;
-    let pad = "x".repeat(60_000);
-    for r in 0..230 {
-        let batch: Vec<Value> = (0..10)
-            .map(|i| json!({"collection": "tracks", "doc_id": format!("d{r}-{i}"), "op": "upsert", "data": {"pad": pad}}))
-            .collect();
-        assert_eq!(ingest(&g, Value::Array(batch)).await.0, 202);
-    }
+    ingest_padded(&g, 230).await;
     // A drain of ~140 MiB held to 3 MiB/s: the compaction checks (every 10 s) come while
     // the file is past twice what it still holds.
     file_sink(&g, "slow", json!({"rate_limit_bytes_per_sec": 3 << 20})).await;
