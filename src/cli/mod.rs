@@ -5,6 +5,7 @@ mod backup;
 mod demo;
 mod gateway;
 mod keyring;
+mod malloc;
 mod pages;
 mod reload;
 mod service;
@@ -124,6 +125,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 pub(crate) fn main() -> ExitCode {
+    malloc::limit_arenas();
     // Every file the gateway creates (databases, sealed KEK, sink files) is its own alone.
     peat_gateway::config::private::private_umask();
     let cli = Cli::parse();

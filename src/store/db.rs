@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use redb::{Builder, Database, DatabaseError, ReadableDatabase};
 use tokio::sync::{mpsc, oneshot};
 
+use super::copy;
 use super::error::RedbResultExt;
 use super::migrate::{migrate, read_schema_version_of, Schema, STATE};
 use super::writer::{self, Latch, Msg, TypedJob, QUEUE_DEPTH};
@@ -67,6 +68,7 @@ impl Store {
         on_commit: Option<Arc<dyn Fn(CommitStats) + Send + Sync>>,
     ) -> Result<Self, StoreError> {
         let db = open_db(path, opts)?;
+        copy::remove_unfinished_rewrite(path);
         migrate(&db, path, opts.schema)?;
         let db = Arc::new(RwLock::new(Some(db)));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -75,11 +77,14 @@ impl Store {
             let db = db.clone();
             let latch = latch.clone();
             let name = format!("{}-writer", opts.schema.name);
-            let (path, opts) = (path.to_path_buf(), opts.clone());
-            let reopen: writer::Reopen = Box::new(move || open_db(&path, &opts));
+            let opts = opts.clone();
+            let file = writer::DbFile {
+                path: path.to_path_buf(),
+                open: Box::new(move |p| open_db(p, &opts)),
+            };
             std::thread::Builder::new()
                 .name(name)
-                .spawn(move || writer::run(db, rx, latch, reopen, on_commit))
+                .spawn(move || writer::run(db, rx, latch, file, on_commit))
                 .map_err(|_| StoreError::Closed)?
         };
         Ok(Self {
@@ -220,26 +225,12 @@ impl Store {
     /// one read transaction sees it, so writers go on meanwhile and nothing is torn. Returns
     /// the copy's schema version. Blocks on disk I/O: call it from `spawn_blocking`.
     pub fn snapshot_to(&self, dest: &Path) -> Result<u32, StoreError> {
-        use redb::{ReadableDatabase as _, ReadableTable as _, TableHandle as _};
         let guard = read_lock(&self.inner.db);
         let rtx = opened(&guard)?.begin_read().op("begin read")?;
         let mut b = Builder::new();
         b.set_cache_size(1 << 20);
         let out = b.create(dest).op("create the snapshot")?;
-        let mut wtx = out.begin_write().op("begin write")?;
-        wtx.set_durability(redb::Durability::Immediate)
-            .op("set durability")?;
-        for handle in rtx.list_tables().op("list tables")? {
-            let name = handle.name().to_owned();
-            let def: redb::TableDefinition<'_, &[u8], &[u8]> = redb::TableDefinition::new(&name);
-            let from = rtx.open_table(def).op("open table")?;
-            let mut to = wtx.open_table(def).op("create table")?;
-            for row in from.iter().op("scan table")? {
-                let (k, v) = row.op("read row")?;
-                to.insert(k.value(), v.value()).op("copy row")?;
-            }
-        }
-        wtx.commit().op("commit the snapshot")?;
+        copy::copy_tables(&rtx, &out)?;
         drop(out);
         read_schema_version_of(&rtx)
     }

@@ -11,12 +11,15 @@
 //!   on the file system (4 MiB, tried at most every 2 s) and the file is reopened at its last
 //!   durable commit: the failed transaction is dropped with its handle, never written or
 //!   synced again.
+//! - A compaction replaces the file only by renaming a complete, durable copy over it; until
+//!   then the old file is the database, and an unfinished copy is removed at the next open.
 //! - Stored values start with a record version byte; keys use fixed-width integers only.
 //!
 //! Does not: know business rules (see `tenant/`), encrypt (see `keys/`), or run on the async
 //! runtime: reads go through `spawn_blocking`, writes through the writer thread.
 
 mod codec;
+mod copy;
 mod db;
 mod error;
 mod migrate;

@@ -4,9 +4,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use redb::{Database, Durability};
+use redb::{Database, Durability, ReadableDatabase as _};
 use tokio::sync::{mpsc, oneshot};
 
+use super::copy;
 use super::db::CommitStats;
 use super::error::RedbResultExt;
 use super::{StoreError, Txn};
@@ -136,14 +137,27 @@ impl Latch {
     }
 }
 
-/// Opens the database file again; the writer's way back after a failed commit.
-pub(crate) type Reopen = Box<dyn Fn() -> Result<Database, StoreError> + Send>;
+/// The database file and how to open a file of its kind: the writer reopens it after a
+/// failed commit and builds compacted copies beside it.
+pub(crate) struct DbFile {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) open: Box<Opener>,
+}
+
+/// Opens (creating if needed) a database file at a path.
+pub(crate) type Opener = dyn Fn(&std::path::Path) -> Result<Database, StoreError> + Send;
+
+impl DbFile {
+    fn reopen(&self) -> Result<Database, StoreError> {
+        (self.open)(&self.path)
+    }
+}
 
 pub(crate) fn run(
     db: Arc<RwLock<Option<Database>>>,
     mut rx: mpsc::Receiver<Msg>,
     latch: Arc<Latch>,
-    reopen: Reopen,
+    file: DbFile,
     on_commit: Option<Arc<dyn Fn(CommitStats) + Send + Sync>>,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
@@ -152,7 +166,7 @@ pub(crate) fn run(
         match rx.blocking_recv() {
             Some(Msg::Job(j)) => batch.push(j),
             Some(Msg::Compact(reply)) => {
-                let _ = reply.send(compact(&db));
+                let _ = reply.send(compact(&db, &file));
                 continue;
             }
             Some(Msg::Ping(reply)) => {
@@ -160,7 +174,7 @@ pub(crate) fn run(
                 continue;
             }
             Some(Msg::Recover(reply)) => {
-                let _ = reply.send(recover(&db, &latch, &reopen));
+                let _ = reply.send(recover(&db, &latch, &file));
                 continue;
             }
             Some(Msg::Stop) | None => break,
@@ -178,7 +192,7 @@ pub(crate) fn run(
                 }
                 Ok(Msg::Recover(reply)) => {
                     // Before the gathered writes commit, so they meet the reopened file.
-                    let _ = reply.send(recover(&db, &latch, &reopen));
+                    let _ = reply.send(recover(&db, &latch, &file));
                 }
                 Ok(Msg::Stop) => {
                     stop = true;
@@ -223,7 +237,7 @@ pub(crate) fn run(
             }
         }
         if let Some(reply) = compact_after {
-            let _ = reply.send(compact(&db));
+            let _ = reply.send(compact(&db, &file));
         }
     }
     tracing::debug!("state writer stopped");
@@ -235,11 +249,7 @@ pub(crate) const RECOVER_FREE_BYTES: u64 = 4 << 20;
 /// Drops the database handle whose commit failed (its pages in memory are not trusted: the
 /// failed data is never written or synced again) and opens the file at its last durable
 /// commit. Tried only with room on the file system; readers wait for the swap.
-fn recover(
-    db: &RwLock<Option<Database>>,
-    latch: &Latch,
-    reopen: &Reopen,
-) -> Result<(), StoreError> {
+fn recover(db: &RwLock<Option<Database>>, latch: &Latch, file: &DbFile) -> Result<(), StoreError> {
     if !latch.set.load(Ordering::Acquire) {
         return Ok(());
     }
@@ -247,7 +257,7 @@ fn recover(
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     drop(guard.take());
-    match reopen() {
+    match file.reopen() {
         Ok(d) => {
             *guard = Some(d);
             latch.clear();
@@ -272,16 +282,34 @@ pub(crate) fn room_to_recover(path: &std::path::Path) -> bool {
     free_bytes(path).is_none_or(|b| b >= RECOVER_FREE_BYTES)
 }
 
-fn compact(db: &RwLock<Option<Database>>) -> Result<(), StoreError> {
+/// Compacts the file, readers waiting meanwhile: by rewriting what it holds into a fresh
+/// file when the file system has room for the copy (memory bounded), else in place (redb's
+/// compaction needs no room but holds the pages it moves in memory).
+fn compact(db: &RwLock<Option<Database>>, file: &DbFile) -> Result<(), StoreError> {
     let mut guard = db
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(guard) = guard.as_mut() else {
+    let Some(current) = guard.as_mut() else {
         return Err(StoreError::Closed);
     };
+    let live = current
+        .begin_read()
+        .op("begin read")
+        .and_then(|rtx| copy::live_bytes(&rtx))?;
+    if free_bytes(&file.path).is_none_or(|free| free / 2 > live + RECOVER_FREE_BYTES) {
+        match copy::rewrite(current, &file.path, &*file.open) {
+            Ok(fresh) => {
+                // The old handle's file is already unlinked; what its close writes is lost.
+                *guard = Some(fresh);
+                return Ok(());
+            }
+            Err(e) => tracing::warn!(error = %e, source = ?std::error::Error::source(&e),
+                "compacting into a fresh file failed; compacting in place"),
+        }
+    }
     // Each call compacts what it can; a few rounds reach the end of the free space.
     for _ in 0..8 {
-        match guard.compact() {
+        match current.compact() {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => return Err(StoreError::redb("compact")(e.into())),

@@ -511,13 +511,18 @@ async fn the_outbox_file_is_compacted_after_a_drained_backlog() {
 
 /// `rounds` batches of 10 documents of 60 kB each: a backlog that grows the outbox file.
 async fn ingest_padded(g: &Gateway, rounds: usize) {
-    let pad = "x".repeat(60_000);
     for r in 0..rounds {
-        let batch: Vec<Value> = (0..10)
-            .map(|i| json!({"collection": "tracks", "doc_id": format!("d{r}-{i}"), "op": "upsert", "data": {"pad": pad}}))
-            .collect();
-        assert_eq!(ingest(g, Value::Array(batch)).await.0, 202);
+        ingest_padded_round(g, r).await;
     }
+}
+
+/// Round `r` of [`ingest_padded`].
+async fn ingest_padded_round(g: &Gateway, r: usize) {
+    let pad = "x".repeat(60_000);
+    let batch: Vec<Value> = (0..10)
+        .map(|i| json!({"collection": "tracks", "doc_id": format!("d{r}-{i}"), "op": "upsert", "data": {"pad": pad}}))
+        .collect();
+    assert_eq!(ingest(g, Value::Array(batch)).await.0, 202);
 }
 
 /// The number after `name` in a log line (`name=42` or `"name":42`).
@@ -562,6 +567,100 @@ async fn the_outbox_is_not_compacted_in_the_middle_of_a_drain() {
         held * 8 <= file + 8,
         "compacted while {held} MiB of {file} MiB were still being drained: {line}"
     );
+}
+
+#[tokio::test]
+async fn compaction_keeps_every_event_an_org_still_holds() {
+    const ROUNDS: usize = 80;
+    const BRAVO: usize = 1000;
+    let opts = |compact_mb: &str| {
+        GatewayOpts::standard()
+            .with("PEAT_CDC_COMPACT_MIN_MB", compact_mb)
+            .with("PEAT_CDC_OUTBOX_MAX_MB", "1024")
+    };
+    let mut g = Gateway::start(opts("100000")).await;
+    setup(&g).await;
+    g.create_org("bravo", "Bravo").await;
+    g.create_formation("bravo", "mesh").await;
+    let held_sink = {
+        let body = json!({"sink_type": {"File": {"name": "later"}}, "enabled": false});
+        let (s, b) = g.admin(Method::POST, "/orgs/bravo/sinks", Some(body)).await;
+        assert_eq!(s, 201, "{b}");
+        b["sink_id"].as_str().unwrap().to_owned()
+    };
+    // Small events, as a mesh sends them; bravo's held ones lie between acme's, all through
+    // the file.
+    let pad = "y".repeat(200);
+    // The same documents each round with new contents: every upsert is an event.
+    let docs = |org: &str, r: usize, n: usize| -> Vec<(String, Value)> {
+        (0..n)
+            .map(|i| (format!("{org}-{i}"), json!({"pad": pad, "round": r})))
+            .collect()
+    };
+    for r in 0..ROUNDS {
+        g.upsert("acme", "mesh", "tracks", docs("a", r, 2000)).await;
+        g.upsert("bravo", "mesh", "tracks", docs("b", r, BRAVO))
+            .await;
+    }
+    let drained = file_sink(&g, "drain", json!({})).await;
+    status_when(&g, &drained, |st| st["backlog_events"] == 0).await;
+    // What a crash in the middle of an earlier compaction leaves beside the file.
+    let unfinished = g.data_dir().join("cdc.redb.compacting");
+    assert!(g.stop(), "stopped cleanly");
+    std::fs::write(&unfinished, vec![0u8; 1 << 20]).unwrap();
+    g.restart_with(opts("1")).await;
+    assert!(
+        !unfinished.exists(),
+        "the unfinished copy is removed at start"
+    );
+    assert!(g
+        .stderr(2)
+        .contains("removed an unfinished compaction copy"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !g.stderr(2).contains("outbox compacted") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = g.stderr(2);
+    let line = out
+        .lines()
+        .find(|l| l.contains("outbox compacted"))
+        .unwrap_or_else(|| panic!("compacted after the restart: {}", g.all_output()));
+    let (before, after) = (
+        log_field(line, "before_mib").unwrap(),
+        log_field(line, "after_mib").unwrap(),
+    );
+    assert!(after * 2 < before, "the file shrank: {line}");
+    assert!(!unfinished.exists(), "the copy became the file: {line}");
+    // Bravo's held events survived whole and in order; acme's outbox still works.
+    let (s, b) = g
+        .admin(
+            Method::PATCH,
+            &format!("/orgs/bravo/sinks/{held_sink}"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = vec![];
+    while got.len() < ROUNDS * BRAVO && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        got = sink_events_of(&g, "bravo", "later");
+    }
+    let ids: Vec<(String, u64)> = got
+        .iter()
+        .map(|e| {
+            (
+                e["subject"].to_string(),
+                e["data"]["round"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64)> = (0..ROUNDS as u64)
+        .flat_map(|r| (0..BRAVO).map(move |i| (format!("\"tracks/b-{i}\""), r)))
+        .collect();
+    assert_eq!(ids, want, "bravo's held events after compaction");
+    let (s, b) = ingest(&g, json!([upsert("after", 1)])).await;
+    assert_eq!((s, b["appended"].as_u64()), (202, Some(1)));
 }
 
 #[tokio::test]
