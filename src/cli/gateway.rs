@@ -293,12 +293,12 @@ async fn prepare(
     let stamped = outbox
         .stamp_older_events(orgs)
         .await
-        .context("indexing the outbox by org")?;
+        .context("moving the outbox's older events into each org's log")?;
     if stamped.indexed + stamped.orphaned > 0 {
         tracing::info!(
-            indexed = stamped.indexed,
+            moved = stamped.indexed,
             removed_of_deleted_orgs = stamped.orphaned,
-            "outbox indexed by org"
+            "outbox events moved into each org's log"
         );
     }
     // Node changes count in the CDC counters as HTTP ingest does.

@@ -11,8 +11,14 @@ pub trait Record: Serialize + DeserializeOwned {
     const VERSION: u8;
 
     fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        self.encode_after(0)
+    }
+
+    /// The encoding after `room` zero bytes the caller fills in (a prefix of the stored value).
+    fn encode_after(&self, room: usize) -> Result<Vec<u8>, StoreError> {
         // `to_extend` appends byte strings whole (`to_io` wrote them a byte at a time).
-        let mut out = Vec::with_capacity(self.size_hint());
+        let mut out = Vec::with_capacity(room + self.size_hint());
+        out.resize(room, 0);
         out.push(Self::VERSION);
         postcard::to_extend(self, out).map_err(|_| StoreError::Encode { kind: Self::KIND })
     }

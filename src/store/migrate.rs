@@ -35,7 +35,7 @@ pub static STATE: Schema = Schema {
 /// `cdc.redb`: the outbox and everything that churns with it.
 pub static OUTBOX: Schema = Schema {
     name: "outbox",
-    migrations: &[outbox_v1, outbox_v2],
+    migrations: &[outbox_v1, outbox_v2, outbox_v3],
 };
 
 /// The state schema this build writes.
@@ -242,4 +242,11 @@ fn outbox_v1(wtx: &WriteTransaction) -> Result<(), StoreError> {
 /// index of older events is built at start-up, where org names can be resolved to uids.
 fn outbox_v2(wtx: &WriteTransaction) -> Result<(), StoreError> {
     create(wtx, &[Table::OrgEvents])
+}
+
+/// Outbox schema 3: each org's events kept under its uid with their org seq (one insert per
+/// event where the event and its index took two). Older events are moved at start-up, in
+/// chunks, where org names can be resolved to uids.
+fn outbox_v3(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    create(wtx, &[Table::OrgLog])
 }

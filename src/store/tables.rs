@@ -30,11 +30,12 @@
 //!
 //! cdc.redb (outbox schema):
 //! meta               utf-8 name                  -> raw (schema_version, next_lsn, gateway_id, …)
-//! events             lsn u64 BE                  -> EventRecord
+//! org_log            org_uid (16) lsn u64 BE     -> org seq u64 LE ‖ EventRecord (each org's events, in order)
 //! docs               formation_uid (16) collection 0x00 doc_id -> DocRecord
 //! cursors            sink_uid (16)               -> lsn u64 BE (last acknowledged)
 //! dead_letters       sink_uid (16) lsn u64 BE    -> DeadLetterRecord
-//! org_events         org_uid (16) lsn u64 BE     -> org seq u64 LE ‖ stored bytes u64 LE (each org's events, in order)
+//! events, org_events (schemas 1–2; emptied into org_log at start-up)
+//!                    lsn u64 BE -> EventRecord; org_uid (16) lsn u64 BE -> org seq u64 LE ‖ stored bytes u64 LE
 //! ```
 //! Identifiers never contain 0x00 (validated in `tenant/`), so `org 0x00` is an exact prefix.
 
@@ -75,6 +76,7 @@ pub enum Table {
     Cursors,
     DeadLetters,
     OrgEvents,
+    OrgLog,
 }
 
 impl Table {
@@ -115,6 +117,7 @@ impl Table {
             Table::Cursors => "cursors",
             Table::DeadLetters => "dead_letters",
             Table::OrgEvents => "org_events",
+            Table::OrgLog => "org_log",
         }
     }
 }

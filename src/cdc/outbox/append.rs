@@ -1,10 +1,10 @@
-//! One append: the changes that differ from the last captured state become events, indexed
-//! under their org, inside the org's share of the quota.
+//! One append: the changes that differ from the last captured state become events in their
+//! org's log, inside the org's share of the quota.
 
 use super::orgs::{self, OrgFill};
 use super::{
     doc_key, put_u64, read_u64, Appended, FormationRef, FullPolicy, OutboxConfig, BYTES, DROPPED,
-    EVENT_OVERHEAD, NEXT_LSN,
+    NEXT_LSN,
 };
 use crate::cdc::event::{canonical, Change, DocState, Op};
 use crate::cdc::CdcError;
@@ -46,13 +46,14 @@ fn doc_count(t: &Txn<'_>, formation_uid: &[u8; 16]) -> Result<u64, CdcError> {
 }
 
 /// A change made ready before the write transaction, on the caller's thread: its document
-/// key, its content hash and its event record already encoded, so the writer thread only
-/// reads, compares and inserts (for a change that turns out to be no change, the encoding is
-/// wasted off the writer's critical path).
+/// key, its content hash and its org log value already encoded, so the writer thread only
+/// reads, compares, sets the seq and inserts (for a change that turns out to be no change,
+/// the encoding is wasted off the writer's critical path).
 pub(super) struct Prepared {
     key: Vec<u8>,
     /// `None` for a delete.
     hash: Option<[u8; 32]>,
+    /// Room for the org seq, then the event record.
     event: Vec<u8>,
 }
 
@@ -84,7 +85,7 @@ pub(super) fn prepare(
             Ok(Prepared {
                 key,
                 hash,
-                event: rec.encode()?,
+                event: rec.encode_after(orgs::SEQ_BYTES)?,
             })
         })
         .collect()
@@ -113,7 +114,7 @@ pub(super) fn append_in(
         let Prepared {
             key,
             hash: new_hash,
-            event: bytes,
+            event: mut value,
         } = p;
         let raw = match t.buffered(Table::Docs, &key) {
             Some(own) => own.clone(),
@@ -142,17 +143,14 @@ pub(super) fn append_in(
             (true, false) => live = live.saturating_sub(1),
             _ => {}
         }
-        let size = bytes.len() as u64 + EVENT_OVERHEAD;
-        added += size;
+        added += orgs::stored_bytes(value.len().saturating_sub(orgs::SEQ_BYTES));
         fill.seq += 1;
         fill.events += 1;
         fill.last_lsn = next;
-        t.put_raw(Table::Events, next.to_be_bytes().to_vec(), bytes);
-        t.put_raw(
-            Table::OrgEvents,
-            orgs::index_key(&org, next),
-            orgs::index_value(fill.seq, size),
-        );
+        if let Some(room) = value.get_mut(..orgs::SEQ_BYTES) {
+            room.copy_from_slice(&fill.seq.to_le_bytes());
+        }
+        t.put_raw(Table::OrgLog, orgs::log_key(&org, next), value);
         t.put(
             Table::Docs,
             key,

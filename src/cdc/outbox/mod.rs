@@ -211,48 +211,41 @@ impl Outbox {
         })
     }
 
-    /// Indexes events written before the per-org index (or without an org uid), resolving
-    /// org names with `orgs` (name → uid); events of orgs that no longer exist are removed.
-    /// Runs once, at start-up, before anything appends; a cut-short run resumes.
+    /// Moves events written before the org log (schemas 1 and 2, some without an org uid)
+    /// into it, resolving org names with `orgs` (name → uid); events of orgs that no longer
+    /// exist are removed. Runs at start-up, before anything appends, in chunks with progress
+    /// logged; a cut-short run resumes.
     pub async fn stamp_older_events(
         &self,
         orgs: HashMap<String, [u8; 16]>,
     ) -> Result<Stamped, CdcError> {
         let done = self
             .store
-            .read(|r| Ok::<_, CdcError>(r.exists(Table::Meta, orgs::INDEXED)?))
+            .read(|r| Ok::<_, CdcError>(r.exists(Table::Meta, orgs::LOGGED)?))
             .await?;
         if done {
             return Ok(Stamped::default());
         }
         let orgs = Arc::new(orgs);
         let mut total = Stamped::default();
-        let mut after = 0u64;
         loop {
             let o = orgs.clone();
-            let (st, last) = self
-                .store
-                .write(move |t| orgs::stamp_chunk(t, after, &o))
-                .await?;
+            let (st, more) = self.store.write(move |t| orgs::stamp_chunk(t, &o)).await?;
+            if !more {
+                break;
+            }
             total.indexed += st.indexed;
             total.orphaned += st.orphaned;
-            match last {
-                Some(l) => {
-                    after = l;
-                    tracing::info!(
-                        indexed = total.indexed,
-                        orphaned = total.orphaned,
-                        upto_lsn = l,
-                        "indexing the outbox by org"
-                    );
-                }
-                None => break,
-            }
+            tracing::info!(
+                moved = total.indexed,
+                orphaned = total.orphaned,
+                "moving the outbox's older events into each org's log"
+            );
         }
         let fills = self
             .store
             .write(|t| -> Result<_, CdcError> {
-                t.put_raw(Table::Meta, orgs::INDEXED.to_vec(), vec![1]);
+                t.put_raw(Table::Meta, orgs::LOGGED.to_vec(), vec![1]);
                 let used = read_u64(t, BYTES)?;
                 Ok((orgs::all_fills(t)?, used))
             })

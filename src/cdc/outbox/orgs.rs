@@ -1,8 +1,8 @@
-//! Each org's slice of the outbox: the `org_events` index (org uid ‖ LSN → org seq ‖ stored
-//! bytes), the org's fill (last seq, bytes held) and its share of the byte quota.
+//! Each org's slice of the outbox: the `org_log` (org uid ‖ LSN → org seq ‖ event record),
+//! the org's fill (last seq, bytes held) and its share of the byte quota.
 //!
 //! Design constraints:
-//! - A sink, a live stream or a status figure reads only its own org's index range, so an
+//! - A sink, a live stream or a status figure reads only its own org's key range, so an
 //!   event of one org is never read on behalf of another (compared by immutable uid).
 //! - An org's seq counts its events in LSN order; the backlog after a cursor is the org's
 //!   last seq minus the seq at the cursor, with no scan.
@@ -16,10 +16,12 @@ use crate::store::{EventRecord, Reader, Record, Table, Txn};
 
 /// Meta key prefix of an org's fill.
 const FILL: &[u8] = b"org-fill\0";
-/// Set once every event is in the org index (events written before it are stamped first).
-pub(super) const INDEXED: &[u8] = b"org-index";
-/// Events re-indexed per transaction while stamping older events.
+/// Set once every event is in the org log (events of older schemas are moved first).
+pub(super) const LOGGED: &[u8] = b"org-log";
+/// Events moved per transaction while moving older events.
 const STAMP_CHUNK: usize = 2048;
+/// Bytes of the org seq before the event record in a log value.
+pub(super) const SEQ_BYTES: usize = 8;
 
 /// One org's figures, kept in memory and in `meta` (committed with the events they count).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,29 +78,40 @@ pub(super) fn all_fills(r: &impl Reader) -> Result<HashMap<[u8; 16], OrgFill>, C
     Ok(out)
 }
 
-pub(super) fn index_key(org_uid: &[u8; 16], lsn: u64) -> Vec<u8> {
+pub(super) fn log_key(org_uid: &[u8; 16], lsn: u64) -> Vec<u8> {
     let mut k = org_uid.to_vec();
     k.extend_from_slice(&lsn.to_be_bytes());
     k
 }
 
-/// An index entry: the org's seq of the event and its stored bytes (overhead included).
-pub(super) fn index_value(seq: u64, bytes: u64) -> Vec<u8> {
-    let mut v = seq.to_le_bytes().to_vec();
-    v.extend_from_slice(&bytes.to_le_bytes());
+/// A log value whose first [`SEQ_BYTES`] are room for the seq: the record encoded ahead
+/// of the write transaction, the seq set in it.
+pub(super) fn log_value(seq: u64, record: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(SEQ_BYTES + record.len());
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend_from_slice(record);
     v
 }
 
-pub(super) fn parse_index(v: &[u8]) -> (u64, u64) {
+/// A log value's org seq and event record.
+pub(super) fn parse_log(v: &[u8]) -> (u64, &[u8]) {
     let seq = v
-        .get(..8)
+        .get(..SEQ_BYTES)
         .and_then(|s| s.try_into().ok())
         .map_or(0, u64::from_le_bytes);
-    let bytes = v
-        .get(8..16)
+    (seq, v.get(SEQ_BYTES..).unwrap_or_default())
+}
+
+/// What an event takes against the quota: its record and the per-event overhead.
+pub(super) fn stored_bytes(record_len: usize) -> u64 {
+    record_len as u64 + EVENT_OVERHEAD
+}
+
+/// An index entry of schema 2: the org's seq of the event and its stored bytes.
+fn parse_index(v: &[u8]) -> u64 {
+    v.get(..8)
         .and_then(|s| s.try_into().ok())
-        .map_or(0, u64::from_le_bytes);
-    (seq, bytes)
+        .map_or(0, u64::from_le_bytes)
 }
 
 /// The org's events after `after`, oldest first: (lsn, event, stored bytes, org seq).
@@ -108,29 +121,25 @@ pub(super) fn read_after(
     after: u64,
     limit: usize,
 ) -> Result<Vec<(u64, EventRecord, usize, u64)>, CdcError> {
-    let from = index_key(org_uid, after);
+    let from = log_key(org_uid, after);
     let mut out = Vec::new();
-    for (k, v) in r.scan(Table::OrgEvents, org_uid, Some(&from), limit)? {
-        let lsn = lsn_of(&k);
-        let (seq, _) = parse_index(&v);
-        let Some(raw) = r.get_raw(Table::Events, &lsn.to_be_bytes())? else {
-            continue;
-        };
-        let ev = EventRecord::decode(&raw)?;
-        // The index is the org's; the record must agree, or nothing is delivered from it.
+    for (k, v) in r.scan(Table::OrgLog, org_uid, Some(&from), limit)? {
+        let (seq, raw) = parse_log(&v);
+        let ev = EventRecord::decode(raw)?;
+        // The key is the org's; the record must agree, or nothing is delivered from it.
         if ev.org_uid != *org_uid {
             continue;
         }
-        out.push((lsn, ev, raw.len(), seq));
+        out.push((lsn_of(&k), ev, raw.len(), seq));
     }
     Ok(out)
 }
 
 /// How many of the org's events have an LSN at or below `cursor` (its seq at the cursor).
 pub(super) fn seq_at(r: &impl Reader, org_uid: &[u8; 16], cursor: u64) -> Result<u64, CdcError> {
-    let from = index_key(org_uid, cursor);
-    if let Some((_, v)) = r.scan(Table::OrgEvents, org_uid, Some(&from), 1)?.first() {
-        return Ok(parse_index(v).0.saturating_sub(1));
+    let from = log_key(org_uid, cursor);
+    if let Some((_, v)) = r.scan(Table::OrgLog, org_uid, Some(&from), 1)?.first() {
+        return Ok(parse_log(v).0.saturating_sub(1));
     }
     Ok(read_fill(r, org_uid)?.seq)
 }
@@ -143,10 +152,10 @@ pub(super) fn resume_seq(
     org_uid: &[u8; 16],
     after: u64,
 ) -> Result<Option<u64>, CdcError> {
-    if let Some(v) = r.get_raw(Table::OrgEvents, &index_key(org_uid, after))? {
-        return Ok(Some(parse_index(&v).0));
+    if let Some(v) = r.get_raw(Table::OrgLog, &log_key(org_uid, after))? {
+        return Ok(Some(parse_log(&v).0));
     }
-    match r.scan(Table::OrgEvents, org_uid, None, 1)?.first() {
+    match r.scan(Table::OrgLog, org_uid, None, 1)?.first() {
         Some((k, _)) if lsn_of(k) < after => Ok(Some(seq_at(r, org_uid, after)?)),
         _ => Ok(None),
     }
@@ -162,7 +171,7 @@ pub(super) fn drop_oldest(
     let (mut n, mut freed) = (0u64, 0u64);
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = t.scan(Table::OrgEvents, org_uid, after.as_deref(), 256)?;
+        let page = t.scan(Table::OrgLog, org_uid, after.as_deref(), 256)?;
         if page.is_empty() {
             return Ok((n, freed));
         }
@@ -170,12 +179,10 @@ pub(super) fn drop_oldest(
             if !over(freed) {
                 return Ok((n, freed));
             }
-            let (_, b) = parse_index(&v);
-            t.delete(Table::Events, lsn_of(&k).to_be_bytes().to_vec());
             after = Some(k.clone());
-            t.delete(Table::OrgEvents, k);
+            t.delete(Table::OrgLog, k);
             n += 1;
-            freed += b;
+            freed += stored_bytes(parse_log(&v).1.len());
         }
     }
 }
@@ -188,16 +195,13 @@ pub(super) fn trim_to(
     limit: usize,
 ) -> Result<(u64, u64), CdcError> {
     let (mut n, mut freed) = (0u64, 0u64);
-    for (k, v) in t.scan(Table::OrgEvents, org_uid, None, limit)? {
-        let lsn = lsn_of(&k);
-        if lsn > floor {
+    for (k, v) in t.scan(Table::OrgLog, org_uid, None, limit)? {
+        if lsn_of(&k) > floor {
             break;
         }
-        let (_, b) = parse_index(&v);
-        t.delete(Table::Events, lsn.to_be_bytes().to_vec());
-        t.delete(Table::OrgEvents, k);
+        t.delete(Table::OrgLog, k);
         n += 1;
-        freed += b;
+        freed += stored_bytes(parse_log(&v).1.len());
     }
     if n > 0 {
         let mut f = read_fill(t, org_uid)?;
@@ -208,48 +212,56 @@ pub(super) fn trim_to(
     Ok((n, freed))
 }
 
-/// What stamping older events did.
+/// What moving older events did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stamped {
+    /// Events moved into their org's log.
     pub indexed: u64,
     /// Events of orgs that no longer exist: nothing could deliver them.
     pub orphaned: u64,
 }
 
-/// Indexes one chunk of events written before the org index (or with no org uid), resolving
-/// org names to uids with `orgs`. Returns the chunk's figures and the last LSN seen, `None`
-/// when nothing was left.
+/// Moves one chunk of the oldest events of schemas 1 and 2 (`events`, indexed in
+/// `org_events` or, before that, not at all and perhaps without an org uid) into the org
+/// log, resolving org names to uids with `orgs`. An event already indexed keeps its seq; one
+/// that was not gets the org's next. Returns the chunk's figures and whether any were left.
 pub(super) fn stamp_chunk(
     t: &mut Txn<'_>,
-    after: u64,
     orgs: &HashMap<String, [u8; 16]>,
-) -> Result<(Stamped, Option<u64>), CdcError> {
+) -> Result<(Stamped, bool), CdcError> {
     let mut st = Stamped::default();
-    let mut last = None;
+    let rows = t.scan(Table::Events, b"", None, STAMP_CHUNK)?;
+    if rows.is_empty() {
+        return Ok((st, false));
+    }
     let mut fills: HashMap<[u8; 16], OrgFill> = HashMap::new();
     // The global byte count holds the old sizes: take those off and add the new ones.
     let (mut old, mut new) = (0u64, 0u64);
-    for (k, v) in t.scan(Table::Events, b"", Some(&after.to_be_bytes()), STAMP_CHUNK)? {
+    for (k, v) in rows {
         let lsn = lsn_of(&k);
-        last = Some(lsn);
+        t.delete(Table::Events, k);
         let mut ev = EventRecord::decode(&v)?;
         if ev.org_uid == [0; 16] {
             match orgs.get(&ev.org_id) {
                 Some(uid) => ev.org_uid = *uid,
                 None => {
-                    old += v.len() as u64 + EVENT_OVERHEAD;
-                    t.delete(Table::Events, k);
+                    old += stored_bytes(v.len());
                     st.orphaned += 1;
                     continue;
                 }
             }
         }
         let uid = ev.org_uid;
-        if t.exists(Table::OrgEvents, &index_key(&uid, lsn))? {
+        let key = log_key(&uid, lsn);
+        st.indexed += 1;
+        if let Some(index) = t.get_raw(Table::OrgEvents, &key)? {
+            // Counted in its org's fill already.
+            t.delete(Table::OrgEvents, key.clone());
+            t.put_raw(Table::OrgLog, key, log_value(parse_index(&index), &v));
             continue;
         }
         let raw = ev.encode()?;
-        let b = raw.len() as u64 + EVENT_OVERHEAD;
+        let b = stored_bytes(raw.len());
         let fill = match fills.get(&uid) {
             Some(f) => *f,
             None => read_fill(t, &uid)?,
@@ -261,15 +273,9 @@ pub(super) fn stamp_chunk(
             last_lsn: lsn,
         };
         fills.insert(uid, fill);
-        t.put_raw(
-            Table::OrgEvents,
-            index_key(&uid, lsn),
-            index_value(fill.seq, b),
-        );
+        t.put_raw(Table::OrgLog, key, log_value(fill.seq, &raw));
         old += v.len() as u64;
         new += raw.len() as u64;
-        t.put_raw(Table::Events, k, raw);
-        st.indexed += 1;
     }
     for (uid, f) in fills {
         put_fill(t, &uid, f);
@@ -278,7 +284,7 @@ pub(super) fn stamp_chunk(
         let used = (read_u64(t, super::BYTES)? + new).saturating_sub(old);
         put_u64(t, super::BYTES, used);
     }
-    Ok((st, last))
+    Ok((st, true))
 }
 
 /// Each org's share of `quota`: equal shares of the whole, so their sum never passes it.

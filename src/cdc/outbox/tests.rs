@@ -94,6 +94,71 @@ async fn older_events_are_indexed_by_org_and_those_of_deleted_orgs_removed() {
 }
 
 #[tokio::test]
+async fn events_indexed_by_schema_2_move_with_their_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let o = tokio::task::spawn_blocking(move || Outbox::open(&d, 1 << 20, cfg(1 << 30), None))
+        .await
+        .unwrap()
+        .unwrap();
+    let (a, b) = ([1u8; 16], [2u8; 16]);
+    // Schema 2: the event in `events`, its seq and size in `org_events`, the fill counting it.
+    let fill = o
+        .store
+        .write(move |t| -> Result<OrgFill, CdcError> {
+            let mut fill = OrgFill::default();
+            for (lsn, seq, uid) in [(1u64, 5u64, a), (2, 1, b), (3, 6, a)] {
+                let mut rec = EventRecord::decode(&v1("x", &format!("d{lsn}"))).unwrap();
+                rec.org_uid = uid;
+                let raw = rec.encode().unwrap();
+                let size = raw.len() as u64 + EVENT_OVERHEAD;
+                let mut index = seq.to_le_bytes().to_vec();
+                index.extend_from_slice(&size.to_le_bytes());
+                t.put_raw(Table::OrgEvents, orgs::log_key(&uid, lsn), index);
+                t.put_raw(Table::Events, lsn.to_be_bytes().to_vec(), raw);
+                if uid == a {
+                    fill = OrgFill {
+                        seq,
+                        bytes: fill.bytes + size,
+                        events: fill.events + 1,
+                        last_lsn: lsn,
+                    };
+                }
+            }
+            orgs::put_fill(t, &a, fill);
+            put_u64(t, NEXT_LSN, 4);
+            Ok(fill)
+        })
+        .await
+        .unwrap();
+    let st = o.stamp_older_events(HashMap::new()).await.unwrap();
+    assert_eq!(
+        st,
+        Stamped {
+            indexed: 3,
+            orphaned: 0
+        }
+    );
+    let got = o.read_org_after(a, 0, 10).await.unwrap();
+    let seqs: Vec<(u64, u64)> = got.iter().map(|(l, _, _, s)| (*l, *s)).collect();
+    assert_eq!(seqs, [(1, 5), (3, 6)]);
+    assert_eq!(o.read_org_after(b, 0, 10).await.unwrap()[0].3, 1);
+    assert_eq!(o.org_fill(&a), fill, "moved events were counted already");
+    let left = o
+        .store
+        .read(|r| -> Result<_, CdcError> {
+            Ok((
+                r.scan(Table::Events, b"", None, 10)?.len(),
+                r.scan(Table::OrgEvents, b"", None, 10)?.len(),
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(left, (0, 0), "the old tables are emptied");
+    o.shutdown().await;
+}
+
+#[tokio::test]
 async fn trimming_and_forgetting_touch_only_the_named_org() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
