@@ -28,14 +28,20 @@ fn v1(org: &str, doc: &str) -> Vec<u8> {
     .encode_v1()
 }
 
-#[tokio::test]
-async fn older_events_are_indexed_by_org_and_those_of_deleted_orgs_removed() {
+/// A new outbox in a temporary directory (kept as long as the guard).
+async fn fresh() -> (tempfile::TempDir, Outbox) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
     let o = tokio::task::spawn_blocking(move || Outbox::open(&d, 1 << 20, cfg(1 << 30), None))
         .await
         .unwrap()
         .unwrap();
+    (dir, o)
+}
+
+#[tokio::test]
+async fn older_events_are_moved_into_their_orgs_log_and_those_of_deleted_orgs_removed() {
+    let (_dir, o) = fresh().await;
     let names = ["alpha", "gone", "bravo", "alpha", "alpha"];
     o.store
         .write(move |t| -> Result<(), CdcError> {
@@ -95,12 +101,7 @@ async fn older_events_are_indexed_by_org_and_those_of_deleted_orgs_removed() {
 
 #[tokio::test]
 async fn events_indexed_by_schema_2_move_with_their_seq() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_owned();
-    let o = tokio::task::spawn_blocking(move || Outbox::open(&d, 1 << 20, cfg(1 << 30), None))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_dir, o) = fresh().await;
     let (a, b) = ([1u8; 16], [2u8; 16]);
     // Schema 2: the event in `events`, its seq and size in `org_events`, the fill counting it.
     let fill = o
@@ -160,12 +161,7 @@ async fn events_indexed_by_schema_2_move_with_their_seq() {
 
 #[tokio::test]
 async fn trimming_and_forgetting_touch_only_the_named_org() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_owned();
-    let o = tokio::task::spawn_blocking(move || Outbox::open(&d, 1 << 20, cfg(1 << 30), None))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_dir, o) = fresh().await;
     o.stamp_older_events(HashMap::new()).await.unwrap();
     let (a, b) = ([1u8; 16], [2u8; 16]);
     for (org, uid) in [("a", a), ("b", b), ("a", a), ("b", b)] {
