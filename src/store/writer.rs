@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use redb::{Database, Durability, ReadableDatabase as _};
+use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
 use super::copy;
@@ -283,8 +283,8 @@ pub(crate) fn room_to_recover(path: &std::path::Path) -> bool {
 }
 
 /// Compacts the file, readers waiting meanwhile: by rewriting what it holds into a fresh
-/// file when the file system has room for the copy (memory bounded), else in place (redb's
-/// compaction needs no room but holds the pages it moves in memory).
+/// file (memory bounded), in place when the file system runs short of room for the copy
+/// (redb's compaction needs no room, but maps every page it may move).
 fn compact(db: &RwLock<Option<Database>>, file: &DbFile) -> Result<(), StoreError> {
     let mut guard = db
         .write()
@@ -292,20 +292,17 @@ fn compact(db: &RwLock<Option<Database>>, file: &DbFile) -> Result<(), StoreErro
     let Some(current) = guard.as_mut() else {
         return Err(StoreError::Closed);
     };
-    let live = current
-        .begin_read()
-        .op("begin read")
-        .and_then(|rtx| copy::live_bytes(&rtx))?;
-    if free_bytes(&file.path).is_none_or(|free| free / 2 > live + RECOVER_FREE_BYTES) {
-        match copy::rewrite(current, &file.path, &*file.open) {
-            Ok(fresh) => {
-                // The old handle's file is already unlinked; what its close writes is lost.
-                *guard = Some(fresh);
-                return Ok(());
-            }
-            Err(e) => tracing::warn!(error = %e, source = ?std::error::Error::source(&e),
-                "compacting into a fresh file failed; compacting in place"),
+    // Asked before each commit of the copy: a statfs, where sizing the copy up front would
+    // read every live page once more.
+    let room = || free_bytes(&file.path).is_none_or(|free| free >= 2 * RECOVER_FREE_BYTES);
+    match copy::rewrite(current, &file.path, &*file.open, &room) {
+        Ok(fresh) => {
+            // The old handle's file is already unlinked; what its close writes is lost.
+            *guard = Some(fresh);
+            return Ok(());
         }
+        Err(e) => tracing::warn!(error = %e, source = ?std::error::Error::source(&e),
+            "compacting into a fresh file failed; compacting in place"),
     }
     // Each call compacts what it can; a few rounds reach the end of the free space.
     for _ in 0..8 {

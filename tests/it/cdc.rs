@@ -29,11 +29,17 @@ pub async fn setup(g: &Gateway) {
 }
 
 pub async fn file_sink(g: &Gateway, name: &str, extra: Value) -> String {
+    file_sink_of(g, "acme", name, extra).await
+}
+
+/// [`file_sink`] of another org.
+pub async fn file_sink_of(g: &Gateway, org: &str, name: &str, extra: Value) -> String {
     let mut body = json!({"sink_type": {"File": {"name": name}}});
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
-    let (s, b) = g.admin(Method::POST, "/orgs/acme/sinks", Some(body)).await;
+    let path = format!("/orgs/{org}/sinks");
+    let (s, b) = g.admin(Method::POST, &path, Some(body)).await;
     assert_eq!(s, 201, "{b}");
     b["sink_id"].as_str().unwrap().to_owned()
 }
@@ -582,12 +588,7 @@ async fn compaction_keeps_every_event_an_org_still_holds() {
     setup(&g).await;
     g.create_org("bravo", "Bravo").await;
     g.create_formation("bravo", "mesh").await;
-    let held_sink = {
-        let body = json!({"sink_type": {"File": {"name": "later"}}, "enabled": false});
-        let (s, b) = g.admin(Method::POST, "/orgs/bravo/sinks", Some(body)).await;
-        assert_eq!(s, 201, "{b}");
-        b["sink_id"].as_str().unwrap().to_owned()
-    };
+    let held_sink = file_sink_of(&g, "bravo", "later", json!({"enabled": false})).await;
     // Small events, as a mesh sends them; bravo's held ones lie between acme's, all through
     // the file.
     let pad = "y".repeat(200);
