@@ -13,7 +13,9 @@
 //! acknowledges a QoS 1 message once queued in memory for a persistent subscriber and writes
 //! its database every `autosave_interval` (30 min by default) and at exit.
 //! `NATS_SERVER` picks the nats-server (default: the 2.15 one `scripts/setup` installs into
-//! the project's venv, else the one on the PATH).
+//! the project's venv, else the one on the PATH). `PEERS=sync-always,mosquitto` picks the peers
+//! run besides JetStream's default, which every run has for the ratio (default: both; an empty
+//! list runs the gateway and JetStream's default alone, for A/B runs of two builds).
 
 mod common;
 
@@ -361,11 +363,15 @@ fn main() {
     let bin = nats_server_bin();
     let version = nats_version(&bin);
     println!("peers: {version} ({bin}); {}", mosquitto_version());
+    let peers = std::env::var("PEERS").unwrap_or_else(|_| "sync-always,mosquitto".into());
+    let peer = |p: &str| peers.split(',').any(|x| x.trim() == p);
     runtime().block_on(async {
         let g = gateway(shape).await;
         let j = jetstream(&bin, false, shape).await;
         // `sync_interval` arrived in nats-server 2.10.
-        let always = if version.contains("v2.9.") {
+        let always = if !peer("sync-always") {
+            None
+        } else if version.contains("v2.9.") {
             println!(
                 "JetStream sync always: skipped ({version} has no sync_interval; set NATS_SERVER)"
             );
@@ -373,7 +379,11 @@ fn main() {
         } else {
             Some(jetstream(&bin, true, shape).await)
         };
-        let m = mosquitto(shape).await;
+        let m = if peer("mosquitto") {
+            Some(mosquitto(shape).await)
+        } else {
+            None
+        };
         println!(
             "ratio gateway / JetStream default: {:.2}x throughput (target ≥ 1.0x with p99 ≤ 20 ms)",
             g.events_per_s / j.events_per_s
@@ -384,9 +394,11 @@ fn main() {
                 g.events_per_s / a.events_per_s
             );
         }
-        println!(
-            "ratio gateway / Mosquitto QoS 1: {:.2}x throughput",
-            g.events_per_s / m.events_per_s
-        );
+        if let Some(m) = m {
+            println!(
+                "ratio gateway / Mosquitto QoS 1: {:.2}x throughput",
+                g.events_per_s / m.events_per_s
+            );
+        }
     });
 }

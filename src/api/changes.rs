@@ -75,12 +75,13 @@ fn schema() -> Value {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Item {
+struct Item<'a> {
     collection: String,
     doc_id: String,
     op: ItemOp,
-    /// Kept as text: numbers reach the outbox exactly as sent.
-    data: Option<Box<serde_json::value::RawValue>>,
+    /// Kept as text, borrowed from the body: numbers reach the outbox exactly as sent.
+    #[serde(borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -105,7 +106,7 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Change>, ApiError> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let items: Vec<Item> = match mime.as_str() {
+    let items: Vec<Item<'_>> = match mime.as_str() {
         "application/json" => serde_json::from_slice(body)
             .map_err(|e| bad(format!("body is not a JSON array of changes: {e}")))?,
         "application/x-ndjson" | "application/jsonl" => body
@@ -202,29 +203,62 @@ async fn ingest(
             )
             .await?;
     }
-    let results: Vec<Value> = report
-        .outcomes
-        .iter()
-        .map(|o| match o {
-            Appended::Event(lsn) => json!({"lsn": lsn}),
-            Appended::Unchanged => json!({"lsn": null, "unchanged": true}),
-        })
-        .collect();
-    let appended = results.iter().filter(|r| !r["lsn"].is_null()).count();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "appended": appended,
-            "unchanged": results.len() - appended,
-            "dropped_oldest": report.dropped,
-            "results": results,
-        })),
+        [(header::CONTENT_TYPE, "application/json")],
+        receipt(&report.outcomes, report.dropped),
     ))
+}
+
+/// The 202 body, `{"appended":…,"dropped_oldest":…,"results":[{"lsn":…},…],"unchanged":…}`,
+/// written straight out: a `json!` object per change was a tenth of the request's CPU.
+fn receipt(outcomes: &[Appended], dropped: u64) -> Vec<u8> {
+    use std::io::Write;
+    let appended = outcomes
+        .iter()
+        .filter(|o| matches!(o, Appended::Event(_)))
+        .count();
+    let mut out = Vec::with_capacity(80 + outcomes.len() * 20);
+    // Writes into a Vec cannot fail.
+    let _ = write!(
+        out,
+        r#"{{"appended":{appended},"dropped_oldest":{dropped},"results":["#
+    );
+    for (i, o) in outcomes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = match o {
+            Appended::Event(lsn) => write!(out, r#"{{"lsn":{lsn}}}"#),
+            Appended::Unchanged => out.write_all(br#"{"lsn":null,"unchanged":true}"#),
+        };
+    }
+    let _ = write!(out, r#"],"unchanged":{}}}"#, outcomes.len() - appended);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_receipt_is_the_json_it_always_was() {
+        let outcomes = [
+            Appended::Event(7),
+            Appended::Unchanged,
+            Appended::Event(u64::MAX),
+        ];
+        let want = json!({"appended": 2, "unchanged": 1, "dropped_oldest": 3, "results": [
+            {"lsn": 7}, {"lsn": null, "unchanged": true}, {"lsn": u64::MAX}]});
+        assert_eq!(
+            String::from_utf8(receipt(&outcomes, 3)).unwrap(),
+            want.to_string()
+        );
+        assert_eq!(
+            String::from_utf8(receipt(&[], 0)).unwrap(),
+            r#"{"appended":0,"dropped_oldest":0,"results":[],"unchanged":0}"#
+        );
+    }
 
     #[test]
     fn fuzz_ingest_payloads() {
@@ -245,7 +279,7 @@ mod tests {
                 if let Ok(changes) = parse(h, b) {
                     // What capture does next with an accepted change: its canonical form.
                     for c in changes {
-                        let _ = crate::cdc::canonical(&c.state);
+                        let _ = crate::cdc::canonical(c.state);
                     }
                 }
             }

@@ -5,7 +5,7 @@
 //! text byte for byte, so `98765432109876543210` and `…211`, or `1.5` and `1.50`, are
 //! different documents, and an event carries the number the document has.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 /// Deepest nesting accepted (as serde_json's own limit).
 const MAX_DEPTH: usize = 128;
@@ -37,7 +37,7 @@ struct Parser<'a> {
     text: &'a str,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn ws(&mut self) {
         while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
             self.i += 1;
@@ -56,8 +56,7 @@ impl Parser<'_> {
             Some(b'{') => self.object(out, depth),
             Some(b'[') => self.array(out, depth),
             Some(b'"') => {
-                let s = self.string()?;
-                push_string(out, &s);
+                self.string_into(out)?;
                 Ok(())
             }
             Some(b't') => self.literal(out, "true"),
@@ -117,10 +116,12 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// A string, unescaped; serde_json decodes the escapes (surrogate pairs included).
-    fn string(&mut self) -> Result<String, CanonError> {
+    /// A string, unescaped; serde_json decodes the escapes (surrogate pairs included). A
+    /// string without escapes or control characters is its own text: borrowed, not decoded.
+    fn string(&mut self) -> Result<Cow<'a, str>, CanonError> {
         let start = self.i;
         self.i += 1;
+        let mut plain = true;
         loop {
             match self.b.get(self.i) {
                 None => return Err(self.err("unterminated string")),
@@ -128,12 +129,34 @@ impl Parser<'_> {
                     self.i += 1;
                     break;
                 }
-                Some(b'\\') => self.i += 2,
-                Some(_) => self.i += 1,
+                Some(b'\\') => {
+                    plain = false;
+                    self.i += 2;
+                }
+                Some(&c) => {
+                    plain &= c >= 0x20;
+                    self.i += 1;
+                }
             }
         }
-        serde_json::from_str::<String>(&self.text[start..self.i.min(self.b.len())])
+        let quoted = &self.text[start..self.i.min(self.b.len())];
+        if plain {
+            return Ok(Cow::Borrowed(&quoted[1..quoted.len() - 1]));
+        }
+        serde_json::from_str::<String>(quoted)
+            .map(Cow::Owned)
             .map_err(|_| CanonError("malformed string", start))
+    }
+
+    /// A string value in canonical form: as written when it needs no escape, which is what
+    /// serde_json would write for it (it escapes only `"`, `\` and control characters).
+    fn string_into(&mut self, out: &mut String) -> Result<(), CanonError> {
+        let start = self.i;
+        match self.string()? {
+            Cow::Borrowed(_) => out.push_str(&self.text[start..self.i]),
+            Cow::Owned(s) => push_string(out, &s),
+        }
+        Ok(())
     }
 
     fn array(&mut self, out: &mut String, depth: usize) -> Result<(), CanonError> {
@@ -164,9 +187,15 @@ impl Parser<'_> {
         }
     }
 
+    /// Members are written as they come; only an object whose keys are not already in
+    /// strictly ascending order is rewritten sorted (the last of equal keys kept).
     fn object(&mut self, out: &mut String, depth: usize) -> Result<(), CanonError> {
         self.i += 1;
-        let mut members: BTreeMap<String, String> = BTreeMap::new();
+        out.push('{');
+        let open = out.len();
+        // Each member's key and where its `"key":value` text lies in `out`.
+        let mut members: Vec<(Cow<'a, str>, usize, usize)> = Vec::new();
+        let mut sorted = true;
         self.ws();
         if self.b.get(self.i) == Some(&b'}') {
             self.i += 1;
@@ -176,6 +205,7 @@ impl Parser<'_> {
                 if self.b.get(self.i) != Some(&b'"') {
                     return Err(self.err("expected a key"));
                 }
+                let at = self.i;
                 let key = self.string()?;
                 self.ws();
                 if self.b.get(self.i) != Some(&b':') {
@@ -183,9 +213,18 @@ impl Parser<'_> {
                 }
                 self.i += 1;
                 self.ws();
-                let mut v = String::new();
-                self.value(&mut v, depth + 1)?;
-                members.insert(key, v);
+                if !members.is_empty() {
+                    out.push(',');
+                }
+                let from = out.len();
+                match &key {
+                    Cow::Borrowed(_) => out.push_str(&self.text[at..at + key.len() + 2]),
+                    Cow::Owned(k) => push_string(out, k),
+                }
+                out.push(':');
+                self.value(out, depth + 1)?;
+                sorted &= members.last().is_none_or(|(prev, _, _)| *prev < key);
+                members.push((key, from, out.len()));
                 self.ws();
                 match self.b.get(self.i) {
                     Some(b',') => self.i += 1,
@@ -197,14 +236,21 @@ impl Parser<'_> {
                 }
             }
         }
-        out.push('{');
-        for (n, (k, v)) in members.iter().enumerate() {
-            if n > 0 {
-                out.push(',');
+        if !sorted {
+            let written = out.split_off(open);
+            // Stable: of equal keys the last written stays last, and is the one kept.
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut first = true;
+            for (n, (key, from, to)) in members.iter().enumerate() {
+                if members.get(n + 1).is_some_and(|next| next.0 == *key) {
+                    continue;
+                }
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(&written[from - open..to - open]);
             }
-            push_string(out, k);
-            out.push(':');
-            out.push_str(v);
         }
         out.push('}');
         Ok(())
@@ -264,6 +310,73 @@ mod tests {
         assert_eq!(canonicalize(r#"{"a":1,"a":2}"#).unwrap(), r#"{"a":2}"#);
     }
 
+    /// Any document serde_json can write, however its keys are ordered, spaced or escaped,
+    /// canonicalizes to what serde_json writes for its value (keys sorted).
+    #[test]
+    fn any_document_gets_the_form_serde_json_gives_it() {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let text = "\\PC{0,6}|[\\x00-\\x1f\"\\\\/\\x7f ]{0,3}|[a-c]{1,2}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            text.prop_map(Value::String),
+        ];
+        let value = leaf.prop_recursive(4, 32, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((text, inner), 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        let mut runner = proptest::test_runner::TestRunner::default();
+        let written = (value, any::<bool>(), any::<u64>());
+        runner
+            .run(&written, |(v, pretty, shuffle)| {
+                let want = serde_json::to_string(&v).unwrap();
+                let mut text = if pretty {
+                    serde_json::to_string_pretty(&v).unwrap()
+                } else {
+                    want.clone()
+                };
+                // The same members in another order.
+                if let Value::Object(m) = &v {
+                    let mut members: Vec<_> = m.iter().collect();
+                    members.sort_by_key(|(k, _)| {
+                        k.bytes()
+                            .fold(shuffle, |h, b| h.rotate_left(5) ^ u64::from(b))
+                    });
+                    let parts: Vec<String> = members
+                        .iter()
+                        .map(|(k, x)| format!("{}:{}", serde_json::to_string(k).unwrap(), x))
+                        .collect();
+                    if !pretty {
+                        text = format!("{{{}}}", parts.join(","));
+                    }
+                }
+                prop_assert_eq!(canonicalize(&text).unwrap(), want);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn unsorted_members_are_sorted_and_the_last_of_equal_keys_kept() {
+        assert_eq!(
+            canonicalize(r#"{"b":1,"a":{"d":[{"z":0,"y":1}],"c":"\u0041"},"b":3}"#).unwrap(),
+            r#"{"a":{"c":"A","d":[{"y":1,"z":0}]},"b":3}"#
+        );
+        assert_eq!(
+            canonicalize(r#"{"\u0062":1,"a":2}"#).unwrap(),
+            r#"{"a":2,"b":1}"#
+        );
+        assert_eq!(
+            canonicalize("{\"k\":\"\u{7f}é\\/\"}").unwrap(),
+            "{\"k\":\"\u{7f}é/\"}"
+        );
+    }
+
     #[test]
     fn malformed_text_is_refused() {
         for bad in [
@@ -280,6 +393,8 @@ mod tests {
             "\"x",
             "{\"a\":1} x",
             "[\"\\x\"]",
+            "[\"a\u{1}\"]",
+            "{\"a\u{1f}\":1}",
         ] {
             assert!(canonicalize(bad).is_err(), "{bad:?}");
         }

@@ -108,11 +108,10 @@ impl Change {
 }
 
 /// Canonical bytes and hash of a state: keys sorted, no insignificant whitespace.
-/// `None` for deletion.
-pub fn canonical(state: &DocState) -> Option<(Vec<u8>, [u8; 32])> {
+/// `None` for deletion. Takes the state: its text becomes the bytes, uncopied.
+pub fn canonical(state: DocState) -> Option<(Vec<u8>, [u8; 32])> {
     let bytes = match state {
-        DocState::Json(v) => v.as_bytes().to_vec(),
-        DocState::Encrypted(s) => s.as_bytes().to_vec(),
+        DocState::Json(v) | DocState::Encrypted(v) => v.into_bytes(),
         DocState::Deleted => return None,
     };
     let hash = Sha256::digest(&bytes).into();
@@ -200,10 +199,10 @@ mod tests {
     fn canonical_form_ignores_key_order_and_whitespace() {
         let a = DocState::json(r#"{"b":1, "a":{"y":2,"x":[1, 2]}}"#).unwrap();
         let b = DocState::json(r#"{"a":{"x":[1,2],"y":2},"b":1}"#).unwrap();
-        let (ca, ha) = canonical(&a).unwrap();
+        let (ca, ha) = canonical(a).unwrap();
         assert_eq!(ca, br#"{"a":{"x":[1,2],"y":2},"b":1}"#);
-        assert_eq!(Some(ha), canonical(&b).map(|c| c.1));
-        assert!(canonical(&DocState::Deleted).is_none());
+        assert_eq!(Some(ha), canonical(b).map(|c| c.1));
+        assert!(canonical(DocState::Deleted).is_none());
     }
 
     #[test]

@@ -66,14 +66,15 @@ pub(super) fn prepare(
         .into_iter()
         .map(|c| {
             let key = doc_key(&src.formation_uid, &c.collection, &c.doc_id);
-            let (op, data, hash) = match canonical(&c.state) {
+            let encrypted = matches!(c.state, DocState::Encrypted(_));
+            let (op, data, hash) = match canonical(c.state) {
                 Some((bytes, h)) => (Op::Upsert, Some(bytes), Some(h)),
                 None => (Op::Delete, None, None),
             };
             let rec = EventRecord {
                 org_id: src.org_id.clone(),
                 app_id: src.app_id.clone(),
-                encrypted: matches!(c.state, DocState::Encrypted(_)),
+                encrypted,
                 collection: c.collection,
                 doc_id: c.doc_id,
                 op: op.to_byte(),
