@@ -626,6 +626,8 @@ async fn a_revoked_key_is_listed_and_refused_and_renewal_needs_a_current_certifi
         (s, body["status"].as_str(), body["reason"].as_str()),
         (403, Some("revoked"), Some("key compromised"))
     );
+    // A request signed in the same millisecond is the same request: refused as a replay.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let (s, body) = enroll_json(&g, renew, &request(&b, &mesh_id, "b", MeshTier::Edge, "")).await;
     assert_eq!((s, body["status"].as_str()), (403, Some("revoked")));
     let (_, one) = g
