@@ -47,6 +47,8 @@ struct Inner {
     last_recover_ms: AtomicU64,
     started: Instant,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Commits so far, counted by the writer before it answers their callers.
+    commits: Arc<AtomicU64>,
 }
 
 /// A reopen after a failed commit is tried at most this often.
@@ -73,9 +75,11 @@ impl Store {
         let db = Arc::new(RwLock::new(Some(db)));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let latch = Arc::new(Latch::default());
+        let commits = Arc::new(AtomicU64::new(0));
         let thread = {
             let db = db.clone();
             let latch = latch.clone();
+            let commits = commits.clone();
             let name = format!("{}-writer", opts.schema.name);
             let opts = opts.clone();
             let file = writer::DbFile {
@@ -84,7 +88,7 @@ impl Store {
             };
             std::thread::Builder::new()
                 .name(name)
-                .spawn(move || writer::run(db, rx, latch, file, on_commit))
+                .spawn(move || writer::run(db, rx, latch, file, on_commit, commits))
                 .map_err(|_| StoreError::Closed)?
         };
         Ok(Self {
@@ -96,6 +100,7 @@ impl Store {
                 last_recover_ms: AtomicU64::new(0),
                 started: Instant::now(),
                 thread: Mutex::new(Some(thread)),
+                commits,
             }),
         })
     }
@@ -188,6 +193,12 @@ impl Store {
     }
 
     /// Runs `op` against a consistent snapshot on the blocking pool.
+    /// How many commits the writer has made. The same count before a read and at a later
+    /// check means nothing was written in between: what the read found still holds.
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Acquire)
+    }
+
     pub async fn read<R, E, F>(&self, op: F) -> Result<R, E>
     where
         F: FnOnce(&ReadView) -> Result<R, E> + Send + 'static,

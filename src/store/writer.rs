@@ -1,6 +1,6 @@
 //! The writer thread: gathers queued operations into one write transaction (group commit).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -159,6 +159,7 @@ pub(crate) fn run(
     latch: Arc<Latch>,
     file: DbFile,
     on_commit: Option<Arc<dyn Fn(CommitStats) + Send + Sync>>,
+    commits: Arc<AtomicU64>,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut stop = false;
@@ -216,6 +217,8 @@ pub(crate) fn run(
         };
         match committed {
             Ok(()) => {
+                // Before any caller learns of its write, so a memo checked after sees it.
+                commits.fetch_add(1, Ordering::AcqRel);
                 for j in batch.drain(..) {
                     j.finish(Ok(()));
                 }

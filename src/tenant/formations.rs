@@ -226,6 +226,12 @@ impl Tenancy {
         scope: &OrgScope,
         app_id: &str,
     ) -> Result<(Formation, [u8; 16], u32), TenantError> {
+        // Counted before the read: a commit during it leaves the entry stale, never wrong.
+        let commits = self.store.commits();
+        let memo = &self.ingest_formations;
+        if let Some(found) = memo.get(scope.org_id(), app_id, commits) {
+            return Ok(found);
+        }
         let key = keys::formation(scope.org_id(), app_id);
         let org_id = scope.org_id().to_owned();
         let (rec, uid) = self
@@ -237,7 +243,9 @@ impl Tenancy {
             })
             .await?;
         let f = Formation::try_from(rec.ok_or(TenantError::NotFound { what: "formation" })?)?;
-        Ok((f, uid.0, uid.1))
+        let found = (f, uid.0, uid.1);
+        memo.put(scope.org_id(), app_id, commits, found.clone());
+        Ok(found)
     }
 
     /// Deletes the formation and every record it owns, in one transaction. Returns the

@@ -16,6 +16,7 @@ mod audit;
 mod clock;
 mod egress;
 mod error;
+mod formation_cache;
 mod formations;
 mod genesis_cache;
 mod ids;

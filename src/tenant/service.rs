@@ -44,6 +44,8 @@ pub struct Tenancy {
     pub(crate) sessions: super::sessions::Sessions,
     /// Opened geneses, so enrollment neither unseals nor derives keys per request.
     pub(crate) geneses: super::genesis_cache::GenesisCache,
+    /// The formations ingest names, while the store has committed nothing since their read.
+    pub(crate) ingest_formations: super::formation_cache::FormationCache,
 }
 
 const TOKEN_LABEL: &[u8] = b"peat-gateway:token:v1";
@@ -79,6 +81,7 @@ impl Tenancy {
             egress: Default::default(),
             sessions: Default::default(),
             geneses: Default::default(),
+            ingest_formations: Default::default(),
         }
     }
 

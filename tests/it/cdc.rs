@@ -664,6 +664,54 @@ async fn compaction_keeps_every_event_an_org_still_holds() {
     assert_eq!((s, b["appended"].as_u64()), (202, Some(1)));
 }
 
+/// Ingest keeps each formation it looked up until the next write to the state: a quota
+/// lowered or a formation deleted right after an ingest applies to the very next one, in
+/// that org only.
+#[tokio::test]
+async fn what_ingest_looked_up_gives_way_to_the_next_change_of_the_org() {
+    let g = Gateway::start(GatewayOpts::standard()).await;
+    setup(&g).await;
+    g.create_org("bravo", "Bravo").await;
+    g.create_formation("bravo", "mesh").await;
+    let to = |org: &str| format!("/orgs/{org}/formations/mesh/changes");
+    for org in ["acme", "bravo"] {
+        for doc in ["a", "b"] {
+            let (s, b) = g
+                .admin(Method::POST, &to(org), Some(json!([upsert(doc, 1)])))
+                .await;
+            assert_eq!(s, 202, "{org}: {b}");
+        }
+    }
+    let (s, _) = g
+        .admin(
+            Method::PATCH,
+            "/orgs/bravo",
+            Some(json!({"quotas": {"max_documents_per_formation": 2}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, b) = g
+        .admin(Method::POST, &to("bravo"), Some(json!([upsert("c", 1)])))
+        .await;
+    assert_eq!((s, error_code(&b)), (409, "quota_exceeded"), "{b}");
+    let (s, b) = g
+        .admin(Method::POST, &to("acme"), Some(json!([upsert("c", 1)])))
+        .await;
+    assert_eq!((s, b["appended"].as_u64()), (202, Some(1)), "{b}");
+    let (s, _) = g
+        .admin(Method::DELETE, "/orgs/acme/formations/mesh", None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, b) = g
+        .admin(Method::POST, &to("acme"), Some(json!([upsert("d", 1)])))
+        .await;
+    assert_eq!((s, error_code(&b)), (404, "not_found"), "{b}");
+    let (s, b) = g
+        .admin(Method::POST, &to("bravo"), Some(json!([upsert("a", 2)])))
+        .await;
+    assert_eq!((s, b["appended"].as_u64()), (202, Some(1)), "{b}");
+}
+
 #[tokio::test]
 async fn a_formation_holds_at_most_its_quota_of_documents() {
     let g = Gateway::start(GatewayOpts::standard()).await;
