@@ -45,12 +45,13 @@ pub async fn file_sink_of(g: &Gateway, org: &str, name: &str, extra: Value) -> S
 }
 
 pub async fn ingest(g: &Gateway, changes: Value) -> (u16, Value) {
-    g.admin(
-        Method::POST,
-        "/orgs/acme/formations/mesh/changes",
-        Some(changes),
-    )
-    .await
+    ingest_to(g, "acme", changes).await
+}
+
+/// [`ingest`] into another org's formation `mesh`.
+pub async fn ingest_to(g: &Gateway, org: &str, changes: Value) -> (u16, Value) {
+    let path = format!("/orgs/{org}/formations/mesh/changes");
+    g.admin(Method::POST, &path, Some(changes)).await
 }
 
 pub fn upsert(doc: &str, v: u64) -> Value {
@@ -673,42 +674,24 @@ async fn what_ingest_looked_up_gives_way_to_the_next_change_of_the_org() {
     setup(&g).await;
     g.create_org("bravo", "Bravo").await;
     g.create_formation("bravo", "mesh").await;
-    let to = |org: &str| format!("/orgs/{org}/formations/mesh/changes");
     for org in ["acme", "bravo"] {
-        for doc in ["a", "b"] {
-            let (s, b) = g
-                .admin(Method::POST, &to(org), Some(json!([upsert(doc, 1)])))
-                .await;
-            assert_eq!(s, 202, "{org}: {b}");
-        }
+        let (s, b) = ingest_to(&g, org, json!([upsert("a", 1), upsert("b", 1)])).await;
+        assert_eq!(s, 202, "{org}: {b}");
     }
-    let (s, _) = g
-        .admin(
-            Method::PATCH,
-            "/orgs/bravo",
-            Some(json!({"quotas": {"max_documents_per_formation": 2}})),
-        )
-        .await;
+    let quota = json!({"quotas": {"max_documents_per_formation": 2}});
+    let (s, _) = g.admin(Method::PATCH, "/orgs/bravo", Some(quota)).await;
     assert_eq!(s, 200);
-    let (s, b) = g
-        .admin(Method::POST, &to("bravo"), Some(json!([upsert("c", 1)])))
-        .await;
+    let (s, b) = ingest_to(&g, "bravo", json!([upsert("c", 1)])).await;
     assert_eq!((s, error_code(&b)), (409, "quota_exceeded"), "{b}");
-    let (s, b) = g
-        .admin(Method::POST, &to("acme"), Some(json!([upsert("c", 1)])))
-        .await;
+    let (s, b) = ingest_to(&g, "acme", json!([upsert("c", 1)])).await;
     assert_eq!((s, b["appended"].as_u64()), (202, Some(1)), "{b}");
     let (s, _) = g
         .admin(Method::DELETE, "/orgs/acme/formations/mesh", None)
         .await;
     assert_eq!(s, 204);
-    let (s, b) = g
-        .admin(Method::POST, &to("acme"), Some(json!([upsert("d", 1)])))
-        .await;
+    let (s, b) = ingest_to(&g, "acme", json!([upsert("d", 1)])).await;
     assert_eq!((s, error_code(&b)), (404, "not_found"), "{b}");
-    let (s, b) = g
-        .admin(Method::POST, &to("bravo"), Some(json!([upsert("a", 2)])))
-        .await;
+    let (s, b) = ingest_to(&g, "bravo", json!([upsert("a", 2)])).await;
     assert_eq!((s, b["appended"].as_u64()), (202, Some(1)), "{b}");
 }
 
