@@ -294,9 +294,9 @@ async fn prepare(
         .stamp_older_events(orgs)
         .await
         .context("moving the outbox's older events into each org's log")?;
-    if stamped.indexed + stamped.orphaned > 0 {
+    if stamped.moved + stamped.orphaned > 0 {
         tracing::info!(
-            moved = stamped.indexed,
+            moved = stamped.moved,
             removed_of_deleted_orgs = stamped.orphaned,
             "outbox events moved into each org's log"
         );

@@ -192,13 +192,13 @@ impl Store {
         rx.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 
-    /// Runs `op` against a consistent snapshot on the blocking pool.
     /// How many commits the writer has made. The same count before a read and at a later
     /// check means nothing was written in between: what the read found still holds.
     pub fn commits(&self) -> u64 {
         self.inner.commits.load(Ordering::Acquire)
     }
 
+    /// Runs `op` against a consistent snapshot on the blocking pool.
     pub async fn read<R, E, F>(&self, op: F) -> Result<R, E>
     where
         F: FnOnce(&ReadView) -> Result<R, E> + Send + 'static,

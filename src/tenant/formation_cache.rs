@@ -1,47 +1,103 @@
-//! The formation an ingest request names, memoized so a request of one change does not send
-//! a read to the blocking pool. An entry holds while the state store has committed nothing
-//! since the read that filled it: any write (a formation deleted, an org's quota changed)
-//! makes every entry stale, so what ingest sees is never older than a read would give.
+//! What is kept per formation between requests, bounded and checked before use: opened
+//! geneses (enrollment neither unseals nor re-derives the authority key per request; valid for
+//! the formation uid they were opened for, dropped with the formation or org), and the
+//! formation an ingest request names (valid while the state store has committed nothing since
+//! the read that filled it, so any write makes it stale and ingest never sees older state than
+//! a read would give).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::Formation;
+use crate::mesh::MeshGenesis;
 
-/// Formations held at most; beyond it the memo starts over (a rare, cheap miss).
+/// Formations held at most per memo; beyond it the memo starts over (a rare, cheap miss).
 const MAX_HELD: usize = 256;
 
-/// A formation, its org's uid and its org's document quota per formation.
-pub(crate) type Found = (Formation, [u8; 16], u32);
-
-/// Per org, per formation: the commit count the read saw, and what it found.
-type Held = HashMap<String, HashMap<String, (u64, Found)>>;
-
-#[derive(Clone, Default)]
-pub(crate) struct FormationCache {
-    held: Arc<Mutex<Held>>,
+/// Per org, per formation: a value and what it is valid for.
+pub(crate) struct PerFormation<V> {
+    held: Arc<Mutex<HashMap<String, HashMap<String, V>>>>,
 }
 
-impl FormationCache {
-    /// The formation as read when the store had made `commits` commits, if that is still
-    /// the count.
-    pub(crate) fn get(&self, org: &str, app: &str, commits: u64) -> Option<Found> {
+impl<V> Clone for PerFormation<V> {
+    fn clone(&self) -> Self {
+        Self {
+            held: self.held.clone(),
+        }
+    }
+}
+
+impl<V> Default for PerFormation<V> {
+    fn default() -> Self {
+        Self {
+            held: Arc::default(),
+        }
+    }
+}
+
+impl<V: Clone> PerFormation<V> {
+    /// The formation's value, if `valid` accepts it.
+    fn get_if(&self, org: &str, app: &str, valid: impl FnOnce(&V) -> bool) -> Option<V> {
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.get(org)?
-            .get(app)
-            .filter(|(seen, _)| *seen == commits)
-            .map(|(_, found)| found.clone())
+        held.get(org)?.get(app).filter(|v| valid(v)).cloned()
     }
 
-    /// Keeps what a read begun at `commits` commits found.
-    pub(crate) fn put(&self, org: &str, app: &str, commits: u64, found: Found) {
+    fn put(&self, org: &str, app: &str, v: V) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if held.values().map(HashMap::len).sum::<usize>() >= MAX_HELD {
             held.clear();
         }
         held.entry(org.to_owned())
             .or_default()
-            .insert(app.to_owned(), (commits, found));
+            .insert(app.to_owned(), v);
+    }
+
+    /// Forgets a formation (deleted) or, with `app` `None`, every formation of an org.
+    pub(crate) fn forget(&self, org: &str, app: Option<&str>) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        match app {
+            None => {
+                held.remove(org);
+            }
+            Some(app) => {
+                if let Some(apps) = held.get_mut(org) {
+                    apps.remove(app);
+                }
+            }
+        }
+    }
+}
+
+/// Opened geneses, each with the formation uid it was opened for.
+pub(crate) type GenesisCache = PerFormation<([u8; 16], Arc<MeshGenesis>)>;
+
+impl GenesisCache {
+    pub(crate) fn get(&self, org: &str, app: &str, uid: &[u8; 16]) -> Option<Arc<MeshGenesis>> {
+        self.get_if(org, app, |(u, _)| u == uid).map(|(_, g)| g)
+    }
+
+    pub(crate) fn put_genesis(&self, org: &str, app: &str, uid: [u8; 16], g: Arc<MeshGenesis>) {
+        self.put(org, app, (uid, g));
+    }
+}
+
+/// A formation, its org's uid and its org's document quota per formation.
+pub(crate) type Found = (Formation, [u8; 16], u32);
+
+/// The formations ingest names, each with the store's commit count its read began at.
+pub(crate) type FormationCache = PerFormation<(u64, Found)>;
+
+impl FormationCache {
+    /// The formation as read when the store had made `commits` commits, if that is still
+    /// the count.
+    pub(crate) fn found(&self, org: &str, app: &str, commits: u64) -> Option<Found> {
+        self.get_if(org, app, |(seen, _)| *seen == commits)
+            .map(|(_, f)| f)
+    }
+
+    /// Keeps what a read begun at `commits` commits found.
+    pub(crate) fn keep(&self, org: &str, app: &str, commits: u64, found: Found) {
+        self.put(org, app, (commits, found));
     }
 }
 
@@ -67,22 +123,29 @@ mod tests {
     #[test]
     fn an_entry_holds_only_while_nothing_was_committed_and_only_for_its_org() {
         let memo = FormationCache::default();
-        memo.put("acme", "mesh", 7, formation("acme"));
-        assert_eq!(memo.get("acme", "mesh", 7), Some(formation("acme")));
-        assert_eq!(memo.get("acme", "mesh", 8), None);
-        assert_eq!(memo.get("bravo", "mesh", 7), None);
-        assert_eq!(memo.get("acme", "other", 7), None);
+        memo.keep("acme", "mesh", 7, formation("acme"));
+        assert_eq!(memo.found("acme", "mesh", 7), Some(formation("acme")));
+        assert_eq!(memo.found("acme", "mesh", 8), None);
+        assert_eq!(memo.found("bravo", "mesh", 7), None);
+        assert_eq!(memo.found("acme", "other", 7), None);
         for i in 0..MAX_HELD {
-            memo.put("bravo", &i.to_string(), 7, formation("bravo"));
+            memo.keep("bravo", &i.to_string(), 7, formation("bravo"));
         }
-        assert!(
-            memo.held
-                .lock()
-                .unwrap()
-                .values()
-                .map(HashMap::len)
-                .sum::<usize>()
-                <= MAX_HELD
-        );
+        let held = memo.held.lock().unwrap();
+        assert!(held.values().map(HashMap::len).sum::<usize>() <= MAX_HELD);
+    }
+
+    #[test]
+    fn forgetting_drops_a_formation_or_a_whole_org() {
+        let memo = FormationCache::default();
+        for (org, app) in [("acme", "a"), ("acme", "b"), ("bravo", "a")] {
+            memo.keep(org, app, 1, formation(org));
+        }
+        memo.forget("acme", Some("a"));
+        assert_eq!(memo.found("acme", "a", 1), None);
+        assert!(memo.found("acme", "b", 1).is_some());
+        memo.forget("acme", None);
+        assert_eq!(memo.found("acme", "b", 1), None);
+        assert!(memo.found("bravo", "a", 1).is_some());
     }
 }

@@ -229,7 +229,7 @@ impl Tenancy {
         // Counted before the read: a commit during it leaves the entry stale, never wrong.
         let commits = self.store.commits();
         let memo = &self.ingest_formations;
-        if let Some(found) = memo.get(scope.org_id(), app_id, commits) {
+        if let Some(found) = memo.found(scope.org_id(), app_id, commits) {
             return Ok(found);
         }
         let key = keys::formation(scope.org_id(), app_id);
@@ -244,7 +244,7 @@ impl Tenancy {
             .await?;
         let f = Formation::try_from(rec.ok_or(TenantError::NotFound { what: "formation" })?)?;
         let found = (f, uid.0, uid.1);
-        memo.put(scope.org_id(), app_id, commits, found.clone());
+        memo.keep(scope.org_id(), app_id, commits, found.clone());
         Ok(found)
     }
 
@@ -330,7 +330,8 @@ impl Tenancy {
             .open(genesis_identity(org_id, app_id, uid), &sealed)
             .await?;
         let genesis = Arc::new(MeshGenesis::decode(&plain)?);
-        self.geneses.put(org_id, app_id, uid, genesis.clone());
+        self.geneses
+            .put_genesis(org_id, app_id, uid, genesis.clone());
         Ok((Formation::try_from(rec)?, genesis, extra))
     }
 

@@ -18,7 +18,6 @@ mod egress;
 mod error;
 mod formation_cache;
 mod formations;
-mod genesis_cache;
 mod ids;
 mod network;
 mod orgs;

@@ -43,7 +43,7 @@ pub struct Tenancy {
     /// Sign-in sessions after single sign-on; this process's only.
     pub(crate) sessions: super::sessions::Sessions,
     /// Opened geneses, so enrollment neither unseals nor derives keys per request.
-    pub(crate) geneses: super::genesis_cache::GenesisCache,
+    pub(crate) geneses: super::formation_cache::GenesisCache,
     /// The formations ingest names, while the store has committed nothing since their read.
     pub(crate) ingest_formations: super::formation_cache::FormationCache,
 }

@@ -234,10 +234,10 @@ impl Outbox {
             if !more {
                 break;
             }
-            total.indexed += st.indexed;
+            total.moved += st.moved;
             total.orphaned += st.orphaned;
             tracing::info!(
-                moved = total.indexed,
+                moved = total.moved,
                 orphaned = total.orphaned,
                 "moving the outbox's older events into each org's log"
             );

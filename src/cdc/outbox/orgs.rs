@@ -107,13 +107,6 @@ pub(super) fn stored_bytes(record_len: usize) -> u64 {
     record_len as u64 + EVENT_OVERHEAD
 }
 
-/// An index entry of schema 2: the org's seq of the event and its stored bytes.
-fn parse_index(v: &[u8]) -> u64 {
-    v.get(..8)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
 /// The org's events after `after`, oldest first: (lsn, event, stored bytes, org seq).
 pub(super) fn read_after(
     r: &impl Reader,
@@ -216,7 +209,7 @@ pub(super) fn trim_to(
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stamped {
     /// Events moved into their org's log.
-    pub indexed: u64,
+    pub moved: u64,
     /// Events of orgs that no longer exist: nothing could deliver them.
     pub orphaned: u64,
 }
@@ -253,11 +246,12 @@ pub(super) fn stamp_chunk(
         }
         let uid = ev.org_uid;
         let key = log_key(&uid, lsn);
-        st.indexed += 1;
+        st.moved += 1;
         if let Some(index) = t.get_raw(Table::OrgEvents, &key)? {
-            // Counted in its org's fill already.
+            // Counted in its org's fill already. A schema 2 index entry starts with the seq,
+            // as a log value does (then its stored bytes, not needed).
             t.delete(Table::OrgEvents, key.clone());
-            t.put_raw(Table::OrgLog, key, log_value(parse_index(&index), &v));
+            t.put_raw(Table::OrgLog, key, log_value(parse_log(&index).0, &v));
             continue;
         }
         let raw = ev.encode()?;

@@ -48,7 +48,7 @@ async fn older_events_are_moved_into_their_orgs_log_and_those_of_deleted_orgs_re
             let mut used = 0;
             for (i, org) in names.iter().enumerate() {
                 let raw = v1(org, &format!("d{i}"));
-                used += raw.len() as u64 + EVENT_OVERHEAD;
+                used += orgs::stored_bytes(raw.len());
                 t.put_raw(Table::Events, (i as u64 + 1).to_be_bytes().to_vec(), raw);
             }
             put_u64(t, NEXT_LSN, 6);
@@ -63,7 +63,7 @@ async fn older_events_are_moved_into_their_orgs_log_and_those_of_deleted_orgs_re
     assert_eq!(
         st,
         Stamped {
-            indexed: 4,
+            moved: 4,
             orphaned: 1
         }
     );
@@ -112,7 +112,7 @@ async fn events_indexed_by_schema_2_move_with_their_seq() {
                 let mut rec = EventRecord::decode(&v1("x", &format!("d{lsn}"))).unwrap();
                 rec.org_uid = uid;
                 let raw = rec.encode().unwrap();
-                let size = raw.len() as u64 + EVENT_OVERHEAD;
+                let size = orgs::stored_bytes(raw.len());
                 let mut index = seq.to_le_bytes().to_vec();
                 index.extend_from_slice(&size.to_le_bytes());
                 t.put_raw(Table::OrgEvents, orgs::log_key(&uid, lsn), index);
@@ -136,7 +136,7 @@ async fn events_indexed_by_schema_2_move_with_their_seq() {
     assert_eq!(
         st,
         Stamped {
-            indexed: 3,
+            moved: 3,
             orphaned: 0
         }
     );
