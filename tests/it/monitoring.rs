@@ -99,6 +99,10 @@ async fn the_dashboard_and_alert_rules_name_only_series_the_gateway_exports() {
         )
         .await;
     assert_eq!(s, 201, "{b}");
+    // The backlog gauge appears once the sink's loop has read its cursor.
+    let sink = b["sink_id"].as_str().unwrap().to_owned();
+    let st = crate::cdc::status_when(&g, &sink, |st| st["state"] != "starting").await;
+    assert_ne!(st["state"], "starting", "{st}");
     let token = boot_token(&g, json!({"app_id": "mesh"})).await;
     let (s, b) = enroll_json(
         &g,
