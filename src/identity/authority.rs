@@ -20,6 +20,7 @@ use crate::mesh::{
 use crate::store::{keys, PendingRecord, Reader, Table, Txn};
 use crate::tenant::{
     audit_append, load_org, now_ms, random_uid, Actor, AuditEvent, Tenancy, TenantError,
+    WithFormation,
 };
 
 /// Most enrollments one formation keeps waiting for an operator.
@@ -105,6 +106,8 @@ pub struct Authority {
     limits: EnrollLimits,
     events: EnrollEvents,
     oidc: Oidc,
+    /// Each formation's enrollment quota and settings, as last read with it.
+    reads: WithFormation<(u32, EnrollSettings)>,
 }
 
 pub(crate) fn device_actor(subject: &[u8; 32]) -> Actor {
@@ -166,6 +169,7 @@ impl Authority {
             tenancy,
             limits,
             events: EnrollEvents::default(),
+            reads: WithFormation::default(),
         }
     }
 
@@ -258,11 +262,12 @@ impl Authority {
         input: EnrollInput,
     ) -> Result<EnrollOutcome, TenantError> {
         self.limits.check_source(input.source)?;
-        // One store read: the formation, its genesis, the org's quota and the settings.
+        // One store read, kept while nothing it read is written (enrollments write none of
+        // it): the formation, its genesis, the org's quota and the settings.
         let (o, a) = (org.to_owned(), app.to_owned());
         let (formation, genesis, (quota, settings)) = self
             .tenancy
-            .open_genesis_and(org, app, move |r| {
+            .open_genesis_kept(&self.reads, org, app, move |r| {
                 let quota = load_org(r, &o)?.quotas.max_enrollments_per_hour;
                 Ok((quota, settings::read(r, &o, &a)?))
             })

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::copy;
 use super::error::RedbResultExt;
 use super::migrate::{migrate, read_schema_version_of, Schema, STATE};
+use super::seen::{Seen, TableCommits};
 use super::writer::{self, Latch, Msg, TypedJob, QUEUE_DEPTH};
 use super::{ReadView, StoreError, Txn};
 
@@ -47,8 +48,8 @@ struct Inner {
     last_recover_ms: AtomicU64,
     started: Instant,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Commits so far, counted by the writer before it answers their callers.
-    commits: Arc<AtomicU64>,
+    /// Commits so far per table, counted by the writer before it answers their callers.
+    commits: Arc<TableCommits>,
 }
 
 /// A reopen after a failed commit is tried at most this often.
@@ -75,7 +76,7 @@ impl Store {
         let db = Arc::new(RwLock::new(Some(db)));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let latch = Arc::new(Latch::default());
-        let commits = Arc::new(AtomicU64::new(0));
+        let commits = Arc::new(TableCommits::default());
         let thread = {
             let db = db.clone();
             let latch = latch.clone();
@@ -192,12 +193,6 @@ impl Store {
         rx.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 
-    /// How many commits the writer has made. The same count before a read and at a later
-    /// check means nothing was written in between: what the read found still holds.
-    pub fn commits(&self) -> u64 {
-        self.inner.commits.load(Ordering::Acquire)
-    }
-
     /// Runs `op` against a consistent snapshot on the blocking pool.
     pub async fn read<R, E, F>(&self, op: F) -> Result<R, E>
     where
@@ -214,6 +209,35 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::read`], with what the read depended on: while [`Store::unchanged`] holds for
+    /// it, the same read would find the same.
+    pub async fn read_seen<R, E, F>(&self, op: F) -> Result<(R, Seen), E>
+    where
+        F: FnOnce(&ReadView) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let db = self.inner.db.clone();
+        let commits = self.inner.commits.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = read_lock(&db);
+            // Counted before the snapshot: a commit in between leaves the memo stale, never
+            // older than the store.
+            let before = commits.snapshot();
+            let rtx = opened(&guard)?.begin_read().op("begin read")?;
+            let view = ReadView::new(rtx);
+            let out = op(&view)?;
+            Ok((out, TableCommits::seen(&before, view.tables_read())))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether no table a read opened has been written since it began.
+    pub fn unchanged(&self, seen: &Seen) -> bool {
+        self.inner.commits.unchanged(seen)
     }
 
     /// Synchronous read for command-line tools that run without serving.

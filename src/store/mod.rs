@@ -25,6 +25,7 @@ mod error;
 mod migrate;
 mod outbox_records;
 mod records;
+mod seen;
 mod tables;
 mod txn;
 mod writer;
@@ -40,5 +41,6 @@ pub use records::{
     IdpRecord, OrgNetworkRecord, OrgRecord, PendingRecord, QuotasRecord, RevocationRecord,
     RuleRecord, SinkRecord, SourceGrantRecord, SourceRecord,
 };
+pub use seen::Seen;
 pub use tables::{keys, Table};
 pub use txn::{ReadView, Reader, Txn};

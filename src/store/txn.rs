@@ -9,6 +9,7 @@ use redb::{
 };
 
 use super::error::RedbResultExt;
+use super::seen::Tables;
 use super::{Record, StoreError, Table};
 
 /// A raw key and value, as scanned.
@@ -206,6 +207,14 @@ impl ReadView {
         self.opened.borrow_mut().push((table, t.clone()));
         Ok(t)
     }
+
+    /// The tables read so far.
+    pub(crate) fn tables_read(&self) -> Tables {
+        self.opened
+            .borrow()
+            .iter()
+            .fold(Tables::default(), |s, (t, _)| s.with(*t))
+    }
 }
 
 impl Reader for ReadView {
@@ -306,6 +315,13 @@ impl<'a> Txn<'a> {
                 return Ok(n);
             }
         }
+    }
+
+    /// The tables this operation writes.
+    pub(crate) fn written(&self) -> Tables {
+        self.pending
+            .iter()
+            .fold(Tables::default(), |s, (t, _)| s.with(*t))
     }
 
     pub(crate) fn apply(mut self) -> Result<(), StoreError> {

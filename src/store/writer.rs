@@ -1,6 +1,6 @@
 //! The writer thread: gathers queued operations into one write transaction (group commit).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::copy;
 use super::db::CommitStats;
 use super::error::RedbResultExt;
+use super::seen::{TableCommits, Tables};
 use super::{StoreError, Txn};
 
 /// Operations gathered into one commit at most. Bounds the latency a large batch adds.
@@ -159,7 +160,7 @@ pub(crate) fn run(
     latch: Arc<Latch>,
     file: DbFile,
     on_commit: Option<Arc<dyn Fn(CommitStats) + Send + Sync>>,
-    commits: Arc<AtomicU64>,
+    commits: Arc<TableCommits>,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut stop = false;
@@ -216,9 +217,9 @@ pub(crate) fn run(
             None => Err(StoreError::Closed),
         };
         match committed {
-            Ok(()) => {
+            Ok(written) => {
                 // Before any caller learns of its write, so a memo checked after sees it.
-                commits.fetch_add(1, Ordering::AcqRel);
+                commits.bump(written);
                 for j in batch.drain(..) {
                     j.finish(Ok(()));
                 }
@@ -318,17 +319,21 @@ fn compact(db: &RwLock<Option<Database>>, file: &DbFile) -> Result<(), StoreErro
     Ok(())
 }
 
-fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+/// Commits the batch; returns the tables it wrote.
+fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<Tables, StoreError> {
     let mut wtx = db.begin_write().op("begin write")?;
     wtx.set_durability(Durability::Immediate)
         .op("set durability")?;
+    let mut written = Tables::default();
     for job in batch.iter_mut() {
         let mut txn = Txn::new(&wtx);
         if job.run(&mut txn)? {
+            written = written.union(txn.written());
             txn.apply()?;
         }
     }
-    wtx.commit().op("commit")
+    wtx.commit().op("commit")?;
+    Ok(written)
 }
 
 #[cfg(test)]

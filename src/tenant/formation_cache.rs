@@ -1,15 +1,15 @@
 //! What is kept per formation between requests, bounded and checked before use: opened
 //! geneses (enrollment neither unseals nor re-derives the authority key per request; valid for
-//! the formation uid they were opened for, dropped with the formation or org), and the
-//! formation an ingest request names (valid while the state store has committed nothing since
-//! the read that filled it, so any write makes it stale and ingest never sees older state than
-//! a read would give).
+//! the formation uid they were opened for, dropped with the formation or org), and what an
+//! ingest or an enrollment reads first (valid while no table the read opened has been written
+//! since it began, so a request never sees older state than a read would give).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::Formation;
 use crate::mesh::MeshGenesis;
+use crate::store::Seen;
 
 /// Formations held at most per memo; beyond it the memo starts over (a rare, cheap miss).
 const MAX_HELD: usize = 256;
@@ -81,25 +81,37 @@ impl GenesisCache {
     }
 }
 
+/// Values read from the store, each with what its read depended on (a [`Seen`] in use; the
+/// caller says whether it still holds).
+pub(crate) type ReadMemo<S, V> = PerFormation<(S, V)>;
+
+impl<S: Clone, V: Clone> ReadMemo<S, V> {
+    /// The formation's value, if `current` says its read still holds.
+    pub(crate) fn found(
+        &self,
+        org: &str,
+        app: &str,
+        current: impl FnOnce(&S) -> bool,
+    ) -> Option<V> {
+        self.get_if(org, app, |(seen, _)| current(seen))
+            .map(|(_, v)| v)
+    }
+
+    /// Keeps what a read found, with what it depended on.
+    pub(crate) fn keep(&self, org: &str, app: &str, seen: S, v: V) {
+        self.put(org, app, (seen, v));
+    }
+}
+
 /// A formation, its org's uid and its org's document quota per formation.
 pub(crate) type Found = (Formation, [u8; 16], u32);
 
-/// The formations ingest names, each with the store's commit count its read began at.
-pub(crate) type FormationCache = PerFormation<(u64, Found)>;
+/// The formations ingest names.
+pub(crate) type FormationCache = ReadMemo<Seen, Found>;
 
-impl FormationCache {
-    /// The formation as read when the store had made `commits` commits, if that is still
-    /// the count.
-    pub(crate) fn found(&self, org: &str, app: &str, commits: u64) -> Option<Found> {
-        self.get_if(org, app, |(seen, _)| *seen == commits)
-            .map(|(_, f)| f)
-    }
-
-    /// Keeps what a read begun at `commits` commits found.
-    pub(crate) fn keep(&self, org: &str, app: &str, commits: u64, found: Found) {
-        self.put(org, app, (commits, found));
-    }
-}
+/// A formation and what else a read of it fetched (its genesis stays in the [`GenesisCache`],
+/// so secrets still leave memory with their formation).
+pub(crate) type WithFormation<T> = ReadMemo<Seen, (Formation, T)>;
 
 #[cfg(test)]
 mod tests {
@@ -120,14 +132,21 @@ mod tests {
         (f, [3; 16], 10)
     }
 
+    /// Read memos with a plain count standing in for what a read saw.
+    type Memo = ReadMemo<u64, Found>;
+
+    fn at(n: u64) -> impl FnOnce(&u64) -> bool {
+        move |seen| *seen == n
+    }
+
     #[test]
-    fn an_entry_holds_only_while_nothing_was_committed_and_only_for_its_org() {
-        let memo = FormationCache::default();
+    fn an_entry_holds_only_while_its_read_holds_and_only_for_its_org() {
+        let memo = Memo::default();
         memo.keep("acme", "mesh", 7, formation("acme"));
-        assert_eq!(memo.found("acme", "mesh", 7), Some(formation("acme")));
-        assert_eq!(memo.found("acme", "mesh", 8), None);
-        assert_eq!(memo.found("bravo", "mesh", 7), None);
-        assert_eq!(memo.found("acme", "other", 7), None);
+        assert_eq!(memo.found("acme", "mesh", at(7)), Some(formation("acme")));
+        assert_eq!(memo.found("acme", "mesh", at(8)), None);
+        assert_eq!(memo.found("bravo", "mesh", at(7)), None);
+        assert_eq!(memo.found("acme", "other", at(7)), None);
         for i in 0..MAX_HELD {
             memo.keep("bravo", &i.to_string(), 7, formation("bravo"));
         }
@@ -137,15 +156,15 @@ mod tests {
 
     #[test]
     fn forgetting_drops_a_formation_or_a_whole_org() {
-        let memo = FormationCache::default();
+        let memo = Memo::default();
         for (org, app) in [("acme", "a"), ("acme", "b"), ("bravo", "a")] {
             memo.keep(org, app, 1, formation(org));
         }
         memo.forget("acme", Some("a"));
-        assert_eq!(memo.found("acme", "a", 1), None);
-        assert!(memo.found("acme", "b", 1).is_some());
+        assert_eq!(memo.found("acme", "a", at(1)), None);
+        assert!(memo.found("acme", "b", at(1)).is_some());
         memo.forget("acme", None);
-        assert_eq!(memo.found("acme", "b", 1), None);
-        assert!(memo.found("bravo", "a", 1).is_some());
+        assert_eq!(memo.found("acme", "b", at(1)), None);
+        assert!(memo.found("bravo", "a", at(1)).is_some());
     }
 }

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+use super::formation_cache::WithFormation;
 use super::orgs::{check_quota, load_org};
 use super::service::Tenancy;
 use super::{now_ms, validate_id, OrgScope, TenantError};
 use crate::keys::{random_secret32, RecordIdentity};
 use crate::mesh::{MembershipPolicy, MeshGenesis};
-use crate::store::{keys, FormationRecord, Reader, Record, Table, Txn};
+use crate::store::{keys, FormationRecord, Reader, Record, Seen, Table, Txn};
 
 /// Largest page of `GET /orgs/{org}/formations`.
 pub const MAX_FORMATION_PAGE: usize = 1000;
@@ -226,17 +227,15 @@ impl Tenancy {
         scope: &OrgScope,
         app_id: &str,
     ) -> Result<(Formation, [u8; 16], u32), TenantError> {
-        // Counted before the read: a commit during it leaves the entry stale, never wrong.
-        let commits = self.store.commits();
         let memo = &self.ingest_formations;
-        if let Some(found) = memo.found(scope.org_id(), app_id, commits) {
+        if let Some(found) = memo.found(scope.org_id(), app_id, |s| self.store.unchanged(s)) {
             return Ok(found);
         }
         let key = keys::formation(scope.org_id(), app_id);
         let org_id = scope.org_id().to_owned();
-        let (rec, uid) = self
+        let ((rec, uid), seen) = self
             .store
-            .read(move |r| -> Result<_, TenantError> {
+            .read_seen(move |r| -> Result<_, TenantError> {
                 let org = super::orgs::load_org(r, &org_id)?;
                 let rec: Option<FormationRecord> = r.get(Table::Formations, &key)?;
                 Ok((rec, (org.org_uid, org.quotas.max_documents_per_formation)))
@@ -244,7 +243,7 @@ impl Tenancy {
             .await?;
         let f = Formation::try_from(rec.ok_or(TenantError::NotFound { what: "formation" })?)?;
         let found = (f, uid.0, uid.1);
-        memo.keep(scope.org_id(), app_id, commits, found.clone());
+        memo.keep(scope.org_id(), app_id, seen, found.clone());
         Ok(found)
     }
 
@@ -293,22 +292,42 @@ impl Tenancy {
         org_id: &str,
         app_id: &str,
     ) -> Result<(Formation, Arc<MeshGenesis>), TenantError> {
-        let (f, g, ()) = self.open_genesis_and(org_id, app_id, |_| Ok(())).await?;
+        let (f, g, (), _) = self.open_genesis_and(org_id, app_id, |_| Ok(())).await?;
         Ok((f, g))
     }
 
-    /// [`Self::open_genesis`] with `also` read in the same store read (one trip to a blocking
-    /// thread for a hot path such as enrollment).
-    pub(crate) async fn open_genesis_and<T: Send + 'static>(
+    /// [`Self::open_genesis`] with `also` read in the same store read, answered from `memo`
+    /// while no table that read opened has been written since (a hot path such as enrollment
+    /// then makes no trip to a blocking thread).
+    pub(crate) async fn open_genesis_kept<T: Clone + Send + 'static>(
         &self,
+        memo: &WithFormation<T>,
         org_id: &str,
         app_id: &str,
         also: impl FnOnce(&crate::store::ReadView) -> Result<T, TenantError> + Send + 'static,
     ) -> Result<(Formation, Arc<MeshGenesis>, T), TenantError> {
+        let kept = memo.found(org_id, app_id, |s| self.store.unchanged(s));
+        if let Some((f, extra)) = kept {
+            if let Some(g) = self.geneses.get(org_id, app_id, &f.formation_uid) {
+                return Ok((f, g, extra));
+            }
+        }
+        let (f, g, extra, seen) = self.open_genesis_and(org_id, app_id, also).await?;
+        memo.keep(org_id, app_id, seen, (f.clone(), extra.clone()));
+        Ok((f, g, extra))
+    }
+
+    /// [`Self::open_genesis`] with `also` read in the same store read, and what it read.
+    async fn open_genesis_and<T: Send + 'static>(
+        &self,
+        org_id: &str,
+        app_id: &str,
+        also: impl FnOnce(&crate::store::ReadView) -> Result<T, TenantError> + Send + 'static,
+    ) -> Result<(Formation, Arc<MeshGenesis>, T, Seen), TenantError> {
         let (org, app) = (org_id.to_owned(), app_id.to_owned());
-        let (rec, sealed, extra) = self
+        let ((rec, sealed, extra), seen) = self
             .store
-            .read(move |r| {
+            .read_seen(move |r| {
                 let extra = also(r)?;
                 let rec: FormationRecord = r
                     .get(Table::Formations, &keys::formation(&org, &app))?
@@ -323,7 +342,7 @@ impl Tenancy {
             .await?;
         let uid = rec.formation_uid;
         if let Some(g) = self.geneses.get(org_id, app_id, &uid) {
-            return Ok((Formation::try_from(rec)?, g, extra));
+            return Ok((Formation::try_from(rec)?, g, extra, seen));
         }
         let plain = self
             .keyring
@@ -332,7 +351,7 @@ impl Tenancy {
         let genesis = Arc::new(MeshGenesis::decode(&plain)?);
         self.geneses
             .put_genesis(org_id, app_id, uid, genesis.clone());
-        Ok((Formation::try_from(rec)?, genesis, extra))
+        Ok((Formation::try_from(rec)?, genesis, extra, seen))
     }
 
     pub async fn export_credentials(

@@ -37,6 +37,7 @@ pub use audit::{
 };
 pub use clock::now_ms;
 pub use error::TenantError;
+pub(crate) use formation_cache::WithFormation;
 pub use formations::{CredentialsExport, Formation, NewFormation};
 pub use ids::validate_id;
 pub(crate) use ids::{random_token_id, random_uid};

@@ -361,3 +361,82 @@ async fn a_formation_created_again_under_its_name_signs_with_its_new_authority()
     assert_eq!(hex::encode(second.issuer), new_authority);
     assert!(second.verify_signature().is_ok());
 }
+
+/// Enrollments keep what they read of their formation between requests; a change of an org's
+/// settings, quota or formation applies to its very next enrollment, and to no other org's.
+#[tokio::test]
+async fn what_enrollment_read_gives_way_to_the_next_change_of_its_org() {
+    let (g, acme_mesh, _) = formation("Open", &[]).await;
+    g.create_org("bravo", "Bravo").await;
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            "/orgs/bravo/formations",
+            Some(json!({"app_id": "mesh", "enrollment_policy": "Open"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let bravo_mesh = b["mesh_id"].as_str().unwrap().to_owned();
+    const BRAVO: &str = "/orgs/bravo/formations/mesh/enroll";
+    let enroll = |path: &'static str, mesh: String, n: u8| {
+        let g = &g;
+        async move {
+            let r = request(&device(n), &mesh, "n", MeshTier::Tactical, "");
+            enroll_json(g, path, &r).await
+        }
+    };
+    // Each formation read once, and kept.
+    let (s, a1) = enroll(ENROLL, acme_mesh.clone(), 0xb0).await;
+    assert_eq!(s, 200, "{a1}");
+    let (s, b1) = enroll(BRAVO, bravo_mesh.clone(), 0xb1).await;
+    assert_eq!(s, 200, "{b1}");
+    let (acme_tier, bravo_tier) = (cert_of(&a1).fields.tier, cert_of(&b1).fields.tier);
+    assert_ne!(acme_tier, MeshTier::Tactical);
+
+    // acme's settings change: its next certificate follows them, bravo's does not.
+    let (s, b) = put_settings(&g, "mesh", json!({"open_tier": "Tactical"})).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, a2) = enroll(ENROLL, acme_mesh.clone(), 0xb2).await;
+    assert_eq!(s, 200, "{a2}");
+    assert_eq!(cert_of(&a2).fields.tier, MeshTier::Tactical, "{a2}");
+    let (s, b2) = enroll(BRAVO, bravo_mesh.clone(), 0xb3).await;
+    assert_eq!(s, 200, "{b2}");
+    assert_eq!(cert_of(&b2).fields.tier, bravo_tier);
+
+    // acme's enrollment quota lowered to one (a changed quota starts a fresh budget).
+    set_quota(&g, "max_enrollments_per_hour", 1).await;
+    let (s, b) = enroll(ENROLL, acme_mesh.clone(), 0xb4).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = enroll(ENROLL, acme_mesh.clone(), 0xb9).await;
+    assert_eq!((s, error_code(&b)), (429, "rate_limited"), "{b}");
+    let (s, b) = enroll(BRAVO, bravo_mesh.clone(), 0xb5).await;
+    assert_eq!(s, 200, "{b}");
+
+    // acme's formation made again under its name: the old mesh is refused, the new one's
+    // authority signs.
+    set_quota(&g, "max_enrollments_per_hour", 1000).await;
+    let (s, b) = g
+        .admin(Method::DELETE, "/orgs/acme/formations/mesh", None)
+        .await;
+    assert!(s < 300, "{s} {b}");
+    let (s, b) = enroll(ENROLL, acme_mesh.clone(), 0xb6).await;
+    assert_eq!(s, 404, "{b}");
+    let (s, f) = g
+        .admin(
+            Method::POST,
+            "/orgs/acme/formations",
+            Some(json!({"app_id": "mesh", "enrollment_policy": "Open"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{f}");
+    let new_mesh = f["mesh_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_mesh, acme_mesh);
+    let (s, b) = enroll(ENROLL, acme_mesh, 0xb7).await;
+    assert_eq!(s, 403, "{b}");
+    let (s, b) = enroll(ENROLL, new_mesh, 0xb8).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        hex::encode(cert_of(&b).issuer),
+        f["authority_public_key"].as_str().unwrap()
+    );
+}
