@@ -205,7 +205,9 @@ async fn decide(
         })?;
     count(&s, outcome.decision.name());
     if let Decision::Approved { certificate, .. } = &outcome.decision {
-        publish_issued(&s, ids.org(), ids.second(), certificate);
+        if outcome.publish_documents {
+            publish(&s, ids.org(), ids.second(), certificate, Some(true));
+        }
     }
     let status = match outcome.decision {
         Decision::Approved { .. } => StatusCode::OK,
@@ -336,16 +338,30 @@ pub(crate) fn publish_issued(
     app: &str,
     cert: &crate::mesh::MeshCertificate,
 ) {
+    publish(s, org, app, cert, None);
+}
+
+/// [`publish_issued`], with whether the formation publishes when the caller has just read it.
+fn publish(
+    s: &AppState,
+    org: &str,
+    app: &str,
+    cert: &crate::mesh::MeshCertificate,
+    publishes: Option<bool>,
+) {
     let Ok(bytes) = cert.encode() else {
         return;
     };
     let (s, org, app) = (s.clone(), org.to_owned(), app.to_owned());
     tokio::spawn(async move {
-        let wanted = s
-            .authority
-            .publishes_documents(&org, &app)
-            .await
-            .unwrap_or(false);
+        let wanted = match publishes {
+            Some(w) => w,
+            None => s
+                .authority
+                .publishes_documents(&org, &app)
+                .await
+                .unwrap_or(false),
+        };
         if !wanted {
             return;
         }

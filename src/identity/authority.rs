@@ -84,6 +84,8 @@ pub struct EnrollOutcome {
     pub expires_at_ms: Option<u64>,
     /// Why the formation secret the settings deliver was not sent.
     pub secret_withheld: Option<&'static str>,
+    /// Whether the formation writes its certificate documents to its node.
+    pub publish_documents: bool,
 }
 
 /// How the requester proved who it is, before the formation's policy applies.
@@ -280,6 +282,7 @@ impl Authority {
             authority_public_key: formation.authority_public_key,
             expires_at_ms: None,
             secret_withheld: None,
+            publish_documents: settings.publish_documents,
         };
         let actor = device_actor(&req.subject);
         let target = format!("org/{org}/formation/{app}/node/{}", req.node_id);
