@@ -32,8 +32,11 @@ fn main() {
     let clients = args.get(1).copied().unwrap_or(8).max(1);
     println!("P5 enrollment: {n} devices, {clients} clients, local KEK, Open formation, binary");
     runtime().block_on(async {
-        // Every client comes from one loopback address: room for all of them on one source.
-        let conns = (clients + 16).to_string();
+        // Every client comes from one loopback address: room for all of them on one source,
+        // and for the extra connections a client pool opens when a request starts while
+        // another's connection is still on its way back (beyond the cap they would wait in
+        // the backlog for a slot, 10 s at worst).
+        let conns = (clients * 2 + 16).to_string();
         let g = start_gateway(
             "enroll",
             &[
