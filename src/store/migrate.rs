@@ -51,26 +51,37 @@ pub(super) fn migrate(db: &Database, path: &Path, schema: &Schema) -> Result<(),
             supported: current,
         });
     }
+    if found == 0 && current > 0 {
+        // A new file holds nothing to move: every step in one commit (one sync, not one per
+        // step, on a first start).
+        let wtx = db.begin_write().op("begin migration")?;
+        for step in schema.migrations {
+            step(&wtx)?;
+        }
+        return commit_version(wtx, current);
+    }
     for from in found..current {
         let to = from + 1;
-        if from > 0 {
-            tracing::info!(
-                database = schema.name,
-                from,
-                to,
-                "migrating database schema"
-            );
-        }
+        tracing::info!(
+            database = schema.name,
+            from,
+            to,
+            "migrating database schema"
+        );
         let wtx = db.begin_write().op("begin migration")?;
         schema.migrations[from as usize](&wtx)?;
-        {
-            let mut meta = wtx.open_table(Table::Meta.def()).op("open meta")?;
-            meta.insert(keys::SCHEMA_VERSION, to.to_le_bytes().as_slice())
-                .op("write schema version")?;
-        }
-        wtx.commit().op("commit migration")?;
+        commit_version(wtx, to)?;
     }
     Ok(())
+}
+
+fn commit_version(wtx: WriteTransaction, version: u32) -> Result<(), StoreError> {
+    {
+        let mut meta = wtx.open_table(Table::Meta.def()).op("open meta")?;
+        meta.insert(keys::SCHEMA_VERSION, version.to_le_bytes().as_slice())
+            .op("write schema version")?;
+    }
+    wtx.commit().op("commit migration")
 }
 
 pub(super) fn read_schema_version(db: &Database) -> Result<u32, StoreError> {
@@ -249,4 +260,41 @@ fn outbox_v2(wtx: &WriteTransaction) -> Result<(), StoreError> {
 /// chunks, where org names can be resolved to uids.
 fn outbox_v3(wtx: &WriteTransaction) -> Result<(), StoreError> {
     create(wtx, &[Table::OrgLog])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables(db: &Database) -> Vec<String> {
+        use redb::TableHandle as _;
+        let rtx = db.begin_read().unwrap();
+        let mut names: Vec<String> = rtx
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_file_migrated_step_by_step_ends_as_a_new_one_made_in_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (dir.path().join("old.redb"), dir.path().join("new.redb"));
+        let older = Schema {
+            name: "state",
+            migrations: &STATE.migrations[..3],
+        };
+        let db = Database::create(&old).unwrap();
+        migrate(&db, &old, &older).unwrap();
+        assert_eq!(read_schema_version(&db).unwrap(), 3);
+        migrate(&db, &old, &STATE).unwrap();
+        let fresh = Database::create(&new).unwrap();
+        migrate(&fresh, &new, &STATE).unwrap();
+        assert_eq!(read_schema_version(&db).unwrap(), SCHEMA_VERSION);
+        assert_eq!(read_schema_version(&fresh).unwrap(), SCHEMA_VERSION);
+        assert_eq!(tables(&db), tables(&fresh));
+        assert!(tables(&fresh).contains(&"expiry".to_owned()));
+    }
 }
