@@ -30,17 +30,23 @@ pub async fn formation(policy: &str, extra: &[(&str, &str)]) -> (Gateway, String
     }
     let g = Gateway::start(opts).await;
     g.create_org("acme", "Acme").await;
-    let (s, f) = g
-        .admin(
-            Method::POST,
-            "/orgs/acme/formations",
-            Some(json!({"app_id": "mesh", "enrollment_policy": policy})),
-        )
-        .await;
-    assert_eq!(s, 201, "{f}");
+    let f = new_formation(&g, "acme", "mesh", policy).await;
     let mesh_id = f["mesh_id"].as_str().unwrap().to_owned();
     let authority = f["authority_public_key"].as_str().unwrap().to_owned();
     (g, mesh_id, authority)
+}
+
+/// Creates `org`'s formation `app` under `policy`; returns its description.
+pub async fn new_formation(g: &Gateway, org: &str, app: &str, policy: &str) -> Value {
+    let (s, f) = g
+        .admin(
+            Method::POST,
+            &format!("/orgs/{org}/formations"),
+            Some(json!({"app_id": app, "enrollment_policy": policy})),
+        )
+        .await;
+    assert_eq!(s, 201, "{f}");
+    f
 }
 
 pub async fn boot_token(g: &Gateway, body: Value) -> String {

@@ -53,14 +53,7 @@ async fn settings_change_validity_and_deliver_the_formation_secret() {
     let (s, b) = put_settings(&g, "mesh", json!({"deliver_formation_secret": true})).await;
     assert_eq!((s, error_code(&b)), (422, "invalid_field"), "{b}");
     assert!(b["error"]["message"].as_str().unwrap().contains("Open"));
-    let (s, b) = g
-        .admin(
-            Method::POST,
-            "/orgs/acme/formations",
-            Some(json!({"app_id": "ctl", "enrollment_policy": "Controlled"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    let b = new_formation(&g, "acme", "ctl", "Controlled").await;
     let ctl_mesh = b["mesh_id"].as_str().unwrap().to_owned();
     let (s, b) = put_settings(&g, "ctl", json!({"deliver_formation_secret": true})).await;
     assert_eq!(s, 200, "{b}");
@@ -336,14 +329,7 @@ async fn a_formation_created_again_under_its_name_signs_with_its_new_authority()
         .admin(Method::DELETE, "/orgs/acme/formations/mesh", None)
         .await;
     assert_eq!(s, 204);
-    let (s, f) = g
-        .admin(
-            Method::POST,
-            "/orgs/acme/formations",
-            Some(json!({"app_id": "mesh", "enrollment_policy": "Open"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{f}");
+    let f = new_formation(&g, "acme", "mesh", "Open").await;
     let (new_mesh, new_authority) = (
         f["mesh_id"].as_str().unwrap(),
         f["authority_public_key"].as_str().unwrap(),
@@ -368,14 +354,7 @@ async fn a_formation_created_again_under_its_name_signs_with_its_new_authority()
 async fn what_enrollment_read_gives_way_to_the_next_change_of_its_org() {
     let (g, acme_mesh, _) = formation("Open", &[]).await;
     g.create_org("bravo", "Bravo").await;
-    let (s, b) = g
-        .admin(
-            Method::POST,
-            "/orgs/bravo/formations",
-            Some(json!({"app_id": "mesh", "enrollment_policy": "Open"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    let b = new_formation(&g, "bravo", "mesh", "Open").await;
     let bravo_mesh = b["mesh_id"].as_str().unwrap().to_owned();
     const BRAVO: &str = "/orgs/bravo/formations/mesh/enroll";
     let enroll = |path: &'static str, mesh: String, n: u8| {
@@ -421,14 +400,7 @@ async fn what_enrollment_read_gives_way_to_the_next_change_of_its_org() {
     assert!(s < 300, "{s} {b}");
     let (s, b) = enroll(ENROLL, acme_mesh.clone(), 0xb6).await;
     assert_eq!(s, 404, "{b}");
-    let (s, f) = g
-        .admin(
-            Method::POST,
-            "/orgs/acme/formations",
-            Some(json!({"app_id": "mesh", "enrollment_policy": "Open"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{f}");
+    let f = new_formation(&g, "acme", "mesh", "Open").await;
     let new_mesh = f["mesh_id"].as_str().unwrap().to_owned();
     assert_ne!(new_mesh, acme_mesh);
     let (s, b) = enroll(ENROLL, acme_mesh, 0xb7).await;
