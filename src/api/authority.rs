@@ -401,7 +401,14 @@ async fn approve(
         .authority
         .decide(&scope, ids.second(), true, reason)
         .await?;
-    if let Some(fp) = &out.fingerprint {
+    // The approval stands whatever this read finds; a formation that cannot be read
+    // publishes nothing.
+    let publishes = out.fingerprint.is_some()
+        && s.authority
+            .publishes_documents(ids.org(), &out.app_id)
+            .await
+            .unwrap_or(false);
+    if let (Some(fp), true) = (&out.fingerprint, publishes) {
         let c = certs::get(&s.tenancy, &scope, &out.app_id, fp).await?;
         if let Ok(cert) = crate::mesh::MeshCertificate::decode(&c.certificate) {
             super::enroll::publish_issued(&s, ids.org(), &out.app_id, &cert);

@@ -206,7 +206,7 @@ async fn decide(
     count(&s, outcome.decision.name());
     if let Decision::Approved { certificate, .. } = &outcome.decision {
         if outcome.publish_documents {
-            publish(&s, ids.org(), ids.second(), certificate, Some(true));
+            publish_issued(&s, ids.org(), ids.second(), certificate);
         }
     }
     let status = match outcome.decision {
@@ -330,41 +330,19 @@ async fn poll(State(s): State<AppState>, ids: Ids) -> Result<impl IntoResponse, 
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(out)))
 }
 
-/// Writes a newly issued certificate to the node when the formation publishes documents; in
-/// the background, so the device's answer does not wait on the node.
+/// Writes a newly issued certificate to the node of a formation that publishes documents; in
+/// the background, so the answer does not wait on the node.
 pub(crate) fn publish_issued(
     s: &AppState,
     org: &str,
     app: &str,
     cert: &crate::mesh::MeshCertificate,
 ) {
-    publish(s, org, app, cert, None);
-}
-
-/// [`publish_issued`], with whether the formation publishes when the caller has just read it.
-fn publish(
-    s: &AppState,
-    org: &str,
-    app: &str,
-    cert: &crate::mesh::MeshCertificate,
-    publishes: Option<bool>,
-) {
     let Ok(bytes) = cert.encode() else {
         return;
     };
     let (s, org, app) = (s.clone(), org.to_owned(), app.to_owned());
     tokio::spawn(async move {
-        let wanted = match publishes {
-            Some(w) => w,
-            None => s
-                .authority
-                .publishes_documents(&org, &app)
-                .await
-                .unwrap_or(false),
-        };
-        if !wanted {
-            return;
-        }
         match crate::identity::certs::certificate_document(&bytes, crate::tenant::now_ms()) {
             Ok(doc) => {
                 let system = crate::tenant::Actor::system();

@@ -150,15 +150,22 @@ impl<'a> Parser<'a> {
             .map_err(|_| CanonError("malformed string", start))
     }
 
-    /// A string value in canonical form: as written when it needs no escape, which is what
-    /// serde_json would write for it (it escapes only `"`, `\` and control characters).
+    /// A string value in canonical form.
     fn string_into(&mut self, out: &mut String) -> Result<(), CanonError> {
         let start = self.i;
-        match self.string()? {
-            Cow::Borrowed(_) => out.push_str(&self.text[start..self.i]),
-            Cow::Owned(s) => push_string(out, &s),
-        }
+        let s = self.string()?;
+        self.put_string(out, &s, start);
         Ok(())
+    }
+
+    /// Writes string `s`, read from `start`: as written when it needed no escape, which is
+    /// what serde_json would write for it (it escapes only `"`, `\` and control characters).
+    #[allow(clippy::ptr_arg)] // whether it is borrowed is what says it needed no escape
+    fn put_string(&self, out: &mut String, s: &Cow<'a, str>, start: usize) {
+        match s {
+            Cow::Borrowed(b) => out.push_str(&self.text[start..start + b.len() + 2]),
+            Cow::Owned(s) => push_string(out, s),
+        }
     }
 
     fn array(&mut self, out: &mut String, depth: usize) -> Result<(), CanonError> {
@@ -219,10 +226,7 @@ impl<'a> Parser<'a> {
                     out.push(',');
                 }
                 let from = out.len();
-                match &key {
-                    Cow::Borrowed(_) => out.push_str(&self.text[at..at + key.len() + 2]),
-                    Cow::Owned(k) => push_string(out, k),
-                }
+                self.put_string(out, &key, at);
                 out.push(':');
                 self.value(out, depth + 1)?;
                 sorted &= members.last().is_none_or(|(prev, _, _)| *prev < key);

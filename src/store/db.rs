@@ -200,15 +200,7 @@ impl Store {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || {
-            // The guard lives as long as the read, so compaction never meets a live reader.
-            let guard = read_lock(&db);
-            let rtx = opened(&guard)?.begin_read().op("begin read")?;
-            op(&ReadView::new(rtx))
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        self.read_seen(op).await.map(|(r, _)| r)
     }
 
     /// [`Store::read`], with what the read depended on: while [`Store::unchanged`] holds for
@@ -222,6 +214,7 @@ impl Store {
         let db = self.inner.db.clone();
         let commits = self.inner.commits.clone();
         tokio::task::spawn_blocking(move || {
+            // The guard lives as long as the read, so compaction never meets a live reader.
             let guard = read_lock(&db);
             // Counted before the snapshot: a commit in between leaves the memo stale, never
             // older than the store.

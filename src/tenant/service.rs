@@ -44,7 +44,7 @@ pub struct Tenancy {
     pub(crate) sessions: super::sessions::Sessions,
     /// Opened geneses, so enrollment neither unseals nor derives keys per request.
     pub(crate) geneses: super::formation_cache::GenesisCache,
-    /// The formations ingest names, while the store has committed nothing since their read.
+    /// The formations ingest names, while nothing their read opened has been written since.
     pub(crate) ingest_formations: super::formation_cache::FormationCache,
 }
 

@@ -665,9 +665,9 @@ async fn compaction_keeps_every_event_an_org_still_holds() {
     assert_eq!((s, b["appended"].as_u64()), (202, Some(1)));
 }
 
-/// Ingest keeps each formation it looked up until the next write to the state: a quota
-/// lowered or a formation deleted right after an ingest applies to the very next one, in
-/// that org only.
+/// Ingest keeps each formation it looked up until the next write to what that lookup read: a
+/// quota lowered or a formation deleted right after an ingest applies to the very next one,
+/// in that org only.
 #[tokio::test]
 async fn what_ingest_looked_up_gives_way_to_the_next_change_of_the_org() {
     let g = Gateway::start(GatewayOpts::standard()).await;

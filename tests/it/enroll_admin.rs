@@ -178,14 +178,73 @@ async fn expired_and_revoked_bootstrap_tokens_admit_nobody() {
     );
 }
 
-#[tokio::test]
-async fn certificates_and_revocations_are_published_to_the_node_as_peat_documents() {
+/// A formation under `policy` bound to a node double, publishing its certificates there;
+/// returns the node, the gateway, the mesh id and the authority key.
+async fn publishing_formation(
+    policy: &str,
+) -> (
+    peat_gateway::cdc::source::simulator::Simulator,
+    crate::harness::Gateway,
+    String,
+    String,
+) {
     use peat_gateway::cdc::source::simulator::Simulator;
     let sim = Simulator::start(([127, 0, 0, 1], 0).into()).await.unwrap();
-    let (g, mesh_id, authority) = formation("Open", &[]).await;
+    let (g, mesh_id, authority) = formation(policy, &[]).await;
     crate::source::bind_endpoint(&g, &sim.url()).await;
     let (s, _) = put_settings(&g, "mesh", json!({"publish_documents": true})).await;
     assert_eq!(s, 200);
+    (sim, g, mesh_id, authority)
+}
+
+/// The certificate document the gateway wrote to the node for `subject`, once it is there.
+async fn certificate_document(
+    sim: &peat_gateway::cdc::source::simulator::Simulator,
+    subject: &str,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(d) = sim.document("certificates", subject) {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "certificate document never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A certificate an operator approves reaches the node as one enrolled directly does.
+#[tokio::test]
+async fn an_approved_certificate_is_published_to_the_node() {
+    let (sim, g, mesh_id, _) = publishing_formation("Strict").await;
+    let token = boot_token(&g, json!({"app_id": "mesh"})).await;
+    let key = device(0xe5);
+    let subject = hex::encode(key.verifying_key().to_bytes());
+    let (s, body) = enroll_json(
+        &g,
+        ENROLL,
+        &request(&key, &mesh_id, "strict-1", MeshTier::Edge, &token),
+    )
+    .await;
+    assert_eq!(s, 202, "{body}");
+    let id = body["enrollment_id"].as_str().unwrap();
+    let (s, b) = g
+        .admin(
+            Method::POST,
+            &format!("/orgs/acme/enrollments/{id}/approve"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let entry: Value = serde_json::from_str(&certificate_document(&sim, &subject).await).unwrap();
+    assert_eq!(entry["node_id"], "strict-1");
+}
+
+#[tokio::test]
+async fn certificates_and_revocations_are_published_to_the_node_as_peat_documents() {
+    let (sim, g, mesh_id, authority) = publishing_formation("Open").await;
     let key = device(0xe1);
     let subject = hex::encode(key.verifying_key().to_bytes());
     let (s, body) = enroll_json(
@@ -196,17 +255,7 @@ async fn certificates_and_revocations_are_published_to_the_node_as_peat_document
     .await;
     assert_eq!(s, 200, "{body}");
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let doc = loop {
-        if let Some(d) = sim.document("certificates", &subject) {
-            break d;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "certificate document never written"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let doc = certificate_document(&sim, &subject).await;
     let entry: Value = serde_json::from_str(&doc).unwrap();
     assert_eq!(entry["subject"], subject);
     assert_eq!(entry["issuer"], authority);
